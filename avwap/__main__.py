@@ -1,0 +1,5 @@
+import sys
+
+from avwap.cli import main
+
+sys.exit(main())

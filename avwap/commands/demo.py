@@ -1,0 +1,84 @@
+"""``avwap demo``: the main job on embedded defaults (no Redis URL, no broker keys, no internet)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+import typer
+
+from avwap.common import fail, job_redis
+from avwap.procs import ServiceProcs
+from shared.bus import Bus
+from shared.ids import stable_id
+from shared.schemas import Candidate, CandidateBatch, decode
+from shared.streams import CANDIDATES, INTENTS, ORDERS, REJECTIONS, state_key
+
+app = typer.Typer()
+
+
+def demo_candidate() -> CandidateBatch:
+    c = Candidate(candidate_id=stable_id("cd", "2018-12-03", "AAPL"), scan_date="2018-12-03", symbol="AAPL",
+                  price=184.82, anchor="SWING_LOW", anchor_date="2018-11-20", avwap=180.10, entry_level=180.10,
+                  entry_dist_pct=2.62, stop_loss=178.20, target_r1=190.0, target_r2=195.0, trend_score=12.5,
+                  avwap_slope=0.8, score=95.0, setups=["RECLAIM"])
+    return CandidateBatch(batch_id=stable_id("cb", "2018-12-03", [c.candidate_id]), scan_date="2018-12-03",
+                          market_gate_ok=True, candidates=[c], universe_size=1)
+
+
+def _wait(r: redis.Redis, stream: str, timeout: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        entries = r.xrange(stream, count=1)
+        if entries:
+            return entries[0][1]
+        time.sleep(0.05)
+    fail(f"nothing arrived on {stream} within {timeout:.0f}s")
+
+
+def run_skeleton_demo(out_dir: Path) -> None:
+    with job_redis() as url:
+        r = redis.Redis.from_url(url)
+        procs = ServiceProcs(url, env={"EXECUTION_MODE": "DRY_RUN", "LEDGER_DIR": str(out_dir / "ledger"),
+                                       "ARTIFACTS_DIR": str(out_dir / "artifacts"), "BUS_BLOCK_MS": "200"},
+                             log_dir=out_dir / "logs")
+        try:
+            procs.start_all()
+            procs.wait_ready()
+            typer.echo("1. five services up: scanner, risk, executor, exits, analytics")
+            batch = demo_candidate()
+            Bus(r).publish(CANDIDATES, batch)
+            c = batch.candidates[0]
+            typer.echo(f"2. scanner -> {CANDIDATES}: {c.symbol} entry {c.entry_level} stop {c.stop_loss}")
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not (r.xlen(INTENTS) or r.xlen(REJECTIONS)):
+                time.sleep(0.05)
+            if r.xlen(REJECTIONS):
+                rej = decode(r.xrange(REJECTIONS, count=1)[0][1][b"data"])
+                typer.echo(f"3. risk -> {REJECTIONS}: {rej.reasons}")  # type: ignore[attr-defined]
+                return
+            intent = decode(_wait(r, INTENTS)[b"data"])
+            typer.echo(f"3. risk -> {INTENTS}: buy {intent.qty} {intent.symbol} (risk/share {intent.risk_per_share})")  # type: ignore[attr-defined]
+            ev = decode(_wait(r, ORDERS)[b"data"])
+            typer.echo(f"4. executor (DRY_RUN) -> {ORDERS}: {ev.event} {ev.client_order_id} ({ev.reason})")  # type: ignore[attr-defined]
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not r.hlen(state_key("exits", "seen_orders")):
+                time.sleep(0.05)
+            typer.echo(f"5. exits consumed the order event: {r.hlen(state_key('exits', 'seen_orders'))} seen")
+            ledger = out_dir / "ledger" / "analytics" / f"{c.scan_date}.jsonl"
+            while time.monotonic() < deadline and not (ledger.exists() and ledger.read_text().count("\n") >= 2):
+                time.sleep(0.05)
+            n = ledger.read_text().count("\n") if ledger.exists() else 0
+            typer.echo(f"6. analytics ledger {ledger}: {n} records")
+        finally:
+            codes = procs.stop_all()
+            typer.echo(f"7. services stopped: {codes}")
+
+
+@app.command("demo")
+def demo(out: Path = typer.Option(None, help="Output directory (default: a temp dir).")) -> None:
+    """Run the system on embedded defaults and show what happens at each hop."""
+    out_dir = out or Path(tempfile.mkdtemp(prefix="avwap-demo-"))
+    run_skeleton_demo(out_dir)

@@ -1,0 +1,53 @@
+"""Helpers shared by CLI commands: one-line errors and the Redis the command talks to."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import NoReturn
+
+import redis
+import typer
+
+from shared.redis_conn import connect
+from shared.service import redis_url_for
+from shared.settings import Settings, get_settings
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one clear line to stderr and exit non-zero."""
+    typer.echo(f"avwap: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def need_redis_url(settings: Settings) -> str:
+    if not settings.core.redis_url:
+        fail("REDIS_URL is not set; this command inspects a running system's Redis (e.g. REDIS_URL=redis://127.0.0.1:6379/0)")
+    return settings.core.redis_url
+
+
+@contextlib.contextmanager
+def operator_redis() -> Iterator[redis.Redis]:
+    """The running system's Redis (REDIS_URL required); connection errors become one line."""
+    url = need_redis_url(get_settings())
+    r = connect(url)
+    try:
+        r.ping()
+    except (redis.RedisError, OSError) as exc:
+        fail(f"cannot reach Redis at {url}: {exc}")
+    try:
+        yield r
+    except redis.RedisError as exc:
+        fail(f"Redis error: {exc}")
+
+
+@contextlib.contextmanager
+def job_redis() -> Iterator[str]:
+    """REDIS_URL, or the embedded default Redis for a self-contained job (demo, replay)."""
+    with redis_url_for(get_settings()) as url:
+        yield url
+
+
+def stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)

@@ -1,0 +1,7 @@
+"""`python -m services.executor` starts the executor worker."""
+
+import sys
+
+from services.executor.worker import main
+
+sys.exit(main())

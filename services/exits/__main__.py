@@ -1,0 +1,7 @@
+"""`python -m services.exits` starts the exits worker."""
+
+import sys
+
+from services.exits.worker import main
+
+sys.exit(main())

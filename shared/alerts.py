@@ -1,0 +1,35 @@
+"""Raising operator alerts: one ``Alert`` message on ``avwap:alerts`` (the Slack notifier sends it)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from shared.ids import stable_id
+from shared.logs import redact
+from shared.schemas import Alert
+
+if TYPE_CHECKING:
+    from shared.bus import Bus
+
+ALERTS = "avwap:alerts"
+
+
+def make_alert(source: str, kind: str, title: str, *, severity: str = "info", text: str = "",
+               fields: dict[str, str] | None = None, trade_date: str = "", ts: int = 0,
+               dedup: str | None = None) -> Alert:
+    """Build an alert; its id is a stable hash of ``dedup`` (default: kind, title, date, fields)."""
+    fields = {k: redact(str(v)) for k, v in sorted((fields or {}).items())}
+    key = dedup if dedup is not None else [kind, title, trade_date, fields]
+    return Alert(alert_id=stable_id("al", source, key), severity=severity, kind=kind, source=source,
+                 title=redact(title), text=redact(text), fields=fields, trade_date=trade_date, ts=ts)
+
+
+class AlertPublisher:
+    def __init__(self, bus: Bus, source: str) -> None:
+        self.bus = bus
+        self.source = source
+
+    def alert(self, kind: str, title: str, **kw: object) -> Alert:
+        a = make_alert(self.source, kind, title, **kw)  # type: ignore[arg-type]
+        self.bus.publish(ALERTS, a)
+        return a

@@ -1,0 +1,161 @@
+"""Deterministic artifacts: canonical JSON, atomic writes, crash-safe JSONL, provenance.
+
+Canonical JSON: keys sorted, floats rounded to ``FLOAT_DECIMALS`` places (then shortest
+repr, so 1.5 stays ``1.5`` and -0.0 becomes ``0.0``), no NaN/Inf, compact separators,
+UTF-8, one trailing newline. Same inputs -> same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+log = logging.getLogger(__name__)
+
+FLOAT_DECIMALS = 8
+
+
+def _canon(value: Any) -> Any:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"non-finite float in artifact: {value!r}")
+        r = round(value, FLOAT_DECIMALS)
+        return 0.0 if r == 0 else r
+    if isinstance(value, dict):
+        return {str(k): _canon(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canon(v) for v in value]
+    return value
+
+
+def to_plain(obj: Any) -> Any:
+    """Structs, dataclasses, tuples... -> JSON-ready builtins with canonical floats."""
+    return _canon(msgspec.to_builtins(obj))
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The canonical bytes of ``obj`` (a Struct, dict, list...), ending in ``\\n``."""
+    text = json.dumps(to_plain(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.encode("utf-8") + b"\n"
+
+
+def canonical_line(obj: Any) -> bytes:
+    """One canonical JSON line (same as ``canonical_json``) for JSONL files."""
+    return canonical_json(obj)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename, fsync dir."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return target
+
+
+def write_json_artifact(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as canonical JSON, atomically. Returns the path."""
+    return write_atomic(path, canonical_json(obj))
+
+
+def append_jsonl(path: str | os.PathLike[str], records: Iterable[Any]) -> Path:
+    """Append canonical JSON lines and fsync.
+
+    If the file ends in a torn line (a crash mid-write), a newline is written first so
+    the torn fragment stays isolated on its own line and is skipped by ``read_jsonl``.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    payload = b"".join(canonical_line(r) for r in records)
+    if not payload:
+        return target
+    with open(target, "ab+") as fh:
+        if fh.tell() > 0:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                log.warning("torn last line in %s; isolating it", target)
+                fh.write(b"\n")
+        fh.write(payload)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return target
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Yield the records of a JSONL file, skipping (with a warning) any torn or invalid line."""
+    target = Path(path)
+    if not target.exists():
+        return
+    with open(target, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            line = raw.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                log.warning("skipping torn/invalid line %d in %s", lineno, target)
+                continue
+            if isinstance(rec, dict):
+                yield rec
+            else:
+                log.warning("skipping non-object line %d in %s", lineno, target)
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """The git commit of the running code, or the package version outside a checkout."""
+    from shared import __version__
+
+    env = os.environ.get("AVWAP_CODE_VERSION")
+    if env:
+        return env
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        return out.stdout.strip() or __version__
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def provenance(settings_hash: str, inputs: dict[str, str], **extra: str) -> dict[str, str]:
+    """Provenance block every artifact carries: code version, settings hash, inputs."""
+    prov = {"code_version": code_version(), "settings_hash": settings_hash}
+    for k, v in sorted(inputs.items()):
+        prov[f"input:{k}"] = v
+    prov.update({k: str(v) for k, v in sorted(extra.items())})
+    return prov

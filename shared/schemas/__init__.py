@@ -1,0 +1,39 @@
+"""Versioned stream messages (DESIGN §2-3). Import messages from here; decode with ``decode``."""
+
+from .alerts import Alert
+from .base import (
+    InvalidPayload,
+    Message,
+    SchemaError,
+    UnknownType,
+    UnknownVersion,
+    current_class,
+    decode,
+    encode,
+    register,
+    register_legacy,
+    registered_types,
+    replace,
+    type_name_of,
+)
+from .broker import BrokerOrder, BrokerPosition, BrokerSnapshot
+from .exits import EXIT_EVENT_KINDS, ExitEvent, ExitPositionState
+from .market import BarBatch, BarRow, SessionEvent
+from .orders import ORDER_EVENTS, EntryIntent, ExitIntent, OrderEvent, Rejection, StopIntent
+from .portfolio import (
+    DECISION_REASON_ORDER,
+    PortfolioDecision,
+    PortfolioDecisionBatch,
+    PortfolioSnapshot,
+    PositionMark,
+)
+from .scanner import Candidate, CandidateBatch
+
+__all__ = [
+    "Alert", "BarBatch", "BarRow", "BrokerOrder", "BrokerPosition", "BrokerSnapshot", "Candidate",
+    "CandidateBatch", "DECISION_REASON_ORDER", "EXIT_EVENT_KINDS", "EntryIntent", "ExitEvent",
+    "ExitIntent", "ExitPositionState", "InvalidPayload", "Message", "ORDER_EVENTS", "OrderEvent",
+    "PortfolioDecision", "PortfolioDecisionBatch", "PortfolioSnapshot", "PositionMark", "Rejection",
+    "SchemaError", "SessionEvent", "StopIntent", "UnknownType", "UnknownVersion", "current_class",
+    "decode", "encode", "register", "register_legacy", "registered_types", "replace", "type_name_of",
+]

@@ -1,0 +1,46 @@
+"""Market data messages: bars on ``avwap:bars:1d`` and ``avwap:bars:1m``."""
+
+from __future__ import annotations
+
+import msgspec
+
+from .base import Message, register
+
+
+class BarRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One OHLCV bar. ``ts`` is the bar's END time in UTC epoch ns (daily: the session close)."""
+
+    symbol: str
+    ts: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+@register
+class BarBatch(Message, frozen=True, kw_only=True, tag="bar_batch"):
+    """All bars of one timeframe for one timestamp (or one session chunk), sorted by (ts, symbol).
+
+    ``trade_date`` is the NY trading date ``YYYY-MM-DD`` the bars belong to.
+    ``final`` marks the last batch of a session for this timeframe (replay and feed set it).
+    """
+
+    tf: str  # "1d" | "1m"
+    trade_date: str
+    bars: list[BarRow]
+    source: str = "feed"
+    final: bool = False
+
+
+@register
+class SessionEvent(Message, frozen=True, kw_only=True, tag="session_event"):
+    """Event-time marker from the feed or the replay driver (on ``avwap:clock``).
+
+    ``phase`` is one of PRE_MARKET, OPEN, CLOSE. Services use it as their clock.
+    """
+
+    trade_date: str
+    phase: str
+    ts: int

@@ -1,0 +1,98 @@
+"""Intents (risk and exits -> executor), rejections, and order events."""
+
+from __future__ import annotations
+
+from .base import Message, register
+
+
+@register
+class EntryIntent(Message, frozen=True, kw_only=True, tag="entry_intent"):
+    """A sized, gated new entry. ``intent_id`` is a stable hash; the broker client id derives from it."""
+
+    intent_id: str
+    candidate_id: str
+    symbol: str
+    trade_date: str
+    side: str = "buy"
+    qty: int
+    order_type: str = "market"  # market | limit
+    limit_price: float | None = None
+    entry_level: float
+    stop_price: float
+    risk_per_share: float
+    notional: float
+    gates_passed: list[str] = []
+    ts: int = 0
+
+
+@register
+class StopIntent(Message, frozen=True, kw_only=True, tag="stop_intent"):
+    """Place, replace or cancel the protective stop of a position (from exits; never gated)."""
+
+    intent_id: str
+    symbol: str
+    trade_date: str
+    action: str  # place | replace | cancel
+    qty: int = 0
+    stop_price: float = 0.0
+    target_client_order_id: str = ""  # the live stop to replace or cancel
+    reason: str = ""
+    ts: int = 0
+
+
+@register
+class ExitIntent(Message, frozen=True, kw_only=True, tag="exit_intent"):
+    """Sell a position (market). The executor cancels a stop holding the shares first."""
+
+    intent_id: str
+    symbol: str
+    trade_date: str
+    qty: int
+    reason: str = ""
+    ts: int = 0
+
+
+@register
+class Rejection(Message, frozen=True, kw_only=True, tag="rejection"):
+    """A refused entry with ordered, stable reason codes."""
+
+    rejection_id: str
+    source: str  # risk | executor
+    symbol: str
+    trade_date: str
+    reasons: list[str]
+    candidate_id: str = ""
+    intent_id: str = ""
+    detail: str = ""
+    ts: int = 0
+
+
+ORDER_EVENTS = ("accepted", "partially_filled", "filled", "cancelled", "rejected", "replaced")
+
+
+@register
+class OrderEvent(Message, frozen=True, kw_only=True, tag="order_event"):
+    """One broker order event, published once (fills de-duplicated by ``trade_id``)."""
+
+    event_id: str
+    event: str  # one of ORDER_EVENTS
+    mode: str
+    intent_id: str
+    client_order_id: str
+    broker_order_id: str = ""
+    symbol: str
+    side: str  # buy | sell
+    kind: str  # entry | stop | exit
+    qty: int
+    order_type: str = "market"
+    stop_price: float | None = None
+    limit_price: float | None = None
+    filled_qty: int = 0  # cumulative
+    fill_qty: int = 0  # this fill
+    fill_price: float | None = None
+    avg_fill_price: float | None = None
+    trade_id: str = ""
+    fees: float = 0.0
+    reason: str = ""
+    trade_date: str
+    ts: int

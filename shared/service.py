@@ -1,0 +1,92 @@
+"""The imperative shell every service shares: settings, logging, Redis, the consumer loop.
+
+A service provides a name (its consumer group), its input streams, and a ``build``
+function that returns the message handler. ``run_service`` does the rest and returns
+the process exit code (0 on SIGTERM/SIGINT after finishing the message in hand).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import redis
+
+from shared.alerts import AlertPublisher
+from shared.bus import Bus, Consumer, Emit, Handler
+from shared.clock import Clock, WallClock
+from shared.logs import setup_logging
+from shared.redis_conn import connect, embedded_redis
+from shared.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceContext:
+    """What a worker gets: settings, Redis, the bus, a clock, and an alert publisher."""
+
+    name: str
+    settings: Settings
+    r: redis.Redis
+    bus: Bus
+    clock: Clock
+    alerts: AlertPublisher
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    streams: Sequence[str]
+    build: Callable[[ServiceContext], Handler]
+    on_start: Callable[[ServiceContext], Iterable[Emit] | None] | None = None
+    on_idle: Callable[[ServiceContext], Iterable[Emit] | None] | None = None
+
+
+@contextlib.contextmanager
+def redis_url_for(settings: Settings) -> Iterator[str]:
+    """REDIS_URL when set, else an embedded Redis for the life of the block."""
+    if settings.core.redis_url:
+        yield settings.core.redis_url
+        return
+    with embedded_redis() as emb:
+        print(f"avwap: REDIS_URL not set; using an embedded {emb.kind} at {emb.url}", file=sys.stderr)
+        yield emb.url
+
+
+def make_context(name: str, settings: Settings, r: redis.Redis, clock: Clock | None = None) -> ServiceContext:
+    bus = Bus(r, maxlen=settings.core.bus_maxlen)
+    return ServiceContext(name=name, settings=settings, r=r, bus=bus, clock=clock or WallClock(),
+                          alerts=AlertPublisher(bus, source=name))
+
+
+def make_consumer(spec: ServiceSpec, ctx: ServiceContext, consumer_name: str | None = None) -> Consumer:
+    core = ctx.settings.core
+    on_idle = (lambda: spec.on_idle(ctx)) if spec.on_idle else None  # noqa: E731
+    return Consumer(
+        ctx.r, spec.name, spec.streams, spec.build(ctx),
+        name=consumer_name or core.consumer_name, max_deliveries=core.bus_max_deliveries,
+        block_ms=core.bus_block_ms, count=core.bus_batch, claim_idle_ms=core.bus_claim_idle_ms,
+        heartbeat_ttl_s=core.heartbeat_ttl_s, maxlen=core.bus_maxlen, on_idle=on_idle,
+    )
+
+
+def run_service(spec: ServiceSpec, settings: Settings | None = None) -> int:
+    settings = settings or get_settings()
+    setup_logging(settings.core.log_level, settings.core.log_format, service=spec.name)
+    with redis_url_for(settings) as url:
+        r = connect(url)
+        ctx = make_context(spec.name, settings, r)
+        consumer = make_consumer(spec, ctx)
+        consumer.install_signal_handlers()
+        consumer.ensure_groups()
+        if spec.on_start is not None:
+            ctx.bus.publish_many(list(spec.on_start(ctx) or []))
+        log.info("%s started as %s on %s", spec.name, consumer.name, ", ".join(spec.streams))
+        stats = consumer.run(install_signals=False)
+        log.info("%s stopped: handled=%d failed=%d dlq=%d", spec.name, stats.handled, stats.failed, stats.dead_lettered)
+    return 0

@@ -1,0 +1,73 @@
+"""Typed settings from the environment (pydantic-settings), one section per concern.
+
+``load_settings()`` reads every section; ``settings_hash`` fingerprints the non-secret
+values for artifact provenance. ``docs/configuration.md`` is generated from these
+classes (``python -m shared.settings.docs``) and a test keeps it current.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+
+from pydantic import BaseModel, SecretStr
+
+from .analytics import AnalyticsSettings
+from .core import CoreSettings, ExecutionMode
+from .exits import ExitsSettings
+from .risk import RiskSettings
+from .scanner import ScannerSettings
+
+SECTIONS = (CoreSettings, ScannerSettings, RiskSettings, ExitsSettings, AnalyticsSettings)
+
+
+class Settings(BaseModel, frozen=True):
+    core: CoreSettings
+    scanner: ScannerSettings
+    risk: RiskSettings
+    exits: ExitsSettings
+    analytics: AnalyticsSettings
+
+    def public_dict(self) -> dict[str, object]:
+        """Every non-secret value (secrets show as set/unset only)."""
+        out: dict[str, object] = {}
+        for name in type(self).model_fields:
+            section = getattr(self, name)
+            for key in type(section).model_fields:
+                value = getattr(section, key)
+                if isinstance(value, SecretStr):
+                    value = "<set>" if value.get_secret_value() else "<unset>"
+                out[key] = value
+        return dict(sorted(out.items()))
+
+    def hash(self) -> str:
+        """Fingerprint of the strategy-relevant settings (paths and secrets excluded)."""
+        skip = {"redis_url", "artifacts_dir", "ledger_dir", "log_level", "log_format", "consumer_name",
+                "slack_bot_token", "live_confirm_token", "slack_base_url", "bars_dir"}
+        data = {k: v for k, v in self.public_dict().items() if k not in skip}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read every section from the environment; ``overrides`` are field=value pairs."""
+    parts = {}
+    for cls, name in zip(SECTIONS, ("core", "scanner", "risk", "exits", "analytics"), strict=True):
+        mine = {k: v for k, v in overrides.items() if k in cls.model_fields}
+        parts[name] = cls(**mine)
+    unknown = set(overrides) - {k for cls in SECTIONS for k in cls.model_fields}
+    if unknown:
+        raise ValueError(f"unknown settings: {sorted(unknown)}")
+    return Settings(**parts)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings, read once (shells only; cores take values as arguments)."""
+    return load_settings()
+
+
+__all__ = [
+    "AnalyticsSettings", "CoreSettings", "ExecutionMode", "ExitsSettings", "RiskSettings",
+    "ScannerSettings", "Settings", "SECTIONS", "get_settings", "load_settings",
+]

@@ -1,0 +1,38 @@
+"""Core settings: Redis, bus, paths, modes, logging, alerts."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+
+from .base import Section
+
+ExecutionMode = Literal["DRY_RUN", "PAPER_SIM", "ALPACA_PAPER", "LIVE"]
+
+
+class CoreSettings(Section):
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL. Unset: the `avwap` command starts an embedded Redis "
+        "(a private redis-server, else an in-process fakeredis server).",
+    )
+    artifacts_dir: str = Field("artifacts", description="Root directory of every artifact (candidates, decisions, snapshots, reports).")
+    ledger_dir: str = Field("ledger", description="Root directory of the append-only JSONL ledgers.")
+    log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
+    log_format: Literal["console", "json"] = Field("console", description="Log output: human console lines or JSON lines.")
+    consumer_name: str | None = Field(None, description="Consumer name in the service's groups (default: hostname-pid).")
+    bus_maxlen: int = Field(200_000, ge=1000, description="Approximate MAXLEN each stream is trimmed to on publish.")
+    bus_max_deliveries: int = Field(5, ge=1, description="Deliveries after which a failing message goes to the DLQ.")
+    bus_block_ms: int = Field(1000, ge=1, description="How long a consumer blocks waiting for new messages.")
+    bus_batch: int = Field(100, ge=1, description="Messages read per XREADGROUP call.")
+    bus_claim_idle_ms: int = Field(30_000, ge=100, description="Idle time after which a dead consumer's pending entries are claimed.")
+    heartbeat_ttl_s: int = Field(30, ge=2, description="TTL of each consumer's heartbeat key (health checks read it).")
+    execution_mode: ExecutionMode = Field("DRY_RUN", description="DRY_RUN, PAPER_SIM, ALPACA_PAPER or LIVE.")
+    live_trading: bool = Field(False, description="Must be 1 (with a matching confirmation token) for LIVE entries.")
+    live_confirm_token: SecretStr | None = Field(None, description="Operator's live confirmation token; must match the token on file.")
+    live_confirm_token_file: str = Field("state/live_confirm_token", description="File holding the expected live confirmation token.")
+    kill_switch: bool = Field(False, description="Env kill switch: blocks every new entry (exits unaffected). Also `avwap kill-switch on`.")
+    slack_bot_token: SecretStr | None = Field(None, description="Slack bot token for the notifier; unset: alerts are logged only.")
+    slack_channel: str = Field("#avwap", description="Slack channel the notifier posts to.")
+    slack_base_url: str = Field("https://slack.com/api/", description="Slack Web API base URL (tests point it at a local stand-in).")

@@ -1,0 +1,57 @@
+"""Canonical JSON byte-stability, atomic writes, crash-safe JSONL, ids."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.artifacts import append_jsonl, canonical_json, read_jsonl, write_json_artifact
+from shared.ids import client_order_id, stable_id
+from shared.schemas import Alert
+
+
+def test_canonical_json_is_byte_stable_and_sorted() -> None:
+    a = {"b": 1.0, "a": [0.1 + 0.2, -0.0, 1e-12], "c": {"z": 1, "y": "é"}}
+    b = {"c": {"y": "é", "z": 1}, "a": [0.30000000000000004, 0.0, 0.0], "b": 1.0}
+    assert canonical_json(a) == canonical_json(b)
+    assert canonical_json(a) == '{"a":[0.3,0.0,0.0],"b":1.0,"c":{"y":"é","z":1}}\n'.encode()
+
+
+def test_canonical_json_rejects_nan() -> None:
+    with pytest.raises(ValueError):
+        canonical_json({"x": float("nan")})
+
+
+def test_structs_serialize_canonically() -> None:
+    al = Alert(alert_id="x", severity="info", kind="k", source="s", title="t")
+    data = canonical_json(al)
+    assert data.endswith(b"\n")
+    assert list(json.loads(data)) == sorted(json.loads(data))
+
+
+def test_write_atomic_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
+    p = tmp_path / "d" / "x.json"
+    write_json_artifact(p, {"a": 1})
+    write_json_artifact(p, {"a": 2})
+    assert p.read_bytes() == b'{"a":2}\n'
+    assert [f.name for f in p.parent.iterdir()] == ["x.json"]
+
+
+def test_torn_last_line_is_skipped_and_isolated(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    p = tmp_path / "l.jsonl"
+    append_jsonl(p, [{"n": 1}])
+    with open(p, "ab") as fh:
+        fh.write(b'{"n": 2, "tor')  # crash mid-write
+    assert [r["n"] for r in read_jsonl(p)] == [1]
+    append_jsonl(p, [{"n": 3}])
+    assert [r["n"] for r in read_jsonl(p)] == [1, 3]
+    assert "torn" in caplog.text
+
+
+def test_stable_ids() -> None:
+    assert stable_id("in", "a", 1, 2.5) == stable_id("in", "a", 1, 2.5)
+    assert stable_id("in", "a", 1) != stable_id("in", "a", 2)
+    coid = client_order_id("in-123")
+    assert coid == client_order_id("in-123") and len(coid) <= 48

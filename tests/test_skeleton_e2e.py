@@ -1,0 +1,47 @@
+"""Walking skeleton on a real Redis: one candidate through risk -> executor (DRY_RUN) -> exits, analytics."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import redis
+
+from avwap.commands.demo import demo_candidate
+from avwap.procs import ServiceProcs
+from shared.bus import Bus
+from shared.schemas import EntryIntent, OrderEvent, decode
+from shared.streams import CANDIDATES, INTENTS, ORDERS, state_key
+
+
+def _until(pred, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_one_candidate_flows_through_all_five_services(redis_url: str, real_redis: redis.Redis, tmp_path: Path) -> None:
+    procs = ServiceProcs(redis_url, env={"EXECUTION_MODE": "DRY_RUN", "LEDGER_DIR": str(tmp_path / "ledger"),
+                                         "ARTIFACTS_DIR": str(tmp_path / "art"), "BUS_BLOCK_MS": "100"},
+                         log_dir=tmp_path / "logs")
+    try:
+        procs.start_all()
+        procs.wait_ready()
+        batch = demo_candidate()
+        Bus(real_redis).publish(CANDIDATES, batch)
+        _until(lambda: real_redis.xlen(ORDERS) == 1)
+        intent = decode(real_redis.xrange(INTENTS)[0][1][b"data"])
+        event = decode(real_redis.xrange(ORDERS)[0][1][b"data"])
+        assert isinstance(intent, EntryIntent) and intent.candidate_id == batch.candidates[0].candidate_id
+        assert isinstance(event, OrderEvent) and event.intent_id == intent.intent_id and event.mode == "DRY_RUN"
+        _until(lambda: real_redis.hget(state_key("exits", "seen_orders"), event.event_id) == b"accepted")
+        ledger = tmp_path / "ledger" / "analytics" / f"{batch.scan_date}.jsonl"
+        _until(lambda: ledger.exists() and ledger.read_text().count("\n") == 2)
+        for group, stream in (("risk", CANDIDATES), ("executor", INTENTS), ("exits", ORDERS), ("analytics", ORDERS)):
+            assert real_redis.xpending(stream, group)["pending"] == 0
+    finally:
+        codes = procs.stop_all()
+    assert set(codes.values()) == {0}, codes

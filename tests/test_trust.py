@@ -1,0 +1,46 @@
+"""Trust checks: the required docs exist and are current; the layering rules hold."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_required_docs_exist_and_say_something() -> None:
+    for rel in ("README.md", "ROADMAP.md", "docs/runbook.md", "docs/configuration.md", "docs/ARCHITECTURE.md"):
+        p = ROOT / rel
+        assert p.exists(), rel
+        assert len(p.read_text().strip()) > 200, rel
+
+
+def test_readme_leads_with_demo_and_test() -> None:
+    head = (ROOT / "README.md").read_text().split("##")[0]
+    assert "make demo" in head and "make test" in head
+
+
+def test_ci_calls_make_test() -> None:
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_configuration_doc_is_generated_from_settings() -> None:
+    from shared.settings.docs import render
+
+    assert (ROOT / "docs/configuration.md").read_text() == render(), "run `make config-docs`"
+
+
+def test_a_service_never_imports_another_service() -> None:
+    pat = re.compile(r"^\s*(?:from|import)\s+services\.(\w+)", re.M)
+    for svc_dir in (ROOT / "services").iterdir():
+        if not svc_dir.is_dir() or svc_dir.name.startswith("_"):
+            continue
+        for py in svc_dir.rglob("*.py"):
+            for other in pat.findall(py.read_text()):
+                assert other == svc_dir.name, f"{py.relative_to(ROOT)} imports services.{other}"
+
+
+def test_shared_never_imports_services() -> None:
+    for py in (ROOT / "shared").rglob("*.py"):
+        text = py.read_text()
+        assert not re.search(r"^\s*(from|import)\s+services", text, re.M), py
