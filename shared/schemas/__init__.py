@@ -18,7 +18,7 @@ from .base import (
 )
 from .broker import BrokerOrder, BrokerPosition, BrokerSnapshot
 from .exits import EXIT_EVENT_KINDS, ExitEvent, ExitPositionState
-from .market import BarBatch, BarRow, SessionEvent
+from .market import SESSION_PHASES, BarBatch, BarRow, SessionEvent
 from .orders import ORDER_EVENTS, EntryIntent, ExitIntent, OrderEvent, Rejection, StopIntent
 from .portfolio import (
     DECISION_REASON_ORDER,
@@ -34,6 +34,6 @@ __all__ = [
     "CandidateBatch", "DECISION_REASON_ORDER", "EXIT_EVENT_KINDS", "EntryIntent", "ExitEvent",
     "ExitIntent", "ExitPositionState", "InvalidPayload", "Message", "ORDER_EVENTS", "OrderEvent",
     "PortfolioDecision", "PortfolioDecisionBatch", "PortfolioSnapshot", "PositionMark", "Rejection",
-    "SchemaError", "SessionEvent", "StopIntent", "UnknownType", "UnknownVersion", "current_class",
+    "SESSION_PHASES", "SchemaError", "SessionEvent", "StopIntent", "UnknownType", "UnknownVersion", "current_class",
     "decode", "encode", "register", "register_legacy", "registered_types", "replace", "type_name_of",
 ]

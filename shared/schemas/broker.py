@@ -40,3 +40,4 @@ class BrokerSnapshot(Message, frozen=True, kw_only=True, tag="broker_snapshot"):
     positions: list[BrokerPosition] = []
     open_orders: list[BrokerOrder] = []
     reconciled: bool = True
+    reason: str = "periodic"  # start | pre_market | open | periodic | close | reconcile

@@ -34,11 +34,15 @@ class BarBatch(Message, frozen=True, kw_only=True, tag="bar_batch"):
     final: bool = False
 
 
+SESSION_PHASES = ("PRE_MARKET", "OPEN", "WINDOW_OPEN", "CLOSE")
+
+
 @register
 class SessionEvent(Message, frozen=True, kw_only=True, tag="session_event"):
-    """Event-time marker from the feed or the replay driver (on ``avwap:clock``).
+    """Event-time marker from the live scheduler/feed or the replay driver (on ``avwap:clock``).
 
-    ``phase`` is one of PRE_MARKET, OPEN, CLOSE. Services use it as their clock.
+    ``phase`` is one of ``SESSION_PHASES``; services use these events (and bar timestamps)
+    as their clock. See docs/ARCHITECTURE.md "One session, event by event".
     """
 
     trade_date: str

@@ -85,7 +85,7 @@ class OrderEvent(Message, frozen=True, kw_only=True, tag="order_event"):
     kind: str  # entry | stop | exit
     qty: int
     order_type: str = "market"
-    stop_price: float | None = None
+    stop_price: float | None = None  # stop orders: the trigger; entries: the intent's protective stop
     limit_price: float | None = None
     filled_qty: int = 0  # cumulative
     fill_qty: int = 0  # this fill
