@@ -1,4 +1,4 @@
-"""Broker settings. Only the executor reads them: broker keys never leave this package."""
+"""Broker and executor settings. Only the executor reads them: broker keys never leave this package."""
 
 from __future__ import annotations
 
@@ -6,11 +6,28 @@ from pydantic import Field, SecretStr
 
 from shared.settings.base import Section
 
+ALPACA_PAPER_URL = "https://paper-api.alpaca.markets"
+ALPACA_LIVE_URL = "https://api.alpaca.markets"
+
 
 class BrokerSettings(Section):
-    """Alpaca credentials and endpoints (read only by the executor)."""
+    """Alpaca credentials and endpoints, simulator costs, entry confirmation (read only by the executor)."""
 
     apca_api_key_id: SecretStr | None = Field(None, description="Alpaca API key id (secret; executor only).")
     apca_api_secret_key: SecretStr | None = Field(None, description="Alpaca API secret key (secret; executor only).")
     apca_api_base_url: str = Field("https://paper-api.alpaca.markets", description="Alpaca trading API base URL (paper or live).")
     apca_data_url: str | None = Field(None, description="Alpaca market-data base URL override (tests point it at a stand-in).")
+    apca_paper_url: str = Field(ALPACA_PAPER_URL, description="The URL that counts as Alpaca's paper endpoint (ALPACA_PAPER must use it; LIVE must not).")
+    apca_allow_local_url: bool = Field(False, description="Accept a 127.0.0.1/localhost APCA_API_BASE_URL as the endpoint of either mode (tests and stand-ins only).")
+    broker_timeout_s: float = Field(10.0, gt=0, description="HTTP timeout of one broker request; a timeout is an unknown outcome (looked up by client_order_id).")
+    broker_poll_s: float = Field(2.0, gt=0, description="ALPACA modes: seconds between polls of open orders when idle.")
+    broker_snapshot_interval_s: int = Field(60, ge=5, description="ALPACA modes: seconds between periodic broker snapshots (event-time modes publish on session events only).")
+    sim_starting_cash: float | None = Field(None, description="PAPER_SIM starting cash; unset: STARTING_CAPITAL.")
+    sim_slippage_bps: float = Field(5.0, ge=0, description="PAPER_SIM: adverse slippage (bps) on market and triggered stop fills.")
+    sim_commission_per_share: float = Field(0.0, ge=0, description="PAPER_SIM: commission per share filled.")
+    sim_commission_per_order: float = Field(0.0, ge=0, description="PAPER_SIM: commission charged on an order's first fill.")
+    sim_sell_fee_bps: float = Field(0.0, ge=0, description="PAPER_SIM: regulatory fees on sells (bps of notional).")
+    sim_max_volume_pct: float = Field(0.0, ge=0, le=100, description="PAPER_SIM: partial fills — at most this % of a bar's volume fills per bar (0: fill in full).")
+    entry_confirm_start: str = Field("09:45", description="Intraday entry confirmation window start (NY time, 10-minute bars).")
+    entry_confirm_end: str = Field("15:30", description="Intraday entry confirmation window end (NY time).")
+    entry_confirm_minutes: int = Field(10, ge=1, description="Bar length (minutes) of the intraday entry confirmation.")

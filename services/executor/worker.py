@@ -1,28 +1,578 @@
-"""Executor worker: the only broker gateway."""
+"""Executor worker: the only broker gateway (the shell around ``core``).
+
+Consumes ``avwap:intents``, ``avwap:clock``, ``avwap:bars:1m`` and ``avwap:bars:1d``. For each
+message it loads ``ExecState`` from Redis, runs the core, performs the order actions through the
+broker adapter, and commits state + events (orders, rejections, snapshots, alerts) + ledger
+queue + the message's ack in ONE MULTI/EXEC. With the simulator (state in that same blob) a
+SIGKILL at any point redelivers the message against the old state: same events, no duplicate.
+With an external broker the outbox (the order record) is committed BEFORE the submit, and
+start-up reconciliation and the idle poll resolve every record by ``client_order_id``.
+"""
 
 from __future__ import annotations
 
-from shared.bus import Delivery, Emit
-from shared.schemas import EntryIntent, Message
-from shared.service import ServiceContext, ServiceSpec, run_service
-from shared.streams import INTENTS, ORDERS
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
 
-from .core import dry_run_accept
+import msgspec
+import redis
+
+from shared.alerts import make_alert
+from shared.bus import Delivery, Emit, fields_of
+from shared.clock import calendar, ny_trade_date
+from shared.redis_conn import connect
+from shared.schemas import (
+    Alert,
+    BarBatch,
+    EntryIntent,
+    ExitIntent,
+    Message,
+    OrderEvent,
+    Rejection,
+    SessionEvent,
+    StopIntent,
+)
+from shared.service import ServiceContext, ServiceSpec, make_context, redis_url_for, run_service
+from shared.settings import Settings, get_settings
+from shared.streams import (
+    ALERTS,
+    BARS_1D,
+    BARS_1M,
+    BROKER,
+    CLOCK,
+    INTENTS,
+    KILL_SWITCH_KEY,
+    ORDERS,
+    REJECTIONS,
+    state_key,
+)
+
+from . import core, ledger
+from .broker import (
+    Broker,
+    BrokerError,
+    DuplicateClientOrderId,
+    InsufficientQty,
+    NotCancelable,
+    NotFound,
+    ReplaceForbidden,
+    UnknownOutcome,
+)
+from .core import DONE, OPEN_LOCAL, Cancel, Ctx, ExecState, Out, Replace, Submit
+from .modes import start_check
+from .settings import BrokerSettings
+from .simulator import SimCosts, SimState, Simulator
+
+log = logging.getLogger(__name__)
+GROUP = "executor"
 
 
-def build(ctx: ServiceContext):
-    mode = ctx.settings.core.execution_mode
+def _crash_point(name: str) -> None:
+    """Test hook: ``AVWAP_TEST_CRASH=<name>:<n>`` SIGKILLs this process the n-th time ``name`` is reached."""
+    spec = os.environ.get("AVWAP_TEST_CRASH", "")
+    if not spec.startswith(name + ":"):
+        return
+    _crash_counts[name] = _crash_counts.get(name, 0) + 1
+    if _crash_counts[name] >= int(spec.rsplit(":", 1)[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
 
-    def handle(msg: Message, d: Delivery) -> list[Emit]:
-        if isinstance(msg, EntryIntent):
-            return [(ORDERS, dry_run_accept(msg, mode))]
+
+_crash_counts: dict[str, int] = {}
+
+
+def stream_for(msg: Message) -> str:
+    if isinstance(msg, OrderEvent):
+        return ORDERS
+    if isinstance(msg, Rejection):
+        return REJECTIONS
+    if isinstance(msg, Alert):
+        return ALERTS
+    return BROKER
+
+
+def alerts_for(events: list[Message]) -> list[Alert]:
+    """One alert per execution decision: submitted, filled, rejected, blocked."""
+    out = []
+    for e in events:
+        if isinstance(e, OrderEvent):
+            kind, sev = {"accepted": ("order_submitted", "info"), "replaced": ("order_submitted", "info"),
+                         "filled": ("order_filled", "info"), "partially_filled": ("order_filled", "info"),
+                         "rejected": ("order_rejected", "warning"), "cancelled": ("order_cancelled", "info")}[e.event]
+            title = f"{e.mode} {e.kind} {e.side} {e.qty} {e.symbol}: {e.event}"
+            if e.fill_price is not None:
+                title += f" {e.fill_qty}@{e.fill_price}"
+            out.append(make_alert("executor", kind, title, severity=sev, text=e.reason, trade_date=e.trade_date,
+                                  ts=e.ts, fields={"client_order_id": e.client_order_id, "intent_id": e.intent_id},
+                                  dedup=e.event_id))
+        elif isinstance(e, Rejection):
+            sev = "info" if e.reasons == [core.R_NOT_CONFIRMED] else "warning"
+            out.append(make_alert("executor", "entry_blocked", f"entry {e.symbol} blocked: {', '.join(e.reasons)}",
+                                  severity=sev, text=e.detail, trade_date=e.trade_date, ts=e.ts,
+                                  fields={"intent_id": e.intent_id}, dedup=e.rejection_id))
+    return out
+
+
+class Executor:
+    """The executor shell over one Redis and one broker adapter (None: DRY_RUN / PAPER_SIM)."""
+
+    def __init__(self, ctx: ServiceContext, bs: BrokerSettings, broker: Broker | None = None) -> None:
+        self.ctx = ctx
+        self.r: redis.Redis = ctx.r
+        self.bs = bs
+        self.mode = ctx.settings.core.execution_mode
+        self.params = core.Params(mode=self.mode, confirm_start=bs.entry_confirm_start,
+                                  confirm_end=bs.entry_confirm_end, confirm_minutes=bs.entry_confirm_minutes)
+        self.key = state_key("executor", self.mode, "state")
+        self.ledger_key = state_key("executor", self.mode, "ledger")
+        self.ledger_dir = ctx.settings.core.ledger_dir
+        self.external = broker
+        self.costs = SimCosts(slippage_bps=bs.sim_slippage_bps, commission_per_share=bs.sim_commission_per_share,
+                              commission_per_order=bs.sim_commission_per_order, sell_fee_bps=bs.sim_sell_fee_bps,
+                              max_volume_pct=bs.sim_max_volume_pct)
+        self.starting_cash = bs.sim_starting_cash if bs.sim_starting_cash is not None else ctx.settings.analytics.starting_capital
+        self._next_poll = 0.0
+        self._next_snapshot = 0.0
+        self.maxlen = ctx.settings.core.bus_maxlen
+
+    # -- state -----------------------------------------------------------------
+    def load(self) -> ExecState:
+        raw = self.r.get(self.key)
+        if raw:
+            return msgspec.json.decode(raw, type=ExecState)
+        st = ExecState(mode=self.mode, reconciled=self.external is None)
+        if self.mode == "PAPER_SIM":
+            st.sim = SimState(cash=self.starting_cash)
+        return st
+
+    def broker_for(self, st: ExecState) -> Broker | None:
+        if self.external is not None:
+            return self.external
+        if st.sim is not None:
+            return Simulator(st.sim, self.costs)
+        return None
+
+    def save_outbox(self, st: ExecState) -> None:
+        """Commit the order records before a call leaves the process (the outbox)."""
+        self.r.set(self.key, msgspec.json.encode(st))
+        _crash_point("after_outbox")
+
+    def commit(self, st: ExecState, events: list[Message], d: Delivery | None) -> None:
+        msgs = list(events) + alerts_for(events)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(self.key, msgspec.json.encode(st))
+        for m in msgs:
+            pipe.xadd(stream_for(m), fields_of(m), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+        lines = ledger.queue_lines(events)
+        if lines:
+            pipe.rpush(self.ledger_key, *lines)
+        if d is not None:
+            pipe.xack(d.stream, GROUP, d.entry_id)
+        _crash_point("before_commit")
+        pipe.execute()
+        _crash_point("after_commit")
+        self.flush_ledger()
+
+    def flush_ledger(self) -> None:
+        ledger.flush(self.r, self.ledger_key, self.ledger_dir, self.mode)
+
+    # -- messages ----------------------------------------------------------------
+    def handle(self, msg: Message, d: Delivery | None) -> list[Emit]:
+        st = self.load()
+        out = Out()
+        if isinstance(msg, SessionEvent):
+            out = self.on_session(st, msg)
+        elif isinstance(msg, BarBatch):
+            out = self.on_bars(st, msg)
+        elif isinstance(msg, EntryIntent | StopIntent | ExitIntent):
+            out = self.on_intent(st, msg)
+        else:
+            return []
+        self.commit(st, out.events, d)
         return []
 
-    return handle
+    def current_date(self, st: ExecState) -> str:
+        return max(st.sessions.values(), default="")
+
+    def on_intent(self, st: ExecState, msg: EntryIntent | StopIntent | ExitIntent) -> Out:
+        ctx = Ctx(ts=msg.ts, trade_date=msg.trade_date)
+        broker = self.broker_for(st)
+        if isinstance(broker, Simulator):
+            broker.set_time(msg.ts)
+        if isinstance(msg, EntryIntent):
+            ks = bool(self.ctx.settings.core.kill_switch or self.r.get(KILL_SWITCH_KEY) in (b"1", b"on", b"true"))
+            return core.on_entry_intent(st, msg, ctx, kill_switch=ks, current_date=self.current_date(st))
+        if isinstance(msg, StopIntent):
+            out = core.on_stop_intent(st, msg, ctx)
+        else:
+            held = 0
+            if broker is not None:
+                held = sum(p.qty for p in self._positions(broker) if p.symbol == msg.symbol)
+            out = core.on_exit_intent(st, msg, ctx, held)
+        return self.perform(st, broker, out, ctx)
+
+    def _positions(self, broker: Broker):
+        try:
+            return broker.positions()
+        except BrokerError as exc:
+            log.warning("positions unavailable: %s", exc)
+            return []
+
+    def on_session(self, st: ExecState, ev: SessionEvent) -> Out:
+        key = f"{ev.trade_date}:{ev.phase}"
+        if key in st.sessions:
+            return Out()
+        st.sessions[key] = ev.trade_date
+        ctx = Ctx(ts=ev.ts, trade_date=ev.trade_date)
+        out = Out()
+        if ev.phase == "OPEN":
+            st.session_open[ev.trade_date] = ev.ts
+        if ev.phase == "CLOSE":
+            out.extend(core.expire_unconfirmed(st, ev.trade_date, ev.ts))
+        if ev.phase in ("PRE_MARKET", "OPEN", "CLOSE"):
+            out.events.append(self.snapshot(st, ctx, ev.phase.lower()))
+        if ev.phase == "CLOSE":
+            if st.sim is not None:
+                Simulator(st.sim, self.costs).prune()
+            core.prune(st, ev.trade_date)
+        return out
+
+    def on_bars(self, st: ExecState, batch: BarBatch) -> Out:
+        if batch.trade_date != st.batch_date:
+            st.batch_date, st.batches = batch.trade_date, []
+        bid = core.batch_id(batch)
+        if bid in st.batches or not batch.bars or self.mode == "DRY_RUN":
+            return Out()
+        st.batches.append(bid)
+        ts = max(b.ts for b in batch.bars)
+        ctx = Ctx(ts=ts, trade_date=batch.trade_date)
+        broker = self.broker_for(st)
+        sim = broker if isinstance(broker, Simulator) else None
+        out = Out()
+        if batch.tf == "1d":
+            confirm = core.confirm_daily(st, batch)
+            if sim is not None:
+                sim.set_time(ts, same_bar=True)
+            out.extend(self.perform(st, broker, confirm, ctx))
+            if sim is not None:
+                intraday = set(st.intraday.get(batch.trade_date, []))
+                touched = sim.on_bars([b for b in batch.bars if b.symbol not in intraday])
+                sim.on_bars([b for b in batch.bars if b.symbol in intraday], fill=False)
+                out.extend(self._after_fills(st, sim, touched, ctx))
+        else:
+            if sim is not None:
+                touched = sim.on_bars(batch.bars)
+                out.extend(self._after_fills(st, sim, touched, ctx))
+            open_ns = st.session_open.get(batch.trade_date) or calendar().open_close_ns(batch.trade_date)[0]
+            confirm = core.confirm_intraday(st, batch, self.params, open_ns)
+            if sim is not None:
+                sim.set_time(ts)
+            out.extend(self.perform(st, broker, confirm, ctx))
+        return out
+
+    def _after_fills(self, st: ExecState, sim: Simulator, touched: list[str], ctx: Ctx) -> Out:
+        out = Out()
+        for coid in touched:
+            if coid in st.orders:
+                out.extend(core.on_view(st, sim.get_by_client_id(coid), ctx))
+        return self.perform(st, sim, out, ctx)
+
+    def snapshot(self, st: ExecState, ctx: Ctx, reason: str):
+        broker = self.broker_for(st)
+        if broker is None:
+            return core.snapshot(self.mode, ctx.trade_date, ctx.ts, reason, core.dry_run_account(self.starting_cash),
+                                 [], [], st.reconciled)
+        try:
+            return core.snapshot(self.mode, ctx.trade_date, ctx.ts, reason, broker.account(), broker.positions(),
+                                 broker.list_open(), st.reconciled)
+        except BrokerError as exc:
+            log.error("snapshot failed: %s", exc)
+            return core.snapshot(self.mode, ctx.trade_date, ctx.ts, reason, core.dry_run_account(0.0), [], [], False)
+
+    # -- actions -------------------------------------------------------------------
+    def perform(self, st: ExecState, broker: Broker | None, out: Out, ctx: Ctx) -> Out:
+        """Perform ``out.actions`` (then whatever they unblock); returns all events."""
+        result = Out(events=list(out.events))
+        queue = list(out.actions)
+        guard = 0
+        while queue and broker is not None:
+            guard += 1
+            if guard > 1000:
+                raise RuntimeError("action loop did not settle")
+            a = queue.pop(0)
+            if isinstance(a, Submit):
+                step = self._submit(st, broker, a.client_order_id, ctx)
+            elif isinstance(a, Cancel):
+                step = self._cancel(st, broker, a.client_order_id, ctx)
+            elif isinstance(a, Replace):
+                step = self._replace(st, broker, a.old_client_order_id, a.new_client_order_id, ctx)
+            else:  # pragma: no cover
+                continue
+            result.events.extend(step.events)
+            queue.extend(step.actions)
+            if not queue:
+                nxt = core.ready_waiting(st, ctx)
+                result.events.extend(nxt.events)
+                queue.extend(nxt.actions)
+        return result
+
+    def _lookup(self, broker: Broker, coid: str):
+        try:
+            return broker.get_by_client_id(coid)
+        except NotFound:
+            return None
+
+    def _submit(self, st: ExecState, broker: Broker, coid: str, ctx: Ctx) -> Out:
+        rec = st.orders[coid]
+        if rec.status not in OPEN_LOCAL:
+            return Out()
+        req = core.request_of(rec)
+        if broker.external:
+            self.save_outbox(st)
+        try:
+            try:
+                view = broker.submit(req)
+            except DuplicateClientOrderId:
+                view = broker.get_by_client_id(coid)
+            except UnknownOutcome as exc:
+                log.warning("submit %s: unknown outcome (%s); looking it up", coid, exc.code)
+                view = self._lookup(broker, coid)
+                if view is None:  # never reached the broker: the same client id makes a resend safe
+                    try:
+                        view = broker.submit(req)
+                    except DuplicateClientOrderId:
+                        view = broker.get_by_client_id(coid)
+        except UnknownOutcome:
+            rec.status = "unknown"
+            return Out()
+        except InsufficientQty as exc:
+            return self._held_by_others(st, broker, rec, exc, ctx)
+        except BrokerError as exc:
+            return core.on_rejected(st, coid, f"{exc.code}: {exc.detail}", ctx)
+        return core.on_submitted(st, coid, view, ctx)
+
+    def _held_by_others(self, st: ExecState, broker: Broker, rec: core.OrderRec, exc: InsufficientQty, ctx: Ctx) -> Out:
+        """403 insufficient qty on a sell: for an exit, cancel whatever holds the shares and retry."""
+        if rec.kind != "exit" or rec.attempts >= 1 or not exc.related:
+            return core.on_rejected(st, rec.client_order_id, f"{exc.code}: {exc.detail}", ctx)
+        rec.attempts += 1
+        out = Out()
+        by_broker_id = {o.broker_order_id: o for o in st.orders.values() if o.broker_order_id}
+        for bid in sorted(exc.related):
+            known = by_broker_id.get(bid)
+            if known is not None and known.status not in DONE:
+                known.cancel_reason = f"exit_intent={rec.intent_id}"
+                rec.waiting_on.append(known.client_order_id)
+                out.actions.append(Cancel(known.client_order_id))
+            elif known is None:
+                try:
+                    broker.cancel(bid)
+                    log.warning("cancelled order %s (unknown to the executor) holding %s shares", bid, rec.symbol)
+                except BrokerError as e2:
+                    log.warning("cannot cancel %s: %s", bid, e2)
+        if rec.waiting_on:
+            rec.status = "waiting"
+        else:
+            rec.status = "new"
+            out.actions.append(Submit(rec.client_order_id))
+        return out
+
+    def _cancel(self, st: ExecState, broker: Broker, coid: str, ctx: Ctx) -> Out:
+        rec = st.orders[coid]
+        if rec.status in DONE:
+            return Out()
+        if rec.status in OPEN_LOCAL and not rec.broker_order_id:
+            view = self._lookup(broker, coid) if broker.external else None
+            if view is None:
+                rec.status = "cancelled"
+                if rec.silent_cancel:
+                    return Out()
+                return Out(events=[core.order_event(rec, "cancelled", ctx, st.mode, reason=rec.cancel_reason or "cancelled before submit")])
+            rec.broker_order_id = view.broker_order_id
+        try:
+            broker.cancel(rec.broker_order_id)
+        except (NotCancelable, NotFound):
+            pass
+        except UnknownOutcome as exc:
+            log.warning("cancel %s: unknown outcome (%s); the poll resolves it", coid, exc.code)
+        core.mark_cancel_requested(st, coid)
+        try:
+            view = broker.get(rec.broker_order_id)
+        except BrokerError:
+            return Out()
+        return core.on_view(st, view, ctx)
+
+    def _replace(self, st: ExecState, broker: Broker, old: str, new: str, ctx: Ctx) -> Out:
+        old_rec, new_rec = st.orders[old], st.orders[new]
+        if new_rec.status not in OPEN_LOCAL:
+            return Out()
+        if not old_rec.broker_order_id or old_rec.status in ("new", "unknown"):
+            return self._cancel_and_new(st, old_rec, new_rec)
+        if broker.external:
+            self.save_outbox(st)
+        try:
+            try:
+                view = broker.replace(old_rec.broker_order_id, qty=new_rec.qty, stop_price=new_rec.stop_price,
+                                      limit_price=None, new_client_order_id=new)
+            except (DuplicateClientOrderId, UnknownOutcome):
+                view = self._lookup(broker, new)
+                if view is None:
+                    new_rec.status = "unknown"
+                    return Out()
+        except ReplaceForbidden:
+            return self._cancel_and_new(st, old_rec, new_rec)
+        except BrokerError as exc:
+            out = core.on_rejected(st, new, f"{exc.code}: {exc.detail}", ctx)
+            with contextlib.suppress(BrokerError):
+                out.extend(core.on_view(st, broker.get(old_rec.broker_order_id), ctx))
+            return out
+        old_rec.status, old_rec.silent_cancel = "replaced", True
+        return core.on_submitted(st, new, view, ctx)
+
+    def _cancel_and_new(self, st: ExecState, old_rec: core.OrderRec, new_rec: core.OrderRec) -> Out:
+        old_rec.silent_cancel = True
+        old_rec.cancel_reason = f"replaced_by={new_rec.client_order_id}"
+        new_rec.status = "waiting"
+        new_rec.waiting_on = [old_rec.client_order_id]
+        return Out(actions=[Cancel(old_rec.client_order_id)])
+
+    # -- external broker: reconciliation, polling, periodic snapshots ---------------
+    def now_ctx(self) -> Ctx:
+        now = self.ctx.clock.now_ns()
+        return Ctx(ts=now, trade_date=ny_trade_date(now))
+
+    def reconcile(self) -> bool:
+        """Resolve every outbox record by client id, refresh open orders, flag unknown broker orders."""
+        broker = self.external
+        if broker is None:
+            return True
+        st = self.load()
+        ctx = self.now_ctx()
+        out = Out()
+        try:
+            out.extend(self._resolve(st, broker, ctx))
+            known = {o.client_order_id for o in st.orders.values()}
+            alerts: list[Message] = []
+            for v in broker.list_open():
+                if v.client_order_id not in known:
+                    alerts.append(make_alert("executor", "recon_mismatch", f"broker order {v.client_order_id} ({v.symbol} {v.side} {v.qty}) is unknown to the executor",
+                                             severity="warning", trade_date=ctx.trade_date, ts=ctx.ts, dedup=f"recon:{v.broker_order_id}"))
+            st.reconciled = True
+            out.events.extend(alerts)
+            out.events.append(self.snapshot(st, ctx, "reconcile"))
+        except BrokerError as exc:
+            log.error("reconciliation failed (%s); entries are refused until it succeeds", exc)
+            st.reconciled = False
+            self.commit(st, out.events, None)
+            return False
+        self.commit(st, out.events, None)
+        return True
+
+    def _resolve(self, st: ExecState, broker: Broker, ctx: Ctx) -> Out:
+        out = Out()
+        for coid in sorted(st.orders):
+            rec = st.orders[coid]
+            if rec.status in ("new", "unknown"):
+                view = self._lookup(broker, coid)
+                if view is not None:
+                    out.extend(core.on_submitted(st, coid, view, ctx))
+                elif rec.replaces:
+                    out.actions.append(Replace(rec.replaces, coid))
+                else:
+                    out.actions.append(Submit(coid))
+            elif rec.status not in DONE and rec.broker_order_id:
+                out.extend(core.on_view(st, broker.get(rec.broker_order_id), ctx))
+        return self.perform(st, broker, out, ctx)
+
+    def idle(self) -> list[Emit]:
+        self.flush_ledger()
+        if self.external is None:
+            return []
+        now = time.monotonic()
+        if now < self._next_poll:
+            return []
+        self._next_poll = now + self.bs.broker_poll_s
+        st = self.load()
+        if not st.reconciled:
+            self.reconcile()
+            return []
+        ctx = self.now_ctx()
+        out = Out()
+        try:
+            out = self._resolve(st, self.external, ctx)
+            out.extend(self.perform(st, self.external, core.ready_waiting(st, ctx), ctx))
+            if now >= self._next_snapshot:
+                self._next_snapshot = now + self.bs.broker_snapshot_interval_s
+                out.events.append(self.snapshot(st, ctx, "periodic"))
+        except BrokerError as exc:
+            log.warning("poll failed: %s", exc)
+        self.commit(st, out.events, None)
+        return []
 
 
-SPEC = ServiceSpec(name="executor", streams=[INTENTS], build=build)
+# -- process entry points --------------------------------------------------------------
+def refusal(settings: Settings, bs: BrokerSettings) -> str | None:
+    c = settings.core
+    token_file = Path(c.live_confirm_token_file)
+    on_file = token_file.read_text().strip() if token_file.exists() else None
+    return start_check(
+        c.execution_mode, base_url=bs.apca_api_base_url, paper_url=bs.apca_paper_url, allow_local=bs.apca_allow_local_url,
+        has_keys=bool(bs.apca_api_key_id and bs.apca_api_secret_key), live_trading=c.live_trading,
+        live_token=c.live_confirm_token.get_secret_value() if c.live_confirm_token else None, token_on_file=on_file)
+
+
+def make_broker(settings: Settings, bs: BrokerSettings) -> Broker | None:
+    if settings.core.execution_mode in ("ALPACA_PAPER", "LIVE"):
+        from .alpaca import AlpacaBroker
+
+        return AlpacaBroker.from_settings(bs, paper=settings.core.execution_mode == "ALPACA_PAPER")
+    return None
+
+
+def build_spec(bs: BrokerSettings, broker: Broker | None = None) -> ServiceSpec:
+    holder: dict[str, Executor] = {}
+
+    def build(ctx: ServiceContext):
+        ex = Executor(ctx, bs, broker if broker is not None else make_broker(ctx.settings, bs))
+        holder["ex"] = ex
+        return ex.handle
+
+    def on_start(ctx: ServiceContext):
+        ex = holder["ex"]
+        ex.flush_ledger()
+        if ex.external is not None:
+            ex.reconcile()
+        return []
+
+    def on_idle(ctx: ServiceContext):
+        return holder["ex"].idle()
+
+    return ServiceSpec(name=GROUP, streams=[INTENTS, CLOCK, BARS_1M, BARS_1D], build=build, on_start=on_start, on_idle=on_idle)
+
+
+SPEC = build_spec(BrokerSettings())
+
+
+def refuse_to_start(settings: Settings, reason: str) -> int:
+    print(f"executor: refusing to start {settings.core.execution_mode}: {reason}", file=sys.stderr)
+    try:
+        with redis_url_for(settings) as url:
+            ctx = make_context(GROUP, settings, connect(url))
+            ctx.alerts.alert("refused_to_start", f"executor refused to start {settings.core.execution_mode}",
+                             severity="critical", text=reason)
+    except (redis.RedisError, OSError) as exc:  # the one line above is still printed
+        print(f"executor: could not publish the alert: {exc}", file=sys.stderr)
+    return 2
 
 
 def main() -> int:
-    return run_service(SPEC)
+    settings = get_settings()
+    bs = BrokerSettings()
+    reason = refusal(settings, bs)
+    if reason:
+        return refuse_to_start(settings, reason)
+    return run_service(build_spec(bs), settings)

@@ -1,0 +1,70 @@
+"""Execution ledgers: append-only JSONL per mode and NY date, ``<ledger_dir>/<MODE>/YYYY-MM-DD.jsonl``.
+
+Records are queued in Redis (``ledger_key``) in the same MULTI/EXEC as the events they describe,
+then ``flush`` appends them to the files and drops them from the queue. A crash between the
+append and the drop is harmless: ``flush`` skips records whose ``record_id`` the file already
+holds, so every record lands exactly once, in commit order (byte-identical on replay).
+A torn last line (crash mid-write) is isolated by ``append_jsonl`` and skipped by ``read_jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from shared.artifacts import append_jsonl, canonical_line, read_jsonl, to_plain
+from shared.schemas import Message, OrderEvent, Rejection, type_name_of
+
+
+def record_of(msg: Message) -> dict[str, Any] | None:
+    """The ledger record of an event (None for messages the ledger does not hold)."""
+    if isinstance(msg, OrderEvent):
+        rid = msg.event_id
+    elif isinstance(msg, Rejection):
+        rid = msg.rejection_id
+    else:
+        return None
+    rec = to_plain(msg)
+    rec["record"] = type_name_of(msg)
+    rec["record_id"] = rid
+    return rec
+
+
+def ledger_path(ledger_dir: str | Path, mode: str, trade_date: str) -> Path:
+    return Path(ledger_dir) / mode / f"{trade_date}.jsonl"
+
+
+def queue_lines(msgs: list[Message]) -> list[bytes]:
+    out = []
+    for m in msgs:
+        rec = record_of(m)
+        if rec is not None:
+            out.append(canonical_line(rec))
+    return out
+
+
+def flush(r: redis.Redis, key: str, ledger_dir: str | Path, mode: str) -> int:
+    """Append the queued records to their files (skipping ones already there). Returns records written."""
+    raw = r.lrange(key, 0, -1)
+    if not raw:
+        return 0
+    by_path: dict[Path, list[dict[str, Any]]] = {}
+    for line in raw:
+        rec = json.loads(line)
+        by_path.setdefault(ledger_path(ledger_dir, mode, rec["trade_date"]), []).append(rec)
+    written = 0
+    for path, recs in by_path.items():
+        have = {x.get("record_id") for x in read_jsonl(path)}
+        new = []
+        for rec in recs:
+            if rec["record_id"] not in have:
+                have.add(rec["record_id"])
+                new.append(rec)
+        if new:
+            append_jsonl(path, new)
+            written += len(new)
+    r.ltrim(key, len(raw), -1)
+    return written

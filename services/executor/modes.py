@@ -1,0 +1,44 @@
+"""Start-up gates: which mode may start, against which endpoint. Pure (values in, verdict out)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from .settings import ALPACA_LIVE_URL, ALPACA_PAPER_URL
+
+MODES = ("DRY_RUN", "PAPER_SIM", "ALPACA_PAPER", "LIVE")
+
+
+def _host(url: str) -> str:
+    return (urlparse(url).hostname or "").lower()
+
+
+def is_local(url: str) -> bool:
+    return _host(url) in ("127.0.0.1", "localhost", "::1")
+
+
+def start_check(mode: str, *, base_url: str, paper_url: str = ALPACA_PAPER_URL, allow_local: bool = False,
+                has_keys: bool, live_trading: bool, live_token: str | None, token_on_file: str | None) -> str | None:
+    """None when ``mode`` may start; else the one-line reason it must not."""
+    if mode not in MODES:
+        return f"unknown EXECUTION_MODE {mode!r}"
+    if mode in ("DRY_RUN", "PAPER_SIM"):
+        return None
+    if not has_keys:
+        return f"{mode} needs APCA_API_KEY_ID and APCA_API_SECRET_KEY"
+    local = allow_local and is_local(base_url)
+    paper = _host(base_url) == _host(paper_url)
+    if mode == "ALPACA_PAPER" and not (paper or local):
+        return f"ALPACA_PAPER must use the paper endpoint {paper_url}, not {base_url}"
+    if mode == "LIVE":
+        if paper:
+            return f"LIVE must not use the paper endpoint {base_url}"
+        if not (local or _host(base_url) == _host(ALPACA_LIVE_URL)):
+            return f"LIVE must use the live endpoint {ALPACA_LIVE_URL}, not {base_url}"
+        if not live_trading:
+            return "LIVE gate closed: LIVE_TRADING is not 1"
+        if not token_on_file:
+            return "LIVE gate closed: no confirmation token on file (LIVE_CONFIRM_TOKEN_FILE)"
+        if not live_token or live_token.strip() != token_on_file.strip():
+            return "LIVE gate closed: LIVE_CONFIRM_TOKEN does not match the token on file"
+    return None
