@@ -445,6 +445,18 @@ class Executor:
         now = self.ctx.clock.now_ns()
         return Ctx(ts=now, trade_date=ny_trade_date(now))
 
+    def start(self, *, reconcile: bool = True) -> None:
+        """On process start: flush queued ledger records; with an external broker, entries are refused
+        (``reconciled=False``) until the broker's orders and positions are reconciled."""
+        self.flush_ledger()
+        if self.external is None:
+            return
+        st = self.load()
+        st.reconciled = False
+        self.r.set(self.key, msgspec.json.encode(st))
+        if reconcile:
+            self.reconcile()
+
     def reconcile(self) -> bool:
         """Resolve every outbox record by client id, refresh open orders, flag unknown broker orders."""
         broker = self.external
@@ -542,10 +554,7 @@ def build_spec(bs: BrokerSettings, broker: Broker | None = None) -> ServiceSpec:
         return ex.handle
 
     def on_start(ctx: ServiceContext):
-        ex = holder["ex"]
-        ex.flush_ledger()
-        if ex.external is not None:
-            ex.reconcile()
+        holder["ex"].start()
         return []
 
     def on_idle(ctx: ServiceContext):

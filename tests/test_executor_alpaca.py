@@ -1,0 +1,213 @@
+"""The real alpaca-py TradingClient against the local stand-in: idempotency, 422, 403, replace, reconciliation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.executor.alpaca import AlpacaBroker
+from services.executor.settings import BrokerSettings
+from services.executor.worker import Executor
+from shared.schemas import Alert, OrderEvent
+from shared.service import make_context
+from shared.streams import ALERTS
+from tests.executor_helpers import (
+    coid,
+    daily,
+    entry,
+    exit_intent,
+    orders,
+    read,
+    session,
+    settings_for,
+    stop_place,
+    stop_replace,
+)
+from tests.standins.alpaca_api import AlpacaStandIn
+
+D1, D2 = "2018-03-01", "2018-03-02"
+KEY, SECRET = "PKTESTKEY0123456789", "TESTSECRET0123456789abcdef"
+
+
+@pytest.fixture
+def standin() -> Iterator[AlpacaStandIn]:
+    with AlpacaStandIn(response_delay_s=0.6) as s:
+        yield s
+
+
+def make(fake_redis, tmp_path: Path, standin: AlpacaStandIn, *, reconcile: bool = True) -> Executor:
+    ctx = make_context("executor", settings_for("ALPACA_PAPER", tmp_path), fake_redis)
+    broker = AlpacaBroker.connect(KEY, SECRET, base_url=standin.url, paper=True, timeout_s=0.3)
+    ex = Executor(ctx, BrokerSettings(broker_poll_s=0.001), broker)
+    ex.start(reconcile=False)
+    if reconcile:
+        assert ex.reconcile()
+    return ex
+
+
+def poll(ex: Executor) -> None:
+    ex._next_poll = 0.0
+    ex.idle()
+
+
+def events(r, kind: str | None = None) -> list[tuple[str, str]]:
+    return [(e.kind, e.event) for e in orders(r) if kind is None or e.kind == kind]
+
+
+def confirm_entry(ex: Executor, qty: int = 100) -> str:
+    it = entry(D1, "AAA", qty, level=50.0, stop=48.0)
+    for m in (session(D1, "PRE_MARKET"), it, session(D1, "OPEN"), daily(D1, ("AAA", 50.5, 52.0, 50.0, 51.0))):
+        ex.handle(m, None)
+    return coid(it.intent_id)
+
+
+def test_entry_then_partial_and_full_fill_each_once(fake_redis, tmp_path: Path, standin: AlpacaStandIn) -> None:
+    ex = make(fake_redis, tmp_path, standin)
+    c = confirm_entry(ex)
+    assert events(fake_redis) == [("entry", "accepted")]
+    standin.fill(c, 40, 50.4)
+    poll(ex)
+    poll(ex)
+    standin.fill(c, 60, 50.6)
+    poll(ex)
+    poll(ex)
+    evs = orders(fake_redis)
+    assert [(e.event, e.fill_qty, e.filled_qty) for e in evs] == [("accepted", 0, 0), ("partially_filled", 40, 40), ("filled", 60, 100)]
+    assert evs[2].fill_price == pytest.approx(50.6) and evs[2].avg_fill_price == pytest.approx(50.52)
+    assert evs[2].stop_price == 48.0 and evs[2].broker_order_id == standin.by_client_id(c).id
+    assert len(standin.posts) == 1
+
+
+@pytest.mark.parametrize("fault", ["timeout", "drop"])
+def test_unknown_outcome_is_looked_up_never_sent_twice(fake_redis, tmp_path: Path, standin: AlpacaStandIn, fault: str) -> None:
+    ex = make(fake_redis, tmp_path, standin)
+    standin.fault("POST", "/v2/orders", fault)  # the broker takes the order, the answer never arrives
+    c = confirm_entry(ex)
+    assert len(standin.orders_for(c)) == 1 and len(standin.posts) == 1
+    assert events(fake_redis) == [("entry", "accepted")]
+    assert orders(fake_redis)[0].broker_order_id == standin.by_client_id(c).id
+
+
+def test_rate_limited_submit_is_resent_once_with_the_same_client_id(fake_redis, tmp_path: Path, standin: AlpacaStandIn) -> None:
+    ex = make(fake_redis, tmp_path, standin)
+    standin.fault("POST", "/v2/orders", "429")
+    c = confirm_entry(ex)
+    assert len(standin.orders_for(c)) == 1 and events(fake_redis) == [("entry", "accepted")]
+
+
+def test_duplicate_client_id_422_resolves_to_the_existing_order(fake_redis, tmp_path: Path, standin: AlpacaStandIn) -> None:
+    ex = make(fake_redis, tmp_path, standin)
+    it = entry(D1, "AAA", 100, level=50.0, stop=48.0)
+    existing = standin._new_order({"symbol": "AAA", "qty": "100", "side": "buy", "type": "market",
+                                   "client_order_id": coid(it.intent_id)})
+    for m in (session(D1, "PRE_MARKET"), it, daily(D1, ("AAA", 50.5, 52.0, 50.0, 51.0))):
+        ex.handle(m, None)
+    assert len(standin.orders_for(coid(it.intent_id))) == 1
+    evs = orders(fake_redis)
+    assert [e.event for e in evs] == ["accepted"] and evs[0].broker_order_id == existing.id
+
+
+def test_unknown_outcome_and_lookup_failing_resolves_on_the_next_poll(fake_redis, tmp_path: Path, standin: AlpacaStandIn) -> None:
+    ex = make(fake_redis, tmp_path, standin)
+    standin.fault("POST", "/v2/orders", "drop")
+    standin.fault("GET", "/v2/orders:by_client_order_id", "503")
+    c = confirm_entry(ex)
+    assert orders(fake_redis) == []
+    poll(ex)
+    assert len(standin.orders_for(c)) == 1 and events(fake_redis) == [("entry", "accepted")]
+
+
+def _held(ex: Executor, standin: AlpacaStandIn, fake_redis) -> str:
+    c = confirm_entry(ex)
+    standin.fill(c, 100, 50.5)
+    poll(ex)
+    return c
+
+
+def test_exit_cancels_the_stop_holding_the_shares_then_sells(fake_redis, tmp_path: Path, standin: AlpacaStandIn) -> None:
+    ex = make(fake_redis, tmp_path, standin)
+    _held(ex, standin, fake_redis)
+    si = stop_place(D2, "AAA", 100, 48.0, session(D2, "WINDOW_OPEN").ts)
+    ex.handle(si, None)
+    xi = exit_intent(D2, "AAA", 100, session(D2, "WINDOW_OPEN").ts + 1)
+    ex.handle(xi, None)
+    assert events(fake_redis)[-3:] == [("stop", "accepted"), ("stop", "cancelled"), ("exit", "accepted")]
+    assert standin.by_client_id(coid(si.intent_id)).status == "canceled"
+    assert standin.by_client_id(coid(xi.intent_id)).side == "sell"
+
+
+def test_exit_blocked_by_an_order_placed_outside_the_system_cancels_it_and_retries(fake_redis, tmp_path: Path, standin: AlpacaStandIn) -> None:
+    ex = make(fake_redis, tmp_path, standin)
+    _held(ex, standin, fake_redis)
+    outside = standin.external_order("AAA", "sell", 100, stop_price=47.0)
+    xi = exit_intent(D2, "AAA", 100, session(D2, "OPEN").ts)
+    ex.handle(xi, None)
+    assert standin.orders[outside.id].status == "canceled"
+    assert len(standin.orders_for(coid(xi.intent_id))) == 1 and events(fake_redis, "exit") == [("exit", "accepted")]
+
+
+def test_exit_waits_for_a_stop_stuck_in_pending_cancel(fake_redis, tmp_path: Path, standin: AlpacaStandIn) -> None:
+    ex = make(fake_redis, tmp_path, standin)
+    _held(ex, standin, fake_redis)
+    si = stop_place(D2, "AAA", 100, 48.0, session(D2, "WINDOW_OPEN").ts)
+    ex.handle(si, None)
+    standin.stick_pending_cancel(coid(si.intent_id))
+    xi = exit_intent(D2, "AAA", 100, session(D2, "WINDOW_OPEN").ts + 1)
+    ex.handle(xi, None)
+    poll(ex)
+    assert standin.orders_for(coid(xi.intent_id)) == [] and events(fake_redis, "exit") == []
+    standin.finish_cancel(coid(si.intent_id))
+    poll(ex)
+    assert len(standin.orders_for(coid(xi.intent_id))) == 1
+    assert events(fake_redis)[-2:] == [("stop", "cancelled"), ("exit", "accepted")]
+
+
+def test_replace_native_and_cancel_and_new_in_pending_state(fake_redis, tmp_path: Path, standin: AlpacaStandIn) -> None:
+    ex = make(fake_redis, tmp_path, standin)
+    _held(ex, standin, fake_redis)
+    ts = session(D2, "WINDOW_OPEN").ts
+    si = stop_place(D2, "AAA", 100, 48.0, ts)
+    ex.handle(si, None)
+    r1 = stop_replace(D2, "AAA", 100, 49.0, coid(si.intent_id), ts + 1)
+    ex.handle(r1, None)  # accepted at the exchange: native PATCH
+    old = standin.by_client_id(coid(si.intent_id))
+    assert old.status == "replaced" and standin.by_client_id(coid(r1.intent_id)).replaces == old.id
+    standin.set_status(coid(r1.intent_id), "pending_new")  # Alpaca refuses PATCH now
+    r2 = stop_replace(D2, "AAA", 100, 49.5, coid(r1.intent_id), ts + 2)
+    ex.handle(r2, None)
+    assert standin.by_client_id(coid(r1.intent_id)).status == "canceled"
+    new = standin.by_client_id(coid(r2.intent_id))
+    assert new.status == "accepted" and new.stop_price == 49.5 and new.replaces is None
+    stop_evs = [e for e in orders(fake_redis) if e.kind == "stop"]
+    assert [(e.event, e.client_order_id) for e in stop_evs] == [
+        ("accepted", coid(si.intent_id)), ("replaced", coid(r1.intent_id)), ("replaced", coid(r2.intent_id))]
+    assert coid(si.intent_id) in stop_evs[1].reason and coid(r1.intent_id) in stop_evs[2].reason
+    assert all(e.intent_id == i.intent_id for e, i in zip(stop_evs, (si, r1, r2), strict=True))
+
+
+def test_restart_reconciliation_resolves_the_outbox_and_flags_foreign_orders(fake_redis, tmp_path: Path, standin: AlpacaStandIn) -> None:
+    ex = make(fake_redis, tmp_path, standin)
+    standin.fault("POST", "/v2/orders", "drop")
+    standin.fault("GET", "/v2/orders:by_client_order_id", "500")
+    c = confirm_entry(ex)  # outcome unknown; the process "dies" here
+    assert orders(fake_redis) == []
+    standin.external_order("ZZZ", "sell", 5, stop_price=10.0)
+    ex2 = make(fake_redis, tmp_path, standin, reconcile=False)
+    ex2.handle(entry(D1, "BBB", 10, 20.0, 19.0), None)  # before reconciliation: refused
+    assert read(fake_redis, "avwap:rejections")[-1].reasons == ["EXECUTOR_UNRECONCILED"]
+    assert ex2.reconcile()
+    assert len(standin.orders_for(c)) == 1 and events(fake_redis) == [("entry", "accepted")]
+    alerts = [a for a in read(fake_redis, ALERTS) if isinstance(a, Alert) and a.kind == "recon_mismatch"]
+    assert len(alerts) == 1 and "ZZZ" in alerts[0].title
+    snap = read(fake_redis, "avwap:broker")[-1]
+    assert snap.reason == "reconcile" and snap.reconciled and {o.symbol for o in snap.open_orders} == {"AAA", "ZZZ"}
+
+
+def test_keys_go_only_in_headers(fake_redis, tmp_path: Path, standin: AlpacaStandIn) -> None:
+    ex = make(fake_redis, tmp_path, standin)
+    confirm_entry(ex)
+    assert standin.headers_seen[-1]["APCA-API-KEY-ID"] == KEY
+    for e in orders(fake_redis):
+        assert isinstance(e, OrderEvent) and KEY not in str(e) and SECRET not in str(e)
