@@ -223,3 +223,24 @@ def test_order_events_are_unique(fake_redis, tmp_path: Path) -> None:
     evs = orders(fake_redis)
     assert len({e.event_id for e in evs}) == len(evs)
     assert all(isinstance(e, OrderEvent) for e in evs)
+
+
+def test_ledger_torn_line_is_isolated_and_records_land_once(fake_redis, tmp_path: Path) -> None:
+    from services.executor import ledger
+
+    ex = make(fake_redis, tmp_path)
+    it = entry(D1, "AAA", 100, level=50.0, stop=48.0)
+    feed(ex, session(D1, "PRE_MARKET"), it, session(D1, "OPEN"))
+    path = tmp_path / "ledger" / "PAPER_SIM" / f"{D1}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b'{"record_id":"torn","tra')  # a crash mid-write left half a line
+    feed(ex, daily(D1, ("AAA", 50.5, 52.0, 50.0, 51.0)))
+    lines = path.read_bytes().split(b"\n")
+    assert lines[0] == b'{"record_id":"torn","tra' and len(lines) == 4 and lines[-1] == b""
+    recs = list(read_jsonl(path))
+    assert [r["event"] for r in recs] == ["accepted", "filled"]
+    # a crash after the append but before the queue was trimmed: the records are queued again
+    fake_redis.rpush(ex.ledger_key, *ledger.queue_lines(orders(fake_redis)))
+    ex.flush_ledger()
+    assert [r["event"] for r in read_jsonl(path)] == ["accepted", "filled"]
+    assert fake_redis.llen(ex.ledger_key) == 0
