@@ -211,3 +211,16 @@ def test_keys_go_only_in_headers(fake_redis, tmp_path: Path, standin: AlpacaStan
     assert standin.headers_seen[-1]["APCA-API-KEY-ID"] == KEY
     for e in orders(fake_redis):
         assert isinstance(e, OrderEvent) and KEY not in str(e) and SECRET not in str(e)
+
+
+def test_while_unreconciled_entries_are_refused_but_exits_work(fake_redis, tmp_path: Path, standin: AlpacaStandIn) -> None:
+    ex = make(fake_redis, tmp_path, standin)
+    _held(ex, standin, fake_redis)
+    ex2 = make(fake_redis, tmp_path, standin, reconcile=False)
+    standin.fault("GET", "/v2/orders", "500")
+    assert not ex2.reconcile()  # the broker failed mid-reconciliation: still unreconciled
+    ex2.handle(entry(D2, "BBB", 10, 20.0, 19.0), None)
+    assert read(fake_redis, "avwap:rejections")[-1].reasons == ["EXECUTOR_UNRECONCILED"]
+    xi = exit_intent(D2, "AAA", 100, session(D2, "OPEN").ts)
+    ex2.handle(xi, None)
+    assert events(fake_redis, "exit") == [("exit", "accepted")] and len(standin.orders_for(coid(xi.intent_id))) == 1

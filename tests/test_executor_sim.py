@@ -197,7 +197,7 @@ def test_dry_run_accepts_only_and_marks_it(fake_redis, tmp_path: Path) -> None:
 def test_kill_switch_refuses_entries_but_not_exits(fake_redis, tmp_path: Path) -> None:
     ex = make(fake_redis, tmp_path, sim_slippage_bps=0.0)
     _open_position(ex)
-    fake_redis.set("avwap:control:kill_switch", "1")
+    fake_redis.set("avwap:control:kill_switch", '{"on": true, "reason": "test"}')
     feed(ex, entry(D2, "BBB", 10, 20.0, 19.0), exit_intent(D2, "AAA", 100, at(D2, "09:40")))
     assert rejections(fake_redis)[-1].reasons == ["KILL_SWITCH_ON"]
     assert [(e.kind, e.event) for e in orders(fake_redis)][-1] == ("exit", "accepted")
@@ -244,3 +244,10 @@ def test_ledger_torn_line_is_isolated_and_records_land_once(fake_redis, tmp_path
     ex.flush_ledger()
     assert [r["event"] for r in read_jsonl(path)] == ["accepted", "filled"]
     assert fake_redis.llen(ex.ledger_key) == 0
+
+
+def test_kill_switch_values() -> None:
+    from services.executor.worker import kill_switch_on
+
+    assert not kill_switch_on(None) and not kill_switch_on(b'{"on": false}') and not kill_switch_on(b"0")
+    assert kill_switch_on(b'{"on": true}') and kill_switch_on(b"1") and kill_switch_on(b"garbage{")

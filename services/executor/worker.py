@@ -12,6 +12,7 @@ start-up reconciliation and the idle poll resolve every record by ``client_order
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -117,6 +118,19 @@ def alerts_for(events: list[Message]) -> list[Alert]:
     return out
 
 
+def kill_switch_on(raw: bytes | None) -> bool:
+    """The Redis kill switch (``avwap kill-switch on`` writes ``{"on": true, ...}``); unreadable -> on (fail closed)."""
+    if raw is None:
+        return False
+    try:
+        val = json.loads(raw)
+    except ValueError:
+        return True
+    if isinstance(val, dict):
+        return bool(val.get("on", True))
+    return val not in (0, False, None, "0", "off", "false")
+
+
 class Executor:
     """The executor shell over one Redis and one broker adapter (None: DRY_RUN / PAPER_SIM)."""
 
@@ -204,7 +218,7 @@ class Executor:
         if isinstance(broker, Simulator):
             broker.set_time(msg.ts)
         if isinstance(msg, EntryIntent):
-            ks = bool(self.ctx.settings.core.kill_switch or self.r.get(KILL_SWITCH_KEY) in (b"1", b"on", b"true"))
+            ks = self.ctx.settings.core.kill_switch or kill_switch_on(self.r.get(KILL_SWITCH_KEY))
             return core.on_entry_intent(st, msg, ctx, kill_switch=ks, current_date=self.current_date(st))
         if isinstance(msg, StopIntent):
             out = core.on_stop_intent(st, msg, ctx)
