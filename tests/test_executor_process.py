@@ -136,3 +136,16 @@ def test_only_the_executor_imports_alpaca_or_reads_broker_keys() -> None:
             if py.is_relative_to(ROOT / "services" / "executor"):
                 continue
             assert not pat.search(py.read_text()), f"{py.relative_to(ROOT)} touches the broker SDK or keys"
+
+
+def test_cli_check_says_why_the_executor_would_refuse(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("APCA_", "LIVE_"))}
+    env.update({"EXECUTION_MODE": "ALPACA_PAPER", "APCA_API_KEY_ID": KEY, "APCA_API_SECRET_KEY": SECRET,
+                "APCA_API_BASE_URL": LIVE, "PYTHONPATH": str(ROOT)})
+    res = subprocess.run([sys.executable, "-m", "avwap", "executor", "check"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 2 and "must use the paper endpoint" in res.stderr and KEY not in res.stderr
+    env["APCA_API_BASE_URL"] = PAPER
+    res = subprocess.run([sys.executable, "-m", "avwap", "executor", "check"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0 and "start gates pass" in res.stdout
