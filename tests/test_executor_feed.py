@@ -55,6 +55,14 @@ def test_feed_publishes_in_order_once_after_writing_the_store(fake_redis, tmp_pa
     with AlpacaDataStandIn(minute, daily) as standin:
         src = AlpacaData("PKFEEDKEY123", "FEEDSECRET123", url=standin.url, feed="iex", timeout_s=2.0)
         feed = Feed(fake_redis, src, store, list(SYMS), settings=load_settings(), bs=bs, clock=clock)
+        log: list[str] = []
+        publish = feed._publish
+
+        def spy(stream, msg, mark, d, extra=None):  # records the publication order
+            log.append(mark)
+            publish(stream, msg, mark, d, extra)
+
+        feed._publish = spy  # type: ignore[method-assign]
         assert feed.tick() == [f"{D}:PRE_MARKET"]
         assert feed.tick() == []
         clock.set(dt_to_ns(ny_datetime(D, "09:36")) + 15 * 10**9)
@@ -85,8 +93,6 @@ def test_feed_publishes_in_order_once_after_writing_the_store(fake_redis, tmp_pa
     assert len(store.intraday("AAPL", 0, 2**62)) == sum(1 for b in minute if b.symbol == "AAPL")
     assert sorted(store.read_day("1d", D)["symbol"]) == list(SYMS)
     # the WINDOW_OPEN event came after the minutes up to 09:35 and before later ones
-    entries = [(s, e) for s in (CLOCK, BARS_1M) for e in fake_redis.xrange(s)]
-    order = sorted(entries, key=lambda x: x[1][0])
-    labels = [s for s, _ in order]
-    w = [i for i, (s, e) in enumerate(order) if s == CLOCK and b"WINDOW_OPEN" in e[1][b"data"]][0]
-    assert labels[:2] == [CLOCK, CLOCK] and labels[2:w] == [BARS_1M] * (w - 2) and w - 2 == 5
+    w = log.index(f"{D}:WINDOW_OPEN")
+    assert log[:2] == [f"{D}:PRE_MARKET", f"{D}:OPEN"] and all(":1m:" in x for x in log[2:w]) and w - 2 == 5
+    assert log[-2:] == [f"{D}:DAILY", f"{D}:CLOSE"]

@@ -251,3 +251,28 @@ def test_kill_switch_values() -> None:
 
     assert not kill_switch_on(None) and not kill_switch_on(b'{"on": false}') and not kill_switch_on(b"0")
     assert kill_switch_on(b'{"on": true}') and kill_switch_on(b"1") and kill_switch_on(b"garbage{")
+
+
+def test_simulator_on_real_daily_bars_gap_down_through_a_stop(fake_redis, tmp_path: Path) -> None:
+    """Real vendor bars: buy on a day's open, stop just under the next day's open on a real gap-down day."""
+    from shared.bars import load_bars
+    from tests.conftest import DAILY_FILE
+
+    frame = load_bars(DAILY_FILE).frame
+    f = frame[frame["symbol"] == "AAPL"].reset_index(drop=True)
+    # first day whose open is below the previous day's low (a gap down), from 2016 on
+    i = next(k for k in range(1, len(f)) if f.trade_date[k] >= "2016-01-01" and f.open[k] < f.low[k - 1])
+    d1, d2 = f.trade_date[i - 1], f.trade_date[i]
+    b1, b2 = f.iloc[i - 1], f.iloc[i]
+    ex = make(fake_redis, tmp_path, sim_slippage_bps=5.0)
+    it = entry(d1, "AAPL", 10, level=float(b1.open) - 0.01, stop=float(b1.low) - 1)
+    feed(ex, session(d1, "PRE_MARKET"), it, session(d1, "OPEN"),
+         daily(d1, ("AAPL", float(b1.open), float(b1.high), float(b1.low), float(b1.close))), session(d1, "CLOSE"))
+    stop = round(float(b1.low) - 0.01, 2)  # above d2's open: d2 gaps through it
+    si = stop_place(d2, "AAPL", 10, stop, session(d2, "WINDOW_OPEN").ts)
+    feed(ex, session(d2, "PRE_MARKET"), session(d2, "OPEN"), si,
+         daily(d2, ("AAPL", float(b2.open), float(b2.high), float(b2.low), float(b2.close))))
+    fills = [e for e in orders(fake_redis) if e.event == "filled"]
+    assert [e.kind for e in fills] == ["entry", "stop"]
+    assert fills[0].fill_price == pytest.approx(round(float(b1.open) * 1.0005, 4))
+    assert float(b2.open) < stop and fills[1].fill_price == pytest.approx(round(float(b2.open) * 0.9995, 4))
