@@ -47,6 +47,15 @@ def make(fake_redis, tmp_path: Path, standin: AlpacaStandIn, *, reconcile: bool 
     return ex
 
 
+def clean_ledger(r, tmp_path: Path) -> None:
+    """Every order event and executor rejection is in the ledger exactly once, nothing else is."""
+    from shared.artifacts import read_jsonl
+
+    recs = [x for p in sorted((tmp_path / "ledger" / "ALPACA_PAPER").glob("*.jsonl")) for x in read_jsonl(p)]
+    want = sorted([e.event_id for e in orders(r)] + [x.rejection_id for x in read(r, "avwap:rejections")])
+    assert sorted(x["record_id"] for x in recs) == want
+
+
 def poll(ex: Executor) -> None:
     ex._next_poll = 0.0
     ex.idle()
@@ -78,6 +87,7 @@ def test_entry_then_partial_and_full_fill_each_once(fake_redis, tmp_path: Path, 
     assert evs[2].fill_price == pytest.approx(50.6) and evs[2].avg_fill_price == pytest.approx(50.52)
     assert evs[2].stop_price == 48.0 and evs[2].broker_order_id == standin.by_client_id(c).id
     assert len(standin.posts) == 1
+    clean_ledger(fake_redis, tmp_path)
 
 
 @pytest.mark.parametrize("fault", ["timeout", "drop"])
@@ -88,6 +98,7 @@ def test_unknown_outcome_is_looked_up_never_sent_twice(fake_redis, tmp_path: Pat
     assert len(standin.orders_for(c)) == 1 and len(standin.posts) == 1
     assert events(fake_redis) == [("entry", "accepted")]
     assert orders(fake_redis)[0].broker_order_id == standin.by_client_id(c).id
+    clean_ledger(fake_redis, tmp_path)
 
 
 def test_rate_limited_submit_is_resent_once_with_the_same_client_id(fake_redis, tmp_path: Path, standin: AlpacaStandIn) -> None:
@@ -95,6 +106,7 @@ def test_rate_limited_submit_is_resent_once_with_the_same_client_id(fake_redis, 
     standin.fault("POST", "/v2/orders", "429")
     c = confirm_entry(ex)
     assert len(standin.orders_for(c)) == 1 and events(fake_redis) == [("entry", "accepted")]
+    clean_ledger(fake_redis, tmp_path)
 
 
 def test_duplicate_client_id_422_resolves_to_the_existing_order(fake_redis, tmp_path: Path, standin: AlpacaStandIn) -> None:
@@ -107,6 +119,7 @@ def test_duplicate_client_id_422_resolves_to_the_existing_order(fake_redis, tmp_
     assert len(standin.orders_for(coid(it.intent_id))) == 1
     evs = orders(fake_redis)
     assert [e.event for e in evs] == ["accepted"] and evs[0].broker_order_id == existing.id
+    clean_ledger(fake_redis, tmp_path)
 
 
 def test_unknown_outcome_and_lookup_failing_resolves_on_the_next_poll(fake_redis, tmp_path: Path, standin: AlpacaStandIn) -> None:
@@ -146,6 +159,7 @@ def test_exit_blocked_by_an_order_placed_outside_the_system_cancels_it_and_retri
     ex.handle(xi, None)
     assert standin.orders[outside.id].status == "canceled"
     assert len(standin.orders_for(coid(xi.intent_id))) == 1 and events(fake_redis, "exit") == [("exit", "accepted")]
+    clean_ledger(fake_redis, tmp_path)
 
 
 def test_exit_waits_for_a_stop_stuck_in_pending_cancel(fake_redis, tmp_path: Path, standin: AlpacaStandIn) -> None:
@@ -162,6 +176,7 @@ def test_exit_waits_for_a_stop_stuck_in_pending_cancel(fake_redis, tmp_path: Pat
     poll(ex)
     assert len(standin.orders_for(coid(xi.intent_id))) == 1
     assert events(fake_redis)[-2:] == [("stop", "cancelled"), ("exit", "accepted")]
+    clean_ledger(fake_redis, tmp_path)
 
 
 def test_replace_native_and_cancel_and_new_in_pending_state(fake_redis, tmp_path: Path, standin: AlpacaStandIn) -> None:
@@ -185,6 +200,7 @@ def test_replace_native_and_cancel_and_new_in_pending_state(fake_redis, tmp_path
         ("accepted", coid(si.intent_id)), ("replaced", coid(r1.intent_id)), ("replaced", coid(r2.intent_id))]
     assert coid(si.intent_id) in stop_evs[1].reason and coid(r1.intent_id) in stop_evs[2].reason
     assert all(e.intent_id == i.intent_id for e, i in zip(stop_evs, (si, r1, r2), strict=True))
+    clean_ledger(fake_redis, tmp_path)
 
 
 def test_restart_reconciliation_resolves_the_outbox_and_flags_foreign_orders(fake_redis, tmp_path: Path, standin: AlpacaStandIn) -> None:
@@ -203,6 +219,7 @@ def test_restart_reconciliation_resolves_the_outbox_and_flags_foreign_orders(fak
     assert len(alerts) == 1 and "ZZZ" in alerts[0].title
     snap = read(fake_redis, "avwap:broker")[-1]
     assert snap.reason == "reconcile" and snap.reconciled and {o.symbol for o in snap.open_orders} == {"AAA", "ZZZ"}
+    clean_ledger(fake_redis, tmp_path)
 
 
 def test_keys_go_only_in_headers(fake_redis, tmp_path: Path, standin: AlpacaStandIn) -> None:
@@ -224,3 +241,17 @@ def test_while_unreconciled_entries_are_refused_but_exits_work(fake_redis, tmp_p
     xi = exit_intent(D2, "AAA", 100, session(D2, "OPEN").ts)
     ex2.handle(xi, None)
     assert events(fake_redis, "exit") == [("exit", "accepted")] and len(standin.orders_for(coid(xi.intent_id))) == 1
+
+
+
+def test_standin_speaks_alpacas_shapes_for_the_other_endpoints(standin: AlpacaStandIn) -> None:
+    from alpaca.trading.client import TradingClient
+
+    client = TradingClient(KEY, SECRET, paper=True, url_override=standin.url)
+    assert client.get_clock().is_open is True
+    assert str(client.get_calendar()[0].date) == "2030-01-02"
+    standin.set_position("AAA", 10, 50.0)
+    assert client.get_open_position("AAA").qty == "10"
+    order = client.close_position("AAA")
+    assert order.side.value == "sell" and order.qty == "10"
+    assert client.get_account().status.value == "ACTIVE"
