@@ -276,3 +276,21 @@ def test_simulator_on_real_daily_bars_gap_down_through_a_stop(fake_redis, tmp_pa
     assert [e.kind for e in fills] == ["entry", "stop"]
     assert fills[0].fill_price == pytest.approx(round(float(b1.open) * 1.0005, 4))
     assert float(b2.open) < stop and fills[1].fill_price == pytest.approx(round(float(b2.open) * 0.9995, 4))
+
+
+def test_ordered_consumer_handles_a_bar_before_the_intent_published_after_it(fake_redis) -> None:
+    from services.executor.worker import OrderedConsumer
+    from shared.bus import Bus
+    from shared.streams import BARS_1D, BARS_1M, CLOCK, INTENTS
+
+    bus = Bus(fake_redis)
+    c = OrderedConsumer(fake_redis, "executor", [INTENTS, CLOCK, BARS_1M, BARS_1D], lambda m, d: seen.append(type(m).__name__),
+                        block_ms=10)
+    c.ensure_groups()
+    seen: list[str] = []
+    bus.publish(CLOCK, session(D2, "WINDOW_OPEN"))
+    bus.publish(BARS_1D, daily(D2, ("AAA", 51.0, 53.0, 50.5, 52.5)))
+    bus.publish(INTENTS, stop_place(D2, "AAA", 100, 49.0, at(D2, "16:00")))
+    while c.step(block=False):
+        pass
+    assert seen == ["SessionEvent", "BarBatch", "StopIntent"]

@@ -24,8 +24,9 @@ import msgspec
 import redis
 
 from shared.alerts import make_alert
-from shared.bus import Delivery, Emit, fields_of
+from shared.bus import Consumer, Delivery, Emit, fields_of
 from shared.clock import calendar, ny_trade_date
+from shared.logs import setup_logging
 from shared.redis_conn import connect
 from shared.schemas import (
     Alert,
@@ -38,7 +39,7 @@ from shared.schemas import (
     SessionEvent,
     StopIntent,
 )
-from shared.service import ServiceContext, ServiceSpec, make_context, redis_url_for, run_service
+from shared.service import ServiceContext, ServiceSpec, make_context, redis_url_for
 from shared.settings import Settings, get_settings
 from shared.streams import (
     ALERTS,
@@ -592,10 +593,61 @@ def refuse_to_start(settings: Settings, reason: str) -> int:
     return 2
 
 
+# Same-millisecond ties across streams: clock and bars before the intents that react to them.
+_STREAM_RANK = {CLOCK: 0, BARS_1M: 1, BARS_1D: 2, INTENTS: 3}
+
+
+def _entry_order(item: tuple) -> tuple[int, int, int]:
+    ms, _, seq = str(item[1]).partition("-")
+    return int(ms), _STREAM_RANK.get(item[0], 9), int(seq or 0)
+
+
+class OrderedConsumer(Consumer):
+    """A Consumer that handles the entries of one read in publication order ACROSS its streams.
+
+    XREADGROUP returns entries grouped by stream, so a StopIntent that exits published in
+    reaction to a bar could be handled before that bar; sorting by entry id restores the causal
+    order and keeps a replay deterministic however the processes are scheduled.
+    """
+
+    def _read(self, ids, block, count=None):  # type: ignore[no-untyped-def]
+        return sorted(super()._read(ids, block, count), key=_entry_order)
+
+    def _claim(self):  # type: ignore[no-untyped-def]
+        return sorted(super()._claim(), key=_entry_order)
+
+
+def make_ordered_consumer(spec: ServiceSpec, ctx: ServiceContext) -> OrderedConsumer:
+    core_s = ctx.settings.core
+    on_idle = (lambda: spec.on_idle(ctx)) if spec.on_idle else None  # noqa: E731
+    return OrderedConsumer(
+        ctx.r, spec.name, spec.streams, spec.build(ctx),
+        name=core_s.consumer_name, max_deliveries=core_s.bus_max_deliveries, block_ms=core_s.bus_block_ms,
+        count=core_s.bus_batch, claim_idle_ms=core_s.bus_claim_idle_ms, heartbeat_ttl_s=core_s.heartbeat_ttl_s,
+        maxlen=core_s.bus_maxlen, on_idle=on_idle,
+    )
+
+
+def run_executor(spec: ServiceSpec, settings: Settings) -> int:
+    """``shared.service.run_service`` with the ordered consumer."""
+    setup_logging(settings.core.log_level, settings.core.log_format, service=spec.name)
+    with redis_url_for(settings) as url:
+        ctx = make_context(spec.name, settings, connect(url))
+        consumer = make_ordered_consumer(spec, ctx)
+        consumer.install_signal_handlers()
+        consumer.ensure_groups()
+        if spec.on_start is not None:
+            ctx.bus.publish_many(list(spec.on_start(ctx) or []))
+        log.info("%s started as %s on %s", spec.name, consumer.name, ", ".join(spec.streams))
+        stats = consumer.run(install_signals=False)
+        log.info("%s stopped: handled=%d failed=%d dlq=%d", spec.name, stats.handled, stats.failed, stats.dead_lettered)
+    return 0
+
+
 def main() -> int:
     settings = get_settings()
     bs = BrokerSettings()
     reason = refusal(settings, bs)
     if reason:
         return refuse_to_start(settings, reason)
-    return run_service(build_spec(bs), settings)
+    return run_executor(build_spec(bs), settings)
