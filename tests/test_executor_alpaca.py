@@ -210,13 +210,15 @@ def test_restart_reconciliation_resolves_the_outbox_and_flags_foreign_orders(fak
     c = confirm_entry(ex)  # outcome unknown; the process "dies" here
     assert orders(fake_redis) == []
     standin.external_order("ZZZ", "sell", 5, stop_price=10.0)
+    standin.set_position("ZZZ", 5, 11.0)  # bought outside the system: not in the ledger
     ex2 = make(fake_redis, tmp_path, standin, reconcile=False)
     ex2.handle(entry(D1, "BBB", 10, 20.0, 19.0), None)  # before reconciliation: refused
     assert read(fake_redis, "avwap:rejections")[-1].reasons == ["EXECUTOR_UNRECONCILED"]
     assert ex2.reconcile()
     assert len(standin.orders_for(c)) == 1 and events(fake_redis) == [("entry", "accepted")]
     alerts = [a for a in read(fake_redis, ALERTS) if isinstance(a, Alert) and a.kind == "recon_mismatch"]
-    assert len(alerts) == 1 and "ZZZ" in alerts[0].title
+    assert len(alerts) == 2 and all("ZZZ" in a.title for a in alerts)
+    assert any("broker holds 5, the ledger says 0" in a.title for a in alerts)
     snap = read(fake_redis, "avwap:broker")[-1]
     assert snap.reason == "reconcile" and snap.reconciled and {o.symbol for o in snap.open_orders} == {"AAA", "ZZZ"}
     clean_ledger(fake_redis, tmp_path)

@@ -68,3 +68,15 @@ def flush(r: redis.Redis, key: str, ledger_dir: str | Path, mode: str) -> int:
             written += len(new)
     r.ltrim(key, len(raw), -1)
     return written
+
+
+def expected_positions(ledger_dir: str | Path, mode: str) -> dict[str, int]:
+    """Net shares per symbol from every fill in the mode's ledgers (buys minus sells)."""
+    out: dict[str, int] = {}
+    root = Path(ledger_dir) / mode
+    for path in sorted(root.glob("*.jsonl")) if root.exists() else []:
+        for rec in read_jsonl(path):
+            if rec.get("record") == "order_event" and rec.get("event") in ("filled", "partially_filled"):
+                sign = 1 if rec.get("side") == "buy" else -1
+                out[rec["symbol"]] = out.get(rec["symbol"], 0) + sign * int(rec.get("fill_qty") or 0)
+    return {s: q for s, q in sorted(out.items()) if q}

@@ -488,7 +488,15 @@ class Executor:
                 if v.client_order_id not in known:
                     alerts.append(make_alert("executor", "recon_mismatch", f"broker order {v.client_order_id} ({v.symbol} {v.side} {v.qty}) is unknown to the executor",
                                              severity="warning", trade_date=ctx.trade_date, ts=ctx.ts, dedup=f"recon:{v.broker_order_id}"))
-            st.reconciled = True
+            want = ledger.expected_positions(self.ledger_dir, self.mode)
+            have = {p.symbol: p.qty for p in broker.positions()}
+            for sym in sorted(set(want) | set(have)):
+                if want.get(sym, 0) != have.get(sym, 0):
+                    alerts.append(make_alert("executor", "recon_mismatch",
+                                             f"position {sym}: broker holds {have.get(sym, 0)}, the ledger says {want.get(sym, 0)}",
+                                             severity="warning", trade_date=ctx.trade_date, ts=ctx.ts,
+                                             dedup=f"recon:pos:{sym}:{have.get(sym, 0)}:{want.get(sym, 0)}"))
+            st.reconciled = True  # the broker is the truth: mismatches are reported, not blocking
             out.events.extend(alerts)
             out.events.append(self.snapshot(st, ctx, "reconcile"))
         except BrokerError as exc:
