@@ -302,3 +302,39 @@ def test_encoded_entry_is_readable_json(real_redis: redis.Redis) -> None:
     (_, f), = real_redis.xrange(IN)
     assert f[b"type"] == b"alert" and f[b"data"] == encode(alert(1))
     assert json.loads(f[b"data"])["alert_id"] == "al-1"
+
+
+def test_consumer_rides_out_a_redis_restart(tmp_path: Path) -> None:
+    """A lost connection is retried with backoff, never a crash; consuming resumes after the restart."""
+    from shared.redis_conn import start_redis_server
+
+    (tmp_path / "redis").mkdir()
+    private_redis = start_redis_server(appendonly=True, workdir=str(tmp_path / "redis"))
+    url = private_redis.url
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    r = redis.Redis.from_url(url)
+    c = Consumer(r, "g", [IN], echo(), name="c1", block_ms=100)
+    c.ensure_groups()
+    t = threading.Thread(target=c.run, kwargs={"install_signals": False})
+    t.start()
+    try:
+        Bus(r).publish(IN, alert(1))
+        until(lambda: out_ids(r) == ["al-1"])
+        private_redis.stop()  # Redis goes away (AOF keeps the streams and the group)
+        until(lambda: c.stats.redis_errors >= 1)
+        assert t.is_alive()
+        restarted = start_redis_server(appendonly=True, port=port, workdir=str(tmp_path / "redis"))
+        try:
+            r2 = redis.Redis.from_url(url)
+            Bus(r2).publish(IN, alert(2))
+            until(lambda: out_ids(r2) == ["al-1", "al-2"])
+            assert r2.xpending(IN, "g")["pending"] == 0
+        finally:
+            c.request_stop()
+            t.join(15)
+            restarted.stop()
+    finally:
+        c.request_stop()
+        t.join(15)
+        private_redis.stop()
+    assert not t.is_alive()
