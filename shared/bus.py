@@ -217,6 +217,10 @@ class Consumer:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds`` unless a stop is requested; True if one was."""
+        return self._stop.wait(seconds)
+
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)

@@ -338,3 +338,51 @@ def test_consumer_rides_out_a_redis_restart(tmp_path: Path) -> None:
         t.join(15)
         private_redis.stop()
     assert not t.is_alive()
+
+
+def test_service_waits_for_redis_instead_of_crashing(tmp_path: Path) -> None:
+    """A service started before Redis waits (logging why), then serves; SIGTERM still exits 0."""
+    from shared.redis_conn import free_port, start_redis_server
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    log = tmp_path / "risk.log"
+    env = {**os.environ, "REDIS_URL": url, "CONSUMER_NAME": "risk-w", "BUS_BLOCK_MS": "100",
+           "PYTHONPATH": str(ROOT), "ARTIFACTS_DIR": str(tmp_path / "art"), "LEDGER_DIR": str(tmp_path / "ledger")}
+    with open(log, "wb") as out:
+        p = subprocess.Popen([sys.executable, "-m", "services.risk"], cwd=ROOT, env=env, stdout=out,
+                             stderr=subprocess.STDOUT)
+    (tmp_path / "redis").mkdir()
+    server = None
+    try:
+        until(lambda: "waiting for Redis" in log.read_text())
+        assert p.poll() is None  # alive, not crash-looping
+        server = start_redis_server(port=port, workdir=str(tmp_path / "redis"))
+        r = redis.Redis.from_url(url)
+        until(lambda: r.exists(f"{HEARTBEAT_PREFIX}:risk:risk-w"))  # it joined its group and runs
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=20) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        if server is not None:
+            server.stop()
+
+
+def test_service_stopped_while_waiting_for_redis_exits_0(tmp_path: Path) -> None:
+    from shared.redis_conn import free_port
+
+    log = tmp_path / "risk.log"
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "PYTHONPATH": str(ROOT)}
+    with open(log, "wb") as out:
+        p = subprocess.Popen([sys.executable, "-m", "services.risk"], cwd=ROOT, env=env, stdout=out,
+                             stderr=subprocess.STDOUT)
+    try:
+        until(lambda: "waiting for Redis" in log.read_text())
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=20) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
