@@ -211,3 +211,91 @@ def test_one_or_two_replicas_give_byte_identical_artifacts(redis_url: str, real_
     two, intents_two = _scenario(redis_url, real_redis, tmp_path / "two", 2)
     assert one == two and one.count(b"\n") == 18
     assert sorted(intents_one) == sorted(intents_two) and len(intents_one) == 6
+
+
+class FlakyRedis(redis.Redis):
+    """Transactions fail with a connection error the first ``fail`` times (other commands work)."""
+
+    fail = 2
+
+    def pipeline(self, transaction: bool = True, shard_hint=None):  # type: ignore[override]
+        if FlakyRedis.fail > 0:
+            FlakyRedis.fail -= 1
+            raise redis.ConnectionError("injected: connection reset")
+        return super().pipeline(transaction=transaction, shard_hint=shard_hint)
+
+
+def test_redis_error_makes_no_entry_alerts_and_retries(redis_url: str, real_redis: redis.Redis, tmp_path: Path) -> None:
+    settings = load_settings(redis_url=redis_url, artifacts_dir=str(tmp_path / "art"), bus_block_ms=50)
+    bus = Bus(real_redis)
+    bus.publish(CLOCK, session())
+    bus.publish(BROKER, snapshot())
+    bus.publish(CANDIDATES, batch([cand("AAA")]))
+    FlakyRedis.fail = 1
+    flaky = FlakyRedis.from_url(redis_url)
+    ctx = make_context("risk", settings, flaky)
+    c = make_consumer(SPEC, ctx, "t0")
+    c.step(block=False)  # the first transaction fails: nothing published, nothing acked past it
+    assert real_redis.xlen(INTENTS) == 0 and c.stats.failed == 1
+    assert any(a.kind == "risk_redis_error" and a.severity == "critical" for a in read(real_redis, ALERTS))
+    drain(c)  # retried once Redis answers again: decided exactly once
+    assert [i.symbol for i in read(real_redis, INTENTS)] == ["AAA"]
+    for s in STREAMS:
+        assert real_redis.xpending(s, "risk")["pending"] == 0
+
+
+def test_cli_gates_and_status(redis_url: str, real_redis: redis.Redis, tmp_path: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from avwap.cli import app
+    from shared.settings import get_settings
+
+    _, c = worker(redis_url, tmp_path)
+    bus = Bus(real_redis)
+    bus.publish(CLOCK, session())
+    bus.publish(BROKER, snapshot())
+    bus.publish(CANDIDATES, batch([cand("AAA")]))
+    drain(c)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        res = runner.invoke(app, ["risk", "gates", "--json"])
+        assert res.exit_code == 0 and json.loads(res.output)[0]["code"] == "KILL_SWITCH_ON"
+        res = runner.invoke(app, ["risk", "status", "--json"])
+        assert res.exit_code == 0, res.output
+        info = json.loads(res.output)
+        assert info["session"] == D and info["entries_by_ny_day"] == {D: 1} and info["pending_entries"] == ["AAA:200:open"]
+    finally:
+        get_settings.cache_clear()
+
+
+def test_live_token_status_and_kill_switch_parsing(tmp_path: Path, fake_redis: redis.Redis) -> None:
+    from services.risk.worker import live_token_status, read_kill_switch
+
+    tok = tmp_path / "token"
+    base = {"execution_mode": "LIVE", "live_confirm_token_file": str(tok)}
+    assert live_token_status(load_settings(execution_mode="PAPER_SIM")) == "n/a"
+    assert live_token_status(load_settings(**base)) == "missing"
+    assert live_token_status(load_settings(live_confirm_token="s3cret", **base)) == "file_missing"
+    tok.write_text("  \n")
+    assert live_token_status(load_settings(live_confirm_token="s3cret", **base)) == "file_missing"
+    tok.write_text("other\n")
+    assert live_token_status(load_settings(live_confirm_token="s3cret", **base)) == "mismatch"
+    tok.write_text("s3cret\n")
+    assert live_token_status(load_settings(live_confirm_token="s3cret", **base)) == "ok"
+    for raw, want in ((None, "off"), ('{"on": true}', "on"), ('{"on": false}', "off"), ("1", "on"), ("0", "off"),
+                      ("yes", "unreadable"), ('{"on": "maybe"}', "unreadable"), ("[1]", "unreadable")):
+        fake_redis.delete(KILL_SWITCH_KEY)
+        if raw is not None:
+            fake_redis.set(KILL_SWITCH_KEY, raw)
+        assert read_kill_switch(fake_redis) == want, raw
+    fake_redis.delete(KILL_SWITCH_KEY)
+    fake_redis.lpush(KILL_SWITCH_KEY, "x")
+    assert read_kill_switch(fake_redis) == "unreadable"
+
+
+def test_risk_never_consumes_exits_or_stop_intents() -> None:
+    from shared.streams import EXITS, INTENTS
+
+    assert INTENTS not in SPEC.streams and EXITS not in SPEC.streams

@@ -140,6 +140,7 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
     ny_day: str
     enforcement: str  # enforced | shadow
     portfolio_decision: str = ""
+    portfolio_decision_id: str = ""
     portfolio_reason_codes: list[str] = []
     provenance: dict[str, str] = {}
 
@@ -572,7 +573,8 @@ def _decide(st: RiskState, batches: Iterable[CandidateBatch], session: str, ref:
         base = {"ord": len(recs), "session": session, "trade_date": c.scan_date, "candidate_id": c.candidate_id,
                 "symbol": c.symbol, "batch_id": b.batch_id, "decision_ts": ts, "ny_day": today,
                 "enforcement": "enforced" if limits.enforce else "shadow",
-                "portfolio_decision": pd.decision if pd else "", "portfolio_reason_codes": list(pd.reason_codes) if pd else [],
+                "portfolio_decision": pd.decision if pd else "", "portfolio_decision_id": pd.decision_id if pd else "",
+                "portfolio_reason_codes": list(pd.reason_codes) if pd else [],
                 "provenance": prov}
         if codes or qty <= 0 or book is None:
             reasons = ordered(codes) if codes else ["INSUFFICIENT_CASH"]

@@ -140,11 +140,13 @@ def transact(r: redis.Redis, settings: Settings, limits: Limits, msg: Message, d
         with r.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(STATE_KEY, KILL_SWITCH_KEY)
-                state = decode_state(pipe.get(STATE_KEY))
+                raw = pipe.get(STATE_KEY)
                 controls = controls_for(pipe, settings, msg)  # type: ignore[arg-type]
-                res = step(state, msg, controls, limits, entry_ms=entry_ms)
+                res = step(decode_state(raw), msg, controls, limits, entry_ms=entry_ms)
+                new = encode_state(res.state)
                 pipe.multi()
-                pipe.set(STATE_KEY, encode_state(res.state))
+                if new != raw:
+                    pipe.set(STATE_KEY, new)
                 for stream, out in res.emits:
                     pipe.xadd(stream, fields_of(out), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
                 if d is not None:
