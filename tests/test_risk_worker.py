@@ -121,19 +121,22 @@ def test_two_replicas_never_exceed_the_daily_cap(redis_url: str, real_redis: red
                          log_dir=tmp_path / "logs")
     bus = Bus(real_redis)
     try:
-        procs.start_all(["risk"], replicas=2)
+        procs.start("risk", 0)
         procs.wait_ready()
         bus.publish(CLOCK, session())
         bus.publish(BROKER, snapshot(equity=1_000_000.0))
         quiet(real_redis)
+        procs.start("risk", 1)
+        procs.wait_ready()
         for s in SYMS:
             bus.publish(CANDIDATES, batch([cand(s)]))
         quiet(real_redis)
     finally:
         codes = procs.stop_all()
     assert set(codes.values()) == {0}, codes
-    consumers = {x["name"]: x for x in real_redis.xinfo_consumers(CANDIDATES, "risk")}
-    assert len(consumers) == 2
+    handled = [int(log.read_text().rsplit("handled=", 1)[1].split()[0]) for log in sorted((tmp_path / "logs").glob("risk-*.log"))]
+    # risk-0 also handled the clock event and the snapshot: both replicas decided candidates
+    assert len(handled) == 2 and handled[0] > 2 and handled[1] > 0 and sum(handled) == 2 + len(SYMS), handled
     ins, rejs = read(real_redis, INTENTS), read(real_redis, REJECTIONS)
     assert len(ins) == 3 and len(rejs) == len(SYMS) - 3
     assert all(r.reasons == ["MAX_NEW_ENTRIES_PER_DAY"] for r in rejs)
