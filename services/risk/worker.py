@@ -112,11 +112,24 @@ def artifact_path(settings: Settings, session: str) -> Path:
     return Path(settings.core.artifacts_dir) / ARTIFACT_SUBDIR / f"{session}.jsonl"
 
 
+_LINES: dict[tuple[str, ...], bytes] = {}  # records never change once committed: cache their canonical lines
+
+
+def _line(key: tuple[str, ...], rec: object) -> bytes:
+    line = _LINES.get(key)
+    if line is None:
+        if len(_LINES) > 100_000:
+            _LINES.clear()
+        line = _LINES[key] = canonical_line(rec)
+    return line
+
+
 def artifact_bytes(st: RiskState, session: str) -> bytes:
     """Canonical JSONL of a session: decisions in decision order, then analytics decisions by (symbol, id)."""
-    lines = [canonical_line(rec) for rec in sorted(st.decided.get(session, {}).values(), key=lambda x: x.ord)]
+    decided = sorted(st.decided.get(session, {}).values(), key=lambda x: x.ord)
+    lines = [_line(("d", session, r.candidate_id, r.message_id, str(r.ord)), r) for r in decided]
     shadow = sorted(st.shadow.get(session, {}).values(), key=lambda x: (x.symbol, x.decision_id))
-    lines += [canonical_line(rec) for rec in shadow]
+    lines += [_line(("s", session, r.decision_id, r.batch_id), r) for r in shadow]
     return b"".join(lines)
 
 
