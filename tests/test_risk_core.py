@@ -270,3 +270,24 @@ def test_docs_table_matches_the_gates() -> None:
     text = (ROOT / "docs" / "risk.md").read_text()
     assert gates_table_md() in text
     assert len(GATES) == len(set(CODES))
+
+
+def test_enforcement_block_raises_one_summary_alert_and_logs_provenance() -> None:
+    cb = batch([cand("AAPL"), cand("MSFT", score=10)])
+    st, emits = run([session(), snapshot(), cb, decisions(cb, {"MSFT": "BLOCK"})], limits=Limits(enforce=True))
+    assert [i.symbol for i in intents(emits)] == ["AAPL"]
+    (rej,) = rejections(emits)
+    assert rej.reasons == ["DECISION_BLOCK"] and rej.detail.startswith("portfolio: LIMIT_GROSS_EXPOSURE")
+    (alert,) = [m for _, m in emits if isinstance(m, Alert)]
+    assert alert.severity == "warning" and alert.fields == {"MSFT": "DECISION_BLOCK"}
+    lines = artifact_bytes(st, D).decode().splitlines()
+    import json
+
+    recs = [json.loads(x) for x in lines]
+    assert [r["kind"] for r in recs] == ["decision", "decision", "portfolio_decision", "portfolio_decision"]
+    assert recs[1]["portfolio_decision"] == "BLOCK" and recs[1]["portfolio_decision_id"]
+    assert recs[1]["provenance"]["decision_artifact"] == f"decisions/{D}.json" and recs[1]["provenance"]["run_id"] == "run-1"
+    # shadow mode: the same BLOCK is logged, never enforced
+    st, emits = run([session(), snapshot(), cb, decisions(cb, {"MSFT": "BLOCK"})])
+    assert len(intents(emits)) == 2
+    assert [json.loads(x)["enforcement"] for x in artifact_bytes(st, D).splitlines()] == ["shadow"] * 4

@@ -18,6 +18,7 @@ import json
 import logging
 from pathlib import Path
 
+import msgspec
 import redis
 
 from shared.artifacts import canonical_line, write_atomic
@@ -112,10 +113,12 @@ def artifact_path(settings: Settings, session: str) -> Path:
     return Path(settings.core.artifacts_dir) / ARTIFACT_SUBDIR / f"{session}.jsonl"
 
 
-_LINES: dict[tuple[str, ...], bytes] = {}  # records never change once committed: cache their canonical lines
+_LINES: dict[bytes, bytes] = {}  # msgspec JSON of a record -> its canonical line (canonical_json is the slow part)
+_ENC = msgspec.json.Encoder()
 
 
-def _line(key: tuple[str, ...], rec: object) -> bytes:
+def _line(rec: object) -> bytes:
+    key = _ENC.encode(rec)
     line = _LINES.get(key)
     if line is None:
         if len(_LINES) > 100_000:
@@ -127,17 +130,25 @@ def _line(key: tuple[str, ...], rec: object) -> bytes:
 def artifact_bytes(st: RiskState, session: str) -> bytes:
     """Canonical JSONL of a session: decisions in decision order, then analytics decisions by (symbol, id)."""
     decided = sorted(st.decided.get(session, {}).values(), key=lambda x: x.ord)
-    lines = [_line(("d", session, r.candidate_id, r.message_id, str(r.ord)), r) for r in decided]
+    lines = [_line(r) for r in decided]
     shadow = sorted(st.shadow.get(session, {}).values(), key=lambda x: (x.symbol, x.decision_id))
-    lines += [_line(("s", session, r.decision_id, r.batch_id), r) for r in shadow]
+    lines += [_line(r) for r in shadow]
     return b"".join(lines)
 
 
-def write_artifacts(r: redis.Redis, settings: Settings, sessions: list[str]) -> None:
-    """Rewrite the sessions' artifacts from the committed state until the state did not move meanwhile."""
+def write_artifacts(r: redis.Redis, settings: Settings, sessions: list[str],
+                    committed: tuple[bytes, RiskState] | None = None) -> None:
+    """Rewrite the sessions' artifacts from the committed state until the state did not move meanwhile.
+
+    ``committed`` is the (bytes, state) this process just committed, to skip one read.
+    """
     for _ in range(20):
-        raw = r.get(STATE_KEY)
-        st = decode_state(raw)
+        if committed is not None:
+            raw, st = committed
+            committed = None
+        else:
+            raw = r.get(STATE_KEY)
+            st = decode_state(raw)
         for s in sessions:
             if s in st.decided or s in st.shadow:
                 write_atomic(artifact_path(settings, s), artifact_bytes(st, s))
@@ -146,8 +157,11 @@ def write_artifacts(r: redis.Redis, settings: Settings, sessions: list[str]) -> 
 
 
 def transact(r: redis.Redis, settings: Settings, limits: Limits, msg: Message, d: Delivery | None,
-             maxlen: int = 200_000) -> list[str]:
-    """Run one step atomically (state + outputs + ack). Returns the sessions whose artifact changed."""
+             maxlen: int = 200_000) -> tuple[list[str], bytes, RiskState]:
+    """Run one step atomically (state + outputs + ack).
+
+    Returns the sessions whose artifact changed and the committed state (bytes and value).
+    """
     entry_ms = int(d.entry_id.split("-")[0]) if d is not None else 0
     for _ in range(MAX_TXN_RETRIES):
         with r.pipeline(transaction=True) as pipe:
@@ -165,7 +179,7 @@ def transact(r: redis.Redis, settings: Settings, limits: Limits, msg: Message, d
                 if d is not None:
                     pipe.xack(d.stream, GROUP, d.entry_id)
                 pipe.execute()
-                return res.dates
+                return res.dates, new, res.state
             except redis.WatchError:
                 continue
     raise RuntimeError("risk: state transaction kept conflicting")
@@ -177,7 +191,7 @@ def build(ctx: ServiceContext):
 
     def handle(msg: Message, d: Delivery) -> list[Emit]:
         try:
-            dates = transact(ctx.r, settings, limits, msg, d, maxlen=settings.core.bus_maxlen)
+            dates, raw, st = transact(ctx.r, settings, limits, msg, d, maxlen=settings.core.bus_maxlen)
         except redis.RedisError as exc:
             log.error("risk: Redis error, no entry made (message stays pending): %s", exc)
             with contextlib.suppress(redis.RedisError):
@@ -185,7 +199,7 @@ def build(ctx: ServiceContext):
                                  severity="critical", text=str(exc)[:500], dedup=f"redis-error:{d.stream}:{d.entry_id}")
             raise
         if dates:
-            write_artifacts(ctx.r, settings, dates)
+            write_artifacts(ctx.r, settings, dates, committed=(raw, st))
         return []
 
     return handle
