@@ -584,8 +584,7 @@ def _decide(st: RiskState, batches: Iterable[CandidateBatch], session: str, ref:
             if terms:
                 detail = (detail + "; " if detail else "") + "sizing: " + ",".join(f"{k}={v}" for k, v in sorted(terms.items()))
             rej = Rejection(rejection_id=stable_id("rj", c.candidate_id, c.scan_date, reasons), source="risk", symbol=c.symbol,
-                            trade_date=c.scan_date, reasons=reasons, candidate_id=c.candidate_id,
-                            intent_id=stable_id("in", c.candidate_id, c.scan_date), detail=detail, ts=ts)
+                            trade_date=c.scan_date, reasons=reasons, candidate_id=c.candidate_id, detail=detail, ts=ts)
             out.emits.append((REJECTIONS, rej))
             recs[c.candidate_id] = DecisionRecord(outcome="rejection", message_id=rej.rejection_id, reasons=reasons,
                                                   entry_level=c.entry_level, stop_price=c.stop_loss, **base)  # type: ignore[arg-type]
