@@ -180,8 +180,18 @@ def test_sigkill_at_any_point_then_restart_gives_no_duplicate(redis_url: str, re
     ids = [i.intent_id for i in ins]
     assert len(ids) == len(set(ids)) == 25
     assert len(rejs) == len(SYMS) - 25 and {r.symbol for r in rejs} | {i.symbol for i in ins} == set(SYMS)
-    art = (tmp_path / "art" / "risk_decisions" / f"{D}.jsonl").read_bytes().splitlines()
-    assert len(art) == len(SYMS)
+    art = (tmp_path / "art" / "risk_decisions" / f"{D}.jsonl").read_bytes()
+    assert art.count(b"\n") == len(SYMS)
+    # byte-identical to the same inputs decided without any crash
+    from services.risk.core import Limits
+    from services.risk.worker import artifact_bytes
+    from tests.test_risk_support import run
+
+    same = load_settings(bus_block_ms=50, bus_batch=1, bus_claim_idle_ms=200, max_new_entries_per_day=25,
+                         max_gross_exposure=1e7, max_concurrent_positions=30)
+    msgs = [session(), snapshot(equity=10_000_000.0), *[batch([cand(s)]) for s in SYMS]]
+    st, _ = run(msgs, limits=Limits.from_settings(same.risk, same.hash()))
+    assert artifact_bytes(st, D) == art
 
 
 def _scenario(redis_url: str, r: redis.Redis, tmp_path: Path, replicas: int) -> tuple[bytes, list[str]]:
