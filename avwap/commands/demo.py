@@ -48,6 +48,9 @@ def run_skeleton_demo(out_dir: Path) -> None:
             procs.wait_ready()
             typer.echo("1. five services up: scanner, risk, executor, exits, analytics")
             batch = demo_candidate()
+            from avwap.commands.risk import session_prelude
+
+            Bus(r).publish_many(session_prelude(batch.scan_date))  # PRE_MARKET + a fresh broker snapshot of the day
             Bus(r).publish(CANDIDATES, batch)
             c = batch.candidates[0]
             typer.echo(f"2. scanner -> {CANDIDATES}: {c.symbol} entry {c.entry_level} stop {c.stop_loss}")
