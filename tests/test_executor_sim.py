@@ -294,3 +294,16 @@ def test_ordered_consumer_handles_a_bar_before_the_intent_published_after_it(fak
     while c.step(block=False):
         pass
     assert seen == ["SessionEvent", "BarBatch", "StopIntent"]
+
+
+def test_a_redelivered_entry_after_the_commit_changes_nothing(fake_redis, tmp_path: Path) -> None:
+    from shared.bus import Delivery
+
+    ex = make(fake_redis, tmp_path)
+    d1 = Delivery("avwap:clock", "1000-0", 1, "executor-0")
+    ex.handle(session(D1, "PRE_MARKET"), d1)
+    ex.handle(session(D1, "PRE_MARKET"), Delivery("avwap:clock", "1000-0", 2, "executor-0"))  # redelivered
+    ex.handle(entry(D1, "AAA", 10, 50.0, 48.0), Delivery("avwap:intents", "1001-0", 1, "executor-0"))
+    ex.handle(daily(D1, ("AAA", 50.5, 52.0, 50.0, 51.0)), Delivery("avwap:bars:1d", "1002-0", 1, "executor-0"))
+    ex.handle(daily(D1, ("AAA", 50.5, 52.0, 50.0, 51.0)), Delivery("avwap:bars:1d", "1002-0", 3, "executor-0"))
+    assert len(snapshots(fake_redis)) == 1 and [e.event for e in orders(fake_redis)] == ["accepted", "filled"]

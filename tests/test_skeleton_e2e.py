@@ -41,7 +41,8 @@ def test_one_candidate_flows_through_all_five_services(redis_url: str, real_redi
         assert isinstance(event, OrderEvent) and event.intent_id == intent.intent_id and event.mode == "DRY_RUN"
         _until(lambda: real_redis.hget(state_key("exits", "seen_orders"), event.event_id) == b"accepted")
         ledger = tmp_path / "ledger" / "analytics" / f"{batch.scan_date}.jsonl"
-        _until(lambda: ledger.exists() and ledger.read_text().count("\n") == 3)  # snapshot, candidates, order event
+        # prelude snapshot, the executor's own pre_market snapshot, candidates, order event
+        _until(lambda: ledger.exists() and ledger.read_text().count("\n") == 4)
         for group, stream in (("risk", CANDIDATES), ("risk", CLOCK), ("risk", BROKER), ("executor", INTENTS), ("exits", ORDERS), ("analytics", ORDERS)):
             assert real_redis.xpending(stream, group)["pending"] == 0
     finally:

@@ -39,7 +39,14 @@ from shared.schemas import (
     SessionEvent,
     StopIntent,
 )
-from shared.service import ServiceContext, ServiceSpec, make_context, redis_url_for
+from shared.service import (
+    ServiceContext,
+    ServiceSpec,
+    make_consumer,
+    make_context,
+    redis_url_for,
+    wait_for_redis,
+)
 from shared.settings import Settings, get_settings
 from shared.streams import (
     ALERTS,
@@ -119,6 +126,15 @@ def alerts_for(events: list[Message]) -> list[Alert]:
     return out
 
 
+def _applied(last: str, entry_id: str) -> bool:
+    """True when ``entry_id`` is at or before ``last`` (stream entry ids: ``<ms>-<seq>``)."""
+    if not last:
+        return False
+    a, _, b = last.partition("-")
+    x, _, y = entry_id.partition("-")
+    return (int(x), int(y or 0)) <= (int(a), int(b or 0))
+
+
 def kill_switch_on(raw: bytes | None) -> bool:
     """The Redis kill switch (``avwap kill-switch on`` writes ``{"on": true, ...}``); unreadable -> on (fail closed)."""
     if raw is None:
@@ -176,7 +192,7 @@ class Executor:
         self.r.set(self.key, msgspec.json.encode(st))
         _crash_point("after_outbox")
 
-    def commit(self, st: ExecState, events: list[Message], d: Delivery | None) -> None:
+    def commit(self, st: ExecState, events: list[Message]) -> None:
         msgs = list(events) + alerts_for(events)
         pipe = self.r.pipeline(transaction=True)
         pipe.set(self.key, msgspec.json.encode(st))
@@ -185,8 +201,6 @@ class Executor:
         lines = ledger.queue_lines(events)
         if lines:
             pipe.rpush(self.ledger_key, *lines)
-        if d is not None:
-            pipe.xack(d.stream, GROUP, d.entry_id)
         _crash_point("before_commit")
         pipe.execute()
         _crash_point("after_commit")
@@ -197,17 +211,22 @@ class Executor:
 
     # -- messages ----------------------------------------------------------------
     def handle(self, msg: Message, d: Delivery | None) -> list[Emit]:
+        """Handle one message; state, events, alerts and ledger records are committed together with the
+        message's entry id (``applied``), so a redelivery after the commit is recognised and skipped."""
+        if not isinstance(msg, SessionEvent | BarBatch | EntryIntent | StopIntent | ExitIntent):
+            return []
         st = self.load()
-        out = Out()
+        if d is not None and _applied(st.applied.get(d.stream, ""), d.entry_id):
+            return []  # committed before a crash; the consumer acks it now
         if isinstance(msg, SessionEvent):
             out = self.on_session(st, msg)
         elif isinstance(msg, BarBatch):
             out = self.on_bars(st, msg)
-        elif isinstance(msg, EntryIntent | StopIntent | ExitIntent):
-            out = self.on_intent(st, msg)
         else:
-            return []
-        self.commit(st, out.events, d)
+            out = self.on_intent(st, msg)
+        if d is not None:
+            st.applied[d.stream] = d.entry_id
+        self.commit(st, out.events)
         return []
 
     def current_date(self, st: ExecState) -> str:
@@ -502,9 +521,9 @@ class Executor:
         except BrokerError as exc:
             log.error("reconciliation failed (%s); entries are refused until it succeeds", exc)
             st.reconciled = False
-            self.commit(st, out.events, None)
+            self.commit(st, out.events)
             return False
-        self.commit(st, out.events, None)
+        self.commit(st, out.events)
         return True
 
     def _resolve(self, st: ExecState, broker: Broker, ctx: Ctx) -> Out:
@@ -545,7 +564,7 @@ class Executor:
                 out.events.append(self.snapshot(st, ctx, "periodic"))
         except BrokerError as exc:
             log.warning("poll failed: %s", exc)
-        self.commit(st, out.events, None)
+        self.commit(st, out.events)
         return []
 
 
@@ -595,7 +614,7 @@ def refuse_to_start(settings: Settings, reason: str) -> int:
         with redis_url_for(settings) as url:
             ctx = make_context(GROUP, settings, connect(url))
             ctx.alerts.alert("refused_to_start", f"executor refused to start {settings.core.execution_mode}",
-                             severity="critical", text=reason)
+                             severity="critical", text=reason, runbook="docs/executor.md#modes")
     except (redis.RedisError, OSError) as exc:  # the one line above is still printed
         print(f"executor: could not publish the alert: {exc}", file=sys.stderr)
     return 2
@@ -626,23 +645,23 @@ class OrderedConsumer(Consumer):
 
 
 def make_ordered_consumer(spec: ServiceSpec, ctx: ServiceContext) -> OrderedConsumer:
-    core_s = ctx.settings.core
-    on_idle = (lambda: spec.on_idle(ctx)) if spec.on_idle else None  # noqa: E731
-    return OrderedConsumer(
-        ctx.r, spec.name, spec.streams, spec.build(ctx),
-        name=core_s.consumer_name, max_deliveries=core_s.bus_max_deliveries, block_ms=core_s.bus_block_ms,
-        count=core_s.bus_batch, claim_idle_ms=core_s.bus_claim_idle_ms, heartbeat_ttl_s=core_s.heartbeat_ttl_s,
-        maxlen=core_s.bus_maxlen, on_idle=on_idle,
-    )
+    """``shared.service.make_consumer``'s consumer, ordered (same settings, kept in sync by construction)."""
+    consumer = make_consumer(spec, ctx)
+    consumer.__class__ = OrderedConsumer  # adds no state: only the order of a read's entries changes
+    return consumer  # type: ignore[return-value]
 
 
 def run_executor(spec: ServiceSpec, settings: Settings) -> int:
     """``shared.service.run_service`` with the ordered consumer."""
     setup_logging(settings.core.log_level, settings.core.log_format, service=spec.name)
     with redis_url_for(settings) as url:
-        ctx = make_context(spec.name, settings, connect(url))
+        r = connect(url)
+        ctx = make_context(spec.name, settings, r)
         consumer = make_ordered_consumer(spec, ctx)
         consumer.install_signal_handlers()
+        if not wait_for_redis(r, consumer, url):
+            log.info("%s stopped before Redis was reachable", spec.name)
+            return 0
         consumer.ensure_groups()
         if spec.on_start is not None:
             ctx.bus.publish_many(list(spec.on_start(ctx) or []))
