@@ -87,6 +87,9 @@ def test_entry_then_partial_and_full_fill_each_once(fake_redis, tmp_path: Path, 
     assert evs[2].fill_price == pytest.approx(50.6) and evs[2].avg_fill_price == pytest.approx(50.52)
     assert evs[2].stop_price == 48.0 and evs[2].broker_order_id == standin.by_client_id(c).id
     assert len(standin.posts) == 1
+    periodic = [x for x in read(fake_redis, "avwap:broker") if x.reason == "periodic"]
+    assert len(periodic) == 1 and periodic[0].positions[0].qty == 40  # the first poll; then every BROKER_SNAPSHOT_INTERVAL_S
+    assert periodic[0].open_orders[0].status == "partially_filled"
     clean_ledger(fake_redis, tmp_path)
 
 
