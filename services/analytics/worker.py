@@ -34,6 +34,7 @@ from shared.schemas import (
     ExitEvent,
     Message,
     OrderEvent,
+    PortfolioDecisionBatch,
     PortfolioSnapshot,
     Rejection,
     decode,
@@ -68,6 +69,7 @@ SVC = "analytics"
 DATES_KEY = state_key(SVC, "dates")
 SNAPSHOTS_KEY = state_key(SVC, "snapshots")
 CLOSED_KEY = state_key(SVC, "closed")
+DECISIONS_KEY = state_key(SVC, "decisions")  # candidate batch id -> PortfolioDecisionBatch JSON
 STOP_KINDS = ("STOP_RESOLVED", "STOP_RATCHET", "STOP_SUBMITTED", "STOP_REPLACED")
 # record types whose late arrival changes D's artifacts beyond the ledger file
 FULL_REGEN_TYPES = ("order_event", "exit_event", "rejection", "broker_snapshot", "candidate_batch",
@@ -188,10 +190,13 @@ def snapshot_before(store: Store, date: str, capital: float) -> tuple[PortfolioS
 
 
 def decisions_for(ctx: ServiceContext, store: Store, batch: CandidateBatch) -> Emit:
+    """Decide once per candidate batch (kept in Redis): a redelivery returns the same decisions."""
     s = ctx.settings
     snap, problem = snapshot_before(store, batch.scan_date, s.analytics.starting_capital)
     prov = provenance(s.hash(), {"candidates": batch.batch_id, "snapshot": snap.snapshot_id if snap else ""})
     out = decide(batch.scan_date, batch, snap, guardrails(s), snapshot_problem=problem, provenance=prov)
+    ctx.r.hsetnx(DECISIONS_KEY, batch.batch_id, msgspec.json.encode(out))
+    out = decode(ctx.r.hget(DECISIONS_KEY, batch.batch_id), PortfolioDecisionBatch)  # type: ignore[arg-type,assignment]
     write_json_artifact(Path(s.core.artifacts_dir) / "portfolio_decisions" / f"{batch.scan_date}.json", out)
     return PORTFOLIO, out
 
