@@ -164,6 +164,8 @@ def run(url: str, root: Path, bars: Path, replicas: int = 1, crash_on_close: boo
                 t.start()
             for t in threads:
                 t.join()
+    if replicas > 1:
+        assert all(c.stats.handled > 0 for c in consumers)  # both replicas took part
     for r in clients:
         r.close()
     files = {}
@@ -221,7 +223,11 @@ def test_three_sessions_end_to_end(redis_url: str, real_redis: redis.Redis, tmp_
     # ledgers per NY date, sorted by record key
     lines = (tmp_path / "ledger" / "analytics" / f"{D1}.jsonl").read_text().splitlines()
     keys = [json.loads(x)["key"] for x in lines]
-    assert keys == sorted(keys) and "rejection:rj-msft" in keys and "session_event:CLOSE" in keys
+    assert keys == sorted(keys) and "rejection:rj-msft" in keys and "order_event:" + stable_id("oe", "t1") in keys
+    journal = (tmp_path / "ledger" / "analytics" / f"{D1}.journal.jsonl").read_text().splitlines()
+    jkeys = [json.loads(x)["key"] for x in journal]
+    assert jkeys == sorted(jkeys) and "session_event:CLOSE" in jkeys and "entry_intent:ei-aapl" in jkeys
+    assert any(k.startswith("alert:") for k in jkeys) and any(k.startswith("bar_batch:1d:") for k in jkeys)
     summary = summarize(art)
     assert summary["trades"] == 1 and summary["wins"] == 0 and summary["losses"] == 1
     assert summary["rejections_by_reason"] == {"ENTRY_NOT_CONFIRMED": 1}

@@ -27,6 +27,10 @@ from shared.schemas import (
     type_name_of,
 )
 
+# the ledger of record (<D>.jsonl): market and account facts; everything else (intents, clock,
+# alerts, bar summaries) goes to the journal (<D>.journal.jsonl)
+LEDGER_TYPES = ("candidate_batch", "rejection", "order_event", "broker_snapshot", "exit_event")
+
 # types kept across days (trade reconstruction, reconciliation need their whole history)
 HISTORY_TYPES = ("order_event", "exit_event", "entry_intent", "stop_intent", "exit_intent")
 
@@ -67,3 +71,8 @@ def ledger_record(msg: Message) -> Message | dict[str, object]:
         return {"type": "bar_batch_summary", "tf": msg.tf, "trade_date": msg.trade_date, "bars": len(msg.bars),
                 "ts": max((b.ts for b in msg.bars), default=0), "final": msg.final}
     return msg
+
+
+def ledger_file_of(key: str) -> str:
+    """``"ledger"`` or ``"journal"``: which per-date file a record key belongs to."""
+    return "ledger" if key.split(":", 1)[0] in LEDGER_TYPES else "journal"

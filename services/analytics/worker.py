@@ -57,7 +57,7 @@ from shared.streams import (
 )
 
 from .decisions import Guardrails, decide
-from .ledger import HISTORY_TYPES, ledger_record, record_key
+from .ledger import HISTORY_TYPES, ledger_file_of, ledger_record, record_key
 from .portfolio import build_snapshot, initial_snapshot
 from .recon import InternalPosition, reconcile
 from .report import build_report
@@ -283,10 +283,16 @@ def process_close(ctx: ServiceContext, store: Store, bars: Bars, date: str) -> l
     return emits
 
 
-def write_ledger(s: Settings, date: str, records: dict[str, bytes]) -> None:
-    """``<ledger_dir>/analytics/<D>.jsonl``: one canonical line per record, sorted by key."""
-    lines = [canonical_line({"key": k, "record": to_plain(msgspec.json.decode(v))}) for k, v in sorted(records.items())]
-    write_atomic(Path(s.core.ledger_dir) / "analytics" / f"{date}.jsonl", b"".join(lines))
+def write_ledger(s: Settings, date: str, records: dict[str, bytes], which: tuple[str, ...] = ("ledger", "journal")) -> None:
+    """``<ledger_dir>/analytics/<D>.jsonl`` (ledger of record) and ``<D>.journal.jsonl`` (intents,
+    clock, alerts, bar summaries): one canonical line per record, sorted by key."""
+    root = Path(s.core.ledger_dir) / "analytics"
+    for name in which:
+        lines = [canonical_line({"key": k, "record": to_plain(msgspec.json.decode(v))})
+                 for k, v in sorted(records.items()) if ledger_file_of(k) == name]
+        path = root / (f"{date}.jsonl" if name == "ledger" else f"{date}.journal.jsonl")
+        if lines or path.exists():
+            write_atomic(path, b"".join(lines))
 
 
 def build(ctx: ServiceContext):
@@ -302,20 +308,19 @@ def build(ctx: ServiceContext):
             return []
         date, key, new = got
         fresh = new or d.deliveries > 1  # a redelivery may follow a crash before our outputs were published
-        if isinstance(msg, CandidateBatch):
-            return [decisions_for(ctx, store, msg)] if fresh else []
+        if not fresh:
+            return []  # the same message published twice: already in the ledger
         if isinstance(msg, BrokerSnapshot) and msg.reason == "close":
             ctx.r.sadd(CLOSED_KEY, date)
             with locked(date):
-                emits = process_close(ctx, store, bars, date)
-            return emits if fresh else []
-        if new and store.is_closed(date):
-            with locked(date):
-                if type_name_of(msg) in FULL_REGEN_TYPES:
-                    process_close(ctx, store, bars, date)
-                else:
-                    write_ledger(ctx.settings, date, store.day(date))
-        return []
+                return process_close(ctx, store, bars, date)
+        emits: list[Emit] = [decisions_for(ctx, store, msg)] if isinstance(msg, CandidateBatch) else []
+        with locked(date):  # the last writer of D's files has read every record of D
+            if store.is_closed(date) and type_name_of(msg) in FULL_REGEN_TYPES:
+                process_close(ctx, store, bars, date)  # a late record of a closed day: rewrite D's artifacts
+            else:
+                write_ledger(ctx.settings, date, store.day(date), (ledger_file_of(key),))
+        return emits
 
     return handle
 
