@@ -20,7 +20,9 @@ Conventions (documented in docs/analytics.md):
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 import msgspec
 
@@ -158,10 +160,18 @@ class _Open:
             self.closed_date = f.trade_date
 
 
+@lru_cache(maxsize=1)
+def _session_index() -> tuple[list[str], dict[str, int]]:
+    days = calendar().sessions_in_range("1990-01-01", "2100-12-31")
+    return days, {d: i for i, d in enumerate(days)}
+
+
 def _sessions_between(a: str, b: str) -> int:
+    """Sessions from ``a`` to ``b`` (0 on the same session)."""
     if not a or not b or b < a:
         return 0
-    return max(len(calendar().sessions_in_range(a, b)) - 1, 0)
+    days, _ = _session_index()
+    return max(bisect.bisect_right(days, b) - bisect.bisect_left(days, a) - 1, 0)
 
 
 class BarSource:

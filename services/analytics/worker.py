@@ -129,13 +129,23 @@ class Bars:
 
     def __init__(self, root: str) -> None:
         self.store = BarStore(root)
+        self._dates: dict[str, list[str]] = {}
+
+    def refresh(self) -> None:
+        """Forget the cached date lists (new sessions may have been written)."""
+        self._dates = {}
+
+    def dates(self, tf: str) -> list[str]:
+        if tf not in self._dates:
+            self._dates[tf] = self.store.dates(tf)
+        return self._dates[tf]
 
     def closes(self, date: str) -> dict[str, float]:
         f = self.store.read_day("1d", date)
         return {str(s): float(c) for s, c in zip(f["symbol"], f["close"], strict=True)}
 
     def last_close(self, symbol: str, through: str) -> float | None:
-        for d in reversed([d for d in self.store.dates("1d") if d <= through][-10:]):
+        for d in reversed([d for d in self.dates("1d") if d <= through][-10:]):
             c = self.closes(d).get(symbol)
             if c is not None:
                 return c
@@ -144,14 +154,14 @@ class Bars:
     @lru_cache(maxsize=65536)  # noqa: B019 - one store per worker
     def daily_range(self, symbol: str, start: str, end: str) -> tuple[BarRow, ...]:
         out: list[BarRow] = []
-        for d in self.store.dates("1d"):
+        for d in self.dates("1d"):
             if start <= d <= end:
                 f = self.store.read_day("1d", d)
                 out.extend(frame_to_rows(f[f["symbol"] == symbol]))
         return tuple(out)
 
     def intraday(self, symbol: str, start_ns: int, end_ns: int) -> list[BarRow]:
-        if not self.store.dates("1m"):
+        if not self.dates("1m"):
             return []
         return self.store.intraday(symbol, start_ns, end_ns)
 
@@ -229,6 +239,7 @@ def process_close(ctx: ServiceContext, store: Store, bars: Bars, date: str) -> l
     """Write every artifact of ``date`` from the stored records; returns the messages to publish."""
     s = ctx.settings
     art = Path(s.core.artifacts_dir)
+    bars.refresh()
     records = store.day(date)
     snap = close_snapshot(records)
     write_ledger(s, date, records)
@@ -300,7 +311,8 @@ def build(ctx: ServiceContext):
     bars = Bars(ctx.settings.core.bars_dir)
 
     def locked(date: str):
-        return ctx.r.lock(state_key(SVC, "lock", date), timeout=600, blocking_timeout=900)
+        # expires 120 s after a holder died (SIGKILL): a successor waits at most that long
+        return ctx.r.lock(state_key(SVC, "lock", date), timeout=120, blocking_timeout=600)
 
     def handle(msg: Message, d: Delivery) -> list[Emit]:
         got = store.ingest(msg)
