@@ -138,3 +138,47 @@ def test_no_token_logs_only(redis_url: str, real_redis: redis.Redis, caplog: pyt
     consumer.run(install_signals=False, until_idle=True)
     assert real_redis.llen(OUTBOX) == 0
     assert "Blocked entry 5" in caplog.text
+
+
+def test_notifier_process_survives_slack_outage_and_sigkill(slack: SlackStandIn, redis_url: str, real_redis: redis.Redis,
+                                                            tmp_path) -> None:
+    """`python -m services.analytics.notifier`: alerts published while Slack is down and the
+    notifier is SIGKILLed are all posted, once, after a restart when Slack is back."""
+    import signal
+    import time
+
+    from avwap.procs import ServiceProcs
+
+    def until(pred, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred():
+                return
+            time.sleep(0.05)
+        raise AssertionError("condition not met in time")
+
+    procs = ServiceProcs(redis_url, env={"SLACK_BOT_TOKEN": TOKEN, "SLACK_BASE_URL": slack.base_url,
+                                         "SLACK_BACKOFF_S": "0.2", "BUS_BLOCK_MS": "100", "LOG_LEVEL": "DEBUG"},
+                         log_dir=tmp_path / "logs")
+    try:
+        slack.mode = "down"
+        procs.start("analytics.notifier")
+        procs.wait_ready()
+        bus = Bus(real_redis)
+        for i in range(3):
+            bus.publish(ALERTS, alert(i))
+        until(lambda: real_redis.llen(OUTBOX) == 3 and real_redis.xpending(ALERTS, "notifier")["pending"] == 0)
+        until(lambda: sum(1 for _, s in slack.calls if s == 503) >= 2)  # it kept trying
+        procs.kill("analytics.notifier-0", signal.SIGKILL)
+        assert slack.messages == []
+        slack.mode = "ok"
+        bus.publish(ALERTS, alert(3))
+        procs.start("analytics.notifier")
+        until(lambda: len(slack.messages) == 4)
+        assert [m["text"] for m in slack.messages] == [f"[warning] Blocked entry {i}" for i in range(4)]
+    finally:
+        codes = procs.stop_all()
+    assert codes["analytics.notifier-0"] == 0
+    logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "logs").glob("*.log"))
+    assert "slack unavailable" in logs and TOKEN not in logs
+    assert len(slack.messages) == 4
