@@ -130,3 +130,28 @@ def test_exit_sim_on_real_intraday_bars(store) -> None:
     if res.exited:
         hit = next(b for b in minutes if b.ts == res.exit_ts)
         assert hit.low <= res.exit_price + 1e-9
+
+
+def test_daily_entry_stamped_at_the_open_starts_after_the_bar() -> None:
+    bars = crafted_daily()
+    at_open = simulate_exit(Entry(symbol="T", ts=at(DAYS[3], "09:30"), price=10.8, qty=100, initial_stop=9.0), bars)
+    at_close = simulate_exit(Entry(symbol="T", ts=close_ns(DAYS[3]), price=10.8, qty=100, initial_stop=9.0), bars)
+    assert (at_open.exit_ts, at_open.exit_price) == (at_close.exit_ts, at_close.exit_price)
+    assert [c for c in at_open.changes if c.live] == [c for c in at_close.changes if c.live]
+
+
+def test_parity_against_reconstructed_trades() -> None:
+    from services.analytics.exit_sim import parity, rules_from
+    from services.analytics.trades import build_trades, fills_from_orders
+    from shared.settings import load_settings
+    from tests.test_analytics_helpers import fill
+
+    bars = crafted_daily()
+    good = [fill("T", "buy", 100, 10.8, close_ns(DAYS[3]), DAYS[3], stop=9.0, tid="e"),
+            fill("T", "sell", 100, 10.2, close_ns(DAYS[6]), DAYS[6], kind="stop", tid="x")]
+    rules = rules_from(load_settings().exits)
+    (row,) = parity(build_trades(fills_from_orders(good)), bars, [], rules)
+    assert row.agree and row.sim_exit_price == pytest.approx(10.2)
+    late = [good[0], fill("T", "sell", 100, 9.0, close_ns(DAYS[7]), DAYS[7], kind="stop", tid="y")]
+    (row,) = parity(build_trades(fills_from_orders(late)), bars, [], rules)
+    assert not row.agree

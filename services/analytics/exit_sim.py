@@ -23,10 +23,13 @@ Rules (DESIGN §6 and docs/ARCHITECTURE.md "One session, event by event"):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from shared.clock import calendar, ny_trade_date
 from shared.schemas import BarRow
+from shared.settings.exits import ExitsSettings
+
+from .trades import Trade
 
 FIVE_MIN_NS = 300 * 1_000_000_000
 
@@ -141,6 +144,12 @@ def simulate_exit(entry: Entry, daily: Sequence[BarRow], minutes: Sequence[BarRo
     daily = sorted((b for b in daily if b.symbol == entry.symbol), key=lambda b: b.ts)
     minutes = sorted((b for b in minutes if b.symbol == entry.symbol), key=lambda b: b.ts)
     entry_date = ny_trade_date(entry.ts)
+    if not any(ny_trade_date(b.ts) == entry_date for b in minutes):
+        # daily bars only: the entry fills on the session's daily bar, which arrives at the close;
+        # the position (and its stop) starts after that bar, whatever time the fill carries
+        day_bar = next((b for b in daily if ny_trade_date(b.ts) == entry_date), None)
+        if day_bar is not None and day_bar.ts > entry.ts:
+            entry = replace(entry, ts=day_bar.ts)
     res = SimResult(exited=False, desired_stop=entry.initial_stop, changes=[StopChange(entry.ts, entry.initial_stop, "initial", False)])
     min_by_day: dict[str, list[BarRow]] = {}
     for b in minutes:
@@ -200,3 +209,44 @@ def simulate_exit(entry: Entry, daily: Sequence[BarRow], minutes: Sequence[BarRo
                 return res
             ratchet(bar.ts, bar.close)
     return res
+
+
+def rules_from(exits: ExitsSettings) -> StopRules:
+    """``StopRules`` from the exits settings section (values passed in; nothing read here)."""
+    return StopRules(buffer=exits.stop_buffer, hl_lookback_days=exits.hl_lookback_days, hl_min_bars=exits.hl_min_bars,
+                     swing_lookback=exits.swing_lookback, window_start=exits.stop_window_start,
+                     window_end=exits.stop_window_end)
+
+
+@dataclass(frozen=True)
+class ParityRow:
+    trade_id: str
+    symbol: str
+    actual_exit_ts: int
+    actual_exit_price: float
+    sim_exit_ts: int
+    sim_exit_price: float
+    agree: bool
+
+
+def parity(trades: Sequence[Trade], daily: Sequence[BarRow], minutes: Sequence[BarRow], rules: StopRules,
+           price_tol: float = 1e-6) -> list[ParityRow]:
+    """Simulate every stopped-out trade (``trades.Trade``) and compare with its actual exit.
+
+    Agreement: same exit session and price within ``price_tol`` (pass the simulator's slippage).
+    Trades still open must be still open in the simulation.
+    """
+    out: list[ParityRow] = []
+    for t in trades:
+        entry = Entry(symbol=t.symbol, ts=t.opened_ts, price=t.avg_entry_price, qty=t.entry_qty,
+                      initial_stop=t.initial_stop)
+        res = simulate_exit(entry, daily, minutes, rules)
+        closed = t.status == "closed"
+        if closed:
+            agree = res.exited and res.exit_date == t.closed_date and abs(res.exit_price - t.avg_exit_price) <= price_tol
+        else:
+            agree = not res.exited
+        out.append(ParityRow(trade_id=t.trade_id, symbol=t.symbol, actual_exit_ts=t.closed_ts,
+                             actual_exit_price=t.avg_exit_price, sim_exit_ts=res.exit_ts,
+                             sim_exit_price=res.exit_price, agree=agree))
+    return out
