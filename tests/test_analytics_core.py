@@ -266,3 +266,17 @@ def test_decisions_fail_closed_codes() -> None:
     assert wrong_date.decisions[0].reason_codes == ["CANDIDATES_PARSE_ERROR"]
     first_day = decide(D2, batch(cand("AAA", 90)), snap, G)
     assert first_day.decisions[0].decision == "ALLOW"  # the starting-capital snapshot trades from day one
+
+
+def test_ledger_record_keys() -> None:
+    from services.analytics.ledger import ledger_file_of, record_key
+    from shared.schemas import Alert, BarBatch, BarRow, Rejection, SessionEvent
+
+    rej = Rejection(rejection_id="r1", source="risk", symbol="A", trade_date="", reasons=["X"])
+    assert record_key(rej) == ("undated", "rejection:r1")
+    assert record_key(SessionEvent(trade_date=D1, phase="OPEN", ts=1)) == (D1, "session_event:OPEN")
+    al = Alert(alert_id="al-1", severity="info", kind="k", source="s", title="t", ts=close_ns(D2))
+    assert record_key(al) == (D2, "alert:al-1")
+    bb = BarBatch(tf="1m", trade_date=D1, bars=[BarRow(symbol="A", ts=1, open=1, high=1, low=1, close=1, volume=1)])
+    assert record_key(bb) is None  # minute bars are not ledgered
+    assert ledger_file_of("order_event:x") == "ledger" and ledger_file_of("alert:x") == "journal"

@@ -36,7 +36,17 @@ HISTORY_TYPES = ("order_event", "exit_event", "entry_intent", "stop_intent", "ex
 
 
 def record_key(msg: Message) -> tuple[str, str] | None:
-    """(NY date, record key) of a message, or None for messages the ledger does not keep."""
+    """(NY date, record key) of a message, or None for messages the ledger does not keep.
+
+    A message without a date is kept under ``undated``.
+    """
+    rk = _record_key(msg)
+    if rk is None:
+        return None
+    return rk[0] or "undated", rk[1]
+
+
+def _record_key(msg: Message) -> tuple[str, str] | None:
     t = type_name_of(msg)
     match msg:
         case CandidateBatch():

@@ -267,7 +267,10 @@ def process_close(ctx: ServiceContext, store: Store, bars: Bars, date: str) -> l
     known = {o.client_order_id for o in orders}
     for tn in ("entry_intent", "stop_intent", "exit_intent"):
         known |= {client_order_id(m.intent_id) for m in store.history(tn)}  # type: ignore[attr-defined]
-    w0, _ = calendar().window_bounds(date, s.exits.stop_window_start, s.exits.stop_window_end)
+    try:
+        w0, _ = calendar().window_bounds(date, s.exits.stop_window_start, s.exits.stop_window_end)
+    except ValueError:  # not a session: every position counts as held since before the window
+        w0 = snap.ts
     recon = reconcile(date, internal, snap, known, w0, s.analytics.recon_price_tolerance)
     write_json_artifact(art / "reconciliation" / f"{date}.json", recon)
     day_trades = [t for t in trades if t.status == "open" or t.closed_date == date]
