@@ -155,9 +155,14 @@ def run(url: str, root: Path, bars: Path, replicas: int = 1, crash_on_close: boo
         c.ensure_groups()
         consumers.append(c)
     bus = Bus(clients[0])
-    for step in scenario(bars):
+    for k, step in enumerate(scenario(bars)):
         bus.publish_many(step)
-        for _ in range(3):  # our own alerts come back around; drain until nothing moves
+        if replicas > 1 and k % 2 == 0:  # even steps: strict alternation, one entry each
+            idle = 0
+            while idle < 2 * len(consumers):
+                for c in consumers:
+                    idle = 0 if c.step(block=False) else idle + 1
+        for _ in range(3):  # concurrent replicas; our own alerts come back around: drain until nothing moves
             threads = [threading.Thread(target=c.run, kwargs={"install_signals": False, "until_idle": True})
                        for c in consumers]
             for t in threads:
