@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from shared.ids import stable_id
 from shared.logs import redact
-from shared.schemas import Alert
+from shared.schemas import Alert, normalize_severity
 
 if TYPE_CHECKING:
     from shared.bus import Bus
@@ -16,12 +16,16 @@ ALERTS = "avwap:alerts"
 
 def make_alert(source: str, kind: str, title: str, *, severity: str = "info", text: str = "",
                fields: dict[str, str] | None = None, trade_date: str = "", ts: int = 0,
-               dedup: str | None = None) -> Alert:
-    """Build an alert; its id is a stable hash of ``dedup`` (default: kind, title, date, fields)."""
+               dedup: str | None = None, runbook: str = "") -> Alert:
+    """Build an alert; its id is a stable hash of ``dedup`` (default: kind, title, date, fields).
+
+    ``severity`` is normalized onto info | warning | critical ("warn" -> warning, "error" -> critical).
+    """
     fields = {k: redact(str(v)) for k, v in sorted((fields or {}).items())}
     key = dedup if dedup is not None else [kind, title, trade_date, fields]
-    return Alert(alert_id=stable_id("al", source, key), severity=severity, kind=kind, source=source,
-                 title=redact(title), text=redact(text), fields=fields, trade_date=trade_date, ts=ts)
+    return Alert(alert_id=stable_id("al", source, key), severity=normalize_severity(severity), kind=kind,
+                 source=source, title=redact(title), text=redact(text), fields=fields, trade_date=trade_date,
+                 ts=ts, runbook=runbook)
 
 
 class AlertPublisher:

@@ -7,12 +7,19 @@ Delivery contract
 - Entries of dead consumers idle longer than ``claim_idle_ms`` are taken over with XAUTOCLAIM.
 - A message that does not decode goes to ``avwap:dlq`` at once; one whose handler fails
   ``max_deliveries`` times goes there too, with the reason and the original fields.
-- A batch's outputs are published and its entries acked in one MULTI/EXEC, only after
-  every handler in it succeeded: a crash before EXEC redelivers the batch, a crash after
-  it leaves nothing pending. Handlers must be idempotent for any other side effect.
-- SIGTERM/SIGINT: finish the message in hand, flush, exit the loop (the process exits 0).
+- A batch's outputs are published and its entries acked in one Lua script (atomic, like
+  MULTI/EXEC), only after every handler in it succeeded: a crash before the commit
+  redelivers the batch, a crash after it leaves nothing pending. The commit is "first
+  committer wins" per entry: an entry's outputs are published only if its XACK removed it
+  from the group's pending list, so when a slow (not dead) consumer and the consumer that
+  claimed its entry both finish it, its outputs land once. Handlers must be idempotent for
+  any other side effect (key it by stable ids).
+- SIGTERM/SIGINT: finish the batch in hand (already delivered to this consumer), commit it,
+  exit the loop (the process exits 0) with nothing of it left pending.
 - Never busy-spins: a blocking read that returns at once with nothing (fakeredis does
   this when COUNT is set) backs off before the next read.
+- Survives Redis hiccups: a lost connection is retried with backoff (never a crash loop);
+  a group or stream deleted under a running consumer is re-created.
 """
 
 from __future__ import annotations
@@ -38,6 +45,39 @@ HEARTBEAT_PREFIX = "avwap:hb"
 DEFAULT_MAXLEN = 200_000
 
 Emit = tuple[str, Message]
+Entry = tuple[str, str, "dict | None", int]  # stream, entry id, fields (None: deleted), deliveries (-1: look up)
+
+# Commit a batch atomically. KEYS: every stream touched. ARGV: group, maxlen, number of blocks,
+# then per block: key index of the input stream (0: no input, publish unconditionally), entry id,
+# number of emits, then per emit: key index of the output stream, number of field pairs, pairs.
+# A block's emits are published only if its XACK removed the entry from the pending list
+# (first committer wins). Returns {entries acked, entries already acked elsewhere, emits published}.
+_COMMIT_LUA = """
+local group, maxlen = ARGV[1], ARGV[2]
+local i = 4
+local acked, lost, emitted = 0, 0, 0
+for _ = 1, tonumber(ARGV[3]) do
+  local si, id, k = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2])
+  i = i + 3
+  local ok = true
+  if si > 0 then
+    ok = redis.call('XACK', KEYS[si], group, id) == 1
+    if ok then acked = acked + 1 else lost = lost + 1 end
+  end
+  for _ = 1, k do
+    local oi, nf = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+    i = i + 2
+    if ok then
+      local args = {'XADD', KEYS[oi], 'MAXLEN', '~', maxlen, '*'}
+      for f = i, i + 2 * nf - 1 do args[#args + 1] = ARGV[f] end
+      redis.call(unpack(args))
+      emitted = emitted + 1
+    end
+    i = i + 2 * nf
+  end
+end
+return {acked, lost, emitted}
+"""
 
 
 @dataclass(frozen=True)
@@ -54,6 +94,7 @@ Handler = Callable[[Message, Delivery], Iterable[Emit] | None]
 
 
 def fields_of(msg: Message) -> dict[str, bytes | str | int]:
+    """The stream entry of a message: ``type``, ``v`` and ``data`` (the JSON of the message)."""
     return {"type": type_name_of(msg), "v": msg.v, "data": encode(msg)}
 
 
@@ -72,6 +113,7 @@ class Bus:
         return _s(self.r.xadd(stream, fields_of(msg), maxlen=self.maxlen, approximate=True))  # type: ignore[arg-type]
 
     def publish_many(self, items: Sequence[Emit]) -> list[str]:
+        """Publish several messages in one round trip (pipelined, not transactional)."""
         if not items:
             return []
         pipe = self.r.pipeline(transaction=False)
@@ -92,6 +134,8 @@ class ConsumerStats:
     claimed: int = 0
     reads: int = 0
     empty_reads: int = 0
+    lost_races: int = 0  # entries another consumer committed first (their outputs were dropped)
+    redis_errors: int = 0
     last_error: str = ""
     started: float = field(default_factory=time.monotonic)
 
@@ -132,15 +176,19 @@ class Consumer:
         self.stats = ConsumerStats()
         self._stop = threading.Event()
         self._backlog = True
-        self._retrying = False
+        self._retry: tuple[str, str] | None = None  # the failed entry to retry alone
+        self._held: list[Entry] = []  # the rest of its batch, still pending for us
         self._next_claim = 0.0
+        self._claim_cursor = {s: "0-0" for s in self.streams}
         self._next_heartbeat = 0.0
         self._idle_sleep = 0.0
         self._failure_backoff = 0.0
         self._ready = False
+        self._commit = r.register_script(_COMMIT_LUA)
 
     # -- setup ---------------------------------------------------------------
     def ensure_groups(self) -> None:
+        """Create the group on every input stream (idempotent; from id 0; creates the stream)."""
         for stream in self.streams:
             try:
                 self.r.xgroup_create(stream, self.group, id="0", mkstream=True)
@@ -154,6 +202,7 @@ class Consumer:
         return f"{HEARTBEAT_PREFIX}:{self.group}:{self.name}"
 
     def heartbeat(self, force: bool = False) -> None:
+        """Refresh ``avwap:hb:<group>:<consumer>`` (TTL ``heartbeat_ttl_s``) at most every TTL/3."""
         now = time.monotonic()
         if not force and now < self._next_heartbeat:
             return
@@ -168,38 +217,65 @@ class Consumer:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds`` unless a stop is requested; True if one was."""
+        return self._stop.wait(seconds)
+
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
 
     # -- loop ----------------------------------------------------------------
     def run(self, install_signals: bool = True, until_idle: bool = False) -> ConsumerStats:
-        """Consume until stopped (or, with ``until_idle``, until nothing is left to read)."""
+        """Consume until stopped (or, with ``until_idle``, until nothing is left to read).
+
+        A lost Redis connection is retried with backoff (up to 5 s apart) until it comes back
+        or a stop is requested; it never ends the loop.
+        """
         if install_signals:
             self.install_signal_handlers()
-        if not self._ready:
-            self.ensure_groups()
+        backoff = 0.0
         while not self._stop.is_set():
-            n = self.step(block=not until_idle)
+            try:
+                if not self._ready:
+                    self.ensure_groups()
+                n = self.step(block=not until_idle)
+                backoff = 0.0
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self.stats.redis_errors += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                backoff = min(max(backoff * 2, 0.1), 5.0)
+                log.warning("%s/%s: Redis unavailable (%s); retrying in %.1fs", self.group, self.name, exc, backoff)
+                self._backlog = True  # re-read what we hold once it is back
+                self._retry, self._held = None, []
+                self._stop.wait(backoff)
+                continue
             if until_idle and n == 0 and not self._backlog:
                 break
-        self.r.delete(self.heartbeat_key)
+        try:
+            self.r.delete(self.heartbeat_key)
+        except redis.RedisError as exc:  # the key expires by itself
+            log.warning("%s/%s: could not delete heartbeat: %s", self.group, self.name, exc)
         return self.stats
 
     def step(self, block: bool = True) -> int:
-        """One read-handle-flush round. Returns the number of entries read."""
+        """One read-handle-commit round. Returns the number of entries read."""
         if not self._ready:
             self.ensure_groups()
         self.heartbeat()
-        if self._failure_backoff:
+        if self._retry is not None:
+            # retry the failed entry alone (after a backoff), then the rest of its batch from
+            # memory: order is kept and the entries behind it are not charged extra deliveries
             self._stop.wait(self._failure_backoff)
-            self._failure_backoff = 0.0
+            if self._stop.is_set():
+                return 0  # the failed entry and the held ones stay pending for a successor
+            batch = self._reclaim(*self._retry) + self._held
+            self._retry, self._held = None, []
+            if batch:
+                self._process(batch)
+            return len(batch)
         if self._backlog:
-            # after a failure re-read only the failed entry, so the entries behind it are not
-            # charged a delivery they never got
-            count = 1 if self._retrying else self.count
-            batch = self._read({s: "0" for s in self.streams}, block=None, count=count)
-            self._retrying = False
+            batch = self._read({s: "0" for s in self.streams}, block=None, count=self.count)
             if not batch:
                 self._backlog = False
             else:
@@ -221,7 +297,7 @@ class Consumer:
         self.stats.empty_reads += 1
         if self.on_idle is not None:
             self._flush([], list(self.on_idle() or []))
-        if block:
+        if block and not self._stop.is_set():
             elapsed_ms = (time.monotonic() - t0) * 1000
             if elapsed_ms < self.block_ms / 2:  # the backend did not block: back off, never spin
                 self._idle_sleep = min(max(self._idle_sleep * 2, 0.005), self.block_ms / 4000)
@@ -229,57 +305,91 @@ class Consumer:
         return 0
 
     # -- internals -----------------------------------------------------------
-    def _read(self, ids: dict[str, str], block: int | None, count: int | None = None) -> list[tuple[str, str, dict | None, int]]:
+    def _nogroup(self, exc: redis.ResponseError) -> bool:
+        """A stream or group deleted under us: re-create it (the loop reads again)."""
+        if "NOGROUP" not in str(exc):
+            return False
+        log.warning("%s/%s: group missing (%s); re-creating it", self.group, self.name, exc)
+        self.ensure_groups()
+        self._backlog = True
+        return True
+
+    def _read(self, ids: dict[str, str], block: int | None, count: int | None = None) -> list[Entry]:
         self.stats.reads += 1
-        resp = self.r.xreadgroup(self.group, self.name, ids, count=count or self.count, block=block)  # type: ignore[arg-type]
-        out: list[tuple[str, str, dict | None, int]] = []
+        try:
+            resp = self.r.xreadgroup(self.group, self.name, ids, count=count or self.count, block=block)  # type: ignore[arg-type]
+        except redis.ResponseError as exc:
+            if self._nogroup(exc):
+                return []
+            raise
+        out: list[Entry] = []
         pending_read = all(v == "0" for v in ids.values())
         for stream, entries in resp or []:
             for entry_id, fields in entries:
                 out.append((_s(stream), _s(entry_id), fields or None, -1 if pending_read else 1))
         return out
 
-    def _claim(self) -> list[tuple[str, str, dict | None, int]]:
-        out: list[tuple[str, str, dict | None, int]] = []
+    def _claim(self) -> list[Entry]:
+        """Take over up to ``count`` entries idle longer than ``claim_idle_ms`` (any owner)."""
+        out: list[Entry] = []
         for stream in self.streams:
-            start = "0-0"
-            while True:
-                resp = self.r.xautoclaim(stream, self.group, self.name, self.claim_idle_ms, start_id=start, count=self.count)
-                next_id, entries = resp[0], resp[1]
-                deleted = resp[2] if len(resp) > 2 else []
-                for entry_id, fields in entries:
-                    out.append((stream, _s(entry_id), fields or None, -1))
-                if deleted:
-                    log.warning("%s: %d claimed entries were trimmed from %s", self.group, len(deleted), stream)
-                if _s(next_id) in ("0-0", "0") or len(entries) == 0:
-                    break
-                start = _s(next_id)
+            room = self.count - len(out)
+            if room <= 0:
+                break
+            try:
+                resp = self.r.xautoclaim(stream, self.group, self.name, self.claim_idle_ms,
+                                         start_id=self._claim_cursor[stream], count=room)
+            except redis.ResponseError as exc:
+                if self._nogroup(exc):
+                    return out
+                raise
+            self._claim_cursor[stream] = _s(resp[0])
+            for entry_id, fields in resp[1]:
+                out.append((stream, _s(entry_id), fields or None, -1))
+            if len(resp) > 2 and resp[2]:  # Redis 7: deleted entries, already removed from the PEL
+                log.warning("%s: %d claimed entries were trimmed from %s", self.group, len(resp[2]), stream)
+        if any(c not in ("0-0", "0") for c in self._claim_cursor.values()):
+            self._next_claim = 0.0  # more to scan: continue on the next step
         if out:
             self.stats.claimed += len(out)
             log.info("%s/%s claimed %d stale entries", self.group, self.name, len(out))
         return out
 
-    def _deliveries(self, stream: str, entry_id: str) -> int:
-        info = self.r.xpending_range(stream, self.group, min=entry_id, max=entry_id, count=1)
-        return int(info[0]["times_delivered"]) if info else 1
+    def _reclaim(self, stream: str, entry_id: str) -> list[Entry]:
+        """Deliver one of our pending entries to ourselves again (XCLAIM counts the delivery)."""
+        got = self.r.xclaim(stream, self.group, self.name, 0, [entry_id])
+        return [(stream, _s(eid), fields or None, -1) for eid, fields in got if eid is not None]
 
-    def _process(self, batch: list[tuple[str, str, dict | None, int]]) -> None:
-        acks: list[tuple[str, str]] = []
-        emits: list[Emit] = []
-        for stream, entry_id, fields, deliveries in batch:
+    def _lookup_deliveries(self, batch: list[Entry]) -> dict[tuple[str, str], int]:
+        """Delivery counts of re-read or claimed entries (one pipelined XPENDING round trip)."""
+        want = [(s, e) for s, e, f, d in batch if d < 0 and f is not None]
+        if not want:
+            return {}
+        pipe = self.r.pipeline(transaction=False)
+        for stream, entry_id in want:
+            pipe.xpending_range(stream, self.group, min=entry_id, max=entry_id, count=1)
+        return {k: int(info[0]["times_delivered"]) if info else 1 for k, info in zip(want, pipe.execute(), strict=True)}
+
+    def _process(self, batch: list[Entry]) -> None:
+        # one block per entry: (stream, entry id, emits); committed together
+        blocks: list[tuple[str, str, list[Emit]]] = []
+        counts = self._lookup_deliveries(batch)
+        for pos, (stream, entry_id, fields, deliveries) in enumerate(batch):
             if fields is None:  # trimmed or deleted while pending: nothing to handle
-                acks.append((stream, entry_id))
+                blocks.append((stream, entry_id, []))
                 continue
+            if deliveries < 0:
+                deliveries = counts.get((stream, entry_id), 1)
             raw = fields.get(b"data", fields.get("data"))
             try:
                 if raw is None:
                     raise SchemaError("entry has no 'data' field")
                 msg = decode(raw)
             except SchemaError as exc:
-                self._dead_letter(stream, entry_id, fields, f"{exc.code}: {exc.detail}", max(deliveries, 1))
+                self._flush(blocks)
+                blocks = []
+                self._dead_letter(stream, entry_id, fields, f"{exc.code}: {exc.detail}", deliveries)
                 continue
-            if deliveries < 0:
-                deliveries = self._deliveries(stream, entry_id)
             delivery = Delivery(stream, entry_id, deliveries, self.name)
             try:
                 out = self.handler(msg, delivery)
@@ -288,40 +398,57 @@ class Consumer:
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 if deliveries >= self.max_deliveries:
                     log.error("%s: %s %s failed %d times, to DLQ: %s", self.group, stream, entry_id, deliveries, exc)
-                    self._flush(acks, emits)
-                    acks, emits = [], []
-                    self._dead_letter(stream, entry_id, fields, f"HANDLER_FAILED after {deliveries} deliveries: {self.stats.last_error}", deliveries)
+                    self._flush(blocks)
+                    blocks = []
+                    self._dead_letter(stream, entry_id, fields,
+                                      f"HANDLER_FAILED after {deliveries} deliveries: {self.stats.last_error}", deliveries)
                     continue
                 log.warning("%s: %s %s failed (delivery %d): %s", self.group, stream, entry_id, deliveries, exc)
-                # keep order: stop here; the failed entry and the rest stay pending and are re-read
-                self._backlog = True
-                self._retrying = True
+                # keep order: stop here; retry the failed entry alone, then the rest (both pending)
+                self._retry, self._held = (stream, entry_id), batch[pos + 1:]
                 self._failure_backoff = min(0.05 * (2 ** (deliveries - 1)), 1.0)
                 break
-            if out:
-                emits.extend(out)
-            acks.append((stream, entry_id))
+            blocks.append((stream, entry_id, list(out or [])))
             self.stats.handled += 1
-            if self._stop.is_set():
-                # finish the message in hand, leave the rest of the batch pending for a successor
-                self._backlog = True
-                break
-        self._flush(acks, emits)
+        self._flush(blocks)
 
-    def _flush(self, acks: list[tuple[str, str]], emits: list[Emit]) -> None:
-        if not acks and not emits:
+    def _flush(self, blocks: list[tuple[str, str, list[Emit]]], emits: list[Emit] | None = None) -> None:
+        """Commit: ack each entry and publish its outputs (only if the ack won), atomically.
+
+        ``_flush([], emits)`` publishes outputs that belong to no entry (``on_idle``).
+        """
+        work: list[tuple[str, str, list[tuple[str, dict]]]] = [
+            (stream, entry_id, [(out, fields_of(m)) for out, m in outs]) for stream, entry_id, outs in blocks
+        ]
+        if emits:
+            work.append(("", "", [(out, fields_of(m)) for out, m in emits]))
+        self._commit_blocks(work)
+
+    def _commit_blocks(self, work: list[tuple[str, str, list[tuple[str, dict]]]]) -> None:
+        if not work:
             return
-        pipe = self.r.pipeline(transaction=True)
-        for stream, msg in emits:
-            pipe.xadd(stream, fields_of(msg), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
-        by_stream: dict[str, list[str]] = {}
-        for stream, entry_id in acks:
-            by_stream.setdefault(stream, []).append(entry_id)
-        for stream, ids in by_stream.items():
-            pipe.xack(stream, self.group, *ids)
-        pipe.execute()
+        keys: dict[str, int] = {}
+
+        def key(name: str) -> int:
+            if name not in keys:
+                keys[name] = len(keys) + 1
+            return keys[name]
+
+        args: list[bytes | str | int] = [self.group, self.maxlen, len(work)]
+        for stream, entry_id, outs in work:
+            args += [key(stream) if stream else 0, entry_id or "-", len(outs)]
+            for out, fields in outs:
+                args += [key(out), len(fields)]
+                for k, v in fields.items():
+                    args += [k, v]
+        _acked, lost, _emitted = self._commit(keys=list(keys), args=args)
+        if lost:
+            self.stats.lost_races += int(lost)
+            log.warning("%s/%s: %d entries were already committed by another consumer; their outputs dropped",
+                        self.group, self.name, lost)
 
     def _dead_letter(self, stream: str, entry_id: str, fields: dict, reason: str, deliveries: int) -> None:
+        """Move an entry to the DLQ with its original fields and why; ack it (atomically)."""
         record: dict[str, bytes | str | int] = {_s(k): v for k, v in fields.items()}
         record.update(
             {
@@ -333,9 +460,6 @@ class Consumer:
                 "dlq_deliveries": deliveries,
             }
         )
-        pipe = self.r.pipeline(transaction=True)
-        pipe.xadd(self.dlq, record, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
-        pipe.xack(stream, self.group, entry_id)
-        pipe.execute()
+        self._commit_blocks([(stream, entry_id, [(self.dlq, record)])])
         self.stats.dead_lettered += 1
         log.error("%s: dead-lettered %s %s: %s", self.group, stream, entry_id, reason)

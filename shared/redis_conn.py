@@ -60,6 +60,7 @@ def start_redis_server(appendonly: bool = False, port: int | None = None, workdi
         raise FileNotFoundError("redis-server not installed")
     port = port or free_port()
     tmp = workdir or tempfile.mkdtemp(prefix="avwap-redis-")
+    os.makedirs(tmp, exist_ok=True)
     args = [
         binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp, "--save", "",
         "--appendonly", "yes" if appendonly else "no", "--maxmemory-policy", "noeviction",

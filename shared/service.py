@@ -75,7 +75,23 @@ def make_consumer(spec: ServiceSpec, ctx: ServiceContext, consumer_name: str | N
     )
 
 
+def wait_for_redis(r: redis.Redis, consumer: Consumer, url: str) -> bool:
+    """Ping until Redis answers (backoff 0.1 s doubling to 5 s); False if a stop came first."""
+    backoff = 0.1
+    while not consumer.stopping:
+        try:
+            r.ping()
+            return True
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("%s: waiting for Redis at %s (%s); retrying in %.1fs", consumer.group, url, exc, backoff)
+        if consumer.wait(backoff):
+            break
+        backoff = min(backoff * 2, 5.0)
+    return False
+
+
 def run_service(spec: ServiceSpec, settings: Settings | None = None) -> int:
+    """Run one service until SIGTERM/SIGINT; returns 0. Waits (never crashes) while Redis is down."""
     settings = settings or get_settings()
     setup_logging(settings.core.log_level, settings.core.log_format, service=spec.name)
     with redis_url_for(settings) as url:
@@ -83,6 +99,9 @@ def run_service(spec: ServiceSpec, settings: Settings | None = None) -> int:
         ctx = make_context(spec.name, settings, r)
         consumer = make_consumer(spec, ctx)
         consumer.install_signal_handlers()
+        if not wait_for_redis(r, consumer, url):
+            log.info("%s stopped before Redis was reachable", spec.name)
+            return 0
         consumer.ensure_groups()
         if spec.on_start is not None:
             ctx.bus.publish_many(list(spec.on_start(ctx) or []))

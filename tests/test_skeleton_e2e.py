@@ -8,10 +8,11 @@ from pathlib import Path
 import redis
 
 from avwap.commands.demo import demo_candidate
+from avwap.commands.risk import session_prelude
 from avwap.procs import ServiceProcs
 from shared.bus import Bus
 from shared.schemas import EntryIntent, OrderEvent, decode
-from shared.streams import CANDIDATES, INTENTS, ORDERS, state_key
+from shared.streams import BROKER, CANDIDATES, CLOCK, INTENTS, ORDERS, state_key
 
 
 def _until(pred, timeout: float = 20.0) -> None:
@@ -31,6 +32,7 @@ def test_one_candidate_flows_through_all_five_services(redis_url: str, real_redi
         procs.start_all()
         procs.wait_ready()
         batch = demo_candidate()
+        Bus(real_redis).publish_many(session_prelude(batch.scan_date))  # risk decides only after PRE_MARKET + a fresh snapshot
         Bus(real_redis).publish(CANDIDATES, batch)
         _until(lambda: real_redis.xlen(ORDERS) == 1)
         intent = decode(real_redis.xrange(INTENTS)[0][1][b"data"])
@@ -39,8 +41,8 @@ def test_one_candidate_flows_through_all_five_services(redis_url: str, real_redi
         assert isinstance(event, OrderEvent) and event.intent_id == intent.intent_id and event.mode == "DRY_RUN"
         _until(lambda: real_redis.hget(state_key("exits", "seen_orders"), event.event_id) == b"accepted")
         ledger = tmp_path / "ledger" / "analytics" / f"{batch.scan_date}.jsonl"
-        _until(lambda: ledger.exists() and ledger.read_text().count("\n") == 2)
-        for group, stream in (("risk", CANDIDATES), ("executor", INTENTS), ("exits", ORDERS), ("analytics", ORDERS)):
+        _until(lambda: ledger.exists() and ledger.read_text().count("\n") == 3)  # snapshot, candidates, order event
+        for group, stream in (("risk", CANDIDATES), ("risk", CLOCK), ("risk", BROKER), ("executor", INTENTS), ("exits", ORDERS), ("analytics", ORDERS)):
             assert real_redis.xpending(stream, group)["pending"] == 0
     finally:
         codes = procs.stop_all()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import time
 
 import typer
 
 from avwap.common import fail, operator_redis
-from shared.bus import HEARTBEAT_PREFIX, fields_of
+from shared.bus import HEARTBEAT_PREFIX
 from shared.schemas import SchemaError, decode
 from shared.streams import ALL_STREAMS, DLQ, KILL_SWITCH_KEY
 
@@ -20,8 +21,21 @@ dlq_app = typer.Typer(help="Inspect and requeue dead-lettered messages.", no_arg
 ks_app = typer.Typer(help="Kill switch: blocks every new entry, never an exit.", no_args_is_help=True)
 
 
+_STREAM_ID = re.compile(r"^\d+(-\d+)?$")
+
+
 def _s(v: object) -> str:
     return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+
+
+def _dlq_entry(r: object, entry_id: str) -> dict:
+    """The fields of DLQ entry ``entry_id`` (one clear error if the id is malformed or absent)."""
+    if not _STREAM_ID.match(entry_id):
+        fail(f"not a stream entry id: {entry_id!r} (expected like 1700000000000-0; see `avwap dlq list`)")
+    entries = r.xrange(DLQ, min=entry_id, max=entry_id)  # type: ignore[attr-defined]
+    if not entries:
+        fail(f"no DLQ entry {entry_id}")
+    return entries[0][1]
 
 
 @app.command("run")
@@ -78,30 +92,33 @@ def dlq_list(count: int = typer.Option(20, help="How many entries (newest last).
 def dlq_show(entry_id: str) -> None:
     """Show one DLQ entry with all its fields."""
     with operator_redis() as r:
-        entries = r.xrange(DLQ, min=entry_id, max=entry_id)
-    if not entries:
-        fail(f"no DLQ entry {entry_id}")
-    typer.echo(json.dumps({_s(k): _s(v) for k, v in entries[0][1].items()}, indent=2, sort_keys=True))
+        f = _dlq_entry(r, entry_id)
+    typer.echo(json.dumps({_s(k): _s(v) for k, v in f.items()}, indent=2, sort_keys=True))
 
 
 @dlq_app.command("requeue")
 def dlq_requeue(entry_id: str, delete: bool = typer.Option(True, help="Remove it from the DLQ once requeued.")) -> None:
-    """Put a DLQ entry back on its source stream (after the cause is fixed). Undecodable ones are refused."""
+    """Put a DLQ entry's original fields back on its source stream (after the cause is fixed).
+
+    The entry is re-added verbatim (type, v, data) and removed from the DLQ in one MULTI/EXEC.
+    Every group on that stream sees it again (consumers de-duplicate by message id).
+    Entries that still do not decode are refused.
+    """
     with operator_redis() as r:
-        entries = r.xrange(DLQ, min=entry_id, max=entry_id)
-        if not entries:
-            fail(f"no DLQ entry {entry_id}")
-        f = entries[0][1]
+        f = _dlq_entry(r, entry_id)
         source = _s(f.get(b"dlq_source_stream", b""))
         if not source:
             fail(f"DLQ entry {entry_id} has no source stream")
         try:
-            msg = decode(f.get(b"data", b""))
+            decode(f.get(b"data", b""))
         except SchemaError as exc:
             fail(f"DLQ entry {entry_id} still does not decode ({exc}); fix the producer or upgrade the consumer first")
-        new_id = _s(r.xadd(source, fields_of(msg)))
+        original = {k: v for k, v in f.items() if not _s(k).startswith("dlq_")}
+        pipe = r.pipeline(transaction=True)
+        pipe.xadd(source, original)
         if delete:
-            r.xdel(DLQ, entry_id)
+            pipe.xdel(DLQ, entry_id)
+        new_id = _s(pipe.execute()[0])
     typer.echo(f"requeued {entry_id} to {source} as {new_id}")
 
 

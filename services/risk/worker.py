@@ -1,32 +1,218 @@
-"""Risk worker: consumes candidates, publishes intents or rejections."""
+"""Risk worker: reads clock, candidates, portfolio decisions, broker snapshots and order events;
+publishes EntryIntents / Rejections / alerts.
+
+Each message is one optimistic transaction: WATCH the state key (and the kill switch), read
+the state and the controls, run the pure ``core.step``, then MULTI: write the new state,
+XADD the outputs, XACK the message, EXEC. A concurrent replica's commit aborts the EXEC and the
+step is recomputed on the new state, so two replicas never together exceed a cap; a crash
+before EXEC leaves nothing (the message is redelivered), after EXEC nothing is pending.
+The decision artifact ``<ARTIFACTS_DIR>/risk_decisions/<D>.jsonl`` is rewritten afterwards from
+the committed state (sorted, canonical), so every replica writes the same bytes.
+"""
 
 from __future__ import annotations
 
-from shared.bus import Delivery, Emit
-from shared.schemas import CandidateBatch, EntryIntent, Message
-from shared.service import ServiceContext, ServiceSpec, run_service
-from shared.streams import CANDIDATES, INTENTS, REJECTIONS
+import contextlib
+import hmac
+import json
+import logging
+from pathlib import Path
 
-from .core import decide
+import msgspec
+import redis
+
+from shared.artifacts import canonical_line, write_atomic
+from shared.bus import Delivery, Emit, fields_of
+from shared.schemas import Message, SessionEvent
+from shared.service import ServiceContext, ServiceSpec, run_service
+from shared.settings import Settings
+from shared.streams import BROKER, CANDIDATES, CLOCK, DLQ, KILL_SWITCH_KEY, ORDERS, PORTFOLIO, state_key
+
+from .core import Controls, Limits, RiskState, decode_state, encode_state, step
+
+log = logging.getLogger(__name__)
+
+GROUP = "risk"
+STATE_KEY = state_key("risk", "state")
+ARTIFACT_SUBDIR = "risk_decisions"
+STREAMS = [CLOCK, CANDIDATES, PORTFOLIO, BROKER, ORDERS]
+MAX_TXN_RETRIES = 200
+DLQ_SCAN = 1000
+
+
+def read_kill_switch(r: redis.Redis) -> str:
+    """off | on | unreadable. The key holds JSON ``{"on": bool, ...}`` (``avwap kill-switch``), or 0/1."""
+    try:
+        raw = r.get(KILL_SWITCH_KEY)
+    except redis.ResponseError as exc:  # e.g. WRONGTYPE
+        log.error("kill switch key unreadable: %s", exc)
+        return "unreadable"
+    if raw is None:
+        return "off"
+    try:
+        val = json.loads(raw)
+    except ValueError:
+        return "unreadable"
+    if isinstance(val, dict) and isinstance(val.get("on"), bool):
+        return "on" if val["on"] else "off"
+    if isinstance(val, bool) or (isinstance(val, int) and val in (0, 1)):
+        return "on" if val else "off"
+    return "unreadable"
+
+
+def live_token_status(settings: Settings) -> str:
+    core = settings.core
+    if core.execution_mode != "LIVE":
+        return "n/a"
+    token = core.live_confirm_token.get_secret_value() if core.live_confirm_token else ""
+    if not token:
+        return "missing"
+    try:
+        expected = Path(core.live_confirm_token_file).read_text().strip()
+    except OSError:
+        return "file_missing"
+    if not expected:
+        return "file_missing"
+    return "ok" if hmac.compare_digest(token.encode(), expected.encode()) else "mismatch"
+
+
+def dead_lettered_decisions(r: redis.Redis) -> tuple[tuple[int, str, str], ...]:
+    """Decision batches the risk group dead-lettered: (source entry ms, date or "", code)."""
+    out = []
+    for _, f in r.xrevrange(DLQ, count=DLQ_SCAN):
+        if f.get(b"dlq_group") != GROUP.encode() or f.get(b"dlq_source_stream") != PORTFOLIO.encode():
+            continue
+        raw = f.get(b"data", b"")
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if data is None:
+            if f.get(b"type") != b"portfolio_decision_batch":
+                continue
+            code, date = "DECISION_JSON_INVALID", ""
+        else:
+            if not isinstance(data, dict) or data.get("type", f.get(b"type", b"").decode()) != "portfolio_decision_batch":
+                continue
+            code, date = "DECISION_SCHEMA_INVALID", data.get("date") if isinstance(data.get("date"), str) else ""
+        ms = int(f.get(b"dlq_source_id", b"0-0").split(b"-")[0] or 0)
+        out.append((ms, date, code))
+    return tuple(sorted(out))
+
+
+def controls_for(r: redis.Redis, settings: Settings, msg: Message) -> Controls:
+    core = settings.core
+    dlq: tuple[tuple[int, str, str], ...] = ()
+    if settings.risk.portfolio_decision_enforce and isinstance(msg, SessionEvent) and msg.phase != "PRE_MARKET":
+        dlq = dead_lettered_decisions(r)
+    return Controls(kill_switch=read_kill_switch(r), kill_switch_env=core.kill_switch, mode=core.execution_mode,
+                    live_trading=core.live_trading, live_token=live_token_status(settings), decision_dlq=dlq)
+
+
+def artifact_path(settings: Settings, session: str) -> Path:
+    return Path(settings.core.artifacts_dir) / ARTIFACT_SUBDIR / f"{session}.jsonl"
+
+
+_LINES: dict[bytes, bytes] = {}  # msgspec JSON of a record -> its canonical line (canonical_json is the slow part)
+_ENC = msgspec.json.Encoder()
+
+
+def _line(rec: object) -> bytes:
+    key = _ENC.encode(rec)
+    line = _LINES.get(key)
+    if line is None:
+        if len(_LINES) > 100_000:
+            _LINES.clear()
+        line = _LINES[key] = canonical_line(rec)
+    return line
+
+
+def artifact_bytes(st: RiskState, session: str) -> bytes:
+    """Canonical JSONL of a session: decisions in decision order, then analytics decisions by (symbol, id)."""
+    decided = sorted(st.decided.get(session, {}).values(), key=lambda x: x.ord)
+    lines = [_line(r) for r in decided]
+    shadow = sorted(st.shadow.get(session, {}).values(), key=lambda x: (x.symbol, x.decision_id))
+    lines += [_line(r) for r in shadow]
+    return b"".join(lines)
+
+
+def write_artifacts(r: redis.Redis, settings: Settings, sessions: list[str],
+                    committed: tuple[bytes, RiskState] | None = None) -> None:
+    """Rewrite the sessions' artifacts from the committed state until the state did not move meanwhile.
+
+    ``committed`` is the (bytes, state) this process just committed, to skip one read.
+    """
+    for _ in range(20):
+        if committed is not None:
+            raw, st = committed
+            committed = None
+        else:
+            raw = r.get(STATE_KEY)
+            st = decode_state(raw)
+        for s in sessions:
+            if s in st.decided or s in st.shadow:
+                write_atomic(artifact_path(settings, s), artifact_bytes(st, s))
+        if r.get(STATE_KEY) == raw:
+            return
+
+
+def transact(r: redis.Redis, settings: Settings, limits: Limits, msg: Message, d: Delivery | None,
+             maxlen: int = 200_000) -> tuple[list[str], bytes, RiskState]:
+    """Run one step atomically (state + outputs + ack).
+
+    Returns the sessions whose artifact changed and the committed state (bytes and value).
+    """
+    entry_ms = int(d.entry_id.split("-")[0]) if d is not None else 0
+    for _ in range(MAX_TXN_RETRIES):
+        with r.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(STATE_KEY, KILL_SWITCH_KEY)
+                raw = pipe.get(STATE_KEY)
+                controls = controls_for(pipe, settings, msg)  # type: ignore[arg-type]
+                res = step(decode_state(raw), msg, controls, limits, entry_ms=entry_ms)
+                new = encode_state(res.state)
+                pipe.multi()
+                if new != raw:
+                    pipe.set(STATE_KEY, new)
+                for stream, out in res.emits:
+                    pipe.xadd(stream, fields_of(out), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+                if d is not None:
+                    pipe.xack(d.stream, GROUP, d.entry_id)
+                pipe.execute()
+                return res.dates, new, res.state
+            except redis.WatchError:
+                continue
+    raise RuntimeError("risk: state transaction kept conflicting")
 
 
 def build(ctx: ServiceContext):
-    rs = ctx.settings.risk
+    settings = ctx.settings
+    limits = Limits.from_settings(settings.risk, settings.hash())
 
     def handle(msg: Message, d: Delivery) -> list[Emit]:
-        if not isinstance(msg, CandidateBatch):
-            return []
-        out: list[Emit] = []
-        for c in msg.candidates:
-            res = decide(c, equity=rs.account_equity, max_risk_per_trade=rs.max_risk_per_trade,
-                         max_risk_per_share=rs.max_risk_per_share, ts=0)
-            out.append((INTENTS if isinstance(res, EntryIntent) else REJECTIONS, res))
-        return out
+        try:
+            dates, raw, st = transact(ctx.r, settings, limits, msg, d, maxlen=settings.core.bus_maxlen)
+        except redis.RedisError as exc:
+            log.error("risk: Redis error, no entry made (message stays pending): %s", exc)
+            with contextlib.suppress(redis.RedisError):
+                ctx.alerts.alert("risk_redis_error", "risk: Redis error, entries paused (fail closed)",
+                                 severity="critical", text=str(exc)[:500], dedup=f"redis-error:{d.stream}:{d.entry_id}")
+            raise
+        if dates:
+            write_artifacts(ctx.r, settings, dates, committed=(raw, st))
+        return []
 
     return handle
 
 
-SPEC = ServiceSpec(name="risk", streams=[CANDIDATES], build=build)
+def on_start(ctx: ServiceContext) -> list[Emit]:
+    """Rewrite the artifacts of every session in the state (after a crash between commit and write)."""
+    st = decode_state(ctx.r.get(STATE_KEY))
+    write_artifacts(ctx.r, ctx.settings, sorted(set(st.decided) | set(st.shadow)))
+    return []
+
+
+SPEC = ServiceSpec(name=GROUP, streams=STREAMS, build=build, on_start=on_start)
 
 
 def main() -> int:

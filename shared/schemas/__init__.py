@@ -1,6 +1,6 @@
 """Versioned stream messages (DESIGN §2-3). Import messages from here; decode with ``decode``."""
 
-from .alerts import Alert
+from .alerts import SEVERITIES, Alert, AlertV1, normalize_severity
 from .base import (
     InvalidPayload,
     Message,
@@ -30,10 +30,11 @@ from .portfolio import (
 from .scanner import Candidate, CandidateBatch
 
 __all__ = [
-    "Alert", "BarBatch", "BarRow", "BrokerOrder", "BrokerPosition", "BrokerSnapshot", "Candidate",
+    "Alert", "AlertV1", "BarBatch", "BarRow", "BrokerOrder", "BrokerPosition", "BrokerSnapshot", "Candidate",
     "CandidateBatch", "DECISION_REASON_ORDER", "EXIT_EVENT_KINDS", "EntryIntent", "ExitEvent",
     "ExitIntent", "ExitPositionState", "InvalidPayload", "Message", "ORDER_EVENTS", "OrderEvent",
     "PortfolioDecision", "PortfolioDecisionBatch", "PortfolioSnapshot", "PositionMark", "Rejection",
-    "SESSION_PHASES", "SchemaError", "SessionEvent", "StopIntent", "UnknownType", "UnknownVersion", "current_class",
-    "decode", "encode", "register", "register_legacy", "registered_types", "replace", "type_name_of",
+    "SESSION_PHASES", "SEVERITIES", "SchemaError", "SessionEvent", "StopIntent", "UnknownType", "UnknownVersion", "current_class",
+    "decode", "encode", "normalize_severity", "register", "register_legacy", "registered_types", "replace",
+    "type_name_of",
 ]

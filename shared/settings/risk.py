@@ -8,7 +8,8 @@ from .base import Section
 
 
 class RiskSettings(Section):
-    account_equity: float = Field(100_000.0, description="Equity used for sizing before the first broker snapshot (replay/sim).")
+    account_equity: float = Field(100_000.0, description="Starting equity of a simulated account. Risk never sizes from it: it sizes "
+                                  "from the latest BrokerSnapshot and fails closed without one.")
     max_risk_per_trade: float = Field(500.0, description="Maximum dollars at risk per trade.")
     max_risk_per_trade_pct: float = Field(0.5, description="Maximum risk per trade as % of equity.")
     max_gross_exposure: float = Field(100_000.0, description="Maximum gross exposure in dollars.")
@@ -22,4 +23,5 @@ class RiskSettings(Section):
     phase_c_enable_date: str = Field("", description="Phase C: the only NY date (YYYY-MM-DD) entries are permitted.")
     phase_c_allowlist: str = Field("", description="Phase C: the single permitted symbol.")
     portfolio_decision_enforce: bool = Field(False, description="1: follow analytics' ALLOW/BLOCK decisions (fail-closed); 0: shadow only.")
-    snapshot_max_age_s: int = Field(900, description="A broker/portfolio snapshot older than this (event time) blocks entries.")
+    snapshot_max_age_s: int = Field(900, description="Risk decides session D only with a BrokerSnapshot of D whose ts is within this "
+                                    "many seconds of PRE_MARKET(D) (event time); else it holds, then fails closed at OPEN.")

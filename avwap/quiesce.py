@@ -1,0 +1,71 @@
+"""Quiescence: every consumer group on every stream has nothing pending and no lag.
+
+The replay driver waits for it after each step so that a replay is deterministic whatever
+the process timing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import redis
+
+from shared.streams import ALL_STREAMS, DLQ
+
+
+def _id(value: bytes | str | None) -> tuple[int, int]:
+    if not value:
+        return (0, 0)
+    s = value.decode() if isinstance(value, bytes) else value
+    ms, _, seq = s.partition("-")
+    return (int(ms), int(seq or 0))
+
+
+def busy_groups(r: redis.Redis, streams: Sequence[str] = ALL_STREAMS) -> list[str]:
+    """Groups that still have work: ``stream/group`` names with pending entries or unread entries."""
+    watched = [s for s in streams if s != DLQ]
+    pipe = r.pipeline(transaction=False)
+    for s in watched:
+        pipe.exists(s)
+    exists = pipe.execute()
+    live = [s for s, e in zip(watched, exists, strict=True) if e]
+    pipe = r.pipeline(transaction=False)
+    for s in live:
+        pipe.xinfo_stream(s)
+        pipe.xinfo_groups(s)
+    res = pipe.execute()
+    busy: list[str] = []
+    for i, s in enumerate(live):
+        last = _id(res[2 * i]["last-generated-id"])
+        for g in res[2 * i + 1]:
+            name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+            if g["pending"] or _id(g["last-delivered-id"]) < last:
+                busy.append(f"{s}/{name}")
+    return busy
+
+
+def wait_quiescent(r: redis.Redis, timeout: float = 120.0, poll: float = 0.001, settle: int = 2,
+                   on_wait: object = None) -> None:
+    """Block until ``settle`` consecutive polls see no busy group; raise TimeoutError after ``timeout``.
+
+    ``on_wait`` (optional callable) runs on each busy poll, e.g. to check that services are alive.
+    """
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    sleep = poll
+    while True:
+        busy = busy_groups(r)
+        if not busy:
+            quiet += 1
+            if quiet >= settle:
+                return
+            time.sleep(poll)
+            continue
+        quiet = 0
+        if callable(on_wait):
+            on_wait()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not quiescent after {timeout:.0f}s: {', '.join(busy[:6])}")
+        time.sleep(sleep)
+        sleep = min(sleep * 1.5, 0.02)

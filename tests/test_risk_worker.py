@@ -1,0 +1,314 @@
+"""Risk worker on a real Redis: atomic state + publish + ack, controls, replicas, SIGKILL restarts, artifacts."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+from pathlib import Path
+
+import redis
+
+from avwap.procs import ServiceProcs
+from services.risk.core import decode_state
+from services.risk.worker import SPEC, STATE_KEY, STREAMS, artifact_path
+from shared.bus import Bus
+from shared.redis_conn import connect
+from shared.schemas import Alert, EntryIntent, Rejection, decode
+from shared.service import make_consumer, make_context
+from shared.settings import load_settings
+from shared.streams import ALERTS, BROKER, CANDIDATES, CLOCK, INTENTS, KILL_SWITCH_KEY, PORTFOLIO, REJECTIONS
+from tests.test_risk_support import D, batch, cand, session, snapshot
+
+SYMS = [f"S{i:02d}" for i in range(40)]
+
+
+def worker(redis_url: str, tmp_path: Path, name: str = "t0", **overrides):
+    settings = load_settings(redis_url=redis_url, artifacts_dir=str(tmp_path / "art"), bus_block_ms=50, **overrides)
+    ctx = make_context("risk", settings, connect(redis_url))
+    return settings, make_consumer(SPEC, ctx, name)
+
+
+def drain(consumer) -> None:
+    consumer.run(install_signals=False, until_idle=True)
+
+
+def read(r: redis.Redis, stream: str) -> list:
+    return [decode(f[b"data"]) for _, f in r.xrange(stream)]
+
+
+def quiet(r: redis.Redis, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = False
+        for s in STREAMS:
+            if not r.exists(s):
+                continue
+            for g in r.xinfo_groups(s):
+                if g["name"] == b"risk" and (g["pending"] or g.get("lag")):
+                    busy = True
+        if not busy:
+            return
+        time.sleep(0.05)
+    raise AssertionError("risk did not go quiet")
+
+
+def test_session_flow_publishes_intent_state_and_artifact(redis_url: str, real_redis: redis.Redis, tmp_path: Path) -> None:
+    settings, c = worker(redis_url, tmp_path)
+    bus = Bus(real_redis)
+    cb = batch([cand("AAPL"), cand("MSFT", entry=50.0, stop=49.0, score=10)])
+    bus.publish(CANDIDATES, cb)  # before the clock: held
+    drain(c)
+    assert real_redis.xlen(INTENTS) == 0 and cb.batch_id in decode_state(real_redis.get(STATE_KEY)).held
+    bus.publish(CLOCK, session())
+    bus.publish(BROKER, snapshot())
+    drain(c)
+    ins = read(real_redis, INTENTS)
+    assert [i.symbol for i in ins] == ["AAPL", "MSFT"] and all(isinstance(i, EntryIntent) for i in ins)
+    for s in STREAMS:
+        assert real_redis.xpending(s, "risk")["pending"] == 0
+    lines = artifact_path(settings, D).read_bytes().splitlines()
+    assert [json.loads(x)["symbol"] for x in lines] == ["AAPL", "MSFT"]
+    # redelivered inputs change nothing
+    bus.publish(CANDIDATES, cb)
+    bus.publish(BROKER, snapshot())
+    drain(c)
+    assert real_redis.xlen(INTENTS) == 2 and real_redis.xlen(REJECTIONS) == 0
+
+
+def test_kill_switch_key_and_unreadable_key(redis_url: str, real_redis: redis.Redis, tmp_path: Path) -> None:
+    _, c = worker(redis_url, tmp_path)
+    bus = Bus(real_redis)
+    bus.publish(CLOCK, session())
+    bus.publish(BROKER, snapshot())
+    real_redis.set(KILL_SWITCH_KEY, json.dumps({"on": True, "reason": "test"}))
+    bus.publish(CANDIDATES, batch([cand("AAA")]))
+    drain(c)
+    real_redis.delete(KILL_SWITCH_KEY)
+    real_redis.hset(KILL_SWITCH_KEY, "on", "1")  # wrong type: GET fails
+    bus.publish(CANDIDATES, batch([cand("BBB")]))
+    drain(c)
+    real_redis.set(KILL_SWITCH_KEY, json.dumps({"on": False}))
+    bus.publish(CANDIDATES, batch([cand("CCC")]))
+    drain(c)
+    rejs = read(real_redis, REJECTIONS)
+    assert [(r.symbol, r.reasons) for r in rejs] == [("AAA", ["KILL_SWITCH_ON"]), ("BBB", ["KILL_SWITCH_UNREADABLE"])]
+    assert [i.symbol for i in read(real_redis, INTENTS)] == ["CCC"]
+    alerts = [a for a in read(real_redis, ALERTS) if isinstance(a, Alert)]
+    assert any(a.severity == "critical" and "KILL_SWITCH_UNREADABLE" in a.title for a in alerts)
+
+
+def test_dead_lettered_decision_batch_fails_closed_with_json_invalid(redis_url: str, real_redis: redis.Redis, tmp_path: Path) -> None:
+    _, c = worker(redis_url, tmp_path, portfolio_decision_enforce=True)
+    bus = Bus(real_redis)
+    bus.publish(CLOCK, session())
+    bus.publish(BROKER, snapshot())
+    bus.publish(CANDIDATES, batch([cand("AAA")]))
+    drain(c)
+    assert real_redis.xlen(REJECTIONS) == 0  # held for the decisions
+    real_redis.xadd(PORTFOLIO, {"type": "portfolio_decision_batch", "v": 1, "data": b"{not json"})
+    drain(c)  # the bus dead-letters it
+    bus.publish(CLOCK, session(phase="OPEN"))
+    drain(c)
+    (rej,) = read(real_redis, REJECTIONS)
+    assert isinstance(rej, Rejection) and rej.reasons == ["DECISION_JSON_INVALID"]
+
+
+def test_two_replicas_never_exceed_the_daily_cap(redis_url: str, real_redis: redis.Redis, tmp_path: Path) -> None:
+    procs = ServiceProcs(redis_url, env={"ARTIFACTS_DIR": str(tmp_path / "art"), "BUS_BLOCK_MS": "50", "BUS_BATCH": "1",
+                                         "MAX_NEW_ENTRIES_PER_DAY": "3", "MAX_CONCURRENT_POSITIONS": "30"},
+                         log_dir=tmp_path / "logs")
+    bus = Bus(real_redis)
+    try:
+        procs.start("risk", 0)
+        procs.wait_ready()
+        bus.publish(CLOCK, session())
+        bus.publish(BROKER, snapshot(equity=1_000_000.0))
+        quiet(real_redis)
+        procs.start("risk", 1)
+        procs.wait_ready()
+        for s in SYMS:
+            bus.publish(CANDIDATES, batch([cand(s)]))
+        quiet(real_redis)
+    finally:
+        codes = procs.stop_all()
+    assert set(codes.values()) == {0}, codes
+    handled = [int(log.read_text().rsplit("handled=", 1)[1].split()[0]) for log in sorted((tmp_path / "logs").glob("risk-*.log"))]
+    # risk-0 also handled the clock event and the snapshot: both replicas decided candidates
+    assert len(handled) == 2 and handled[0] > 2 and handled[1] > 0 and sum(handled) == 2 + len(SYMS), handled
+    ins, rejs = read(real_redis, INTENTS), read(real_redis, REJECTIONS)
+    assert len(ins) == 3 and len(rejs) == len(SYMS) - 3
+    assert all(r.reasons == ["MAX_NEW_ENTRIES_PER_DAY"] for r in rejs)
+    assert decode_state(real_redis.get(STATE_KEY)).entries_by_day == {D: 3}
+    art = (tmp_path / "art" / "risk_decisions" / f"{D}.jsonl").read_bytes().splitlines()
+    assert len(art) == len(SYMS) and [json.loads(x)["ord"] for x in art] == list(range(len(SYMS)))
+
+
+def test_sigkill_at_any_point_then_restart_gives_no_duplicate(redis_url: str, real_redis: redis.Redis, tmp_path: Path) -> None:
+    procs = ServiceProcs(redis_url, env={"ARTIFACTS_DIR": str(tmp_path / "art"), "BUS_BLOCK_MS": "50", "BUS_BATCH": "1",
+                                         "BUS_CLAIM_IDLE_MS": "200", "MAX_NEW_ENTRIES_PER_DAY": "25", "MAX_GROSS_EXPOSURE": "1e7",
+                                         "MAX_CONCURRENT_POSITIONS": "30"},
+                         log_dir=tmp_path / "logs")
+    bus = Bus(real_redis)
+    rnd = random.Random(7)
+    try:
+        procs.start("risk", 0)
+        procs.wait_ready()
+        bus.publish(CLOCK, session())
+        bus.publish(BROKER, snapshot(equity=10_000_000.0))
+        for s in SYMS:
+            bus.publish(CANDIDATES, batch([cand(s)]))
+        kills = 0
+        for threshold in (3, 10, 18, 27):  # kill while it is deciding, at a random moment after progress
+            deadline = time.monotonic() + 30
+            while real_redis.xlen(INTENTS) + real_redis.xlen(REJECTIONS) < threshold and time.monotonic() < deadline:
+                time.sleep(0.001)
+            time.sleep(rnd.uniform(0, 0.01))
+            if real_redis.xlen(INTENTS) + real_redis.xlen(REJECTIONS) < len(SYMS):
+                kills += 1
+            procs.kill("risk-0", signal.SIGKILL)
+            procs.start("risk", 0)
+        quiet(real_redis, timeout=60)
+        # a replayed batch after the restarts is a no-op too
+        bus.publish(CANDIDATES, batch([cand(SYMS[0])]))
+        quiet(real_redis)
+    finally:
+        procs.stop_all()
+    assert kills >= 3  # the kills landed mid-stream
+    ins, rejs = read(real_redis, INTENTS), read(real_redis, REJECTIONS)
+    ids = [i.intent_id for i in ins]
+    assert len(ids) == len(set(ids)) == 25
+    assert len(rejs) == len(SYMS) - 25 and {r.symbol for r in rejs} | {i.symbol for i in ins} == set(SYMS)
+    art = (tmp_path / "art" / "risk_decisions" / f"{D}.jsonl").read_bytes()
+    assert art.count(b"\n") == len(SYMS)
+    # byte-identical to the same inputs decided without any crash
+    from services.risk.core import Limits
+    from services.risk.worker import artifact_bytes
+    from tests.test_risk_support import run
+
+    same = load_settings(bus_block_ms=50, bus_batch=1, bus_claim_idle_ms=200, max_new_entries_per_day=25,
+                         max_gross_exposure=1e7, max_concurrent_positions=30)
+    msgs = [session(), snapshot(equity=10_000_000.0), *[batch([cand(s)]) for s in SYMS]]
+    st, _ = run(msgs, limits=Limits.from_settings(same.risk, same.hash()))
+    assert artifact_bytes(st, D) == art
+
+
+def _scenario(redis_url: str, r: redis.Redis, tmp_path: Path, replicas: int) -> tuple[bytes, list[str]]:
+    procs = ServiceProcs(redis_url, env={"ARTIFACTS_DIR": str(tmp_path / "art"), "BUS_BLOCK_MS": "50", "BUS_BATCH": "1",
+                                         "MAX_NEW_ENTRIES_PER_DAY": "2"}, log_dir=tmp_path / "logs")
+    bus = Bus(r)
+    sessions = ["2018-12-03", "2018-12-04", "2018-12-06"]
+    try:
+        procs.start_all(["risk"], replicas=replicas)
+        procs.wait_ready()
+        for i, d in enumerate(sessions):
+            bus.publish(CLOCK, session(d))
+            cb = batch([cand(s, entry=100.0 + j, stop=99.0 + j - i * 0.5, score=j % 3, d=d) for j, s in enumerate(SYMS[:6])], d=d)
+            bus.publish(CANDIDATES, cb)
+            bus.publish(BROKER, snapshot(d, equity=200_000.0))
+            quiet(r)
+            bus.publish(CLOCK, session(d, "OPEN"))
+            bus.publish(CLOCK, session(d, "CLOSE"))
+            quiet(r)
+    finally:
+        codes = procs.stop_all()
+    assert set(codes.values()) == {0}
+    data = b"".join((tmp_path / "art" / "risk_decisions" / f"{d}.jsonl").read_bytes() for d in sessions)
+    return data, [f[b"data"].decode() for _, f in r.xrange(INTENTS)]
+
+
+def test_one_or_two_replicas_give_byte_identical_artifacts(redis_url: str, real_redis: redis.Redis, tmp_path: Path) -> None:
+    one, intents_one = _scenario(redis_url, real_redis, tmp_path / "one", 1)
+    real_redis.flushdb()
+    two, intents_two = _scenario(redis_url, real_redis, tmp_path / "two", 2)
+    assert one == two and one.count(b"\n") == 18
+    assert sorted(intents_one) == sorted(intents_two) and len(intents_one) == 6
+
+
+class FlakyRedis(redis.Redis):
+    """Transactions fail with a connection error the first ``fail`` times (other commands work)."""
+
+    fail = 2
+
+    def pipeline(self, transaction: bool = True, shard_hint=None):  # type: ignore[override]
+        if FlakyRedis.fail > 0:
+            FlakyRedis.fail -= 1
+            raise redis.ConnectionError("injected: connection reset")
+        return super().pipeline(transaction=transaction, shard_hint=shard_hint)
+
+
+def test_redis_error_makes_no_entry_alerts_and_retries(redis_url: str, real_redis: redis.Redis, tmp_path: Path) -> None:
+    settings = load_settings(redis_url=redis_url, artifacts_dir=str(tmp_path / "art"), bus_block_ms=50)
+    bus = Bus(real_redis)
+    bus.publish(CLOCK, session())
+    bus.publish(BROKER, snapshot())
+    bus.publish(CANDIDATES, batch([cand("AAA")]))
+    FlakyRedis.fail = 1
+    flaky = FlakyRedis.from_url(redis_url)
+    ctx = make_context("risk", settings, flaky)
+    c = make_consumer(SPEC, ctx, "t0")
+    c.step(block=False)  # the first transaction fails: nothing published, nothing acked past it
+    assert real_redis.xlen(INTENTS) == 0 and c.stats.failed == 1
+    assert any(a.kind == "risk_redis_error" and a.severity == "critical" for a in read(real_redis, ALERTS))
+    drain(c)  # retried once Redis answers again: decided exactly once
+    assert [i.symbol for i in read(real_redis, INTENTS)] == ["AAA"]
+    for s in STREAMS:
+        assert real_redis.xpending(s, "risk")["pending"] == 0
+
+
+def test_cli_gates_and_status(redis_url: str, real_redis: redis.Redis, tmp_path: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from avwap.cli import app
+    from shared.settings import get_settings
+
+    _, c = worker(redis_url, tmp_path)
+    bus = Bus(real_redis)
+    bus.publish(CLOCK, session())
+    bus.publish(BROKER, snapshot())
+    bus.publish(CANDIDATES, batch([cand("AAA")]))
+    drain(c)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        res = runner.invoke(app, ["risk", "gates", "--json"])
+        assert res.exit_code == 0 and json.loads(res.output)[0]["code"] == "KILL_SWITCH_ON"
+        res = runner.invoke(app, ["risk", "status", "--json"])
+        assert res.exit_code == 0, res.output
+        info = json.loads(res.output)
+        assert info["session"] == D and info["entries_by_ny_day"] == {D: 1} and info["pending_entries"] == ["AAA:200:open"]
+    finally:
+        get_settings.cache_clear()
+
+
+def test_live_token_status_and_kill_switch_parsing(tmp_path: Path, fake_redis: redis.Redis) -> None:
+    from services.risk.worker import live_token_status, read_kill_switch
+
+    tok = tmp_path / "token"
+    base = {"execution_mode": "LIVE", "live_confirm_token_file": str(tok)}
+    assert live_token_status(load_settings(execution_mode="PAPER_SIM")) == "n/a"
+    assert live_token_status(load_settings(**base)) == "missing"
+    assert live_token_status(load_settings(live_confirm_token="s3cret", **base)) == "file_missing"
+    tok.write_text("  \n")
+    assert live_token_status(load_settings(live_confirm_token="s3cret", **base)) == "file_missing"
+    tok.write_text("other\n")
+    assert live_token_status(load_settings(live_confirm_token="s3cret", **base)) == "mismatch"
+    tok.write_text("s3cret\n")
+    assert live_token_status(load_settings(live_confirm_token="s3cret", **base)) == "ok"
+    for raw, want in ((None, "off"), ('{"on": true}', "on"), ('{"on": false}', "off"), ("1", "on"), ("0", "off"),
+                      ("yes", "unreadable"), ('{"on": "maybe"}', "unreadable"), ("[1]", "unreadable")):
+        fake_redis.delete(KILL_SWITCH_KEY)
+        if raw is not None:
+            fake_redis.set(KILL_SWITCH_KEY, raw)
+        assert read_kill_switch(fake_redis) == want, raw
+    fake_redis.delete(KILL_SWITCH_KEY)
+    fake_redis.lpush(KILL_SWITCH_KEY, "x")
+    assert read_kill_switch(fake_redis) == "unreadable"
+
+
+def test_risk_never_consumes_exits_or_stop_intents() -> None:
+    from shared.streams import EXITS, INTENTS
+
+    assert INTENTS not in SPEC.streams and EXITS not in SPEC.streams

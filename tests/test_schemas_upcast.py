@@ -1,0 +1,95 @@
+"""A real message with an older version: Alert v1 (free-text severity) is upcast to v2 on decode."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from shared.alerts import make_alert
+from shared.bus import Bus, Consumer
+from shared.schemas import (
+    Alert,
+    AlertV1,
+    InvalidPayload,
+    Message,
+    SchemaError,
+    UnknownType,
+    UnknownVersion,
+    decode,
+    encode,
+    registered_types,
+)
+
+# exactly what a v1 producer wrote (no runbook; severity free text)
+V1_PAYLOAD = (b'{"type":"alert","v":1,"alert_id":"al-1","severity":"warn","kind":"entry_blocked",'
+              b'"source":"risk","title":"blocked","text":"","fields":{"symbol":"AAPL"},"trade_date":"2018-12-03","ts":7}')
+
+
+def test_alert_is_at_version_2_with_v1_registered() -> None:
+    assert registered_types()["alert"] == 2
+    assert Alert.VERSION == 2 and AlertV1.VERSION == 1
+
+
+def test_v1_payload_decodes_to_current_alert() -> None:
+    msg = decode(V1_PAYLOAD)
+    assert type(msg) is Alert and msg.v == 2
+    assert msg == Alert(alert_id="al-1", severity="warning", kind="entry_blocked", source="risk", title="blocked",
+                        fields={"symbol": "AAPL"}, trade_date="2018-12-03", ts=7, runbook="")
+
+
+@pytest.mark.parametrize(("old", "new"), [("info", "info"), ("WARN", "warning"), ("error", "critical"),
+                                          ("fatal", "critical"), ("no-idea", "critical")])
+def test_v1_severities_are_normalized_fail_loud(old: str, new: str) -> None:
+    raw = encode(AlertV1(alert_id="a", severity=old, kind="k", source="s", title="t"))
+    assert json.loads(raw)["v"] == 1
+    assert decode(raw).severity == new  # type: ignore[attr-defined]
+
+
+def test_v2_payload_round_trips_and_is_strict() -> None:
+    a = Alert(alert_id="a2", severity="critical", kind="recon_mismatch", source="analytics", title="t",
+              runbook="reconciliation-mismatch")
+    raw = encode(a)
+    assert json.loads(raw)["v"] == 2 and json.loads(raw)["runbook"] == "reconciliation-mismatch"
+    assert decode(raw) == a
+    bad = raw.replace(b'"severity":"critical"', b'"severity":"warn"')  # v2 only takes the three severities
+    with pytest.raises(InvalidPayload) as exc:
+        decode(bad)
+    assert exc.value.code == "INVALID_PAYLOAD" and "v=2" in exc.value.detail
+
+
+@pytest.mark.parametrize(
+    ("raw", "error", "code"),
+    [
+        (b'{"type":"alarm","v":1,"alert_id":"a"}', UnknownType, "UNKNOWN_TYPE"),
+        (b'{"type":"alert","v":3,"alert_id":"a"}', UnknownVersion, "UNKNOWN_VERSION"),
+        (b'{"type":"alert","v":0,"alert_id":"a"}', UnknownVersion, "UNKNOWN_VERSION"),
+        (b'{"type":"alert","v":1,"alert_id":"a"}', InvalidPayload, "INVALID_PAYLOAD"),  # v1 missing fields
+        (b'{"type":"alert","v":"2"}', InvalidPayload, "INVALID_PAYLOAD"),  # version not an int
+        (b'{"type":"alert"', InvalidPayload, "INVALID_PAYLOAD"),  # truncated JSON
+    ],
+)
+def test_decode_errors_are_typed_with_codes(raw: bytes, error: type[SchemaError], code: str) -> None:
+    with pytest.raises(error) as exc:
+        decode(raw)
+    assert isinstance(exc.value, SchemaError) and exc.value.code == code
+    assert str(exc.value).startswith(f"{code}: ")
+
+
+def test_make_alert_normalizes_severity() -> None:
+    assert make_alert("risk", "k", "t", severity="warn").severity == "warning"
+    assert make_alert("risk", "k", "t", severity="error", runbook="x").runbook == "x"
+
+
+def test_v1_entry_on_a_stream_reaches_the_handler_as_v2(real_redis: redis.Redis) -> None:
+    r = real_redis
+    got: list[Message] = []
+    c = Consumer(r, "g", ["test:alerts"], lambda m, d: got.append(m), name="c1", block_ms=20)
+    c.ensure_groups()
+    r.xadd("test:alerts", {"type": "alert", "v": 1, "data": V1_PAYLOAD})  # left by an old producer
+    Bus(r).publish("test:alerts", make_alert("risk", "entry_blocked", "blocked", severity="critical"))
+    c.run(install_signals=False, until_idle=True)
+    assert [type(m) for m in got] == [Alert, Alert]
+    assert [m.severity for m in got] == ["warning", "critical"]  # type: ignore[attr-defined]
+    assert r.xlen("avwap:dlq") == 0 and r.xpending("test:alerts", "g")["pending"] == 0
