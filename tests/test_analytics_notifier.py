@@ -64,6 +64,10 @@ def test_block_kit_format() -> None:
     assert text == "[warning] Blocked entry 1"
     assert [b["type"] for b in blocks] == ["header", "section", "section", "context"]
     assert {"type": "mrkdwn", "text": "*symbol*\nS1"} in blocks[2]["fields"]
+    from shared.schemas import replace
+
+    _, with_runbook = blocks_for(replace(alert(1), runbook="reconciliation-mismatch"))
+    assert "docs/runbook.md#reconciliation-mismatch" in with_runbook[-1]["elements"][0]["text"]
 
 
 def test_posts_in_order_dedups_and_honours_retry_after(slack: SlackStandIn, real_redis: redis.Redis) -> None:

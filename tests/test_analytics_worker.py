@@ -212,7 +212,8 @@ def test_three_sessions_end_to_end(redis_url: str, real_redis: redis.Redis, tmp_
     assert [(m["type"], m["symbol"]) for m in rec[D2]["mismatches"]] == [("MISSING_POSITION", "MSFT"),
                                                                          ("UNKNOWN_ORDER", "XOM")]
     alerts = [m for m in _stream(real_redis, ALERTS) if isinstance(m, Alert)]
-    assert [a.trade_date for a in alerts if a.kind == "recon_mismatch"] == [D2]
+    assert [(a.trade_date, a.severity, a.runbook) for a in alerts if a.kind == "recon_mismatch"] == [
+        (D2, "warning", "reconciliation-mismatch")]
     assert [a.trade_date for a in alerts if a.kind == "daily_report"] == [D1, D2, D3]
     # trades: the AAPL trade closes on D3 with its exit events linked
     t3 = json.loads(files[f"artifacts/trades/{D3}.json"])["trades"]

@@ -66,6 +66,8 @@ def blocks_for(a: Alert) -> tuple[str, list[dict[str, Any]]]:
         blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"[:2000]}
                                                      for k, v in sorted(a.fields.items())][:10]})
     ctx = f"{a.source} · {a.kind}" + (f" · {a.trade_date}" if a.trade_date else "") + f" · {a.alert_id}"
+    if a.runbook:
+        ctx += f" · runbook: docs/runbook.md#{a.runbook}"
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": ctx}]})
     return text, blocks
 

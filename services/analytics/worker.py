@@ -285,7 +285,8 @@ def process_close(ctx: ServiceContext, store: Store, bars: Bars, date: str) -> l
         emits.append((ALERTS, make_alert(SVC, "recon_mismatch", f"Reconciliation mismatch {date}", severity="warning",
                                          text="; ".join(f"{m.type} {m.symbol} {m.expected}->{m.actual}" for m in recon.mismatches)[:2000],
                                          fields={"date": date, "mismatches": str(len(recon.mismatches)), "types": ",".join(kinds)},
-                                         trade_date=date, ts=snap.ts, dedup=recon.recon_id)))
+                                         trade_date=date, ts=snap.ts, dedup=recon.recon_id,
+                                         runbook="reconciliation-mismatch")))
     closed_today = [t for t in trades if t.closed_date == date]
     emits.append((ALERTS, make_alert(SVC, "daily_report", f"Daily report {date}", severity="info",
                                      text=f"report: reports/{date}/report.html",
