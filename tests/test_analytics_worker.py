@@ -284,3 +284,24 @@ def test_two_replicas_and_a_crash_give_identical_bytes(redis_url: str, real_redi
         assert one[name] == two[name], name
         assert one[name] == crashed[name], name
     assert any(n.endswith(".png") for n in one)
+
+
+def test_decisions_fail_closed_without_the_previous_close(redis_url: str, real_redis: redis.Redis, tmp_path: Path,
+                                                          bars_dir: Path) -> None:
+    """Day one trades from the starting capital; a later day whose previous CLOSE snapshot never
+    came is blocked with PORTFOLIO_SNAPSHOT_MISSING (never 'day one' again)."""
+    settings = _settings(redis_url, tmp_path, bars_dir)
+    handler = SPEC.build(make_context("analytics", settings, real_redis))
+
+    def deliver(stream: str, msg: Message):
+        return handler(msg, Delivery(stream, "1-0", 1, "analytics-0"))
+
+    deliver(CLOCK, session(D1, "PRE_MARKET"))
+    ((_, first),) = deliver(CANDIDATES, batch(cand("AAA", 90, scan_date=D1, candidate_id="c1"), date=D1))
+    assert first.decisions[0].reason_codes == ["ALLOW_WITHIN_LIMITS"]
+    assert first.snapshot_id == stable_id("ps", "initial", 100_000.0)
+    deliver(CLOCK, session(D1, "CLOSE"))  # ... but the executor's CLOSE snapshot never arrives
+    deliver(CLOCK, session(D2, "PRE_MARKET"))
+    ((_, second),) = deliver(CANDIDATES, batch(cand("AAA", 90)))
+    assert second.decisions[0].decision == "BLOCK"
+    assert second.decisions[0].reason_codes == ["PORTFOLIO_SNAPSHOT_MISSING"]

@@ -69,6 +69,7 @@ SVC = "analytics"
 DATES_KEY = state_key(SVC, "dates")
 SNAPSHOTS_KEY = state_key(SVC, "snapshots")
 CLOSED_KEY = state_key(SVC, "closed")
+SESSIONS_KEY = state_key(SVC, "sessions")  # sorted set of session dates seen on avwap:clock
 DECISIONS_KEY = state_key(SVC, "decisions")  # candidate batch id -> PortfolioDecisionBatch JSON
 STOP_KINDS = ("STOP_RESOLVED", "STOP_RATCHET", "STOP_SUBMITTED", "STOP_REPLACED")
 # record types whose late arrival changes D's artifacts beyond the ledger file
@@ -104,6 +105,8 @@ class Store:
         if t in HISTORY_TYPES:
             pipe.hsetnx(hist_key(t), key, data)
         pipe.sadd(DATES_KEY, date)
+        if t == "session_event":
+            pipe.zadd(SESSIONS_KEY, {date: 0})  # same score: ordered by date
         res = pipe.execute()
         return date, key, bool(res[0])
 
@@ -119,6 +122,11 @@ class Store:
         raw = self.r.hgetall(SNAPSHOTS_KEY)
         out = {k.decode(): decode(v, PortfolioSnapshot) for k, v in raw.items()}  # type: ignore[union-attr]
         return dict(sorted(out.items()))  # type: ignore[arg-type]
+
+    def first_session(self) -> str:
+        """The earliest date of any session event ingested ("" when none)."""
+        got = self.r.zrange(SESSIONS_KEY, 0, 0)
+        return got[0].decode() if got else ""
 
     def is_closed(self, date: str) -> bool:
         return bool(self.r.sismember(CLOSED_KEY, date))
@@ -179,12 +187,17 @@ def guardrails(s: Settings) -> Guardrails:
 def snapshot_before(store: Store, date: str, capital: float) -> tuple[PortfolioSnapshot | None, str]:
     """The latest snapshot before ``date`` and a problem code ("" when fine).
 
-    No snapshot at all (the very first session): the starting-capital snapshot. A latest
-    snapshot older than the previous session (a CLOSE was missed): PORTFOLIO_SNAPSHOT_MISSING.
+    The very first session (no snapshot at all, and no session event of an earlier date seen):
+    the starting-capital snapshot, so a replay trades from day one. No snapshot although an
+    earlier session was seen (its CLOSE snapshot never came), or a latest snapshot older than
+    the previous session (a CLOSE was missed): PORTFOLIO_SNAPSHOT_MISSING.
     """
     snaps = store.snapshots()
     if not snaps:
-        return initial_snapshot(capital, ""), ""
+        first = store.first_session()
+        if not first or first >= date:
+            return initial_snapshot(capital, ""), ""
+        return None, "PORTFOLIO_SNAPSHOT_MISSING"
     before = [d for d in snaps if d < date]
     if not before:
         return None, "PORTFOLIO_SNAPSHOT_MISSING"
