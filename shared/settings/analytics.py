@@ -16,3 +16,7 @@ class AnalyticsSettings(Section):
     guard_drawdown_throttle_pct: float = Field(10.0, description="Decision guardrail: block entries when drawdown exceeds this %.")
     rolling_vol_window: int = Field(20, description="Days of the rolling volatility of daily returns.")
     slack_rate_per_min: int = Field(20, description="Maximum Slack messages per minute.")
+    recon_price_tolerance: float = Field(0.01, description="Reconciliation: largest average-price difference (dollars) that is not a mismatch.")
+    report_on_close: bool = Field(True, description="Write the daily report (HTML, Markdown, PNG charts) after each CLOSE snapshot.")
+    slack_max_attempts: int = Field(5, description="Notifier: attempts per message on 429/5xx before leaving it in the outbox for the next round.")
+    slack_backoff_s: float = Field(1.0, description="Notifier: first backoff after a Slack 5xx or connection error (doubles, max 60 s).")

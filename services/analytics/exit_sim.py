@@ -1,0 +1,252 @@
+"""Broker-independent exit simulator (pure): the exit the exits service would produce.
+
+Rules (DESIGN §6 and docs/ARCHITECTURE.md "One session, event by event"):
+- Candidate stop = the latest intraday *higher low* on 5-minute bars (built from the 1-minute
+  bars of the last ``hl_lookback_days`` sessions, at least ``hl_min_bars`` complete 5-minute bars)
+  minus ``buffer``; else the last daily *swing low* of the last ``swing_lookback`` daily bars minus
+  ``buffer``. A pivot low is a bar whose low is below the previous bar's low and not above the
+  next bar's low; a higher low is a pivot low above the pivot low before it.
+- Ratchet: the desired stop only rises (``max(desired, candidate)``), and only to a candidate
+  below the last close (a stop at or above the price is not a stop).
+- Window: the live (broker) stop changes only inside the stop window: at each session's
+  WINDOW_OPEN and on a bar whose end is inside ``[window_start, window_end]``. A daily bar ends at
+  the close, outside the window, so a stop computed from D's daily bar goes live at D+1's
+  WINDOW_OPEN; the position is unprotected until its first live stop.
+- Fills: a bar whose low reaches the live stop fills it at the stop, or at the bar's open when
+  it opened below the stop (gap).
+- On entry the stop is resolved from the bars available at the fill (``resolve_on_entry``):
+  ``max(initial stop, candidate)``.
+- Per bar the order is: fill check against the live stop, then ratchet from the bars through
+  this bar, then (inside the window) the live stop follows the desired one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from shared.clock import calendar, ny_trade_date
+from shared.schemas import BarRow
+from shared.settings.exits import ExitsSettings
+
+from .trades import Trade
+
+FIVE_MIN_NS = 300 * 1_000_000_000
+
+
+@dataclass(frozen=True)
+class StopRules:
+    buffer: float = 0.10
+    hl_lookback_days: int = 3
+    hl_min_bars: int = 6
+    swing_lookback: int = 20
+    window_start: str = "09:35"
+    window_end: str = "15:55"
+    resolve_on_entry: bool = True
+
+
+@dataclass(frozen=True)
+class Entry:
+    symbol: str
+    ts: int  # fill time (daily replays: the entry session's daily bar ts)
+    price: float
+    qty: int
+    initial_stop: float
+
+
+@dataclass(frozen=True)
+class StopChange:
+    ts: int
+    stop: float
+    source: str  # initial | intraday_higher_low | daily_swing_low
+    live: bool  # True when the broker stop changed, False when only the desired stop did
+
+
+@dataclass
+class SimResult:
+    exited: bool
+    exit_ts: int = 0
+    exit_date: str = ""
+    exit_price: float = 0.0
+    exit_reason: str = ""  # STOP_TRIGGERED
+    desired_stop: float = 0.0
+    live_stop: float | None = None
+    stop_source: str = "initial"
+    changes: list[StopChange] = field(default_factory=list)
+
+
+def five_minute_bars(bars: Sequence[BarRow]) -> list[BarRow]:
+    """Aggregate 1-minute bars (ts = minute end) into 5-minute bars ending on 5-minute marks."""
+    out: list[BarRow] = []
+    cur: list[BarRow] = []
+    cur_end = 0
+    for b in sorted(bars, key=lambda b: b.ts):
+        end = -(-b.ts // FIVE_MIN_NS) * FIVE_MIN_NS
+        if cur and end != cur_end:
+            out.append(_agg(cur, cur_end))
+            cur = []
+        cur_end = end
+        cur.append(b)
+    if cur:
+        out.append(_agg(cur, cur_end))
+    return out
+
+
+def _agg(bs: list[BarRow], end: int) -> BarRow:
+    return BarRow(symbol=bs[0].symbol, ts=end, open=bs[0].open, high=max(b.high for b in bs),
+                  low=min(b.low for b in bs), close=bs[-1].close, volume=sum(b.volume for b in bs))
+
+
+def _pivot_lows(bars: Sequence[BarRow]) -> list[BarRow]:
+    return [bars[i] for i in range(1, len(bars) - 1) if bars[i].low < bars[i - 1].low and bars[i].low <= bars[i + 1].low]
+
+
+def intraday_higher_low(bars5: Sequence[BarRow], min_bars: int) -> BarRow | None:
+    """The latest pivot low above the pivot low before it (None with fewer than ``min_bars`` bars)."""
+    if len(bars5) < min_bars:
+        return None
+    piv = _pivot_lows(bars5)
+    for k in range(len(piv) - 1, 0, -1):
+        if piv[k].low > piv[k - 1].low:
+            return piv[k]
+    return None
+
+
+def daily_swing_low(daily: Sequence[BarRow], lookback: int) -> BarRow | None:
+    """The latest pivot low among the last ``lookback`` daily bars."""
+    piv = _pivot_lows(list(daily)[-lookback:])
+    return piv[-1] if piv else None
+
+
+def candidate_stop(daily_through: Sequence[BarRow], minutes_through: Sequence[BarRow], sessions: Sequence[str],
+                   rules: StopRules) -> tuple[float, str] | None:
+    """(stop, source) from the bars known at this point, or None."""
+    keep = set(sessions[-rules.hl_lookback_days:]) if rules.hl_lookback_days > 0 else set()
+    recent = [b for b in minutes_through if ny_trade_date(b.ts) in keep]
+    if recent:
+        bars5 = five_minute_bars(recent)
+        last_ts = max(b.ts for b in recent)
+        bars5 = [b for b in bars5 if b.ts <= last_ts]  # complete 5-minute bars only
+        hl = intraday_higher_low(bars5, rules.hl_min_bars)
+        if hl is not None:
+            return round(hl.low - rules.buffer, 6), "intraday_higher_low"
+    sl = daily_swing_low(daily_through, rules.swing_lookback)
+    if sl is not None:
+        return round(sl.low - rules.buffer, 6), "daily_swing_low"
+    return None
+
+
+def simulate_exit(entry: Entry, daily: Sequence[BarRow], minutes: Sequence[BarRow] = (),
+                  rules: StopRules | None = None) -> SimResult:
+    """Walk the bars after ``entry`` until its stop fills (or the bars end: ``exited=False``)."""
+    rules = rules or StopRules()
+    cal = calendar()
+    daily = sorted((b for b in daily if b.symbol == entry.symbol), key=lambda b: b.ts)
+    minutes = sorted((b for b in minutes if b.symbol == entry.symbol), key=lambda b: b.ts)
+    entry_date = ny_trade_date(entry.ts)
+    if not any(ny_trade_date(b.ts) == entry_date for b in minutes):
+        # daily bars only: the entry fills on the session's daily bar, which arrives at the close;
+        # the position (and its stop) starts after that bar, whatever time the fill carries
+        day_bar = next((b for b in daily if ny_trade_date(b.ts) == entry_date), None)
+        if day_bar is not None and day_bar.ts > entry.ts:
+            entry = replace(entry, ts=day_bar.ts)
+    res = SimResult(exited=False, desired_stop=entry.initial_stop, changes=[StopChange(entry.ts, entry.initial_stop, "initial", False)])
+    min_by_day: dict[str, list[BarRow]] = {}
+    for b in minutes:
+        min_by_day.setdefault(ny_trade_date(b.ts), []).append(b)
+    seen_sessions: list[str] = sorted({ny_trade_date(b.ts) for b in daily if b.ts <= entry.ts} | {
+        d for d in min_by_day if d <= entry_date})
+
+    def ratchet(ts: int, close: float) -> None:
+        days = sorted(seen_sessions)
+        d_through = [b for b in daily if b.ts <= ts]
+        keep = days[-rules.hl_lookback_days:] if rules.hl_lookback_days > 0 else []
+        m_through = [b for d in keep for b in min_by_day.get(d, ()) if b.ts <= ts]
+        cand = candidate_stop(d_through, m_through, days, rules)
+        if cand is not None and cand[0] > res.desired_stop and cand[0] < close:
+            res.desired_stop, res.stop_source = cand
+            res.changes.append(StopChange(ts, cand[0], cand[1], False))
+
+    def go_live(ts: int) -> None:
+        if res.live_stop != res.desired_stop:
+            res.live_stop = res.desired_stop
+            res.changes.append(StopChange(ts, res.desired_stop, res.stop_source, True))
+
+    def check_fill(b: BarRow) -> bool:
+        if res.live_stop is not None and b.low <= res.live_stop:
+            res.exited, res.exit_ts, res.exit_date = True, b.ts, ny_trade_date(b.ts)
+            res.exit_price = b.open if b.open < res.live_stop else res.live_stop
+            res.exit_reason = "STOP_TRIGGERED"
+            return True
+        return False
+
+    if rules.resolve_on_entry:
+        ratchet(entry.ts, entry.price)
+        if cal.in_window(entry.ts, rules.window_start, rules.window_end):
+            go_live(entry.ts)
+    sessions = sorted({ny_trade_date(b.ts) for b in daily} | set(min_by_day))
+    for d in sessions:
+        if d < entry_date:
+            continue
+        if d not in seen_sessions:
+            seen_sessions.append(d)
+        w0, _ = cal.window_bounds(d, rules.window_start, rules.window_end)
+        if d > entry_date or entry.ts < w0:
+            go_live(w0)  # WINDOW_OPEN
+        day_minutes = [b for b in min_by_day.get(d, []) if b.ts > entry.ts]
+        if min_by_day.get(d):
+            for b in day_minutes:
+                if check_fill(b):
+                    return res
+                ratchet(b.ts, b.close)
+                if cal.in_window(b.ts, rules.window_start, rules.window_end):
+                    go_live(b.ts)
+        else:
+            bar = next((b for b in daily if ny_trade_date(b.ts) == d), None)
+            if bar is None or bar.ts <= entry.ts:
+                continue  # no bar, or the entry filled on this bar: the position starts after it
+            if check_fill(bar):
+                return res
+            ratchet(bar.ts, bar.close)
+    return res
+
+
+def rules_from(exits: ExitsSettings) -> StopRules:
+    """``StopRules`` from the exits settings section (values passed in; nothing read here)."""
+    return StopRules(buffer=exits.stop_buffer, hl_lookback_days=exits.hl_lookback_days, hl_min_bars=exits.hl_min_bars,
+                     swing_lookback=exits.swing_lookback, window_start=exits.stop_window_start,
+                     window_end=exits.stop_window_end)
+
+
+@dataclass(frozen=True)
+class ParityRow:
+    trade_id: str
+    symbol: str
+    actual_exit_ts: int
+    actual_exit_price: float
+    sim_exit_ts: int
+    sim_exit_price: float
+    agree: bool
+
+
+def parity(trades: Sequence[Trade], daily: Sequence[BarRow], minutes: Sequence[BarRow], rules: StopRules,
+           price_tol: float = 1e-6) -> list[ParityRow]:
+    """Simulate every stopped-out trade (``trades.Trade``) and compare with its actual exit.
+
+    Agreement: same exit session and price within ``price_tol`` (pass the simulator's slippage).
+    Trades still open must be still open in the simulation.
+    """
+    out: list[ParityRow] = []
+    for t in trades:
+        entry = Entry(symbol=t.symbol, ts=t.opened_ts, price=t.avg_entry_price, qty=t.entry_qty,
+                      initial_stop=t.initial_stop)
+        res = simulate_exit(entry, daily, minutes, rules)
+        closed = t.status == "closed"
+        if closed:
+            agree = res.exited and res.exit_date == t.closed_date and abs(res.exit_price - t.avg_exit_price) <= price_tol
+        else:
+            agree = not res.exited
+        out.append(ParityRow(trade_id=t.trade_id, symbol=t.symbol, actual_exit_ts=t.closed_ts,
+                             actual_exit_price=t.avg_exit_price, sim_exit_ts=res.exit_ts,
+                             sim_exit_price=res.exit_price, agree=agree))
+    return out

@@ -1,0 +1,188 @@
+"""Slack notifier with the real slack-sdk against a local stand-in of the Slack Web API."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import redis
+
+from services.analytics.notifier import (
+    OUTBOX,
+    SENT,
+    SPEC,
+    Outbox,
+    SlackSender,
+    blocks_for,
+    drain,
+    make_client,
+    on_idle,
+)
+from shared.alerts import make_alert
+from shared.bus import Bus
+from shared.service import make_consumer, make_context
+from shared.settings import load_settings
+from shared.streams import ALERTS
+from tests.standins.slack_api import SlackStandIn
+
+TOKEN = "xoxb-secret-test-token-123"
+
+
+class FakeTime:
+    """Injected clock: sleeps advance it instantly and are recorded."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, s: float) -> None:
+        self.sleeps.append(s)
+        self.now += s
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def alert(i: int, kind: str = "entry_blocked"):
+    return make_alert("risk", kind, f"Blocked entry {i}", severity="warning", text=f"reason {i}",
+                      fields={"symbol": f"S{i}", "reason": "LIMIT_GROSS_EXPOSURE"}, trade_date="2018-10-01")
+
+
+@pytest.fixture
+def slack():
+    with SlackStandIn(token=TOKEN) as s:
+        yield s
+
+
+def sender_for(slack: SlackStandIn, t: FakeTime, rate: int = 600) -> SlackSender:
+    return SlackSender(make_client(TOKEN, slack.base_url), "#avwap", rate_per_min=rate, max_attempts=5, backoff_s=1.0,
+                       sleep=t.sleep, monotonic=t.monotonic)
+
+
+def test_block_kit_format() -> None:
+    text, blocks = blocks_for(alert(1))
+    assert text == "[warning] Blocked entry 1"
+    assert [b["type"] for b in blocks] == ["header", "section", "section", "context"]
+    assert {"type": "mrkdwn", "text": "*symbol*\nS1"} in blocks[2]["fields"]
+    from shared.schemas import replace
+
+    _, with_runbook = blocks_for(replace(alert(1), runbook="reconciliation-mismatch"))
+    assert "docs/runbook.md#reconciliation-mismatch" in with_runbook[-1]["elements"][0]["text"]
+
+
+def test_posts_in_order_dedups_and_honours_retry_after(slack: SlackStandIn, real_redis: redis.Redis) -> None:
+    t = FakeTime()
+    box, sender = Outbox(real_redis), sender_for(slack, t)
+    for i in range(3):
+        assert box.put(alert(i))
+    assert not box.put(alert(1))  # same alert id: queued once
+    slack.rate_limit(1, retry_after=7)
+    assert drain(box, sender) == 3
+    assert 7.0 in t.sleeps  # Retry-After honoured
+    assert [m["text"] for m in slack.messages] == [f"[warning] Blocked entry {i}" for i in range(3)]
+    assert slack.messages[0]["channel"] == "#avwap" and slack.messages[0]["blocks"][0]["type"] == "header"
+    assert box.size() == 0 and real_redis.scard(SENT) == 3
+    assert not box.put(alert(0))  # already sent: never posted twice
+
+
+def test_outage_keeps_everything_and_backlog_is_posted_on_recovery(slack: SlackStandIn, real_redis: redis.Redis) -> None:
+    t = FakeTime()
+    box, sender = Outbox(real_redis), sender_for(slack, t)
+    slack.mode = "down"
+    for i in range(4):
+        box.put(alert(i))
+        drain(box, sender)
+    assert box.size() == 4 and slack.messages == []
+    assert drain(box, sender) == 0  # backing off: not even tried
+    slack.mode = "ok"
+    t.now += 120  # the backoff has passed
+    assert drain(box, sender) == 4
+    assert [m["text"] for m in slack.messages] == [f"[warning] Blocked entry {i}" for i in range(4)]
+    assert box.size() == 0
+
+
+def test_rate_limit_spaces_posts(slack: SlackStandIn, real_redis: redis.Redis) -> None:
+    t = FakeTime()
+    box, sender = Outbox(real_redis), sender_for(slack, t, rate=20)  # one post per 3 s
+    for i in range(3):
+        box.put(alert(i))
+    assert drain(box, sender) == 3
+    assert sum(t.sleeps) == pytest.approx(6.0)
+
+
+def test_worker_consumes_alerts_through_an_outage_and_never_logs_the_token(
+        slack: SlackStandIn, redis_url: str, real_redis: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    settings = load_settings(redis_url=redis_url, slack_bot_token=TOKEN, slack_base_url=slack.base_url,
+                             slack_channel="#ops", slack_rate_per_min=6000, slack_backoff_s=0.0, bus_block_ms=50)
+    ctx = make_context("notifier", settings, real_redis)
+    consumer = make_consumer(SPEC, ctx, consumer_name="n1")
+    bus = Bus(real_redis)
+    slack.mode = "down"
+    for i in range(3):
+        bus.publish(ALERTS, alert(i))
+    bus.publish(ALERTS, alert(0))  # a duplicate publish
+    consumer.run(install_signals=False, until_idle=True)
+    assert real_redis.xpending(ALERTS, "notifier")["pending"] == 0  # acked: safe in the outbox
+    assert real_redis.llen(OUTBOX) == 3 and slack.messages == []
+    slack.mode = "ok"
+    on_idle(ctx)
+    assert [m["text"] for m in slack.messages] == [f"[warning] Blocked entry {i}" for i in range(3)]
+    assert all(m["channel"] == "#ops" for m in slack.messages)
+    text = "\n".join(r.getMessage() for r in caplog.records) + caplog.text
+    assert TOKEN not in text
+
+
+def test_no_token_logs_only(redis_url: str, real_redis: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    settings = load_settings(redis_url=redis_url, bus_block_ms=50)
+    ctx = make_context("notifier", settings, real_redis)
+    consumer = make_consumer(SPEC, ctx, consumer_name="n1")
+    Bus(real_redis).publish(ALERTS, alert(5))
+    consumer.run(install_signals=False, until_idle=True)
+    assert real_redis.llen(OUTBOX) == 0
+    assert "Blocked entry 5" in caplog.text
+
+
+def test_notifier_process_survives_slack_outage_and_sigkill(slack: SlackStandIn, redis_url: str, real_redis: redis.Redis,
+                                                            tmp_path) -> None:
+    """`python -m services.analytics.notifier`: alerts published while Slack is down and the
+    notifier is SIGKILLed are all posted, once, after a restart when Slack is back."""
+    import signal
+    import time
+
+    from avwap.procs import ServiceProcs
+
+    def until(pred, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred():
+                return
+            time.sleep(0.05)
+        raise AssertionError("condition not met in time")
+
+    procs = ServiceProcs(redis_url, env={"SLACK_BOT_TOKEN": TOKEN, "SLACK_BASE_URL": slack.base_url,
+                                         "SLACK_BACKOFF_S": "0.2", "BUS_BLOCK_MS": "100", "LOG_LEVEL": "DEBUG"},
+                         log_dir=tmp_path / "logs")
+    try:
+        slack.mode = "down"
+        procs.start("analytics.notifier")
+        procs.wait_ready()
+        bus = Bus(real_redis)
+        for i in range(3):
+            bus.publish(ALERTS, alert(i))
+        until(lambda: real_redis.llen(OUTBOX) == 3 and real_redis.xpending(ALERTS, "notifier")["pending"] == 0)
+        until(lambda: sum(1 for _, s in slack.calls if s == 503) >= 2)  # it kept trying
+        procs.kill("analytics.notifier-0", signal.SIGKILL)
+        assert slack.messages == []
+        slack.mode = "ok"
+        bus.publish(ALERTS, alert(3))
+        procs.start("analytics.notifier")
+        until(lambda: len(slack.messages) == 4)
+        assert [m["text"] for m in slack.messages] == [f"[warning] Blocked entry {i}" for i in range(4)]
+    finally:
+        codes = procs.stop_all()
+    assert codes["analytics.notifier-0"] == 0
+    logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "logs").glob("*.log"))
+    assert "slack unavailable" in logs and TOKEN not in logs
+    assert len(slack.messages) == 4
