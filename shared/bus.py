@@ -37,6 +37,30 @@ from dataclasses import dataclass, field
 import redis
 
 from shared.schemas import Message, SchemaError, decode, encode, type_name_of
+from shared.streams import (
+    ALERTS,
+    BARS_1D,
+    BARS_1M,
+    BROKER,
+    CANDIDATES,
+    CLOCK,
+    EXITS,
+    INTENTS,
+    ORDERS,
+    PORTFOLIO,
+    REJECTIONS,
+)
+
+# Entries of one read are handled in publication order ACROSS streams (XREADGROUP groups them
+# by stream). Same-millisecond ties: the inputs (clock, bars) before what reacts to them.
+STREAM_RANK = {CLOCK: 0, BARS_1M: 1, BARS_1D: 2, CANDIDATES: 3, PORTFOLIO: 4, INTENTS: 5, ORDERS: 6, REJECTIONS: 7,
+               EXITS: 8, BROKER: 9, ALERTS: 10}
+
+
+def publication_order(entry: tuple) -> tuple[int, int, int]:
+    """Sort key of an ``(stream, entry_id, ...)`` tuple: entry time, stream rank, sequence."""
+    ms, _, seq = str(entry[1]).partition("-")
+    return int(ms), STREAM_RANK.get(entry[0], 99), int(seq or 0)
 
 log = logging.getLogger(__name__)
 
@@ -327,6 +351,7 @@ class Consumer:
         for stream, entries in resp or []:
             for entry_id, fields in entries:
                 out.append((_s(stream), _s(entry_id), fields or None, -1 if pending_read else 1))
+        out.sort(key=publication_order)
         return out
 
     def _claim(self) -> list[Entry]:
@@ -341,6 +366,7 @@ class Consumer:
                                          start_id=self._claim_cursor[stream], count=room)
             except redis.ResponseError as exc:
                 if self._nogroup(exc):
+                    out.sort(key=publication_order)
                     return out
                 raise
             self._claim_cursor[stream] = _s(resp[0])
@@ -353,6 +379,7 @@ class Consumer:
         if out:
             self.stats.claimed += len(out)
             log.info("%s/%s claimed %d stale entries", self.group, self.name, len(out))
+        out.sort(key=publication_order)
         return out
 
     def _reclaim(self, stream: str, entry_id: str) -> list[Entry]:

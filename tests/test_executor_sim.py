@@ -278,13 +278,12 @@ def test_simulator_on_real_daily_bars_gap_down_through_a_stop(fake_redis, tmp_pa
     assert float(b2.open) < stop and fills[1].fill_price == pytest.approx(round(float(b2.open) * 0.9995, 4))
 
 
-def test_ordered_consumer_handles_a_bar_before_the_intent_published_after_it(fake_redis) -> None:
-    from services.executor.worker import OrderedConsumer
-    from shared.bus import Bus
+def test_the_consumer_handles_a_bar_before_the_intent_published_after_it(fake_redis) -> None:
+    from shared.bus import Bus, Consumer
     from shared.streams import BARS_1D, BARS_1M, CLOCK, INTENTS
 
     bus = Bus(fake_redis)
-    c = OrderedConsumer(fake_redis, "executor", [INTENTS, CLOCK, BARS_1M, BARS_1D], lambda m, d: seen.append(type(m).__name__),
+    c = Consumer(fake_redis, "executor", [INTENTS, CLOCK, BARS_1M, BARS_1D], lambda m, d: seen.append(type(m).__name__),
                         block_ms=10)
     c.ensure_groups()
     seen: list[str] = []

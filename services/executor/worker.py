@@ -24,7 +24,7 @@ import msgspec
 import redis
 
 from shared.alerts import make_alert
-from shared.bus import Consumer, Delivery, Emit, fields_of
+from shared.bus import Delivery, Emit, fields_of
 from shared.clock import calendar, ny_trade_date
 from shared.logs import setup_logging
 from shared.redis_conn import connect
@@ -620,44 +620,13 @@ def refuse_to_start(settings: Settings, reason: str) -> int:
     return 2
 
 
-# Same-millisecond ties across streams: clock and bars before the intents that react to them.
-_STREAM_RANK = {CLOCK: 0, BARS_1M: 1, BARS_1D: 2, INTENTS: 3}
-
-
-def _entry_order(item: tuple) -> tuple[int, int, int]:
-    ms, _, seq = str(item[1]).partition("-")
-    return int(ms), _STREAM_RANK.get(item[0], 9), int(seq or 0)
-
-
-class OrderedConsumer(Consumer):
-    """A Consumer that handles the entries of one read in publication order ACROSS its streams.
-
-    XREADGROUP returns entries grouped by stream, so a StopIntent that exits published in
-    reaction to a bar could be handled before that bar; sorting by entry id restores the causal
-    order and keeps a replay deterministic however the processes are scheduled.
-    """
-
-    def _read(self, ids, block, count=None):  # type: ignore[no-untyped-def]
-        return sorted(super()._read(ids, block, count), key=_entry_order)
-
-    def _claim(self):  # type: ignore[no-untyped-def]
-        return sorted(super()._claim(), key=_entry_order)
-
-
-def make_ordered_consumer(spec: ServiceSpec, ctx: ServiceContext) -> OrderedConsumer:
-    """``shared.service.make_consumer``'s consumer, ordered (same settings, kept in sync by construction)."""
-    consumer = make_consumer(spec, ctx)
-    consumer.__class__ = OrderedConsumer  # adds no state: only the order of a read's entries changes
-    return consumer  # type: ignore[return-value]
-
-
 def run_executor(spec: ServiceSpec, settings: Settings) -> int:
     """``shared.service.run_service`` with the ordered consumer."""
     setup_logging(settings.core.log_level, settings.core.log_format, service=spec.name)
     with redis_url_for(settings) as url:
         r = connect(url)
         ctx = make_context(spec.name, settings, r)
-        consumer = make_ordered_consumer(spec, ctx)
+        consumer = make_consumer(spec, ctx)  # handles a read in publication order (shared.bus)
         consumer.install_signal_handlers()
         if not wait_for_redis(r, consumer, url):
             log.info("%s stopped before Redis was reachable", spec.name)
