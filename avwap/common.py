@@ -10,7 +10,8 @@ from typing import NoReturn
 import redis
 import typer
 
-from shared.redis_conn import connect
+from shared.logs import redact
+from shared.redis_conn import connect, redact_url
 from shared.service import redis_url_for
 from shared.settings import Settings, get_settings
 
@@ -35,7 +36,7 @@ def operator_redis() -> Iterator[redis.Redis]:
     try:
         r.ping()
     except (redis.RedisError, OSError) as exc:
-        fail(f"cannot reach Redis at {url}: {exc}")
+        fail(f"cannot reach Redis at {redact_url(url)}: {redact(str(exc))}")
     try:
         yield r
     except redis.RedisError as exc:

@@ -12,8 +12,17 @@ import structlog
 _SECRET_ENV = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD)", re.I)
 
 
+_URL_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^:/@]*:([^@]+)@", re.I)
+
+
 def _secret_values() -> list[str]:
-    return [v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= 6]
+    """Values of secret-named variables, and the password of any URL in the environment (REDIS_URL)."""
+    out = [v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= 6]
+    for v in os.environ.values():
+        m = _URL_PASSWORD.match(v)
+        if m and len(m.group(1)) >= 3:
+            out.append(m.group(1))
+    return sorted(set(out), key=len, reverse=True)
 
 
 def redact(text: str) -> str:

@@ -19,7 +19,7 @@ from shared.alerts import AlertPublisher
 from shared.bus import Bus, Consumer, Emit, Handler
 from shared.clock import Clock, WallClock
 from shared.logs import setup_logging
-from shared.redis_conn import connect, embedded_redis
+from shared.redis_conn import connect, embedded_redis, redact_url
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,8 @@ def wait_for_redis(r: redis.Redis, consumer: Consumer, url: str) -> bool:
             r.ping()
             return True
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            log.warning("%s: waiting for Redis at %s (%s); retrying in %.1fs", consumer.group, url, exc, backoff)
+            log.warning("%s: waiting for Redis at %s (%s); retrying in %.1fs", consumer.group, redact_url(url),
+                        exc, backoff)
         if consumer.wait(backoff):
             break
         backoff = min(backoff * 2, 5.0)

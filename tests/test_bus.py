@@ -371,10 +371,11 @@ def test_service_waits_for_redis_instead_of_crashing(tmp_path: Path) -> None:
 
 
 def test_service_stopped_while_waiting_for_redis_exits_0(tmp_path: Path) -> None:
+    """...and the Redis password in REDIS_URL never reaches the log."""
     from shared.redis_conn import free_port
 
     log = tmp_path / "risk.log"
-    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "REDIS_URL": f"redis://avwap:s3cret-pw-42@127.0.0.1:{free_port()}/0", "PYTHONPATH": str(ROOT)}
     with open(log, "wb") as out:
         p = subprocess.Popen([sys.executable, "-m", "services.risk"], cwd=ROOT, env=env, stdout=out,
                              stderr=subprocess.STDOUT)
@@ -382,6 +383,8 @@ def test_service_stopped_while_waiting_for_redis_exits_0(tmp_path: Path) -> None
         until(lambda: "waiting for Redis" in log.read_text())
         p.send_signal(signal.SIGTERM)
         assert p.wait(timeout=20) == 0
+        text = log.read_text()
+        assert "s3cret-pw-42" not in text and "redis://avwap:***@127.0.0.1" in text
     finally:
         if p.poll() is None:
             p.kill()

@@ -135,6 +135,13 @@ def test_redis_unreachable_is_one_clear_line(args: tuple[str, ...]) -> None:
     assert_one_line_error(avwap(*args, url=url), f"cannot reach Redis at {url}")
 
 
+def test_redis_password_never_printed() -> None:
+    port = free_port()
+    res = avwap("streams", url=f"redis://:hunter2-secret@127.0.0.1:{port}/0")
+    assert_one_line_error(res, f"cannot reach Redis at redis://:***@127.0.0.1:{port}/0")
+    assert "hunter2-secret" not in res.stderr + res.stdout
+
+
 def test_redis_url_unset_is_one_clear_line() -> None:
     assert_one_line_error(avwap("streams", url=None), "REDIS_URL is not set")
 
@@ -153,6 +160,8 @@ def test_kill_switch_on_off_status(redis_url: str, real_redis: redis.Redis) -> N
     # the env switch alone also blocks entries, and status says so
     env_on = avwap("kill-switch", "status", url=redis_url, KILL_SWITCH="1")
     assert env_on.stdout.startswith("kill switch: ON (redis=off, env=on)")
+    r.set(KILL_SWITCH_KEY, b"{garbage")  # unreadable blocks entries: status must not say OFF
+    assert avwap("kill-switch", "status", url=redis_url).stdout.startswith("kill switch: ON (redis=unreadable")
 
 
 def test_health_follows_the_heartbeat(redis_url: str, real_redis: redis.Redis) -> None:

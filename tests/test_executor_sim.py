@@ -247,10 +247,14 @@ def test_ledger_torn_line_is_isolated_and_records_land_once(fake_redis, tmp_path
 
 
 def test_kill_switch_values() -> None:
-    from services.executor.worker import kill_switch_on
+    """One parser for every reader (risk, executor, CLI); unreadable blocks (fail closed)."""
+    from shared.controls import kill_switch_blocks, kill_switch_value, parse_kill_switch
 
-    assert not kill_switch_on(None) and not kill_switch_on(b'{"on": false}') and not kill_switch_on(b"0")
-    assert kill_switch_on(b'{"on": true}') and kill_switch_on(b"1") and kill_switch_on(b"garbage{")
+    assert not kill_switch_blocks(None) and not kill_switch_blocks(b'{"on": false}') and not kill_switch_blocks(b"0")
+    assert kill_switch_blocks(b'{"on": true}') and kill_switch_blocks(b"1") and kill_switch_blocks(b"garbage{")
+    assert parse_kill_switch(b'{"reason": "x"}') == "unreadable" and parse_kill_switch(b'"on"') == "unreadable"
+    assert parse_kill_switch(kill_switch_value(True, "ops", 1.0)) == "on"
+    assert parse_kill_switch(kill_switch_value(False, "ops", 1.0)) == "off"
 
 
 def test_simulator_on_real_daily_bars_gap_down_through_a_stop(fake_redis, tmp_path: Path) -> None:

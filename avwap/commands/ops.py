@@ -11,6 +11,7 @@ import typer
 
 from avwap.common import fail, operator_redis
 from shared.bus import HEARTBEAT_PREFIX
+from shared.controls import kill_switch_value, parse_kill_switch
 from shared.schemas import SchemaError, decode
 from shared.streams import ALL_STREAMS, DLQ, KILL_SWITCH_KEY
 
@@ -126,7 +127,7 @@ def dlq_requeue(entry_id: str, delete: bool = typer.Option(True, help="Remove it
 def ks_on(reason: str = typer.Option("operator", help="Why (recorded with the switch).")) -> None:
     """Block every new entry from the next message on."""
     with operator_redis() as r:
-        r.set(KILL_SWITCH_KEY, json.dumps({"on": True, "reason": reason, "at": time.time()}))
+        r.set(KILL_SWITCH_KEY, kill_switch_value(True, reason, time.time()))
     typer.echo("kill switch: ON (new entries blocked; exits unaffected)")
 
 
@@ -134,7 +135,7 @@ def ks_on(reason: str = typer.Option("operator", help="Why (recorded with the sw
 def ks_off() -> None:
     """Allow new entries again (other gates still apply)."""
     with operator_redis() as r:
-        r.set(KILL_SWITCH_KEY, json.dumps({"on": False, "at": time.time()}))
+        r.set(KILL_SWITCH_KEY, kill_switch_value(False, "operator", time.time()))
     typer.echo("kill switch: OFF")
 
 
@@ -146,9 +147,10 @@ def ks_status() -> None:
     with operator_redis() as r:
         raw = r.get(KILL_SWITCH_KEY)
     env_on = get_settings().core.kill_switch
-    state = json.loads(raw) if raw else {"on": False}
-    on = bool(state.get("on")) or env_on
-    typer.echo(f"kill switch: {'ON' if on else 'OFF'} (redis={'on' if state.get('on') else 'off'}, env={'on' if env_on else 'off'})")
+    state = parse_kill_switch(raw)
+    on = state != "off" or env_on
+    note = " — the key is unreadable, which blocks entries like ON" if state == "unreadable" else ""
+    typer.echo(f"kill switch: {'ON' if on else 'OFF'} (redis={state}, env={'on' if env_on else 'off'}){note}")
 
 
 @app.command("health")

@@ -12,7 +12,6 @@ start-up reconciliation and the idle poll resolve every record by ``client_order
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -26,6 +25,7 @@ import redis
 from shared.alerts import make_alert
 from shared.bus import Delivery, Emit, fields_of
 from shared.clock import calendar, ny_trade_date
+from shared.controls import kill_switch_blocks
 from shared.logs import setup_logging
 from shared.redis_conn import connect
 from shared.schemas import (
@@ -135,19 +135,6 @@ def _applied(last: str, entry_id: str) -> bool:
     return (int(x), int(y or 0)) <= (int(a), int(b or 0))
 
 
-def kill_switch_on(raw: bytes | None) -> bool:
-    """The Redis kill switch (``avwap kill-switch on`` writes ``{"on": true, ...}``); unreadable -> on (fail closed)."""
-    if raw is None:
-        return False
-    try:
-        val = json.loads(raw)
-    except ValueError:
-        return True
-    if isinstance(val, dict):
-        return bool(val.get("on", True))
-    return val not in (0, False, None, "0", "off", "false")
-
-
 class Executor:
     """The executor shell over one Redis and one broker adapter (None: DRY_RUN / PAPER_SIM)."""
 
@@ -238,7 +225,7 @@ class Executor:
         if isinstance(broker, Simulator):
             broker.set_time(msg.ts)
         if isinstance(msg, EntryIntent):
-            ks = self.ctx.settings.core.kill_switch or kill_switch_on(self.r.get(KILL_SWITCH_KEY))
+            ks = self.ctx.settings.core.kill_switch or kill_switch_blocks(self.r.get(KILL_SWITCH_KEY))
             return core.on_entry_intent(st, msg, ctx, kill_switch=ks, current_date=self.current_date(st))
         if isinstance(msg, StopIntent):
             out = core.on_stop_intent(st, msg, ctx)

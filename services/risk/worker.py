@@ -23,6 +23,7 @@ import redis
 
 from shared.artifacts import canonical_line, write_atomic
 from shared.bus import Delivery, Emit, fields_of
+from shared.controls import parse_kill_switch
 from shared.schemas import Message, SessionEvent
 from shared.service import ServiceContext, ServiceSpec, run_service
 from shared.settings import Settings
@@ -41,23 +42,13 @@ DLQ_SCAN = 1000
 
 
 def read_kill_switch(r: redis.Redis) -> str:
-    """off | on | unreadable. The key holds JSON ``{"on": bool, ...}`` (``avwap kill-switch``), or 0/1."""
+    """off | on | unreadable (``shared.controls.parse_kill_switch``); a WRONGTYPE key is unreadable."""
     try:
         raw = r.get(KILL_SWITCH_KEY)
     except redis.ResponseError as exc:  # e.g. WRONGTYPE
         log.error("kill switch key unreadable: %s", exc)
         return "unreadable"
-    if raw is None:
-        return "off"
-    try:
-        val = json.loads(raw)
-    except ValueError:
-        return "unreadable"
-    if isinstance(val, dict) and isinstance(val.get("on"), bool):
-        return "on" if val["on"] else "off"
-    if isinstance(val, bool) or (isinstance(val, int) and val in (0, 1)):
-        return "on" if val else "off"
-    return "unreadable"
+    return parse_kill_switch(raw)
 
 
 def live_token_status(settings: Settings) -> str:
