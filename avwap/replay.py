@@ -109,6 +109,9 @@ def start_services(redis_url: str, cfg: ReplayConfig) -> ServiceProcs:
         "BUS_BLOCK_MS": "1000",
         "BUS_CLAIM_IDLE_MS": "2000",
         "AVWAP_REPLAY": "1",
+        # one report at the end of the run (replay_run.final_report) instead of one per session:
+        # three matplotlib charts per CLOSE would dominate a long replay
+        "REPORT_ON_CLOSE": "0",
         **cfg.env,
     }
     procs = ServiceProcs(redis_url, env=env, log_dir=cfg.out / "logs")

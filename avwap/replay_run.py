@@ -130,10 +130,11 @@ def run_replay(inp: ReplayInput, cfg: ReplayConfig, redis_url: str, after_publis
             stats[key] = {"cpu_s": round(cpu, 3), "max_rss_mb": round(rss, 1)}
     finally:
         codes = procs.stop_all()
-    elapsed = time.monotonic() - t0
     bad = {k: c for k, c in codes.items() if c not in (0, -15)}
     if bad:
         raise RuntimeError(f"services did not stop cleanly: {bad} (see {cfg.out / 'logs'})")
+    final_report(cfg.out / "artifacts")
+    elapsed = time.monotonic() - t0
     return ReplayResult(out=cfg.out, sessions=len(inp.sessions), steps=driver.steps_done, replay_s=elapsed,
                         wait_s=driver.wait_s, services=stats, summary=summarize(cfg.out), dlq=int(r.xlen(DLQ)))
 
@@ -145,6 +146,14 @@ def _progress(total: int):  # noqa: ANN202 - rich types
                  TimeElapsedColumn(), transient=False)
     p.start()
     return p, p.add_task("", total=total)
+
+
+def final_report(artifacts: Path) -> Path | None:
+    """The daily report of the last closed session (charts over the whole run), from the artifacts."""
+    from services.analytics.report import build_report
+
+    snaps = sorted((artifacts / "portfolio_snapshots").glob("*.json"))
+    return build_report(artifacts, snaps[-1].stem) if snaps else None
 
 
 def summarize(out: Path) -> dict[str, object]:
