@@ -159,6 +159,7 @@ class ConsumerStats:
     reads: int = 0
     empty_reads: int = 0
     lost_races: int = 0  # entries another consumer committed first (their outputs were dropped)
+    trimmed: int = 0  # pending entries whose message was trimmed or deleted before it was handled
     redis_errors: int = 0
     last_error: str = ""
     started: float = field(default_factory=time.monotonic)
@@ -402,7 +403,10 @@ class Consumer:
         blocks: list[tuple[str, str, list[Emit]]] = []
         counts = self._lookup_deliveries(batch)
         for pos, (stream, entry_id, fields, deliveries) in enumerate(batch):
-            if fields is None:  # trimmed or deleted while pending: nothing to handle
+            if fields is None:  # trimmed or deleted while pending: nothing left to handle
+                self.stats.trimmed += 1
+                log.warning("%s/%s: pending entry %s %s was trimmed or deleted before it was handled; acking it "
+                            "(raise BUS_MAXLEN if this repeats)", self.group, self.name, stream, entry_id)
                 blocks.append((stream, entry_id, []))
                 continue
             if deliveries < 0:

@@ -135,6 +135,21 @@ def test_own_pending_entries_are_reread_on_start(real_redis: redis.Redis) -> Non
     assert r.xpending(IN, "g")["pending"] == 0
 
 
+def test_a_pending_entry_trimmed_before_handling_is_acked_counted_and_logged(
+        real_redis: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    r = real_redis
+    Consumer(r, "g", [IN], echo()).ensure_groups()
+    ids = Bus(r).publish_many([(IN, alert(i)) for i in range(3)])
+    r.xreadgroup("g", "same-name", {IN: ">"})  # read, then the consumer died...
+    r.xdel(IN, ids[1])  # ...and the stream was trimmed under its pending entry
+    c = Consumer(r, "g", [IN], echo(), name="same-name")
+    with caplog.at_level("WARNING", logger="shared.bus"):
+        c.run(install_signals=False, until_idle=True)
+    assert sorted(out_ids(r)) == ["al-0", "al-2"] and c.stats.trimmed == 1
+    assert r.xpending(IN, "g")["pending"] == 0
+    assert any("trimmed or deleted before it was handled" in rec.getMessage() for rec in caplog.records)
+
+
 # -- dead letters ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("backend", ["real_redis", "fake_redis"])
@@ -295,6 +310,16 @@ def test_no_busy_spin_on_real_redis(real_redis: redis.Redis) -> None:
     reads, cpu = _idle_reads(real_redis, block_ms=200, idle_s=1.0)
     assert reads <= 10, reads  # one blocking read per block_ms (+ the start-up backlog read)
     assert cpu < 0.5, cpu
+
+
+def test_publish_trims_streams_approximately_to_maxlen(real_redis: redis.Redis) -> None:
+    bus = Bus(real_redis, maxlen=1000)
+    for start in range(0, 5000, 500):
+        bus.publish_many([(IN, alert(i)) for i in range(start, start + 500)])
+    n = real_redis.xlen(IN)
+    assert 1000 <= n < 1500, n  # MAXLEN ~: whole macro nodes are dropped, never below maxlen
+    newest = json.loads(real_redis.xrevrange(IN, count=1)[0][1][b"data"])["alert_id"]
+    assert newest == "al-4999"  # the oldest entries go, the newest stay
 
 
 def test_encoded_entry_is_readable_json(real_redis: redis.Redis) -> None:
