@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from services.risk.core import decode_state
 from services.risk.worker import SPEC, STATE_KEY, STREAMS, artifact_path
 from shared.bus import Bus
 from shared.redis_conn import connect
-from shared.schemas import Alert, EntryIntent, Rejection, decode
+from shared.schemas import Alert, CandidateBatch, EntryIntent, Rejection, decode
 from shared.service import make_consumer, make_context
 from shared.settings import load_settings
 from shared.streams import ALERTS, BROKER, CANDIDATES, CLOCK, INTENTS, KILL_SWITCH_KEY, PORTFOLIO, REJECTIONS
@@ -75,6 +77,48 @@ def test_session_flow_publishes_intent_state_and_artifact(redis_url: str, real_r
     bus.publish(BROKER, snapshot())
     drain(c)
     assert real_redis.xlen(INTENTS) == 2 and real_redis.xlen(REJECTIONS) == 0
+    # risk acks inside its own transaction and tells the bus so: no phantom lost races
+    assert c.stats.handled == 5 and c.stats.lost_races == 0
+
+
+def test_a_real_race_is_counted_and_the_loser_writes_nothing(redis_url: str, real_redis: redis.Redis, tmp_path: Path) -> None:
+    """A slow replica whose entry was claimed and committed by another publishes nothing for it."""
+    release, holding = threading.Event(), threading.Event()
+
+    def slow_build(ctx):
+        inner = SPEC.build(ctx)
+
+        def handle(msg, d):
+            if isinstance(msg, CandidateBatch):
+                holding.set()
+                release.wait(10)
+            return inner(msg, d)
+
+        return handle
+
+    settings = load_settings(redis_url=redis_url, artifacts_dir=str(tmp_path / "art"), bus_block_ms=50, bus_claim_idle_ms=100)
+    zombie = make_consumer(dataclasses.replace(SPEC, build=slow_build), make_context("risk", settings, connect(redis_url)), "zombie")
+    claimer = make_consumer(SPEC, make_context("risk", settings, connect(redis_url)), "claimer")
+    bus = Bus(real_redis)
+    bus.publish(CLOCK, session())
+    bus.publish(BROKER, snapshot())
+    drain(claimer)
+    bus.publish(CANDIDATES, batch([cand("AAPL")]))
+    t = threading.Thread(target=zombie.step, kwargs={"block": False})
+    t.start()
+    assert holding.wait(10)
+    deadline = time.monotonic() + 10
+    while real_redis.xpending_range(CANDIDATES, "risk", "-", "+", 1)[0]["time_since_delivered"] < 100:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    drain(claimer)  # claims the batch and decides it
+    assert claimer.stats.claimed == 1 and [i.symbol for i in read(real_redis, INTENTS)] == ["AAPL"]
+    state = real_redis.get(STATE_KEY)
+    release.set()
+    t.join(10)
+    assert zombie.stats.handled == 1 and zombie.stats.lost_races == 1 and claimer.stats.lost_races == 0
+    assert real_redis.xlen(INTENTS) == 1 and real_redis.get(STATE_KEY) == state  # the loser wrote nothing
+    assert real_redis.xpending(CANDIDATES, "risk")["pending"] == 0
 
 
 def test_kill_switch_key_and_unreadable_key(redis_url: str, real_redis: redis.Redis, tmp_path: Path) -> None:

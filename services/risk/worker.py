@@ -2,10 +2,13 @@
 publishes EntryIntents / Rejections / alerts.
 
 Each message is one optimistic transaction: WATCH the state key (and the kill switch), read
-the state and the controls, run the pure ``core.step``, then MULTI: write the new state,
-XADD the outputs, XACK the message, EXEC. A concurrent replica's commit aborts the EXEC and the
-step is recomputed on the new state, so two replicas never together exceed a cap; a crash
-before EXEC leaves nothing (the message is redelivered), after EXEC nothing is pending.
+the state and the controls, run the pure ``core.step``, then MULTI + ``shared.bus.commit_own``
+(XACK the message and, only if that XACK won, SET the new state and XADD the outputs) + EXEC;
+the handler returns ``Committed`` so the bus does not ack again. A concurrent replica's commit
+aborts the EXEC and the step is recomputed on the new state, so two replicas never together
+exceed a cap; a consumer whose entry another one already committed writes nothing (a lost
+race, counted by the bus); a crash before EXEC leaves nothing (the message is redelivered),
+after EXEC nothing is pending.
 The decision artifact ``<ARTIFACTS_DIR>/risk_decisions/<D>.jsonl`` is rewritten afterwards from
 the committed state (sorted, canonical), so every replica writes the same bytes.
 """
@@ -22,7 +25,7 @@ import msgspec
 import redis
 
 from shared.artifacts import canonical_line, write_atomic
-from shared.bus import Delivery, Emit, fields_of
+from shared.bus import Committed, Delivery, Emit, commit_own, committed
 from shared.controls import parse_kill_switch
 from shared.schemas import Message, SessionEvent
 from shared.service import ServiceContext, ServiceSpec, run_service
@@ -148,10 +151,12 @@ def write_artifacts(r: redis.Redis, settings: Settings, sessions: list[str],
 
 
 def transact(r: redis.Redis, settings: Settings, limits: Limits, msg: Message, d: Delivery | None,
-             maxlen: int = 200_000) -> tuple[list[str], bytes, RiskState]:
-    """Run one step atomically (state + outputs + ack).
+             maxlen: int = 200_000) -> tuple[Committed, list[str], bytes, RiskState]:
+    """Run one step atomically: state + outputs + ack (``shared.bus.commit_own``) in one EXEC.
 
-    Returns the sessions whose artifact changed and the committed state (bytes and value).
+    Returns the bus answer, the sessions whose artifact changed and the committed state (bytes and
+    value). When another consumer had already acked the entry (a real race) nothing is written:
+    ``Committed(lost_race=True)`` and no session changed.
     """
     entry_ms = int(d.entry_id.split("-")[0]) if d is not None else 0
     for _ in range(MAX_TXN_RETRIES):
@@ -163,16 +168,13 @@ def transact(r: redis.Redis, settings: Settings, limits: Limits, msg: Message, d
                 res = step(decode_state(raw), msg, controls, limits, entry_ms=entry_ms)
                 new = encode_state(res.state)
                 pipe.multi()
-                if new != raw:
-                    pipe.set(STATE_KEY, new)
-                for stream, out in res.emits:
-                    pipe.xadd(stream, fields_of(out), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
-                if d is not None:
-                    pipe.xack(d.stream, GROUP, d.entry_id)
-                pipe.execute()
-                return res.dates, new, res.state
+                commit_own(pipe, GROUP, d, res.emits, sets=[(STATE_KEY, new)] if new != raw else [], maxlen=maxlen)
+                answer = committed(pipe.execute()[-1])
             except redis.WatchError:
                 continue
+        if answer.lost_race:
+            return answer, [], raw or b"", decode_state(raw)
+        return answer, res.dates, new, res.state
     raise RuntimeError("risk: state transaction kept conflicting")
 
 
@@ -180,9 +182,9 @@ def build(ctx: ServiceContext):
     settings = ctx.settings
     limits = Limits.from_settings(settings.risk, settings.hash())
 
-    def handle(msg: Message, d: Delivery) -> list[Emit]:
+    def handle(msg: Message, d: Delivery) -> Committed:
         try:
-            dates, raw, st = transact(ctx.r, settings, limits, msg, d, maxlen=settings.core.bus_maxlen)
+            answer, dates, raw, st = transact(ctx.r, settings, limits, msg, d, maxlen=settings.core.bus_maxlen)
         except redis.RedisError as exc:
             log.error("risk: Redis error, no entry made (message stays pending): %s", exc)
             with contextlib.suppress(redis.RedisError):
@@ -191,7 +193,7 @@ def build(ctx: ServiceContext):
             raise
         if dates:
             write_artifacts(ctx.r, settings, dates, committed=(raw, st))
-        return []
+        return answer
 
     return handle
 
