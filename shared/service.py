@@ -3,24 +3,35 @@
 A service provides a name (its consumer group), its input streams, and a ``build``
 function that returns the message handler. ``run_service`` does the rest and returns
 the process exit code (0 on SIGTERM/SIGINT after finishing the message in hand).
+
+Invalid settings never become a restart loop: ``run_service`` logs one line naming every
+invalid variable, raises a critical ``settings_invalid`` alert when Redis answers, and idles
+without a heartbeat (health checks report the service unhealthy) until it is stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import redis
+from pydantic import ValidationError
+from pydantic_settings import EnvSettingsSource
 
 from shared.alerts import AlertPublisher
 from shared.bus import Bus, Consumer, Emit, Handler
 from shared.clock import Clock, WallClock
-from shared.logs import setup_logging
+from shared.logs import redact, setup_logging
 from shared.redis_conn import connect, embedded_redis, redact_url
-from shared.settings import Settings, get_settings
+from shared.settings import CoreSettings, Settings, get_settings, settings_problems
+
+SETTINGS_INVALID_EXIT = 2  # returned by a service stopped while idling on invalid settings
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +102,49 @@ def wait_for_redis(r: redis.Redis, consumer: Consumer, url: str) -> bool:
     return False
 
 
+def idle_invalid_settings(name: str, stop: threading.Event | None = None) -> int:
+    """The environment does not validate: say so once, alert, and wait instead of exiting.
+
+    One CRITICAL log line names every invalid variable (secret values hidden); a critical
+    ``settings_invalid`` alert goes to ``avwap:alerts`` if ``REDIS_URL`` is set and answers. Then
+    the process idles with no consumer and no heartbeat (``avwap health <name>`` fails, so the
+    container shows unhealthy, and nothing is consumed) until SIGTERM/SIGINT (or ``stop``), and
+    returns ``SETTINGS_INVALID_EXIT``. Exiting at once would only make ``restart: unless-stopped``
+    loop: a running process's environment cannot change, so the fix is a corrected env + restart.
+    """
+    raw = EnvSettingsSource(CoreSettings)()  # the raw values, without validation
+    fmt = raw.get("log_format") if raw.get("log_format") in ("console", "json") else "console"
+    setup_logging("INFO", str(fmt), service=name)
+    line = "; ".join(settings_problems()) or "the settings did not validate"
+    log.critical("%s not started: invalid settings: %s. Fix the environment and restart %s "
+                 "(idle until stopped, no heartbeat).", name, line, name)
+    url = raw.get("redis_url")
+    if url:
+        try:
+            r = connect(str(url), socket_connect_timeout=2, socket_timeout=2)
+            AlertPublisher(Bus(r), source=name).alert(
+                "settings_invalid", f"{name}: invalid settings, not started", severity="critical", text=line,
+                runbook="invalid-settings", ts=time.time_ns(), dedup=f"settings_invalid:{name}:{line}")
+        except (redis.RedisError, OSError) as exc:
+            log.warning("%s: could not publish the settings_invalid alert: %s", name, redact(str(exc)))
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    return SETTINGS_INVALID_EXIT
+
+
 def run_service(spec: ServiceSpec, settings: Settings | None = None) -> int:
-    """Run one service until SIGTERM/SIGINT; returns 0. Waits (never crashes) while Redis is down."""
-    settings = settings or get_settings()
+    """Run one service until SIGTERM/SIGINT; returns 0. Waits (never crashes) while Redis is down.
+
+    Settings that do not validate: ``idle_invalid_settings`` (no restart loop).
+    """
+    if settings is None:
+        try:
+            settings = get_settings()
+        except ValidationError:
+            return idle_invalid_settings(spec.name)
     setup_logging(settings.core.log_level, settings.core.log_format, service=spec.name)
     with redis_url_for(settings) as url:
         r = connect(url)

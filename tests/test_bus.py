@@ -15,7 +15,18 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.bus import DLQ, HEARTBEAT_PREFIX, Bus, Committed, Consumer, Delivery, Emit, commit_own, committed, fields_of
+from shared.bus import (
+    DLQ,
+    HEARTBEAT_PREFIX,
+    Bus,
+    Committed,
+    Consumer,
+    Delivery,
+    Emit,
+    commit_own,
+    committed,
+    fields_of,
+)
 from shared.schemas import Alert, Message, encode, replace
 
 ROOT = Path(__file__).resolve().parent.parent

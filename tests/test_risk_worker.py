@@ -143,6 +143,28 @@ def test_kill_switch_key_and_unreadable_key(redis_url: str, real_redis: redis.Re
     assert any(a.severity == "critical" and "KILL_SWITCH_UNREADABLE" in a.title for a in alerts)
 
 
+def test_unknown_execution_mode_runs_refuses_every_entry_and_alerts(redis_url: str, real_redis: redis.Redis,
+                                                                     tmp_path: Path) -> None:
+    """EXECUTION_MODE=YOLO: a real risk process starts (no crash loop), alerts, and rejects MODE_UNKNOWN."""
+    procs = ServiceProcs(redis_url, env={"ARTIFACTS_DIR": str(tmp_path / "art"), "BUS_BLOCK_MS": "50",
+                                         "EXECUTION_MODE": "YOLO"}, log_dir=tmp_path / "logs")
+    bus = Bus(real_redis)
+    try:
+        procs.start("risk", 0)
+        procs.wait_ready()  # a live heartbeat: it runs
+        bus.publish(CLOCK, session())
+        bus.publish(BROKER, snapshot())
+        bus.publish(CANDIDATES, batch([cand("AAA"), cand("BBB", score=1)]))
+        quiet(real_redis)
+    finally:
+        codes = procs.stop_all()
+    assert set(codes.values()) == {0}
+    assert real_redis.xlen(INTENTS) == 0
+    assert [(r.symbol, r.reasons) for r in read(real_redis, REJECTIONS)] == [("AAA", ["MODE_UNKNOWN"]), ("BBB", ["MODE_UNKNOWN"])]
+    kinds = [(a.kind, a.severity) for a in read(real_redis, ALERTS) if isinstance(a, Alert)]
+    assert kinds == [("mode_unknown", "critical"), ("entry_blocked", "critical")]
+
+
 def test_dead_lettered_decision_batch_fails_closed_with_json_invalid(redis_url: str, real_redis: redis.Redis, tmp_path: Path) -> None:
     _, c = worker(redis_url, tmp_path, portfolio_decision_enforce=True)
     bus = Bus(real_redis)
@@ -323,6 +345,12 @@ def test_cli_gates_and_status(redis_url: str, real_redis: redis.Redis, tmp_path:
         assert res.exit_code == 0, res.output
         info = json.loads(res.output)
         assert info["session"] == D and info["entries_by_ny_day"] == {D: 1} and info["pending_entries"] == ["AAA:200:open"]
+        assert info["execution_mode_known"] is True and info["every_entry_blocked_by"] == []
+        real_redis.set(KILL_SWITCH_KEY, "1")
+        monkeypatch.setenv("EXECUTION_MODE", "YOLO")
+        get_settings.cache_clear()
+        info = json.loads(runner.invoke(app, ["risk", "status", "--json"]).output)
+        assert info["execution_mode_known"] is False and info["every_entry_blocked_by"] == ["KILL_SWITCH_ON", "MODE_UNKNOWN"]
     finally:
         get_settings.cache_clear()
 

@@ -38,12 +38,13 @@ from shared.schemas import (
     Rejection,
     SessionEvent,
 )
+from shared.settings.core import EXECUTION_MODES
 from shared.streams import ALERTS, INTENTS, REJECTIONS
 
 from .gates import ENFORCEMENT, FAIL_CLOSED, ordered
 
 NS = 1_000_000_000
-MODES = ("DRY_RUN", "PAPER_SIM", "ALPACA_PAPER", "LIVE")
+MODES = EXECUTION_MODES  # any other EXECUTION_MODE refuses every entry (MODE_UNKNOWN)
 POST_OPEN = ("OPEN", "WINDOW_OPEN", "CLOSE")
 KEEP_DATES = 5  # sessions of decisions / clock / decision batches kept in the state
 KEEP_DAYS = 10  # NY days of the new-entries ledger kept in the state
@@ -454,7 +455,8 @@ def _advance(st: RiskState, controls: Controls, limits: Limits, out: Step) -> No
             controls, limits, out, snapshot_ok=snapshot_ok)
 
 
-def _global_codes(controls: Controls, limits: Limits, today: str) -> set[str]:
+def global_codes(controls: Controls, limits: Limits, today: str) -> set[str]:
+    """The codes that refuse every entry right now (kill switch, mode, live gate, Phase C date/allowlist)."""
     codes: set[str] = set()
     if controls.kill_switch == "on" or controls.kill_switch_env:
         codes.add("KILL_SWITCH_ON")
@@ -520,7 +522,7 @@ def _decide(st: RiskState, batches: Iterable[CandidateBatch], session: str, ref:
             decisions: dict[str, tuple[PortfolioDecisionBatch | None, str | None]] | None,
             controls: Controls, limits: Limits, out: Step, *, snapshot_ok: bool) -> None:
     today = ny_day(ref) if ref else session
-    global_codes = _global_codes(controls, limits, today)
+    blocking = global_codes(controls, limits, today)
     snap = st.broker
     book = build_book(st, snap, today) if snapshot_ok and snap is not None else None
     recs = st.decided.setdefault(session, {})
@@ -535,7 +537,7 @@ def _decide(st: RiskState, batches: Iterable[CandidateBatch], session: str, ref:
     items.sort(key=lambda cb: (-cb[0].score, cb[0].symbol, cb[0].candidate_id))
     blocked: list[tuple[str, list[str]]] = []
     for c, b in items:
-        codes = set(global_codes) | set(prereq) | _candidate_codes(c, limits)
+        codes = set(blocking) | set(prereq) | _candidate_codes(c, limits)
         dec_b, dec_code = (decisions or {}).get(b.batch_id, (None, None))
         pd: PortfolioDecision | None = None
         if limits.enforce and "WATCHLIST_STALE" not in prereq:

@@ -24,15 +24,26 @@ from pathlib import Path
 import msgspec
 import redis
 
+from shared.alerts import make_alert
 from shared.artifacts import canonical_line, write_atomic
 from shared.bus import Committed, Delivery, Emit, commit_own, committed
 from shared.controls import parse_kill_switch
-from shared.schemas import Message, SessionEvent
+from shared.schemas import Alert, Message, SessionEvent
 from shared.service import ServiceContext, ServiceSpec, run_service
 from shared.settings import Settings
-from shared.streams import BROKER, CANDIDATES, CLOCK, DLQ, KILL_SWITCH_KEY, ORDERS, PORTFOLIO, state_key
+from shared.streams import (
+    ALERTS,
+    BROKER,
+    CANDIDATES,
+    CLOCK,
+    DLQ,
+    KILL_SWITCH_KEY,
+    ORDERS,
+    PORTFOLIO,
+    state_key,
+)
 
-from .core import Controls, Limits, RiskState, decode_state, encode_state, step
+from .core import MODES, Controls, Limits, RiskState, decode_state, encode_state, step
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +105,8 @@ def dead_lettered_decisions(r: redis.Redis) -> tuple[tuple[int, str, str], ...]:
     return tuple(sorted(out))
 
 
-def controls_for(r: redis.Redis, settings: Settings, msg: Message) -> Controls:
+def controls_for(r: redis.Redis, settings: Settings, msg: Message | None) -> Controls:
+    """The control inputs of one step, read now (never cached); ``msg`` decides whether the DLQ is read."""
     core = settings.core
     dlq: tuple[tuple[int, str, str], ...] = ()
     if settings.risk.portfolio_decision_enforce and isinstance(msg, SessionEvent) and msg.phase != "PRE_MARKET":
@@ -198,10 +210,22 @@ def build(ctx: ServiceContext):
     return handle
 
 
+def mode_unknown_alert(mode: str) -> Alert:
+    """The start-up alert of a risk worker whose EXECUTION_MODE is unknown (it refuses every entry)."""
+    return make_alert(GROUP, "mode_unknown", f"risk: EXECUTION_MODE {mode!r} is unknown; every entry is refused "
+                      "(MODE_UNKNOWN)", severity="critical", text="set EXECUTION_MODE to one of " + ", ".join(MODES)
+                      + " and restart risk", runbook="risk-fail-closed", dedup=f"mode_unknown:{mode}")
+
+
 def on_start(ctx: ServiceContext) -> list[Emit]:
-    """Rewrite the artifacts of every session in the state (after a crash between commit and write)."""
+    """Rewrite the artifacts of every session in the state (after a crash between commit and write);
+    alert at once when the mode is unknown (every decision will also be refused and alerted)."""
     st = decode_state(ctx.r.get(STATE_KEY))
     write_artifacts(ctx.r, ctx.settings, sorted(set(st.decided) | set(st.shadow)))
+    if not ctx.settings.core.mode_known:
+        log.critical("risk: EXECUTION_MODE %r is unknown: every entry will be refused (MODE_UNKNOWN)",
+                     ctx.settings.core.execution_mode)
+        return [(ALERTS, mode_unknown_alert(ctx.settings.core.execution_mode))]
     return []
 
 
