@@ -102,37 +102,44 @@ def wait_for_redis(r: redis.Redis, consumer: Consumer, url: str) -> bool:
     return False
 
 
-def idle_invalid_settings(name: str, stop: threading.Event | None = None) -> int:
-    """The environment does not validate: say so once, alert, and wait instead of exiting.
+def refuse_and_idle(name: str, kind: str, title: str, reason: str, *, redis_url: str | None, runbook: str = "",
+                    stop: threading.Event | None = None) -> int:
+    """A service that must not start: one CRITICAL line, one critical alert, then idle until stopped.
 
-    One CRITICAL log line names every invalid variable (secret values hidden); a critical
-    ``settings_invalid`` alert goes to ``avwap:alerts`` if ``REDIS_URL`` is set and answers. Then
-    the process idles with no consumer and no heartbeat (``avwap health <name>`` fails, so the
-    container shows unhealthy, and nothing is consumed) until SIGTERM/SIGINT (or ``stop``), and
-    returns ``SETTINGS_INVALID_EXIT``. Exiting at once would only make ``restart: unless-stopped``
-    loop: a running process's environment cannot change, so the fix is a corrected env + restart.
+    The alert (``kind``, ``title``, ``reason`` as text) goes to ``avwap:alerts`` if ``redis_url`` is
+    set and answers. The process then runs no consumer and keeps no heartbeat (``avwap health
+    <name>`` fails, so the container shows unhealthy, and nothing is consumed) until SIGTERM/SIGINT
+    (or ``stop``), and returns ``SETTINGS_INVALID_EXIT``. Exiting at once would only make
+    ``restart: unless-stopped`` loop: the environment of a process cannot change, so the fix is a
+    corrected environment and a restart.
     """
-    raw = EnvSettingsSource(CoreSettings)()  # the raw values, without validation
-    fmt = raw.get("log_format") if raw.get("log_format") in ("console", "json") else "console"
-    setup_logging("INFO", str(fmt), service=name)
-    line = "; ".join(settings_problems()) or "the settings did not validate"
-    log.critical("%s not started: invalid settings: %s. Fix the environment and restart %s "
-                 "(idle until stopped, no heartbeat).", name, line, name)
-    url = raw.get("redis_url")
-    if url:
+    log.critical("%s not started: %s. Fix the environment and restart %s (idle until stopped, no heartbeat).",
+                 name, reason, name)
+    if redis_url:
         try:
-            r = connect(str(url), socket_connect_timeout=2, socket_timeout=2)
-            AlertPublisher(Bus(r), source=name).alert(
-                "settings_invalid", f"{name}: invalid settings, not started", severity="critical", text=line,
-                runbook="invalid-settings", ts=time.time_ns(), dedup=f"settings_invalid:{name}:{line}")
+            r = connect(redis_url, socket_connect_timeout=2, socket_timeout=2)
+            AlertPublisher(Bus(r), source=name).alert(kind, title, severity="critical", text=reason, runbook=runbook,
+                                                      ts=time.time_ns(), dedup=f"{kind}:{name}:{reason}")
         except (redis.RedisError, OSError) as exc:
-            log.warning("%s: could not publish the settings_invalid alert: %s", name, redact(str(exc)))
+            log.warning("%s: could not publish the %s alert: %s", name, kind, redact(str(exc)))
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()
     return SETTINGS_INVALID_EXIT
+
+
+def idle_invalid_settings(name: str, stop: threading.Event | None = None) -> int:
+    """The environment does not validate: ``refuse_and_idle`` with every invalid variable named
+    (secret values hidden) and a ``settings_invalid`` alert."""
+    raw = EnvSettingsSource(CoreSettings)()  # the raw values, without validation
+    fmt = raw.get("log_format") if raw.get("log_format") in ("console", "json") else "console"
+    setup_logging("INFO", str(fmt), service=name)
+    reason = "invalid settings: " + ("; ".join(settings_problems()) or "the settings did not validate")
+    url = raw.get("redis_url")
+    return refuse_and_idle(name, "settings_invalid", f"{name}: invalid settings, not started", reason,
+                           redis_url=str(url) if url else None, runbook="invalid-settings", stop=stop)
 
 
 def run_service(spec: ServiceSpec, settings: Settings | None = None) -> int:
