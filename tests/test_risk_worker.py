@@ -15,6 +15,7 @@ import redis
 from avwap.procs import ServiceProcs
 from services.risk.core import decode_state
 from services.risk.worker import SPEC, STATE_KEY, STREAMS, artifact_path
+from shared.artifacts import code_version
 from shared.bus import Bus
 from shared.redis_conn import connect
 from shared.schemas import Alert, CandidateBatch, EntryIntent, Rejection, decode
@@ -72,6 +73,9 @@ def test_session_flow_publishes_intent_state_and_artifact(redis_url: str, real_r
         assert real_redis.xpending(s, "risk")["pending"] == 0
     lines = artifact_path(settings, D).read_bytes().splitlines()
     assert [json.loads(x)["symbol"] for x in lines] == ["AAPL", "MSFT"]
+    prov = json.loads(lines[0])["provenance"]
+    assert prov["run_id"] == settings.resolved_run_id() and prov["code_version"] == code_version()
+    assert prov["settings_hash"] == settings.hash() and prov["input:candidates"] == cb.batch_id
     # redelivered inputs change nothing
     bus.publish(CANDIDATES, cb)
     bus.publish(BROKER, snapshot())
@@ -119,6 +123,48 @@ def test_a_real_race_is_counted_and_the_loser_writes_nothing(redis_url: str, rea
     assert zombie.stats.handled == 1 and zombie.stats.lost_races == 1 and claimer.stats.lost_races == 0
     assert real_redis.xlen(INTENTS) == 1 and real_redis.get(STATE_KEY) == state  # the loser wrote nothing
     assert real_redis.xpending(CANDIDATES, "risk")["pending"] == 0
+
+
+def test_a_lost_state_never_shortens_a_days_file_and_alerts(redis_url: str, real_redis: redis.Redis, tmp_path: Path) -> None:
+    settings, c = worker(redis_url, tmp_path)
+    bus = Bus(real_redis)
+    bus.publish(CLOCK, session())
+    bus.publish(BROKER, snapshot())
+    bus.publish(CANDIDATES, batch([cand("AAA"), cand("BBB", score=5)]))
+    drain(c)
+    before = artifact_path(settings, D).read_bytes()
+    assert before.count(b"\n") == 2
+    real_redis.delete(STATE_KEY)  # Redis lost risk's state
+    _, c2 = worker(redis_url, tmp_path, name="t1")
+    bus.publish(CLOCK, session())
+    bus.publish(BROKER, snapshot())
+    bus.publish(CANDIDATES, batch([cand("CCC")]))
+    drain(c2)
+    after = artifact_path(settings, D).read_bytes()
+    assert after.startswith(before)  # nothing of the day's file was dropped
+    assert [json.loads(x)["symbol"] for x in after.splitlines()] == ["AAA", "BBB", "CCC"]
+    gaps = [a for a in read(real_redis, ALERTS) if isinstance(a, Alert) and a.kind == "risk_state_gap"]
+    assert len(gaps) == 1 and gaps[0].severity == "critical" and gaps[0].trade_date == D
+    bus.publish(CANDIDATES, batch([cand("DDD")]))  # later writes keep the kept lines, without a new alert
+    drain(c2)
+    assert artifact_path(settings, D).read_bytes().startswith(after)
+    assert len([a for a in read(real_redis, ALERTS) if isinstance(a, Alert) and a.kind == "risk_state_gap"]) == 1
+
+
+def test_never_shorter_keeps_lost_records_first_and_replaces_re_rendered_ones() -> None:
+    from services.risk.worker import never_shorter
+
+    def ln(kind: str, ident: str, extra: str = "") -> bytes:
+        key = "candidate_id" if kind == "decision" else "decision_id"
+        return json.dumps({"kind": kind, key: ident, "x": extra}, sort_keys=True).encode() + b"\n"
+
+    a, b, c = ln("decision", "a"), ln("decision", "b"), ln("portfolio_decision", "p")
+    assert never_shorter(b"", a) == (a, 0)
+    assert never_shorter(a, a + b) == (a + b, 0)
+    assert never_shorter(a + c, a + b + c) == (a + b + c, 0)  # a record inserted before the analytics lines
+    assert never_shorter(a + b + c, c) == (a + b + c, 2)  # the state lost a and b: kept, first
+    assert never_shorter(a + ln("decision", "b", "v1"), a + ln("decision", "b", "v2")) == (a + ln("decision", "b", "v2"), 0)
+    assert never_shorter(b"torn{" + b"\n" + a, a) == (b"torn{\n" + a, 1)  # a line that is not a record is kept too
 
 
 def test_kill_switch_key_and_unreadable_key(redis_url: str, real_redis: redis.Redis, tmp_path: Path) -> None:
@@ -249,14 +295,13 @@ def test_sigkill_at_any_point_then_restart_gives_no_duplicate(redis_url: str, re
     art = (tmp_path / "art" / "risk_decisions" / f"{D}.jsonl").read_bytes()
     assert art.count(b"\n") == len(SYMS)
     # byte-identical to the same inputs decided without any crash
-    from services.risk.core import Limits
-    from services.risk.worker import artifact_bytes
+    from services.risk.worker import artifact_bytes, limits_for
     from tests.test_risk_support import run
 
     same = load_settings(bus_block_ms=50, bus_batch=1, bus_claim_idle_ms=200, max_new_entries_per_day=25,
                          max_gross_exposure=1e7, max_concurrent_positions=30)
     msgs = [session(), snapshot(equity=10_000_000.0), *[batch([cand(s)]) for s in SYMS]]
-    st, _ = run(msgs, limits=Limits.from_settings(same.risk, same.hash()))
+    st, _ = run(msgs, limits=limits_for(same))
     assert artifact_bytes(st, D) == art
 
 

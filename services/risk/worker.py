@@ -10,7 +10,8 @@ exceed a cap; a consumer whose entry another one already committed writes nothin
 race, counted by the bus); a crash before EXEC leaves nothing (the message is redelivered),
 after EXEC nothing is pending.
 The decision artifact ``<ARTIFACTS_DIR>/risk_decisions/<D>.jsonl`` is rewritten afterwards from
-the committed state (sorted, canonical), so every replica writes the same bytes.
+the committed state (sorted, canonical), so every replica writes the same bytes; a file never
+gets shorter (``never_shorter``: records the state lost are kept, logged and alerted).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import msgspec
 import redis
 
 from shared.alerts import make_alert
-from shared.artifacts import canonical_line, write_atomic
+from shared.artifacts import canonical_line, code_version, write_atomic
 from shared.bus import Committed, Delivery, Emit, commit_own, committed
 from shared.controls import parse_kill_switch
 from shared.schemas import Alert, Message, SessionEvent
@@ -142,12 +143,44 @@ def artifact_bytes(st: RiskState, session: str) -> bytes:
     return b"".join(lines)
 
 
+def _record_key(line: bytes) -> str | None:
+    """The identity of a telemetry line: its kind and candidate id / decision id (None: not a record)."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(rec, dict):
+        return None
+    ident = rec.get("candidate_id") if rec.get("kind") == "decision" else rec.get("decision_id")
+    return f"{rec.get('kind')}:{ident}"
+
+
+def never_shorter(old: bytes, new: bytes) -> tuple[bytes, int]:
+    """``new``, preceded by the lines of ``old`` whose record ``new`` does not have (and the count).
+
+    The file is rendered from risk's state; if the state lost records that the file holds (Redis
+    data lost, a flushed database), those lines are kept, first, in their order, so a day's file
+    never gets shorter. A line whose record ``new`` has (re-rendered) is replaced by it.
+    """
+    if not old or old == new:
+        return new, 0
+    have = set(new.splitlines())
+    missing = [ln for ln in old.splitlines() if ln.strip() and ln not in have]
+    if not missing:
+        return new, 0
+    keys = {_record_key(ln) for ln in new.splitlines()}
+    kept = [ln for ln in missing if (k := _record_key(ln)) is None or k not in keys]
+    return b"".join(ln + b"\n" for ln in kept) + new, len(kept)
+
+
 def write_artifacts(r: redis.Redis, settings: Settings, sessions: list[str],
-                    committed: tuple[bytes, RiskState] | None = None) -> None:
+                    committed: tuple[bytes, RiskState] | None = None) -> list[tuple[str, int]]:
     """Rewrite the sessions' artifacts from the committed state until the state did not move meanwhile.
 
-    ``committed`` is the (bytes, state) this process just committed, to skip one read.
+    ``committed`` is the (bytes, state) this process just committed, to skip one read. Returns the
+    sessions whose file held records the state no longer has, with how many (kept: ``never_shorter``).
     """
+    gaps: list[tuple[str, int]] = []
     for _ in range(20):
         if committed is not None:
             raw, st = committed
@@ -155,11 +188,45 @@ def write_artifacts(r: redis.Redis, settings: Settings, sessions: list[str],
         else:
             raw = r.get(STATE_KEY)
             st = decode_state(raw)
+        gaps = []
+        moved = False
         for s in sessions:
-            if s in st.decided or s in st.shadow:
-                write_atomic(artifact_path(settings, s), artifact_bytes(st, s))
-        if r.get(STATE_KEY) == raw:
-            return
+            if s not in st.decided and s not in st.shadow:
+                continue  # pruned from the state (KEEP_DATES): its file is final, never touched again
+            path = artifact_path(settings, s)
+            try:
+                old = path.read_bytes()
+            except FileNotFoundError:
+                old = b""
+            data, kept = never_shorter(old, artifact_bytes(st, s))
+            if kept and r.get(STATE_KEY) != raw:
+                moved = True  # the file may be from a newer state than ours: start again from that one
+                break
+            if kept:
+                gaps.append((s, kept))
+            if data != old:
+                write_atomic(path, data)
+        if not moved and r.get(STATE_KEY) == raw:
+            return gaps
+    return gaps
+
+
+_GAPS_ALERTED: set[tuple[str, int]] = set()
+
+
+def report_gaps(ctx: ServiceContext, gaps: list[tuple[str, int]]) -> None:
+    """Log and alert (once per session and count in this process) that risk's state lost decisions."""
+    for session, n in gaps:
+        log.error("risk: %s holds %d records risk's state no longer has (Redis state lost?); kept them, the "
+                  "file was not shortened. Caps for %s may not count them: check `avwap risk status`.",
+                  artifact_path(ctx.settings, session), n, session)
+        if (session, n) in _GAPS_ALERTED:
+            continue
+        _GAPS_ALERTED.add((session, n))
+        with contextlib.suppress(redis.RedisError):
+            ctx.alerts.alert("risk_state_gap", f"risk: state lost {n} decision records of {session}", severity="critical",
+                             text=f"risk_decisions/{session}.jsonl keeps them; the new-entry counters may not count them",
+                             trade_date=session, runbook="risk-artifacts", dedup=f"risk_state_gap:{session}:{n}")
 
 
 def transact(r: redis.Redis, settings: Settings, limits: Limits, msg: Message, d: Delivery | None,
@@ -190,9 +257,15 @@ def transact(r: redis.Redis, settings: Settings, limits: Limits, msg: Message, d
     raise RuntimeError("risk: state transaction kept conflicting")
 
 
+def limits_for(settings: Settings) -> Limits:
+    """The core's limits, with what every telemetry line records: settings hash, code version, run id."""
+    return Limits.from_settings(settings.risk, settings.hash(), code_version=code_version(),
+                                run_id=settings.resolved_run_id())
+
+
 def build(ctx: ServiceContext):
     settings = ctx.settings
-    limits = Limits.from_settings(settings.risk, settings.hash())
+    limits = limits_for(settings)
 
     def handle(msg: Message, d: Delivery) -> Committed:
         try:
@@ -204,7 +277,7 @@ def build(ctx: ServiceContext):
                                  severity="critical", text=str(exc)[:500], dedup=f"redis-error:{d.stream}:{d.entry_id}")
             raise
         if dates:
-            write_artifacts(ctx.r, settings, dates, committed=(raw, st))
+            report_gaps(ctx, write_artifacts(ctx.r, settings, dates, committed=(raw, st)))
         return answer
 
     return handle
@@ -221,7 +294,7 @@ def on_start(ctx: ServiceContext) -> list[Emit]:
     """Rewrite the artifacts of every session in the state (after a crash between commit and write);
     alert at once when the mode is unknown (every decision will also be refused and alerted)."""
     st = decode_state(ctx.r.get(STATE_KEY))
-    write_artifacts(ctx.r, ctx.settings, sorted(set(st.decided) | set(st.shadow)))
+    report_gaps(ctx, write_artifacts(ctx.r, ctx.settings, sorted(set(st.decided) | set(st.shadow))))
     if not ctx.settings.core.mode_known:
         log.critical("risk: EXECUTION_MODE %r is unknown: every entry will be refused (MODE_UNKNOWN)",
                      ctx.settings.core.execution_mode)

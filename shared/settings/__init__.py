@@ -13,6 +13,8 @@ from functools import lru_cache
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from shared.ids import stable_id
+
 from .analytics import AnalyticsSettings
 from .core import EXECUTION_MODES, CoreSettings, ExecutionMode
 from .exits import ExitsSettings
@@ -44,9 +46,13 @@ class Settings(BaseModel, frozen=True):
     def hash(self) -> str:
         """Fingerprint of the strategy-relevant settings (paths and secrets excluded)."""
         skip = {"redis_url", "artifacts_dir", "ledger_dir", "log_level", "log_format", "consumer_name",
-                "slack_bot_token", "live_confirm_token", "slack_base_url", "bars_dir"}
+                "slack_bot_token", "live_confirm_token", "slack_base_url", "bars_dir", "run_id"}
         data = {k: v for k, v in self.public_dict().items() if k not in skip}
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def resolved_run_id(self) -> str:
+        """``RUN_ID``, else ``run-<hash of the execution mode and the settings hash>`` (deterministic)."""
+        return self.core.run_id.strip() or stable_id("run", self.core.execution_mode, self.hash(), length=16)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -38,6 +38,9 @@ class CoreSettings(Section):
     live_trading: bool = Field(False, description="Must be 1 (with a matching confirmation token) for LIVE entries.")
     live_confirm_token: SecretStr | None = Field(None, description="Operator's live confirmation token; must match the token on file.")
     live_confirm_token_file: str = Field("state/live_confirm_token", description="File holding the expected live confirmation token.")
+    run_id: str = Field("", description="Identifier of this run written into artifact provenance (e.g. `live-2019`, "
+                        "`replay-2018q4`). Empty: derived from the execution mode and the settings hash, so a rerun "
+                        "with the same settings writes the same bytes. Never random, never a clock value.")
     kill_switch: bool = Field(False, description="Env kill switch: blocks every new entry (exits unaffected). Also `avwap kill-switch on`.")
     slack_bot_token: SecretStr | None = Field(None, description="Slack bot token for the notifier; unset: alerts are logged only.")
     slack_channel: str = Field("#avwap", description="Slack channel the notifier posts to.")
