@@ -166,5 +166,6 @@ def run_service(spec: ServiceSpec, settings: Settings | None = None) -> int:
             ctx.bus.publish_many(list(spec.on_start(ctx) or []))
         log.info("%s started as %s on %s", spec.name, consumer.name, ", ".join(spec.streams))
         stats = consumer.run(install_signals=False)
-        log.info("%s stopped: handled=%d failed=%d dlq=%d", spec.name, stats.handled, stats.failed, stats.dead_lettered)
+        log.info("%s stopped: handled=%d failed=%d dlq=%d lost_races=%d", spec.name, stats.handled, stats.failed,
+                 stats.dead_lettered, stats.lost_races)
     return 0

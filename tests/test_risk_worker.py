@@ -10,10 +10,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
 from avwap.procs import ServiceProcs
-from services.risk.core import decode_state
+from services.risk.core import build_book, decode_state
 from services.risk.worker import SPEC, STATE_KEY, STREAMS, artifact_path
 from shared.artifacts import code_version
 from shared.bus import Bus
@@ -22,7 +23,7 @@ from shared.schemas import Alert, CandidateBatch, EntryIntent, Rejection, decode
 from shared.service import make_consumer, make_context
 from shared.settings import load_settings
 from shared.streams import ALERTS, BROKER, CANDIDATES, CLOCK, INTENTS, KILL_SWITCH_KEY, PORTFOLIO, REJECTIONS
-from tests.test_risk_support import D, batch, cand, session, snapshot
+from tests.test_risk_support import D, batch, cand, position, session, snapshot
 
 SYMS = [f"S{i:02d}" for i in range(40)]
 
@@ -227,16 +228,29 @@ def test_dead_lettered_decision_batch_fails_closed_with_json_invalid(redis_url: 
     assert isinstance(rej, Rejection) and rej.reasons == ["DECISION_JSON_INVALID"]
 
 
-def test_two_replicas_never_exceed_the_daily_cap(redis_url: str, real_redis: redis.Redis, tmp_path: Path) -> None:
-    procs = ServiceProcs(redis_url, env={"ARTIFACTS_DIR": str(tmp_path / "art"), "BUS_BLOCK_MS": "50", "BUS_BATCH": "1",
-                                         "MAX_NEW_ENTRIES_PER_DAY": "3", "MAX_CONCURRENT_POSITIONS": "30"},
+# cap -> (env, snapshot positions, intents expected, the one rejection code)
+CAPS = {
+    "daily": ({"MAX_NEW_ENTRIES_PER_DAY": "3", "MAX_CONCURRENT_POSITIONS": "30"}, [], 3, "MAX_NEW_ENTRIES_PER_DAY"),
+    # one position already held: 3 new ones reach the cap of 4
+    "concurrent": ({"MAX_NEW_ENTRIES_PER_DAY": "40", "MAX_CONCURRENT_POSITIONS": "4"}, [position("HELD", 10, 50.0)], 3,
+                   "MAX_CONCURRENT_POSITIONS"),
+    # each full entry is 200 x $100 = $20,000 (the per-symbol cap): 20k + 20k + a 10k partial fill the $50k
+    "gross": ({"MAX_NEW_ENTRIES_PER_DAY": "40", "MAX_CONCURRENT_POSITIONS": "40", "MAX_GROSS_EXPOSURE": "50000"}, [], 3,
+              "MAX_GROSS_EXPOSURE"),
+}
+
+
+@pytest.mark.parametrize("cap", sorted(CAPS))
+def test_two_replicas_never_exceed_a_cap(redis_url: str, real_redis: redis.Redis, tmp_path: Path, cap: str) -> None:
+    env, held, n_intents, code = CAPS[cap]
+    procs = ServiceProcs(redis_url, env={"ARTIFACTS_DIR": str(tmp_path / "art"), "BUS_BLOCK_MS": "50", "BUS_BATCH": "1", **env},
                          log_dir=tmp_path / "logs")
     bus = Bus(real_redis)
     try:
         procs.start("risk", 0)
         procs.wait_ready()
         bus.publish(CLOCK, session())
-        bus.publish(BROKER, snapshot(equity=1_000_000.0))
+        bus.publish(BROKER, snapshot(equity=1_000_000.0, positions=held))
         quiet(real_redis)
         procs.start("risk", 1)
         procs.wait_ready()
@@ -246,13 +260,21 @@ def test_two_replicas_never_exceed_the_daily_cap(redis_url: str, real_redis: red
     finally:
         codes = procs.stop_all()
     assert set(codes.values()) == {0}, codes
-    handled = [int(log.read_text().rsplit("handled=", 1)[1].split()[0]) for log in sorted((tmp_path / "logs").glob("risk-*.log"))]
+    logs = [log.read_text() for log in sorted((tmp_path / "logs").glob("risk-*.log"))]
+    handled = [int(text.rsplit("handled=", 1)[1].split()[0]) for text in logs]
     # risk-0 also handled the clock event and the snapshot: both replicas decided candidates
     assert len(handled) == 2 and handled[0] > 2 and handled[1] > 0 and sum(handled) == 2 + len(SYMS), handled
+    assert all("lost_races=0" in text for text in logs)
     ins, rejs = read(real_redis, INTENTS), read(real_redis, REJECTIONS)
-    assert len(ins) == 3 and len(rejs) == len(SYMS) - 3
-    assert all(r.reasons == ["MAX_NEW_ENTRIES_PER_DAY"] for r in rejs)
-    assert decode_state(real_redis.get(STATE_KEY)).entries_by_day == {D: 3}
+    assert len(ins) == n_intents and len(rejs) == len(SYMS) - n_intents
+    assert all(r.reasons == [code] for r in rejs), {tuple(r.reasons) for r in rejs}
+    st = decode_state(real_redis.get(STATE_KEY))
+    assert st.entries_by_day == {D: n_intents}
+    book = build_book(st, st.broker, D)
+    assert len(book.open_symbols) <= int(env["MAX_CONCURRENT_POSITIONS"])
+    assert book.gross <= float(env.get("MAX_GROSS_EXPOSURE", 100_000)) + 1e-6
+    if cap == "gross":
+        assert sorted(i.notional for i in ins) == [10_000.0, 20_000.0, 20_000.0]
     art = (tmp_path / "art" / "risk_decisions" / f"{D}.jsonl").read_bytes().splitlines()
     assert len(art) == len(SYMS) and [json.loads(x)["ord"] for x in art] == list(range(len(SYMS)))
 
