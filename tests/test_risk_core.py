@@ -351,3 +351,18 @@ def test_shadow_mode_decision_lines_do_not_depend_on_when_the_decision_batch_arr
     line, shadow = _lines(early)
     assert line["provenance"]["decision_artifact"] == "unknown" and line["provenance"]["run_id"] == "run-x"
     assert shadow["provenance"]["decision_artifact"] == f"portfolio_decisions/{D}.json"
+
+
+def test_risk_alerts_name_runbook_sections_that_exist() -> None:
+    import re
+
+    from services.risk.worker import mode_unknown_alert
+
+    text = (ROOT / "docs" / "runbook.md").read_text()
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.*)$", text, re.M)}
+    worker_src = (ROOT / "services" / "risk" / "worker.py").read_text()
+    used = set(re.findall(r'runbook="([^"]+)"', worker_src)) | {mode_unknown_alert("X").runbook, "invalid-settings"}
+    assert used and used <= anchors, used - anchors
+    for heading in ("Risk: gates and enforcement", "Risk: fail closed", "Risk: artifacts"):
+        assert f"## {heading}" in text
+    assert "risk.md#gates-and-reason-codes" in text  # the gate table is linked, not copied
