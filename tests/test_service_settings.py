@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,11 +26,27 @@ ROOT = Path(__file__).resolve().parent.parent
 BAD = {"BUS_BATCH": "abc", "MAX_CONCURRENT_POSITIONS": "many"}  # one core, one risk variable
 
 
-def start(service: str, env: dict[str, str], log: Path) -> subprocess.Popen:
+@contextlib.contextmanager
+def running(service: str, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """``python -m services.<service>`` with ``env``, output to ``log``; killed at the end if still there."""
     full = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
     with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", f"services.{service}"], cwd=ROOT, env=full, stdout=out,
+        proc = subprocess.Popen([sys.executable, "-m", f"services.{service}"], cwd=ROOT, env=full, stdout=out,
                                 stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for(proc: subprocess.Popen, log: Path, pred, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not pred():
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"{what}: {log.read_text()}"
+        time.sleep(0.05)
 
 
 def alerts(r: redis.Redis) -> list[Alert]:
@@ -44,13 +62,8 @@ def health(redis_url: str, service: str) -> subprocess.CompletedProcess:
 def test_invalid_settings_idle_unhealthy_with_one_line_and_one_alert(redis_url: str, real_redis: redis.Redis,
                                                                       tmp_path: Path, service: str) -> None:
     log = tmp_path / "svc.log"
-    proc = start(service, {**BAD, "REDIS_URL": redis_url}, log)
-    try:
-        deadline = time.monotonic() + 30
-        while not alerts(real_redis):
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "no settings_invalid alert"
-            time.sleep(0.05)
+    with running(service, {**BAD, "REDIS_URL": redis_url}, log) as proc:
+        wait_for(proc, log, lambda: alerts(real_redis), "no settings_invalid alert")
         (a,) = alerts(real_redis)
         assert a.kind == "settings_invalid" and a.severity == "critical" and a.source == service
         assert a.runbook == "invalid-settings" and "BUS_BATCH='abc'" in a.text and "MAX_CONCURRENT_POSITIONS='many'" in a.text
@@ -62,10 +75,6 @@ def test_invalid_settings_idle_unhealthy_with_one_line_and_one_alert(redis_url: 
                                                         for g in real_redis.xinfo_groups(CANDIDATES))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 2
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     lines = log.read_text().splitlines()
     assert len(lines) == 1, lines  # one clear line, no traceback
     assert "CRITICAL" in lines[0] and f"{service} not started: invalid settings" in lines[0]
@@ -75,21 +84,12 @@ def test_invalid_settings_idle_unhealthy_with_one_line_and_one_alert(redis_url: 
 
 def test_invalid_settings_with_redis_down_still_idle_and_say_why(tmp_path: Path) -> None:
     log = tmp_path / "svc.log"
-    proc = start("risk", {**BAD, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}, log)
-    try:
-        deadline = time.monotonic() + 30
-        while "could not publish" not in log.read_text():
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+    with running("risk", {**BAD, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}, log) as proc:
+        wait_for(proc, log, lambda: "could not publish" in log.read_text(), "no warning")
         time.sleep(1.0)
         assert proc.poll() is None
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 2
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     lines = log.read_text().splitlines()
     assert len(lines) == 2 and "BUS_BATCH='abc'" in lines[0] and "settings_invalid alert" in lines[1], lines
 
