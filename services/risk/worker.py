@@ -217,12 +217,12 @@ _GAPS_ALERTED: set[tuple[str, int]] = set()
 def report_gaps(ctx: ServiceContext, gaps: list[tuple[str, int]]) -> None:
     """Log and alert (once per session and count in this process) that risk's state lost decisions."""
     for session, n in gaps:
-        log.error("risk: %s holds %d records risk's state no longer has (Redis state lost?); kept them, the "
-                  "file was not shortened. Caps for %s may not count them: check `avwap risk status`.",
-                  artifact_path(ctx.settings, session), n, session)
         if (session, n) in _GAPS_ALERTED:
             continue
         _GAPS_ALERTED.add((session, n))
+        log.error("risk: %s holds %d records risk's state no longer has (Redis state lost?); kept them, the "
+                  "file was not shortened. Caps for %s may not count them: check `avwap risk status`.",
+                  artifact_path(ctx.settings, session), n, session)
         with contextlib.suppress(redis.RedisError):
             ctx.alerts.alert("risk_state_gap", f"risk: state lost {n} decision records of {session}", severity="critical",
                              text=f"risk_decisions/{session}.jsonl keeps them; the new-entry counters may not count them",
