@@ -15,7 +15,18 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.bus import DLQ, HEARTBEAT_PREFIX, Bus, Consumer, Delivery, Emit, fields_of
+from shared.bus import (
+    DLQ,
+    HEARTBEAT_PREFIX,
+    Bus,
+    Committed,
+    Consumer,
+    Delivery,
+    Emit,
+    commit_own,
+    committed,
+    fields_of,
+)
 from shared.schemas import Alert, Message, encode, replace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,6 +131,68 @@ def test_slow_consumer_and_claimer_both_finish_but_outputs_land_once(real_redis:
     assert zombie.stats.handled == 1 and zombie.stats.lost_races == 1
     assert out_ids(r) == ["al-x"]  # the zombie's late commit published nothing
     assert json.loads(r.xrange(OUT)[0][1][b"data"])["source"] == "claimer"
+    assert r.xpending(IN, "g")["pending"] == 0
+
+
+COUNT = "test:count"
+
+
+def self_committing(before_commit: Callable[[], None] = lambda: None) -> Callable[[Message, Delivery], Committed]:
+    """A handler that commits its own state (``<count>:<consumer>``) + output + ack with ``commit_own``.
+
+    No WATCH on purpose: only the script's first-committer-wins guard keeps a late commit out.
+    """
+
+    def handle(msg: Message, d: Delivery) -> Committed:
+        r = handle.r  # type: ignore[attr-defined]
+        n = int((r.get(COUNT) or b"0").split(b":")[0])
+        before_commit()
+        pipe = r.pipeline(transaction=True)
+        commit_own(pipe, "g", d, [(OUT, replace(msg, source=d.consumer))], sets=[(COUNT, f"{n + 1}:{d.consumer}".encode())])
+        return committed(pipe.execute()[-1])
+
+    return handle
+
+
+def test_self_committing_handler_is_acked_once_and_counts_no_lost_race(real_redis: redis.Redis) -> None:
+    """``Committed``: the handler's own transaction acked the entry; the bus does not ack again."""
+    r = real_redis
+    h = self_committing()
+    h.r = r  # type: ignore[attr-defined]
+    c = Consumer(r, "g", [IN], h, name="c", block_ms=50)
+    c.ensure_groups()
+    Bus(r).publish_many([(IN, alert(i)) for i in range(5)])
+    c.run(install_signals=False, until_idle=True)
+    assert c.stats.handled == 5 and c.stats.lost_races == 0
+    assert out_ids(r) == [f"al-{i}" for i in range(5)] and r.get(COUNT) == b"5:c"
+    assert r.xpending(IN, "g")["pending"] == 0
+
+
+def test_self_committing_handler_that_lost_its_entry_writes_nothing_and_counts_the_race(real_redis: redis.Redis) -> None:
+    r = real_redis
+    release, holding = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        release.wait(10)
+
+    slow, fast = self_committing(hold), self_committing()
+    slow.r = fast.r = r  # type: ignore[attr-defined]
+    zombie = Consumer(r, "g", [IN], slow, name="zombie", block_ms=50)
+    claimer = Consumer(r, "g", [IN], fast, name="claimer", claim_idle_ms=100, block_ms=50)
+    zombie.ensure_groups()
+    Bus(r).publish(IN, alert("x"))
+    t = threading.Thread(target=zombie.step)
+    t.start()
+    assert holding.wait(10)  # the zombie read the counter (0) and holds its commit
+    until(lambda: r.xpending_range(IN, "g", "-", "+", 1)[0]["time_since_delivered"] >= 100)
+    claimer.run(install_signals=False, until_idle=True)
+    assert claimer.stats.claimed == 1 and claimer.stats.lost_races == 0 and r.get(COUNT) == b"1:claimer"
+    release.set()
+    t.join(10)
+    assert zombie.stats.handled == 1 and zombie.stats.lost_races == 1
+    assert r.get(COUNT) == b"1:claimer"  # the zombie's SET (from its stale read) was not applied
+    assert out_ids(r) == ["al-x"] and json.loads(r.xrange(OUT)[0][1][b"data"])["source"] == "claimer"
     assert r.xpending(IN, "g")["pending"] == 0
 
 
