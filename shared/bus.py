@@ -7,6 +7,8 @@ Delivery contract
 - Entries of dead consumers idle longer than ``claim_idle_ms`` are taken over with XAUTOCLAIM.
 - A message that does not decode goes to ``avwap:dlq`` at once; one whose handler fails
   ``max_deliveries`` times goes there too, with the reason and the original fields.
+- A handler that commits its entry itself (its own MULTI/EXEC: state + outputs + XACK, e.g. the
+  exits worker) returns ``COMMITTED``: the bus then neither acks that entry nor publishes for it.
 - A batch's outputs are published and its entries acked in one Lua script (atomic, like
   MULTI/EXEC), only after every handler in it succeeded: a crash before the commit
   redelivers the batch, a crash after it leaves nothing pending. The commit is "first
@@ -69,6 +71,16 @@ HEARTBEAT_PREFIX = "avwap:hb"
 DEFAULT_MAXLEN = 200_000
 
 Emit = tuple[str, Message]
+
+
+class _Committed(tuple):
+    """The type of ``COMMITTED`` (an empty tuple, so code that iterates a handler's result still works)."""
+
+    def __repr__(self) -> str:
+        return "COMMITTED"
+
+
+COMMITTED = _Committed()  # a handler's answer: "I acked this entry (and published its outputs) in my own EXEC"
 Entry = tuple[str, str, "dict | None", int]  # stream, entry id, fields (None: deleted), deliveries (-1: look up)
 
 # Commit a batch atomically. KEYS: every stream touched. ARGV: group, maxlen, number of blocks,
@@ -114,7 +126,7 @@ class Delivery:
     consumer: str
 
 
-Handler = Callable[[Message, Delivery], Iterable[Emit] | None]
+Handler = Callable[[Message, Delivery], Iterable[Emit] | None]  # or COMMITTED
 
 
 def fields_of(msg: Message) -> dict[str, bytes | str | int]:
@@ -435,8 +447,10 @@ class Consumer:
                 self._retry, self._held = (stream, entry_id), batch[pos + 1:]
                 self._failure_backoff = min(0.05 * (2 ** (deliveries - 1)), 1.0)
                 break
-            blocks.append((stream, entry_id, list(out or [])))
             self.stats.handled += 1
+            if out is COMMITTED:
+                continue
+            blocks.append((stream, entry_id, list(out or [])))
         self._flush(blocks)
 
     def _flush(self, blocks: list[tuple[str, str, list[Emit]]], emits: list[Emit] | None = None) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.bus import DLQ, HEARTBEAT_PREFIX, Bus, Consumer, Delivery, Emit, fields_of
+from shared.bus import COMMITTED, DLQ, HEARTBEAT_PREFIX, Bus, Consumer, Delivery, Emit, fields_of
 from shared.schemas import Alert, Message, encode, replace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +93,26 @@ def test_sigkill_mid_message_is_redelivered_via_xautoclaim_and_lands_once(
     assert sorted(out_ids(r)) == ["al-0", "al-1", "al-2"]  # each effect exactly once
     assert {json.loads(f[b"data"])["source"] for _, f in r.xrange(OUT)} == {"rescuer"}
     assert r.xpending(IN, "g")["pending"] == 0
+
+
+def test_a_handler_that_commits_its_entry_itself_is_not_acked_twice(real_redis: redis.Redis) -> None:
+    """``COMMITTED``: the handler's own MULTI published and acked; the bus counts no lost race."""
+    r = real_redis
+
+    def own_commit(msg: Message, d: Delivery):
+        pipe = r.pipeline(transaction=True)
+        pipe.xadd(OUT, fields_of(replace(msg, source=d.consumer)))
+        pipe.xack(d.stream, "g", d.entry_id)
+        pipe.execute()
+        return COMMITTED
+
+    c = Consumer(r, "g", [IN], own_commit, name="self", block_ms=50)
+    for i in range(3):
+        Bus(r).publish(IN, alert(i))
+    c.run(install_signals=False, until_idle=True)
+    assert out_ids(r) == ["al-0", "al-1", "al-2"] and c.stats.handled == 3
+    assert c.stats.lost_races == 0 and r.xpending(IN, "g")["pending"] == 0
+    assert list(COMMITTED) == [] and repr(COMMITTED) == "COMMITTED"
 
 
 def test_slow_consumer_and_claimer_both_finish_but_outputs_land_once(real_redis: redis.Redis) -> None:
