@@ -224,23 +224,15 @@ def _reaches_stop(pos: ExitPositionState, bar: BarRow, res: Result) -> bool:
     return False
 
 
-def _take_minute(pos: ExitPositionState, bar: BarRow, trade_date: str, p: Params, res: Result, ratchet: bool = True) -> None:
+def _take(pos: ExitPositionState, bar: BarRow, minute: bool, trade_date: str, p: Params, res: Result) -> None:
+    """One bar of a held symbol: into the tracker, then (unless it reaches the stop) the ratchet."""
     tr = pos.tracker
-    if not track_minute(tr, bar, p.rules):
-        _ignore(res, pos, C_BAR_DUP if bar.ts == tr.last_minute_ts else C_BAR_STALE)
+    took = track_minute(tr, bar, p.rules) if minute else track_daily(tr, bar, p.rules)
+    if not took:
+        _ignore(res, pos, C_BAR_DUP if bar.ts == (tr.last_minute_ts if minute else tr.last_daily_ts) else C_BAR_STALE)
         return
     pos.last_bar_ts = max(pos.last_bar_ts, bar.ts)
-    if ratchet and not _reaches_stop(pos, bar, res):
-        _ratchet(pos, bar.ts, bar.close, trade_date, p, res)
-
-
-def _take_daily(pos: ExitPositionState, bar: BarRow, trade_date: str, p: Params, res: Result, ratchet: bool = True) -> None:
-    tr = pos.tracker
-    if not track_daily(tr, bar, p.rules):
-        _ignore(res, pos, C_BAR_DUP if bar.ts == tr.last_daily_ts else C_BAR_STALE)
-        return
-    pos.last_bar_ts = max(pos.last_bar_ts, bar.ts)
-    if not ratchet or had_minutes_on(tr, ny_date(bar.ts)):
+    if not minute and had_minutes_on(tr, ny_date(bar.ts)):
         return  # the session's minutes drove the stop; its daily bar is history for the fallback
     if not _reaches_stop(pos, bar, res):
         _ratchet(pos, bar.ts, bar.close, trade_date, p, res)
@@ -381,7 +373,7 @@ def _open(index: ExitsIndex, ev: OrderEvent, hist: History, p: Params, res: Resu
            reason=reason)
     _add_buy(pos, ev)
     for _, tf, b in later:  # bars the service handled before this fill arrived
-        (_take_minute if tf == 0 else _take_daily)(pos, b, ny_date(b.ts), p, res)
+        _take(pos, b, tf == 0, ny_date(b.ts), p, res)
     if ev.symbol not in index.open:
         index.open = sorted([*index.open, ev.symbol])
         res.index_changed = True
@@ -433,10 +425,7 @@ def on_bars(index: ExitsIndex, positions: dict[str, ExitPositionState], batch: B
             _ignore(res, pos, C_BAR_BAD + bad)
             res.touch(pos)
             continue
-        if minute:
-            _take_minute(pos, bar, batch.trade_date, p, res)
-        else:
-            _take_daily(pos, bar, batch.trade_date, p, res)
+        _take(pos, bar, minute, batch.trade_date, p, res)
         res.touch(pos)
     if n_unheld:
         res.count(C_BAR_UNHELD, n_unheld)
