@@ -427,3 +427,25 @@ def test_close_forgets_positions_closed_on_earlier_sessions() -> None:
     assert res.deleted == []
     res = book.apply(core.on_session(book.index, {"T": pos}, session(D1, "CLOSE"), book.p))
     assert res.deleted == ["T"]
+
+
+def test_position_state_is_versioned_old_drafts_decode_and_unknown_versions_are_refused() -> None:
+    import json
+
+    import pytest
+
+    from shared.schemas import ExitPositionState, SchemaError, decode, encode
+
+    draft = {"type": "exit_position_state", "v": 1, "position_id": "p", "symbol": "T", "qty": 10,
+             "avg_entry_price": 10.0, "opened_ts": 1, "opened_date": D0, "initial_stop": 9.0, "current_stop": 9.0,
+             "desired_stop": 9.5, "live_stop_client_order_id": "av-1", "live_stop_price": 9.0, "live_stop_qty": 10}
+    pos = decode(json.dumps(draft))  # the schema as first drafted (before the tracker and pending fields)
+    assert isinstance(pos, ExitPositionState) and pos.tracker.sessions == [] and pos.pending is None and pos.seq == 0
+    book = Book()
+    book.index.open = ["T"]
+    book.positions["T"] = pos
+    res = book.bars(batch([bar("T", at(D0, "10:00"), 10.0, c=10.2)]))
+    assert res.intents[0].action == "replace" and res.intents[0].stop_price == 9.5  # it carries on where it was
+    assert decode(encode(pos)) == pos
+    with pytest.raises(SchemaError, match="UNKNOWN_VERSION"):
+        decode(json.dumps({**draft, "v": 99}))
