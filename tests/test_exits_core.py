@@ -240,11 +240,12 @@ def test_a_gap_down_and_a_halt_never_loosen_the_stop() -> None:
 
 
 # -- order events ------------------------------------------------------------------------------
-def test_rejected_stop_is_recorded_not_resent_unchanged_and_insufficient_qty_blocks() -> None:
+def test_rejected_stop_is_recorded_alerted_and_not_resent_unchanged_before_the_timeout() -> None:
     book = Book()
     res = opened(book)
     (it,) = res.intents
-    book.order(stop_event(it, "rejected", reason="BROKER_REJECTED: stop price too close"))
+    r = book.order(stop_event(it, "rejected", reason="BROKER_REJECTED: stop price must be less than the market"))
+    assert [(a.kind, a.severity) for a in r.alerts] == [("exit_stop_rejected", "critical")]  # nothing protects it
     pos = book.positions["T"]
     assert book.kinds()[-1] == "STOP_REJECTED" and pos.pending is None and pos.current_stop == 0.0
     n = len(book.intents)

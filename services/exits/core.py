@@ -574,8 +574,10 @@ def _on_stop_event(index: ExitsIndex, pos: ExitPositionState, ev: OrderEvent, p:
             if "INSUFFICIENT_QTY" in ev.reason:
                 _block(pos, "SHARES_HELD_BY_OTHER_SELL: the broker refused the stop (insufficient qty)", ev.ts,
                        ev.trade_date, p, res)
-            _alert(res, "exit_stop_rejected", f"{pos.symbol}: stop {pend.action} {pend.qty}@{pend.price} rejected",
-                   "warning", pos, ev.ts, ev.trade_date, text=ev.reason, dedup=["rejected", pend.intent_id])
+            unprotected = not pos.live_stop_client_order_id
+            _alert(res, "exit_stop_rejected", f"{pos.symbol}: stop {pend.action} {pend.qty}@{pend.price} rejected"
+                   + (" (no live stop)" if unprotected else ""), "critical" if unprotected else "warning", pos, ev.ts,
+                   ev.trade_date, text=ev.reason, dedup=["rejected", pend.intent_id])
         elif ev.event == "cancelled":  # cancelled before it was confirmed
             pos.pending = None
             pos.current_stop = pos.live_stop_price
