@@ -450,3 +450,33 @@ def test_position_state_is_versioned_old_drafts_decode_and_unknown_versions_are_
     assert decode(encode(pos)) == pos
     with pytest.raises(SchemaError, match="UNKNOWN_VERSION"):
         decode(json.dumps({**draft, "v": 99}))
+
+
+def test_recon_adopts_a_broker_stop_and_stops_retrying_when_the_executor_cannot_change_it() -> None:
+    book = Book()
+    res = opened(book, ts=close_ns(D0))  # bought at the close: the stop waits for the window
+    assert res.intents == []
+    pos = book.positions["T"]
+    res = book.snapshot(snapshot(D1, at(D1, "10:00"), {"T": 100}, [stop_order("T", "manual-1", 100, 8.5)]))
+    (rep,) = res.intents  # adopted (not a second stop stacked), then raised to the desired 9.00
+    assert (rep.action, rep.target_client_order_id, rep.stop_price) == ("replace", "manual-1", 9.0)
+    r = book.order(stop_event(rep, "rejected", reason="TARGET_NOT_OPEN: manual-1 is unknown"))
+    assert pos.blocked.startswith("STOP_NOT_MANAGEABLE") and [e.kind for e in r.events] == ["STOP_REJECTED", "STOP_BLOCKED"]
+    n = len(book.intents)
+    for k in range(3):  # every later snapshot: no action, no new event
+        r = book.snapshot(snapshot(D1, at(D1, "10:10") + k * MIN, {"T": 100}, [stop_order("T", "manual-1", 100, 8.5)]))
+        assert r.intents == [] and r.events == []
+    assert len(book.intents) == n and book.counts[core.C_RECON_FOREIGN] == 3
+    r = book.snapshot(snapshot(D1, at(D1, "11:00"), {"T": 100}, []))  # someone cancelled it at the broker
+    assert pos.blocked == "" and [(i.action, i.stop_price) for i in r.intents] == [("place", 9.0)]
+
+
+def test_replace_of_a_stop_that_filled_or_was_cancelled_meanwhile_places_a_new_one() -> None:
+    book = Book()
+    pos, it = _live(book)
+    pos.desired_stop = 9.2
+    (rep,) = book.snapshot(snapshot(D0, at(D0, "10:30"), {"T": 100},
+                                    [stop_order("T", client_order_id(it.intent_id), 100, 9.0)])).intents
+    r = book.order(stop_event(rep, "rejected", reason=f"TARGET_NOT_OPEN: {rep.target_client_order_id} is cancelled"))
+    assert pos.blocked == "" and pos.live_stop_client_order_id == ""
+    assert [(i.action, i.stop_price, i.qty) for i in r.intents] == [("place", 9.2, 100)]  # at once, in the window

@@ -93,9 +93,12 @@ C_RECON_PENDING = "recon_wait:intent_pending"
 C_RECON_OUTSIDE = "recon_wait:outside_window"
 C_RECON_BLOCKED = "recon_no_action:shares_held_by_other_sell"
 C_RECON_UNTRACKED = "recon_no_action:untracked_position"
+C_RECON_FOREIGN = "recon_no_action:stop_not_an_executor_order"
 C_RECON_QTY = "recon:qty_adopted_from_broker"
 C_RECON_LOST = "recon:live_stop_missing"
 C_TIMEOUT = "intent_timeout"
+B_HELD = "SHARES_HELD_BY_OTHER_SELL"  # blocked: another sell order holds the shares
+B_FOREIGN = "STOP_NOT_MANAGEABLE"  # blocked: the live stop is not an order of the executor
 C_REJECT_WAIT = "send_wait:same_intent_rejected"
 
 
@@ -519,7 +522,7 @@ def on_order(index: ExitsIndex, pos: ExitPositionState | None, ev: OrderEvent, p
             _sell(index, pos, ev, p, res, kind=None)
         else:
             res.count(f"{C_ORDER_OTHER}{ev.kind}:{ev.event}")
-        if pos.blocked and ev.event in ("filled", "cancelled", "rejected"):
+        if pos.blocked.startswith(B_HELD) and ev.event in ("filled", "cancelled", "rejected"):
             pos.blocked = ""  # the other sell is done; the next snapshot blocks again if shares are still held
         res.touch(pos)
     if in_window(ev.ts, p.rules):
@@ -572,8 +575,14 @@ def _on_stop_event(index: ExitsIndex, pos: ExitPositionState, ev: OrderEvent, p:
                    previous_stop=pos.live_stop_price, qty=pend.qty, reason=ev.reason, intent_id=pend.intent_id,
                    client_order_id=coid, source=pos.stop_source)
             if "INSUFFICIENT_QTY" in ev.reason:
-                _block(pos, "SHARES_HELD_BY_OTHER_SELL: the broker refused the stop (insufficient qty)", ev.ts,
-                       ev.trade_date, p, res)
+                _block(pos, f"{B_HELD}: the broker refused the stop (insufficient qty)", ev.ts, ev.trade_date, p, res)
+            elif "TARGET_NOT_OPEN" in ev.reason and pend.target and pend.target == pos.live_stop_client_order_id:
+                if ev.reason.rstrip().endswith("unknown"):  # a stop the executor never made: it cannot change it
+                    _block(pos, f"{B_FOREIGN}: {pend.target} is not an order of the executor", ev.ts, ev.trade_date,
+                           p, res)
+                else:  # the stop we meant to replace is gone (filled or cancelled): place a new one next time
+                    pos.live_stop_client_order_id, pos.live_stop_price, pos.live_stop_qty = "", 0.0, 0
+                    pos.current_stop, pos.last_reject = 0.0, None
             unprotected = not pos.live_stop_client_order_id
             _alert(res, "exit_stop_rejected", f"{pos.symbol}: stop {pend.action} {pend.qty}@{pend.price} rejected"
                    + (" (no live stop)" if unprotected else ""), "critical" if unprotected else "warning", pos, ev.ts,
@@ -688,14 +697,16 @@ def _reconcile(index: ExitsIndex, pos: ExitPositionState, snap: BrokerSnapshot, 
     others = [o for o in sells if o.order_type not in STOP_TYPES]
     if others:
         res.count(C_RECON_BLOCKED)
-        _block(pos, f"SHARES_HELD_BY_OTHER_SELL: {others[0].client_order_id} ({others[0].order_type} {others[0].qty})",
-               ts, d, p, res)
+        _block(pos, f"{B_HELD}: {others[0].client_order_id} ({others[0].order_type} {others[0].qty})", ts, d, p, res)
         res.touch(pos)
         return
+    stops = sorted((o for o in sells if o.order_type in STOP_TYPES), key=lambda o: (-(o.stop_price or 0.0), o.client_order_id))
+    if pos.blocked.startswith(B_FOREIGN) and any(o.client_order_id == pos.live_stop_client_order_id for o in stops):
+        res.count(C_RECON_FOREIGN)
+        return  # the broker's stop protects it; only someone at the broker can change it (alerted once)
     if pos.blocked:
         pos.blocked = ""
         res.touch(pos)
-    stops = sorted((o for o in sells if o.order_type in STOP_TYPES), key=lambda o: (-(o.stop_price or 0.0), o.client_order_id))
     mine = next((o for o in stops if o.client_order_id == pos.live_stop_client_order_id), None)
     if pos.live_stop_client_order_id and mine is None and fresh:
         res.count(C_RECON_LOST)
