@@ -211,6 +211,25 @@ def validate_rows(rows: Sequence[BarRow]) -> tuple[list[BarRow], list[Reject]]:
     return frame_to_rows(good), rejects
 
 
+def row_problem(bar: BarRow) -> str | None:
+    """The reject reason of one bar under the load rules (``validate_rows`` without the duplicate
+    check), or None. The per-bar form for hot paths: same codes, no frame."""
+    o, h, lo, c, v = bar.open, bar.high, bar.low, bar.close, bar.volume
+    if o != o or h != h or lo != lo or c != c or v != v:  # NaN
+        return R_NAN
+    if o <= 0 or h <= 0 or lo <= 0 or c <= 0:
+        return R_NON_POSITIVE
+    if v < 0:
+        return R_NEGATIVE_VOLUME
+    if h < lo:
+        return R_HIGH_LT_LOW
+    if o < lo or o > h:
+        return R_OPEN_OUTSIDE
+    if c < lo or c > h:
+        return R_CLOSE_OUTSIDE
+    return None
+
+
 @dataclass
 class Panel:
     """Aligned daily arrays: ``dates`` (T) × ``symbols`` (S); missing bars are NaN."""

@@ -74,6 +74,7 @@ HEARTBEAT_PREFIX = "avwap:hb"
 DEFAULT_MAXLEN = 200_000
 
 Emit = tuple[str, Message]
+
 Entry = tuple[str, str, "dict | None", int]  # stream, entry id, fields (None: deleted), deliveries (-1: look up)
 
 # Commit a batch atomically. KEYS: every key touched. ARGV: group, maxlen, number of blocks,

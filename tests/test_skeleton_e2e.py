@@ -39,7 +39,8 @@ def test_one_candidate_flows_through_all_five_services(redis_url: str, real_redi
         event = decode(real_redis.xrange(ORDERS)[0][1][b"data"])
         assert isinstance(intent, EntryIntent) and intent.candidate_id == batch.candidates[0].candidate_id
         assert isinstance(event, OrderEvent) and event.intent_id == intent.intent_id and event.mode == "DRY_RUN"
-        _until(lambda: real_redis.hget(state_key("exits", "seen_orders"), event.event_id) == b"accepted")
+        # exits saw the DRY_RUN "accepted" (no shares, so no position and no stop) and counted it
+        _until(lambda: real_redis.hget(state_key("exits", "stats"), "order_ignored:entry:accepted") == b"1")
         ledger = tmp_path / "ledger" / "analytics" / f"{batch.scan_date}.jsonl"
         # prelude snapshot, the executor's own pre_market snapshot, candidates, order event
         _until(lambda: ledger.exists() and ledger.read_text().count("\n") == 4)

@@ -66,9 +66,11 @@ def run_skeleton_demo(out_dir: Path) -> None:
             ev = decode(_wait(r, ORDERS)[b"data"])
             typer.echo(f"4. executor (DRY_RUN) -> {ORDERS}: {ev.event} {ev.client_order_id} ({ev.reason})")  # type: ignore[attr-defined]
             deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and not r.hlen(state_key("exits", "seen_orders")):
+            seen = state_key("exits", "stats")
+            while time.monotonic() < deadline and not r.hget(seen, "handled:order_event"):
                 time.sleep(0.05)
-            typer.echo(f"5. exits consumed the order event: {r.hlen(state_key('exits', 'seen_orders'))} seen")
+            n = int(r.hget(seen, "handled:order_event") or 0)
+            typer.echo(f"5. exits consumed the order event ({n} seen; DRY_RUN holds no shares, so no stop)")
             ledger = out_dir / "ledger" / "analytics" / f"{c.scan_date}.jsonl"
             while time.monotonic() < deadline and not (ledger.exists() and ledger.read_text().count("\n") >= 2):
                 time.sleep(0.05)

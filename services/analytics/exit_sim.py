@@ -1,11 +1,13 @@
 """Broker-independent exit simulator (pure): the exit the exits service would produce.
 
 Rules (DESIGN §6 and docs/ARCHITECTURE.md "One session, event by event"):
-- Candidate stop = the latest intraday *higher low* on 5-minute bars (built from the 1-minute
-  bars of the last ``hl_lookback_days`` sessions, at least ``hl_min_bars`` complete 5-minute bars)
-  minus ``buffer``; else the last daily *swing low* of the last ``swing_lookback`` daily bars minus
-  ``buffer``. A pivot low is a bar whose low is below the previous bar's low and not above the
-  next bar's low; a higher low is a pivot low above the pivot low before it.
+- Candidate stop (``shared.stops``, the implementation the exits service uses too) = the latest
+  intraday *higher low* on 5-minute bars (built from the 1-minute bars of the last
+  ``hl_lookback_days`` sessions, at least ``hl_min_bars`` complete 5-minute bars) minus ``buffer``;
+  else the last daily *swing low* of the last ``swing_lookback`` daily bars minus ``buffer``;
+  floored to the broker's tick (as is the initial stop). A pivot low is a bar whose low is below
+  the previous bar's low and not above the next bar's low; a higher low is a pivot low above the
+  pivot low before it.
 - Ratchet: the desired stop only rises (``max(desired, candidate)``), and only to a candidate
   below the last close (a stop at or above the price is not a stop).
 - Window: the live (broker) stop changes only inside the stop window: at each session's
@@ -28,21 +30,20 @@ from dataclasses import dataclass, field, replace
 from shared.clock import calendar, ny_trade_date
 from shared.schemas import BarRow
 from shared.settings.exits import ExitsSettings
+from shared.stops import (
+    StopRules,
+    candidate_stop,
+    daily_swing_low,
+    five_minute_bars,
+    intraday_higher_low,
+    pivot_lows,
+    to_tick,
+)
 
 from .trades import Trade
 
-FIVE_MIN_NS = 300 * 1_000_000_000
-
-
-@dataclass(frozen=True)
-class StopRules:
-    buffer: float = 0.10
-    hl_lookback_days: int = 3
-    hl_min_bars: int = 6
-    swing_lookback: int = 20
-    window_start: str = "09:35"
-    window_end: str = "15:55"
-    resolve_on_entry: bool = True
+__all__ = ["Entry", "ParityRow", "SimResult", "StopChange", "StopRules", "candidate_stop", "daily_swing_low",
+           "five_minute_bars", "intraday_higher_low", "parity", "pivot_lows", "rules_from", "simulate_exit"]
 
 
 @dataclass(frozen=True)
@@ -75,67 +76,6 @@ class SimResult:
     changes: list[StopChange] = field(default_factory=list)
 
 
-def five_minute_bars(bars: Sequence[BarRow]) -> list[BarRow]:
-    """Aggregate 1-minute bars (ts = minute end) into 5-minute bars ending on 5-minute marks."""
-    out: list[BarRow] = []
-    cur: list[BarRow] = []
-    cur_end = 0
-    for b in sorted(bars, key=lambda b: b.ts):
-        end = -(-b.ts // FIVE_MIN_NS) * FIVE_MIN_NS
-        if cur and end != cur_end:
-            out.append(_agg(cur, cur_end))
-            cur = []
-        cur_end = end
-        cur.append(b)
-    if cur:
-        out.append(_agg(cur, cur_end))
-    return out
-
-
-def _agg(bs: list[BarRow], end: int) -> BarRow:
-    return BarRow(symbol=bs[0].symbol, ts=end, open=bs[0].open, high=max(b.high for b in bs),
-                  low=min(b.low for b in bs), close=bs[-1].close, volume=sum(b.volume for b in bs))
-
-
-def _pivot_lows(bars: Sequence[BarRow]) -> list[BarRow]:
-    return [bars[i] for i in range(1, len(bars) - 1) if bars[i].low < bars[i - 1].low and bars[i].low <= bars[i + 1].low]
-
-
-def intraday_higher_low(bars5: Sequence[BarRow], min_bars: int) -> BarRow | None:
-    """The latest pivot low above the pivot low before it (None with fewer than ``min_bars`` bars)."""
-    if len(bars5) < min_bars:
-        return None
-    piv = _pivot_lows(bars5)
-    for k in range(len(piv) - 1, 0, -1):
-        if piv[k].low > piv[k - 1].low:
-            return piv[k]
-    return None
-
-
-def daily_swing_low(daily: Sequence[BarRow], lookback: int) -> BarRow | None:
-    """The latest pivot low among the last ``lookback`` daily bars."""
-    piv = _pivot_lows(list(daily)[-lookback:])
-    return piv[-1] if piv else None
-
-
-def candidate_stop(daily_through: Sequence[BarRow], minutes_through: Sequence[BarRow], sessions: Sequence[str],
-                   rules: StopRules) -> tuple[float, str] | None:
-    """(stop, source) from the bars known at this point, or None."""
-    keep = set(sessions[-rules.hl_lookback_days:]) if rules.hl_lookback_days > 0 else set()
-    recent = [b for b in minutes_through if ny_trade_date(b.ts) in keep]
-    if recent:
-        bars5 = five_minute_bars(recent)
-        last_ts = max(b.ts for b in recent)
-        bars5 = [b for b in bars5 if b.ts <= last_ts]  # complete 5-minute bars only
-        hl = intraday_higher_low(bars5, rules.hl_min_bars)
-        if hl is not None:
-            return round(hl.low - rules.buffer, 6), "intraday_higher_low"
-    sl = daily_swing_low(daily_through, rules.swing_lookback)
-    if sl is not None:
-        return round(sl.low - rules.buffer, 6), "daily_swing_low"
-    return None
-
-
 def simulate_exit(entry: Entry, daily: Sequence[BarRow], minutes: Sequence[BarRow] = (),
                   rules: StopRules | None = None) -> SimResult:
     """Walk the bars after ``entry`` until its stop fills (or the bars end: ``exited=False``)."""
@@ -150,7 +90,8 @@ def simulate_exit(entry: Entry, daily: Sequence[BarRow], minutes: Sequence[BarRo
         day_bar = next((b for b in daily if ny_trade_date(b.ts) == entry_date), None)
         if day_bar is not None and day_bar.ts > entry.ts:
             entry = replace(entry, ts=day_bar.ts)
-    res = SimResult(exited=False, desired_stop=entry.initial_stop, changes=[StopChange(entry.ts, entry.initial_stop, "initial", False)])
+    initial = to_tick(entry.initial_stop)
+    res = SimResult(exited=False, desired_stop=initial, changes=[StopChange(entry.ts, initial, "initial", False)])
     min_by_day: dict[str, list[BarRow]] = {}
     for b in minutes:
         min_by_day.setdefault(ny_trade_date(b.ts), []).append(b)
@@ -163,9 +104,9 @@ def simulate_exit(entry: Entry, daily: Sequence[BarRow], minutes: Sequence[BarRo
         keep = days[-rules.hl_lookback_days:] if rules.hl_lookback_days > 0 else []
         m_through = [b for d in keep for b in min_by_day.get(d, ()) if b.ts <= ts]
         cand = candidate_stop(d_through, m_through, days, rules)
-        if cand is not None and cand[0] > res.desired_stop and cand[0] < close:
-            res.desired_stop, res.stop_source = cand
-            res.changes.append(StopChange(ts, cand[0], cand[1], False))
+        if cand is not None and cand.stop > res.desired_stop and cand.stop < close:
+            res.desired_stop, res.stop_source = cand.stop, cand.source
+            res.changes.append(StopChange(ts, cand.stop, cand.source, False))
 
     def go_live(ts: int) -> None:
         if res.live_stop != res.desired_stop:
@@ -213,9 +154,7 @@ def simulate_exit(entry: Entry, daily: Sequence[BarRow], minutes: Sequence[BarRo
 
 def rules_from(exits: ExitsSettings) -> StopRules:
     """``StopRules`` from the exits settings section (values passed in; nothing read here)."""
-    return StopRules(buffer=exits.stop_buffer, hl_lookback_days=exits.hl_lookback_days, hl_min_bars=exits.hl_min_bars,
-                     swing_lookback=exits.swing_lookback, window_start=exits.stop_window_start,
-                     window_end=exits.stop_window_end)
+    return StopRules.from_settings(exits)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from .base import (
     type_name_of,
 )
 from .broker import BrokerOrder, BrokerPosition, BrokerSnapshot
-from .exits import EXIT_EVENT_KINDS, ExitEvent, ExitPositionState
+from .exits import EXIT_EVENT_KINDS, ExitEvent, ExitPositionState, Low, PendingStop, StopTracker
 from .market import SESSION_PHASES, BarBatch, BarRow, SessionEvent
 from .orders import ORDER_EVENTS, EntryIntent, ExitIntent, OrderEvent, Rejection, StopIntent
 from .portfolio import (
@@ -32,9 +32,9 @@ from .scanner import Candidate, CandidateBatch
 __all__ = [
     "Alert", "AlertV1", "BarBatch", "BarRow", "BrokerOrder", "BrokerPosition", "BrokerSnapshot", "Candidate",
     "CandidateBatch", "DECISION_REASON_ORDER", "EXIT_EVENT_KINDS", "EntryIntent", "ExitEvent",
-    "ExitIntent", "ExitPositionState", "InvalidPayload", "Message", "ORDER_EVENTS", "OrderEvent",
-    "PortfolioDecision", "PortfolioDecisionBatch", "PortfolioSnapshot", "PositionMark", "Rejection",
-    "SESSION_PHASES", "SEVERITIES", "SchemaError", "SessionEvent", "StopIntent", "UnknownType", "UnknownVersion", "current_class",
+    "ExitIntent", "ExitPositionState", "InvalidPayload", "Low", "Message", "ORDER_EVENTS", "OrderEvent",
+    "PendingStop", "PortfolioDecision", "PortfolioDecisionBatch", "PortfolioSnapshot", "PositionMark", "Rejection",
+    "SESSION_PHASES", "SEVERITIES", "SchemaError", "SessionEvent", "StopIntent", "StopTracker", "UnknownType", "UnknownVersion", "current_class",
     "decode", "encode", "normalize_severity", "register", "register_legacy", "registered_types", "replace",
     "type_name_of",
 ]
