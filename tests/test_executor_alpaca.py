@@ -7,28 +7,28 @@ from pathlib import Path
 
 import pytest
 
-from services.executor.alpaca import AlpacaBroker
-from services.executor.settings import BrokerSettings
 from services.executor.worker import Executor
 from shared.schemas import Alert, OrderEvent
-from shared.service import make_context
 from shared.streams import ALERTS
 from tests.executor_helpers import (
+    KEY,
+    SECRET,
+    alpaca_executor,
+    clean_ledger,
     coid,
     daily,
     entry,
     exit_intent,
     orders,
+    poll,
     read,
     session,
-    settings_for,
     stop_place,
     stop_replace,
 )
 from tests.standins.alpaca_api import AlpacaStandIn
 
 D1, D2 = "2018-03-01", "2018-03-02"
-KEY, SECRET = "PKTESTKEY0123456789", "TESTSECRET0123456789abcdef"
 
 
 @pytest.fixture
@@ -38,27 +38,7 @@ def standin() -> Iterator[AlpacaStandIn]:
 
 
 def make(fake_redis, tmp_path: Path, standin: AlpacaStandIn, *, reconcile: bool = True) -> Executor:
-    ctx = make_context("executor", settings_for("ALPACA_PAPER", tmp_path), fake_redis)
-    broker = AlpacaBroker.connect(KEY, SECRET, base_url=standin.url, paper=True, timeout_s=0.3)
-    ex = Executor(ctx, BrokerSettings(broker_poll_s=0.001), broker)
-    ex.start(reconcile=False)
-    if reconcile:
-        assert ex.reconcile()
-    return ex
-
-
-def clean_ledger(r, tmp_path: Path) -> None:
-    """Every order event and executor rejection is in the ledger exactly once, nothing else is."""
-    from shared.artifacts import read_jsonl
-
-    recs = [x for p in sorted((tmp_path / "ledger" / "ALPACA_PAPER").glob("*.jsonl")) for x in read_jsonl(p)]
-    want = sorted([e.event_id for e in orders(r)] + [x.rejection_id for x in read(r, "avwap:rejections")])
-    assert sorted(x["record_id"] for x in recs) == want
-
-
-def poll(ex: Executor) -> None:
-    ex._next_poll = 0.0
-    ex.idle()
+    return alpaca_executor(fake_redis, tmp_path, standin, reconcile=reconcile)
 
 
 def events(r, kind: str | None = None) -> list[tuple[str, str]]:

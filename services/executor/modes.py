@@ -35,10 +35,16 @@ def start_check(mode: str, *, base_url: str, paper_url: str = ALPACA_PAPER_URL, 
             return f"LIVE must not use the paper endpoint {base_url}"
         if not (local or _host(base_url) == _host(ALPACA_LIVE_URL)):
             return f"LIVE must use the live endpoint {ALPACA_LIVE_URL}, not {base_url}"
-        if not live_trading:
-            return "LIVE gate closed: LIVE_TRADING is not 1"
-        if not token_on_file:
-            return "LIVE gate closed: no confirmation token on file (LIVE_CONFIRM_TOKEN_FILE)"
-        if not live_token or live_token.strip() != token_on_file.strip():
-            return "LIVE gate closed: LIVE_CONFIRM_TOKEN does not match the token on file"
+        return live_gate_check(live_trading=live_trading, live_token=live_token, token_on_file=token_on_file)
+    return None
+
+
+def live_gate_check(*, live_trading: bool, live_token: str | None, token_on_file: str | None) -> str | None:
+    """The LIVE gate alone (checked at start, and again before every LIVE entry is sent): None when open."""
+    if not live_trading:
+        return "LIVE gate closed: LIVE_TRADING is not 1"
+    if not token_on_file:
+        return "LIVE gate closed: no confirmation token on file (LIVE_CONFIRM_TOKEN_FILE)"
+    if not live_token or live_token.strip() != token_on_file.strip():
+        return "LIVE gate closed: LIVE_CONFIRM_TOKEN does not match the token on file"
     return None

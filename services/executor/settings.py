@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from pydantic import Field, SecretStr
 
 from shared.settings.base import Section
@@ -10,8 +13,20 @@ ALPACA_PAPER_URL = "https://paper-api.alpaca.markets"
 ALPACA_LIVE_URL = "https://api.alpaca.markets"
 
 
+# the broker settings that change what the executor decides (fills, costs, confirmation); the rest
+# (keys, endpoints, timeouts, polling, the feed) change how it talks to the broker, not the outcome
+DECISION_FIELDS = ("sim_starting_cash", "sim_slippage_bps", "sim_commission_per_share", "sim_commission_per_order",
+                   "sim_sell_fee_bps", "sim_max_volume_pct", "entry_confirm_start", "entry_confirm_end",
+                   "entry_confirm_minutes")
+
+
 class BrokerSettings(Section):
     """Alpaca credentials and endpoints, simulator costs, entry confirmation (read only by the executor)."""
+
+    def hash(self) -> str:
+        """Fingerprint of ``DECISION_FIELDS`` (ledger provenance: ``Settings.hash()`` does not see this section)."""
+        data = {k: getattr(self, k) for k in DECISION_FIELDS}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     apca_api_key_id: SecretStr | None = Field(None, description="Alpaca API key id (secret; executor only).")
     apca_api_secret_key: SecretStr | None = Field(None, description="Alpaca API secret key (secret; executor only).")

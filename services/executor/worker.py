@@ -73,7 +73,7 @@ from .broker import (
     UnknownOutcome,
 )
 from .core import DONE, OPEN_LOCAL, Cancel, Ctx, ExecState, Out, Replace, Submit
-from .modes import start_check
+from .modes import live_gate_check, start_check
 from .settings import BrokerSettings
 from .simulator import SimCosts, SimState, Simulator
 
@@ -126,6 +126,18 @@ def alerts_for(events: list[Message]) -> list[Alert]:
     return out
 
 
+TRIGGER_RECONCILE, TRIGGER_POLL, TRIGGER_STREAM = "broker:reconcile", "broker:poll", "broker:trade_update"
+
+
+def trigger_of(msg: Message) -> str:
+    """The stable id of a handled message (ledger provenance ``input:trigger``)."""
+    if isinstance(msg, SessionEvent):
+        return f"session:{msg.trade_date}:{msg.phase}"
+    if isinstance(msg, BarBatch):
+        return core.batch_id(msg)
+    return msg.intent_id  # type: ignore[union-attr]
+
+
 def _applied(last: str, entry_id: str) -> bool:
     """True when ``entry_id`` is at or before ``last`` (stream entry ids: ``<ms>-<seq>``)."""
     if not last:
@@ -138,7 +150,7 @@ def _applied(last: str, entry_id: str) -> bool:
 class Executor:
     """The executor shell over one Redis and one broker adapter (None: DRY_RUN / PAPER_SIM)."""
 
-    def __init__(self, ctx: ServiceContext, bs: BrokerSettings, broker: Broker | None = None) -> None:
+    def __init__(self, ctx: ServiceContext, bs: BrokerSettings, broker: Broker | None = None, updates=None) -> None:
         self.ctx = ctx
         self.r: redis.Redis = ctx.r
         self.bs = bs
@@ -156,6 +168,9 @@ class Executor:
         self._next_poll = 0.0
         self._next_snapshot = 0.0
         self.maxlen = ctx.settings.core.bus_maxlen
+        self.updates = updates
+        self.settings_hash = ctx.settings.hash()
+        self.broker_settings_hash = bs.hash()
 
     # -- state -----------------------------------------------------------------
     def load(self) -> ExecState:
@@ -179,13 +194,16 @@ class Executor:
         self.r.set(self.key, msgspec.json.encode(st))
         _crash_point("after_outbox")
 
-    def commit(self, st: ExecState, events: list[Message]) -> None:
+    def commit(self, st: ExecState, events: list[Message], trigger: str) -> None:
+        """State, events, their alerts and ledger records (provenance: ``trigger``) in one MULTI/EXEC."""
         msgs = list(events) + alerts_for(events)
         pipe = self.r.pipeline(transaction=True)
         pipe.set(self.key, msgspec.json.encode(st))
         for m in msgs:
             pipe.xadd(stream_for(m), fields_of(m), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
-        lines = ledger.queue_lines(events)
+        prov = ledger.Provenance(settings_hash=self.settings_hash, broker_settings_hash=self.broker_settings_hash,
+                                 mode=self.mode, trigger=trigger)
+        lines = ledger.queue_lines(events, prov)
         if lines:
             pipe.rpush(self.ledger_key, *lines)
         _crash_point("before_commit")
@@ -213,11 +231,17 @@ class Executor:
             out = self.on_intent(st, msg)
         if d is not None:
             st.applied[d.stream] = d.entry_id
-        self.commit(st, out.events)
+        self.commit(st, out.events, trigger_of(msg))
         return []
 
     def current_date(self, st: ExecState) -> str:
         return max(st.sessions.values(), default="")
+
+    def gates(self) -> core.Gates:
+        """The entry controls now: kill switch (env or Redis key, via ``shared.controls``) and the LIVE
+        gate (re-checked, token file re-read). Read at every moment an entry would be sent."""
+        kill = self.ctx.settings.core.kill_switch or kill_switch_blocks(self.r.get(KILL_SWITCH_KEY))
+        return core.Gates(kill_switch=kill, live_gate=live_gate(self.ctx.settings))
 
     def on_intent(self, st: ExecState, msg: EntryIntent | StopIntent | ExitIntent) -> Out:
         ctx = Ctx(ts=msg.ts, trade_date=msg.trade_date)
@@ -225,8 +249,7 @@ class Executor:
         if isinstance(broker, Simulator):
             broker.set_time(msg.ts)
         if isinstance(msg, EntryIntent):
-            ks = self.ctx.settings.core.kill_switch or kill_switch_blocks(self.r.get(KILL_SWITCH_KEY))
-            return core.on_entry_intent(st, msg, ctx, kill_switch=ks, current_date=self.current_date(st))
+            return core.on_entry_intent(st, msg, ctx, gates=self.gates(), current_date=self.current_date(st))
         if isinstance(msg, StopIntent):
             out = core.on_stop_intent(st, msg, ctx)
         else:
@@ -274,8 +297,9 @@ class Executor:
         broker = self.broker_for(st)
         sim = broker if isinstance(broker, Simulator) else None
         out = Out()
+        gates = self.gates() if st.pending else core.OPEN_GATES  # nothing to send: no need to read them
         if batch.tf == "1d":
-            confirm = core.confirm_daily(st, batch)
+            confirm = core.confirm_daily(st, batch, gates)
             if sim is not None:
                 sim.set_time(ts, same_bar=True)
             out.extend(self.perform(st, broker, confirm, ctx))
@@ -289,7 +313,7 @@ class Executor:
                 touched = sim.on_bars(batch.bars)
                 out.extend(self._after_fills(st, sim, touched, ctx))
             open_ns = st.session_open.get(batch.trade_date) or calendar().open_close_ns(batch.trade_date)[0]
-            confirm = core.confirm_intraday(st, batch, self.params, open_ns)
+            confirm = core.confirm_intraday(st, batch, self.params, open_ns, gates)
             if sim is not None:
                 sim.set_time(ts)
             out.extend(self.perform(st, broker, confirm, ctx))
@@ -487,7 +511,7 @@ class Executor:
         ctx = self.now_ctx()
         out = Out()
         try:
-            out.extend(self._resolve(st, broker, ctx))
+            out.extend(self._resolve(st, broker, ctx, reconciling=True))
             known = {o.client_order_id for o in st.orders.values()}
             alerts: list[Message] = []
             for v in broker.list_open():
@@ -508,23 +532,25 @@ class Executor:
         except BrokerError as exc:
             log.error("reconciliation failed (%s); entries are refused until it succeeds", exc)
             st.reconciled = False
-            self.commit(st, out.events)
+            self.commit(st, out.events, TRIGGER_RECONCILE)
             return False
-        self.commit(st, out.events)
+        self.commit(st, out.events, TRIGGER_RECONCILE)
         return True
 
-    def _resolve(self, st: ExecState, broker: Broker, ctx: Ctx) -> Out:
+    def _resolve(self, st: ExecState, broker: Broker, ctx: Ctx, *, reconciling: bool = False) -> Out:
+        """Bring every unfinished record up to the broker's view: look up records without an answer
+        (resending, re-gated, those the broker never got), refresh the others by broker id."""
         out = Out()
+        gates: core.Gates | None = None
         for coid in sorted(st.orders):
             rec = st.orders[coid]
-            if rec.status in ("new", "unknown"):
+            if rec.status in core.LOOKUP:
                 view = self._lookup(broker, coid)
                 if view is not None:
                     out.extend(core.on_submitted(st, coid, view, ctx))
-                elif rec.replaces:
-                    out.actions.append(Replace(rec.replaces, coid))
-                else:
-                    out.actions.append(Submit(coid))
+                elif rec.status != "blocked":
+                    gates = gates or self.gates()
+                    out.extend(core.resend_or_block(st, rec, gates, ctx, reconciling=reconciling))
             elif rec.status not in DONE and rec.broker_order_id:
                 out.extend(core.on_view(st, broker.get(rec.broker_order_id), ctx))
         return self.perform(st, broker, out, ctx)
@@ -551,19 +577,36 @@ class Executor:
                 out.events.append(self.snapshot(st, ctx, "periodic"))
         except BrokerError as exc:
             log.warning("poll failed: %s", exc)
-        self.commit(st, out.events)
+        self.commit(st, out.events, TRIGGER_POLL)
         return []
 
 
 # -- process entry points --------------------------------------------------------------
+def _token_on_file(settings: Settings) -> str | None:
+    path = Path(settings.core.live_confirm_token_file)
+    try:
+        return path.read_text().strip() if path.exists() else None
+    except OSError as exc:  # unreadable: the gate is closed
+        log.error("cannot read %s: %s", path, exc)
+        return None
+
+
+def live_gate(settings: Settings) -> str:
+    """"" unless the mode is LIVE and its gate is closed now (then: why). Re-reads the token file."""
+    c = settings.core
+    if c.execution_mode != "LIVE":
+        return ""
+    return live_gate_check(live_trading=c.live_trading, token_on_file=_token_on_file(settings),
+                           live_token=c.live_confirm_token.get_secret_value() if c.live_confirm_token else None) or ""
+
+
 def refusal(settings: Settings, bs: BrokerSettings) -> str | None:
     c = settings.core
-    token_file = Path(c.live_confirm_token_file)
-    on_file = token_file.read_text().strip() if token_file.exists() else None
     return start_check(
         c.execution_mode, base_url=bs.apca_api_base_url, paper_url=bs.apca_paper_url, allow_local=bs.apca_allow_local_url,
         has_keys=bool(bs.apca_api_key_id and bs.apca_api_secret_key), live_trading=c.live_trading,
-        live_token=c.live_confirm_token.get_secret_value() if c.live_confirm_token else None, token_on_file=on_file)
+        live_token=c.live_confirm_token.get_secret_value() if c.live_confirm_token else None,
+        token_on_file=_token_on_file(settings))
 
 
 def make_broker(settings: Settings, bs: BrokerSettings) -> Broker | None:
