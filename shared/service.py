@@ -40,11 +40,16 @@ class ServiceContext:
 
 @dataclass(frozen=True)
 class ServiceSpec:
+    """``on_start``: after the groups exist, before the first read (its outputs are published);
+    ``on_idle``: on every empty read; ``on_stop``: once after the loop ends (SIGTERM/SIGINT),
+    to release what ``build``/``on_start`` opened (threads, connections)."""
+
     name: str
     streams: Sequence[str]
     build: Callable[[ServiceContext], Handler]
     on_start: Callable[[ServiceContext], Iterable[Emit] | None] | None = None
     on_idle: Callable[[ServiceContext], Iterable[Emit] | None] | None = None
+    on_stop: Callable[[ServiceContext], None] | None = None
 
 
 @contextlib.contextmanager
@@ -107,6 +112,10 @@ def run_service(spec: ServiceSpec, settings: Settings | None = None) -> int:
         if spec.on_start is not None:
             ctx.bus.publish_many(list(spec.on_start(ctx) or []))
         log.info("%s started as %s on %s", spec.name, consumer.name, ", ".join(spec.streams))
-        stats = consumer.run(install_signals=False)
+        try:
+            stats = consumer.run(install_signals=False)
+        finally:
+            if spec.on_stop is not None:
+                spec.on_stop(ctx)
         log.info("%s stopped: handled=%d failed=%d dlq=%d", spec.name, stats.handled, stats.failed, stats.dead_lettered)
     return 0

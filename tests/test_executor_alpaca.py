@@ -240,3 +240,37 @@ def test_standin_speaks_alpacas_shapes_for_the_other_endpoints(standin: AlpacaSt
     order = client.close_position("AAA")
     assert order.side.value == "sell" and order.qty == "10"
     assert client.get_account().status.value == "ACTIVE"
+
+
+def test_a_crash_right_after_an_outbox_write_loses_no_event(fake_redis, tmp_path: Path, standin: AlpacaStandIn,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exit cancels the stop (its ``cancelled`` event is in hand), writes the exit's outbox record,
+    and the process dies before the submit. The outbox write must not persist the stop's new state
+    without its event: after the restart the stop's cancel and the exit are each reported once."""
+    from services.executor import worker
+
+    class Killed(BaseException):
+        pass
+
+    ex = make(fake_redis, tmp_path, standin)
+    _held(ex, standin, fake_redis)
+    si = stop_place(D2, "AAA", 100, 48.0, session(D2, "WINDOW_OPEN").ts)
+    ex.handle(si, None)
+    xi = exit_intent(D2, "AAA", 100, session(D2, "WINDOW_OPEN").ts + 1)
+
+    def crash(name: str) -> None:
+        if name == "after_outbox":
+            raise Killed
+
+    monkeypatch.setattr(worker, "_crash_point", crash)
+    with pytest.raises(Killed):
+        ex.handle(xi, None)
+    monkeypatch.undo()
+    assert standin.by_client_id(coid(si.intent_id)).status == "canceled" and standin.orders_for(coid(xi.intent_id)) == []
+    ex2 = make(fake_redis, tmp_path, standin)  # restart: reconciliation resolves the outbox
+    ex2.handle(xi, None)  # the exit intent is redelivered
+    assert events(fake_redis)[-3:] == [("stop", "accepted"), ("stop", "cancelled"), ("exit", "accepted")]
+    assert len(standin.orders_for(coid(xi.intent_id))) == 1
+    cancelled = [e for e in orders(fake_redis) if e.event == "cancelled"]
+    assert len(cancelled) == 1 and f"exit_intent={xi.intent_id}" in cancelled[0].reason
+    clean_ledger(fake_redis, tmp_path)

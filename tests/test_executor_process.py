@@ -42,6 +42,10 @@ def test_start_check_gates() -> None:
     assert "APCA_API_KEY_ID" in start_check("ALPACA_PAPER", base_url=PAPER, **{**ok, "has_keys": False})  # type: ignore[operator]
     assert start_check("ALPACA_PAPER", base_url="http://127.0.0.1:5000", **ok) is not None
     assert start_check("ALPACA_PAPER", base_url="http://127.0.0.1:5000", allow_local=True, **ok) is None
+    # the trade-update stream must be on the trading endpoint's host (no live stream for a paper account)
+    assert start_check("ALPACA_PAPER", base_url=PAPER, stream_url="wss://paper-api.alpaca.markets/stream", **ok) is None
+    assert "APCA_STREAM_URL" in start_check("ALPACA_PAPER", base_url=PAPER, stream_url="wss://api.alpaca.markets/stream", **ok)  # type: ignore[operator]
+    assert "APCA_STREAM_URL" in start_check("LIVE", base_url=LIVE, stream_url="ws://127.0.0.1:1/stream", **ok)  # type: ignore[operator]
 
 
 def _run_executor(redis_url: str, tmp: Path, **env: str) -> subprocess.CompletedProcess:
@@ -86,9 +90,11 @@ def _quiescent(r: redis.Redis) -> bool:
 def test_sigkill_mid_submission_leaves_exactly_one_broker_order(redis_url: str, real_redis: redis.Redis,
                                                                 tmp_path: Path, crash: str) -> None:
     """after_outbox: killed after the outbox write, before the submit; before_commit: after the broker
-    answered, before the answer was recorded. The restart reconciles by client_order_id."""
-    with AlpacaStandIn() as standin:
+    answered, before the answer was recorded. The restart reconciles by client_order_id. The
+    trade-update stream runs too (both processes connect to it)."""
+    with AlpacaStandIn(stream=True, keys=(KEY, SECRET)) as standin:
         env = {"EXECUTION_MODE": "ALPACA_PAPER", "APCA_API_BASE_URL": standin.url, "APCA_ALLOW_LOCAL_URL": "1",
+               "APCA_STREAM_URL": standin.stream_url,
                "APCA_API_KEY_ID": KEY, "APCA_API_SECRET_KEY": SECRET, "LEDGER_DIR": str(tmp_path / "ledger"),
                "BUS_BLOCK_MS": "50", "BROKER_POLL_S": "0.05", "AVWAP_TEST_CRASH": crash, "LOG_LEVEL": "DEBUG"}
         procs = ServiceProcs(redis_url, env=env, log_dir=tmp_path / "logs")
@@ -115,9 +121,12 @@ def test_sigkill_mid_submission_leaves_exactly_one_broker_order(redis_url: str, 
             while not any(e.event == "accepted" for e in read(real_redis, "avwap:orders")):
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
+            assert standin.stream is not None
+            standin.stream.wait_connected(2, timeout_s=30)  # the restarted process listens too
         finally:
             procs.stop_all()
         assert restarts == 1
+        assert standin.stream.auth_failures == 0
         assert len(standin.orders_for(client_order_id(it.intent_id))) == 1
         accepted = [e for e in read(real_redis, "avwap:orders") if e.event == "accepted"]
         assert len(accepted) == 1 and accepted[0].broker_order_id == standin.by_client_id(client_order_id(it.intent_id)).id

@@ -26,7 +26,6 @@ from shared.alerts import make_alert
 from shared.bus import Delivery, Emit, fields_of
 from shared.clock import calendar, ny_trade_date
 from shared.controls import kill_switch_blocks
-from shared.logs import setup_logging
 from shared.redis_conn import connect
 from shared.schemas import (
     Alert,
@@ -39,14 +38,7 @@ from shared.schemas import (
     SessionEvent,
     StopIntent,
 )
-from shared.service import (
-    ServiceContext,
-    ServiceSpec,
-    make_consumer,
-    make_context,
-    redis_url_for,
-    wait_for_redis,
-)
+from shared.service import ServiceContext, ServiceSpec, make_context, redis_url_for, run_service
 from shared.settings import Settings, get_settings
 from shared.streams import (
     ALERTS,
@@ -79,6 +71,11 @@ from .simulator import SimCosts, SimState, Simulator
 
 log = logging.getLogger(__name__)
 GROUP = "executor"
+# docs/runbook.md anchors the executor's alerts point at (a test checks each one exists)
+RUNBOOK_REFUSED = "executor-refusing-to-start"
+RUNBOOK_RECONCILIATION = "executor-start-up-reconciliation"
+RUNBOOK_BLOCKED = "executor-entries-blocked-at-submit-time"
+RUNBOOK_REJECTED = "executor-rejected-orders"
 
 
 def _crash_point(name: str) -> None:
@@ -104,26 +101,41 @@ def stream_for(msg: Message) -> str:
     return BROKER
 
 
+ORDER_ALERTS = {  # order event -> (alert kind, severity, runbook anchor)
+    "accepted": ("order_submitted", "info", ""), "replaced": ("order_submitted", "info", ""),
+    "filled": ("order_filled", "info", ""), "partially_filled": ("order_filled", "info", ""),
+    "rejected": ("order_rejected", "warning", RUNBOOK_REJECTED), "cancelled": ("order_cancelled", "info", ""),
+}
+
+
 def alerts_for(events: list[Message]) -> list[Alert]:
-    """One alert per execution decision: submitted, filled, rejected, blocked."""
+    """One alert per execution decision: submitted, filled, rejected, cancelled, blocked (an entry's
+    Rejection). The alert id is a stable hash of the decision's id, so a re-derived decision (a
+    redelivery, a restart) raises the same alert and the notifier sends it once."""
     out = []
     for e in events:
         if isinstance(e, OrderEvent):
-            kind, sev = {"accepted": ("order_submitted", "info"), "replaced": ("order_submitted", "info"),
-                         "filled": ("order_filled", "info"), "partially_filled": ("order_filled", "info"),
-                         "rejected": ("order_rejected", "warning"), "cancelled": ("order_cancelled", "info")}[e.event]
+            kind, sev, runbook = ORDER_ALERTS[e.event]
             title = f"{e.mode} {e.kind} {e.side} {e.qty} {e.symbol}: {e.event}"
             if e.fill_price is not None:
                 title += f" {e.fill_qty}@{e.fill_price}"
             out.append(make_alert("executor", kind, title, severity=sev, text=e.reason, trade_date=e.trade_date,
                                   ts=e.ts, fields={"client_order_id": e.client_order_id, "intent_id": e.intent_id},
-                                  dedup=e.event_id))
+                                  dedup=e.event_id, runbook=runbook))
         elif isinstance(e, Rejection):
-            sev = "info" if e.reasons == [core.R_NOT_CONFIRMED] else "warning"
+            routine = e.reasons == [core.R_NOT_CONFIRMED]  # the entry level was simply never confirmed
             out.append(make_alert("executor", "entry_blocked", f"entry {e.symbol} blocked: {', '.join(e.reasons)}",
-                                  severity=sev, text=e.detail, trade_date=e.trade_date, ts=e.ts,
-                                  fields={"intent_id": e.intent_id}, dedup=e.rejection_id))
+                                  severity="info" if routine else "warning", text=e.detail, trade_date=e.trade_date,
+                                  ts=e.ts, fields={"intent_id": e.intent_id}, dedup=e.rejection_id,
+                                  runbook="" if routine else RUNBOOK_BLOCKED))
     return out
+
+
+def refusal_alert(settings: Settings, reason: str) -> Alert:
+    """The critical alert of a refused start (stable id: the same refusal is one Slack message)."""
+    mode = settings.core.execution_mode
+    return make_alert("executor", "refused_to_start", f"executor refused to start {mode}", severity="critical",
+                      text=reason, fields={"mode": mode}, runbook=RUNBOOK_REFUSED)
 
 
 TRIGGER_RECONCILE, TRIGGER_POLL, TRIGGER_STREAM = "broker:reconcile", "broker:poll", "broker:trade_update"
@@ -171,9 +183,15 @@ class Executor:
         self.updates = updates
         self.settings_hash = ctx.settings.hash()
         self.broker_settings_hash = bs.hash()
+        # events of the unit of work in hand (a message, a poll, reconciliation) not committed yet;
+        # an outbox write commits them with the state they belong to, the final commit the rest
+        self._journal: list[Message] = []
+        self._trigger = ""
 
     # -- state -----------------------------------------------------------------
-    def load(self) -> ExecState:
+    def load(self, trigger: str = "") -> ExecState:
+        """The committed state; starts a unit of work (``trigger``: its provenance) with an empty journal."""
+        self._journal, self._trigger = [], trigger
         raw = self.r.get(self.key)
         if raw:
             return msgspec.json.decode(raw, type=ExecState)
@@ -190,12 +208,20 @@ class Executor:
         return None
 
     def save_outbox(self, st: ExecState) -> None:
-        """Commit the order records before a call leaves the process (the outbox)."""
-        self.r.set(self.key, msgspec.json.encode(st))
+        """Commit the order records before a call leaves the process (the outbox), together with the
+        events produced so far by this unit of work: the state written never runs ahead of its events."""
+        events, self._journal = self._journal, []
+        self._write(st, events, self._trigger)
         _crash_point("after_outbox")
 
-    def commit(self, st: ExecState, events: list[Message], trigger: str) -> None:
-        """State, events, their alerts and ledger records (provenance: ``trigger``) in one MULTI/EXEC."""
+    def commit(self, st: ExecState, events: list[Message], trigger: str | None = None) -> None:
+        """The end of a unit of work: state, the journal and ``events``, their alerts and ledger records
+        (provenance: ``trigger``) in one MULTI/EXEC."""
+        events = [*self._journal, *events]
+        self._journal = []
+        self._write(st, events, self._trigger if trigger is None else trigger, final=True)
+
+    def _write(self, st: ExecState, events: list[Message], trigger: str, *, final: bool = False) -> None:
         msgs = list(events) + alerts_for(events)
         pipe = self.r.pipeline(transaction=True)
         pipe.set(self.key, msgspec.json.encode(st))
@@ -206,9 +232,11 @@ class Executor:
         lines = ledger.queue_lines(events, prov)
         if lines:
             pipe.rpush(self.ledger_key, *lines)
-        _crash_point("before_commit")
+        if final:
+            _crash_point("before_commit")
         pipe.execute()
-        _crash_point("after_commit")
+        if final:
+            _crash_point("after_commit")
         self.flush_ledger()
 
     def flush_ledger(self) -> None:
@@ -220,7 +248,7 @@ class Executor:
         message's entry id (``applied``), so a redelivery after the commit is recognised and skipped."""
         if not isinstance(msg, SessionEvent | BarBatch | EntryIntent | StopIntent | ExitIntent):
             return []
-        st = self.load()
+        st = self.load(trigger_of(msg))
         if d is not None and _applied(st.applied.get(d.stream, ""), d.entry_id):
             return []  # committed before a crash; the consumer acks it now
         if isinstance(msg, SessionEvent):
@@ -231,7 +259,7 @@ class Executor:
             out = self.on_intent(st, msg)
         if d is not None:
             st.applied[d.stream] = d.entry_id
-        self.commit(st, out.events, trigger_of(msg))
+        self.commit(st, out.events)
         return []
 
     def current_date(self, st: ExecState) -> str:
@@ -340,8 +368,9 @@ class Executor:
 
     # -- actions -------------------------------------------------------------------
     def perform(self, st: ExecState, broker: Broker | None, out: Out, ctx: Ctx) -> Out:
-        """Perform ``out.actions`` (then whatever they unblock); returns all events."""
-        result = Out(events=list(out.events))
+        """Perform ``out.actions`` (then whatever they unblock). Every event (``out``'s and the
+        actions') goes to the journal as it happens; returns an ``Out`` without events."""
+        self._journal.extend(out.events)
         queue = list(out.actions)
         guard = 0
         while queue and broker is not None:
@@ -357,13 +386,13 @@ class Executor:
                 step = self._replace(st, broker, a.old_client_order_id, a.new_client_order_id, ctx)
             else:  # pragma: no cover
                 continue
-            result.events.extend(step.events)
+            self._journal.extend(step.events)
             queue.extend(step.actions)
             if not queue:
                 nxt = core.ready_waiting(st, ctx)
-                result.events.extend(nxt.events)
+                self._journal.extend(nxt.events)
                 queue.extend(nxt.actions)
-        return result
+        return Out()
 
     def _lookup(self, broker: Broker, coid: str):
         try:
@@ -491,93 +520,136 @@ class Executor:
         return Ctx(ts=now, trade_date=ny_trade_date(now))
 
     def start(self, *, reconcile: bool = True) -> None:
-        """On process start: flush queued ledger records; with an external broker, entries are refused
-        (``reconciled=False``) until the broker's orders and positions are reconciled."""
+        """On process start: flush queued ledger records; with an external broker, start the
+        trade-update stream (first, so nothing that happens during reconciliation is missed) and
+        refuse entries (``reconciled=False``) until the broker's orders and positions are reconciled."""
         self.flush_ledger()
         if self.external is None:
             return
+        if self.updates is not None:
+            self.updates.start()
         st = self.load()
         st.reconciled = False
         self.r.set(self.key, msgspec.json.encode(st))
         if reconcile:
             self.reconcile()
 
+    def stop(self) -> None:
+        """On process stop (after the last message): close the trade-update stream."""
+        if self.updates is not None:
+            self.updates.stop()
+
     def reconcile(self) -> bool:
         """Resolve every outbox record by client id, refresh open orders, flag unknown broker orders."""
         broker = self.external
         if broker is None:
             return True
-        st = self.load()
+        st = self.load(TRIGGER_RECONCILE)
         ctx = self.now_ctx()
         out = Out()
         try:
-            out.extend(self._resolve(st, broker, ctx, reconciling=True))
+            self._resolve(st, broker, ctx, reconciling=True)
             known = {o.client_order_id for o in st.orders.values()}
-            alerts: list[Message] = []
             for v in broker.list_open():
                 if v.client_order_id not in known:
-                    alerts.append(make_alert("executor", "recon_mismatch", f"broker order {v.client_order_id} ({v.symbol} {v.side} {v.qty}) is unknown to the executor",
-                                             severity="warning", trade_date=ctx.trade_date, ts=ctx.ts, dedup=f"recon:{v.broker_order_id}"))
+                    out.events.append(make_alert(
+                        "executor", "recon_mismatch",
+                        f"broker order {v.client_order_id} ({v.symbol} {v.side} {v.qty}) is unknown to the executor",
+                        severity="warning", trade_date=ctx.trade_date, ts=ctx.ts, dedup=f"recon:{v.broker_order_id}",
+                        runbook=RUNBOOK_RECONCILIATION))
             want = ledger.expected_positions(self.ledger_dir, self.mode)
             have = {p.symbol: p.qty for p in broker.positions()}
             for sym in sorted(set(want) | set(have)):
                 if want.get(sym, 0) != have.get(sym, 0):
-                    alerts.append(make_alert("executor", "recon_mismatch",
-                                             f"position {sym}: broker holds {have.get(sym, 0)}, the ledger says {want.get(sym, 0)}",
-                                             severity="warning", trade_date=ctx.trade_date, ts=ctx.ts,
-                                             dedup=f"recon:pos:{sym}:{have.get(sym, 0)}:{want.get(sym, 0)}"))
+                    out.events.append(make_alert(
+                        "executor", "recon_mismatch",
+                        f"position {sym}: broker holds {have.get(sym, 0)}, the ledger says {want.get(sym, 0)}",
+                        severity="warning", trade_date=ctx.trade_date, ts=ctx.ts,
+                        dedup=f"recon:pos:{sym}:{have.get(sym, 0)}:{want.get(sym, 0)}", runbook=RUNBOOK_RECONCILIATION))
             st.reconciled = True  # the broker is the truth: mismatches are reported, not blocking
-            out.events.extend(alerts)
             out.events.append(self.snapshot(st, ctx, "reconcile"))
         except BrokerError as exc:
             log.error("reconciliation failed (%s); entries are refused until it succeeds", exc)
             st.reconciled = False
-            self.commit(st, out.events, TRIGGER_RECONCILE)
+            self.commit(st, [])  # whatever was resolved before the failure, with its events
             return False
-        self.commit(st, out.events, TRIGGER_RECONCILE)
+        self.commit(st, out.events)
         return True
 
-    def _resolve(self, st: ExecState, broker: Broker, ctx: Ctx, *, reconciling: bool = False) -> Out:
+    def _resolve(self, st: ExecState, broker: Broker, ctx: Ctx, *, reconciling: bool = False) -> None:
         """Bring every unfinished record up to the broker's view: look up records without an answer
-        (resending, re-gated, those the broker never got), refresh the others by broker id."""
-        out = Out()
+        (resending, re-gated, those the broker never got), refresh the others by broker id. Events go
+        to the journal at once, so a broker failure half-way loses none of them."""
+        actions: list[core.Action] = []
         gates: core.Gates | None = None
         for coid in sorted(st.orders):
             rec = st.orders[coid]
             if rec.status in core.LOOKUP:
                 view = self._lookup(broker, coid)
                 if view is not None:
-                    out.extend(core.on_submitted(st, coid, view, ctx))
+                    step = core.on_submitted(st, coid, view, ctx)
                 elif rec.status != "blocked":
                     gates = gates or self.gates()
-                    out.extend(core.resend_or_block(st, rec, gates, ctx, reconciling=reconciling))
+                    step = core.resend_or_block(st, rec, gates, ctx, reconciling=reconciling)
+                else:
+                    continue
             elif rec.status not in DONE and rec.broker_order_id:
-                out.extend(core.on_view(st, broker.get(rec.broker_order_id), ctx))
-        return self.perform(st, broker, out, ctx)
+                step = core.on_view(st, broker.get(rec.broker_order_id), ctx)
+            else:
+                continue
+            self._journal.extend(step.events)
+            actions.extend(step.actions)
+        self.perform(st, broker, Out(actions=actions), ctx)
+        self.perform(st, broker, core.ready_waiting(st, ctx), ctx)
+
+    def apply_updates(self) -> int:
+        """Apply what the trade-update stream delivered (``core.on_broker_update``: the path polling
+        takes), then submit what it unblocked; one commit. Returns the number of updates applied."""
+        broker = self.external
+        items = self.updates.drain() if self.updates is not None else []
+        if broker is None or not items:
+            return 0
+        st = self.load(TRIGGER_STREAM)
+        ctx = self.now_ctx()
+        try:
+            for ts, view in items:
+                ctx = Ctx(ts=ts, trade_date=ny_trade_date(ts))
+                self._journal.extend(core.on_broker_update(st, view, ctx).events)
+            self.perform(st, broker, core.ready_waiting(st, ctx), ctx)
+        except BrokerError as exc:
+            log.warning("acting on trade updates failed: %s; the poll retries", exc)
+        self.commit(st, [])
+        return len(items)
 
     def idle(self) -> list[Emit]:
+        """Between messages: flush the ledger queue; with an external broker, apply streamed trade
+        updates, then poll every ``BROKER_POLL_S`` (``BROKER_POLL_STREAMING_S`` while the stream is
+        connected; at once after it (re)connects or lost a message) and publish periodic snapshots."""
         self.flush_ledger()
         if self.external is None:
             return []
+        self.apply_updates()
         now = time.monotonic()
+        streaming = self.updates is not None and self.updates.connected
+        if self.updates is not None and self.updates.take_resync():
+            self._next_poll = 0.0  # events may have been missed while it was down
         if now < self._next_poll:
             return []
-        self._next_poll = now + self.bs.broker_poll_s
-        st = self.load()
+        self._next_poll = now + (self.bs.broker_poll_streaming_s if streaming else self.bs.broker_poll_s)
+        st = self.load(TRIGGER_POLL)
         if not st.reconciled:
             self.reconcile()
             return []
         ctx = self.now_ctx()
         out = Out()
         try:
-            out = self._resolve(st, self.external, ctx)
-            out.extend(self.perform(st, self.external, core.ready_waiting(st, ctx), ctx))
+            self._resolve(st, self.external, ctx)
             if now >= self._next_snapshot:
                 self._next_snapshot = now + self.bs.broker_snapshot_interval_s
                 out.events.append(self.snapshot(st, ctx, "periodic"))
         except BrokerError as exc:
             log.warning("poll failed: %s", exc)
-        self.commit(st, out.events, TRIGGER_POLL)
+        self.commit(st, out.events)
         return []
 
 
@@ -606,7 +678,7 @@ def refusal(settings: Settings, bs: BrokerSettings) -> str | None:
         c.execution_mode, base_url=bs.apca_api_base_url, paper_url=bs.apca_paper_url, allow_local=bs.apca_allow_local_url,
         has_keys=bool(bs.apca_api_key_id and bs.apca_api_secret_key), live_trading=c.live_trading,
         live_token=c.live_confirm_token.get_secret_value() if c.live_confirm_token else None,
-        token_on_file=_token_on_file(settings))
+        token_on_file=_token_on_file(settings), stream_url=bs.apca_stream_url if bs.broker_trade_stream else None)
 
 
 def make_broker(settings: Settings, bs: BrokerSettings) -> Broker | None:
@@ -617,11 +689,22 @@ def make_broker(settings: Settings, bs: BrokerSettings) -> Broker | None:
     return None
 
 
-def build_spec(bs: BrokerSettings, broker: Broker | None = None) -> ServiceSpec:
+def make_updates(settings: Settings, bs: BrokerSettings):
+    """The trade-update stream in ALPACA modes (``BROKER_TRADE_STREAM``), else None."""
+    if settings.core.execution_mode in ("ALPACA_PAPER", "LIVE") and bs.broker_trade_stream:
+        from .trade_stream import TradeUpdates
+
+        return TradeUpdates.from_settings(bs, paper=settings.core.execution_mode == "ALPACA_PAPER")
+    return None
+
+
+def build_spec(bs: BrokerSettings, broker: Broker | None = None, updates=None) -> ServiceSpec:
+    """The executor as a ``shared.service`` spec (``broker``/``updates``: injected by tests)."""
     holder: dict[str, Executor] = {}
 
     def build(ctx: ServiceContext):
-        ex = Executor(ctx, bs, broker if broker is not None else make_broker(ctx.settings, bs))
+        ex = Executor(ctx, bs, broker if broker is not None else make_broker(ctx.settings, bs),
+                      updates if updates is not None else make_updates(ctx.settings, bs))
         holder["ex"] = ex
         return ex.handle
 
@@ -632,7 +715,11 @@ def build_spec(bs: BrokerSettings, broker: Broker | None = None) -> ServiceSpec:
     def on_idle(ctx: ServiceContext):
         return holder["ex"].idle()
 
-    return ServiceSpec(name=GROUP, streams=[INTENTS, CLOCK, BARS_1M, BARS_1D], build=build, on_start=on_start, on_idle=on_idle)
+    def on_stop(ctx: ServiceContext) -> None:
+        holder["ex"].stop()
+
+    return ServiceSpec(name=GROUP, streams=[INTENTS, CLOCK, BARS_1M, BARS_1D], build=build, on_start=on_start,
+                       on_idle=on_idle, on_stop=on_stop)
 
 
 SPEC = build_spec(BrokerSettings())
@@ -642,32 +729,10 @@ def refuse_to_start(settings: Settings, reason: str) -> int:
     print(f"executor: refusing to start {settings.core.execution_mode}: {reason}", file=sys.stderr)
     try:
         with redis_url_for(settings) as url:
-            ctx = make_context(GROUP, settings, connect(url))
-            ctx.alerts.alert("refused_to_start", f"executor refused to start {settings.core.execution_mode}",
-                             severity="critical", text=reason, runbook="docs/executor.md#modes")
+            make_context(GROUP, settings, connect(url)).bus.publish(ALERTS, refusal_alert(settings, reason))
     except (redis.RedisError, OSError) as exc:  # the one line above is still printed
         print(f"executor: could not publish the alert: {exc}", file=sys.stderr)
     return 2
-
-
-def run_executor(spec: ServiceSpec, settings: Settings) -> int:
-    """``shared.service.run_service`` with the ordered consumer."""
-    setup_logging(settings.core.log_level, settings.core.log_format, service=spec.name)
-    with redis_url_for(settings) as url:
-        r = connect(url)
-        ctx = make_context(spec.name, settings, r)
-        consumer = make_consumer(spec, ctx)  # handles a read in publication order (shared.bus)
-        consumer.install_signal_handlers()
-        if not wait_for_redis(r, consumer, url):
-            log.info("%s stopped before Redis was reachable", spec.name)
-            return 0
-        consumer.ensure_groups()
-        if spec.on_start is not None:
-            ctx.bus.publish_many(list(spec.on_start(ctx) or []))
-        log.info("%s started as %s on %s", spec.name, consumer.name, ", ".join(spec.streams))
-        stats = consumer.run(install_signals=False)
-        log.info("%s stopped: handled=%d failed=%d dlq=%d", spec.name, stats.handled, stats.failed, stats.dead_lettered)
-    return 0
 
 
 def main() -> int:
@@ -676,4 +741,4 @@ def main() -> int:
     reason = refusal(settings, bs)
     if reason:
         return refuse_to_start(settings, reason)
-    return run_executor(build_spec(bs), settings)
+    return run_service(build_spec(bs), settings)
