@@ -92,6 +92,22 @@ def test_rate_limited_submit_is_resent_once_with_the_same_client_id(fake_redis, 
     clean_ledger(fake_redis, tmp_path)
 
 
+@pytest.mark.parametrize("fault,created", [("500", False), ("503", False), ("502-after", True), ("504-after", True)])
+def test_server_error_on_submit_gives_one_broker_order(fake_redis, tmp_path: Path, standin: AlpacaStandIn,
+                                                       fault: str, created: bool) -> None:
+    """A 5xx on POST /v2/orders is an unknown outcome: looked up by client id, then (only if the
+    broker does not have it) resent with the same client id."""
+    ex = make(fake_redis, tmp_path, standin)
+    standin.fault("POST", "/v2/orders", fault)
+    c = confirm_entry(ex)
+    posts = [r for r in standin.requests if r == ("POST", "/v2/orders")]
+    assert len(posts) == (1 if created else 2)  # resent only when the first never landed
+    assert len(standin.orders_for(c)) == 1 and events(fake_redis) == [("entry", "accepted")]
+    assert orders(fake_redis)[0].broker_order_id == standin.by_client_id(c).id
+    assert read(fake_redis, "avwap:rejections") == []
+    clean_ledger(fake_redis, tmp_path)
+
+
 def test_duplicate_client_id_422_resolves_to_the_existing_order(fake_redis, tmp_path: Path, standin: AlpacaStandIn) -> None:
     ex = make(fake_redis, tmp_path, standin)
     it = entry(D1, "AAA", 100, level=50.0, stop=48.0)
@@ -113,6 +129,7 @@ def test_unknown_outcome_and_lookup_failing_resolves_on_the_next_poll(fake_redis
     assert orders(fake_redis) == []
     poll(ex)
     assert len(standin.orders_for(c)) == 1 and events(fake_redis) == [("entry", "accepted")]
+    clean_ledger(fake_redis, tmp_path)
 
 
 def _held(ex: Executor, standin: AlpacaStandIn, fake_redis) -> str:
@@ -132,6 +149,8 @@ def test_exit_cancels_the_stop_holding_the_shares_then_sells(fake_redis, tmp_pat
     assert events(fake_redis)[-3:] == [("stop", "accepted"), ("stop", "cancelled"), ("exit", "accepted")]
     assert standin.by_client_id(coid(si.intent_id)).status == "canceled"
     assert standin.by_client_id(coid(xi.intent_id)).side == "sell"
+    assert len(standin.orders_for(coid(xi.intent_id))) == 1
+    clean_ledger(fake_redis, tmp_path)
 
 
 def test_exit_blocked_by_an_order_placed_outside_the_system_cancels_it_and_retries(fake_redis, tmp_path: Path, standin: AlpacaStandIn) -> None:
@@ -226,6 +245,7 @@ def test_while_unreconciled_entries_are_refused_but_exits_work(fake_redis, tmp_p
     xi = exit_intent(D2, "AAA", 100, session(D2, "OPEN").ts)
     ex2.handle(xi, None)
     assert events(fake_redis, "exit") == [("exit", "accepted")] and len(standin.orders_for(coid(xi.intent_id))) == 1
+    clean_ledger(fake_redis, tmp_path)
 
 
 

@@ -57,4 +57,5 @@ class BrokerSettings(Section):
     feed_poll_s: float = Field(5.0, gt=0, description="Live feed: seconds between scheduler ticks.")
     feed_minute_delay_s: int = Field(10, ge=0, description="Live feed: a minute bar is fetched this long after its minute ends.")
     feed_daily_delay_s: int = Field(300, ge=0, description="Live feed: the daily bar (then CLOSE) is fetched this long after the close.")
-    feed_backoff_max_s: float = Field(60.0, gt=0, description="Live feed: longest wait between reconnection attempts (exponential backoff).")
+    feed_backoff_max_s: float = Field(60.0, gt=0, description="Live feed: longest wait between reconnection attempts (exponential backoff from 1 s).")
+    feed_alert_after_failures: int = Field(3, ge=1, description="Live feed: failed ticks in a row before a feed_failing alert (one per outage; feed_recovered when it ends).")

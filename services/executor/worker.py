@@ -135,7 +135,7 @@ def refusal_alert(settings: Settings, reason: str) -> Alert:
     """The critical alert of a refused start (stable id: the same refusal is one Slack message)."""
     mode = settings.core.execution_mode
     return make_alert("executor", "refused_to_start", f"executor refused to start {mode}", severity="critical",
-                      text=reason, fields={"mode": mode}, runbook=RUNBOOK_REFUSED)
+                      text=reason, fields={"mode": mode}, dedup=f"refused:{mode}:{reason}", runbook=RUNBOOK_REFUSED)
 
 
 TRIGGER_RECONCILE, TRIGGER_POLL, TRIGGER_STREAM = "broker:reconcile", "broker:poll", "broker:trade_update"

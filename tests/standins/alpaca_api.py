@@ -13,7 +13,8 @@ JSON shapes (numbers as strings, ISO timestamps, UUID ids) and its error bodies:
 Test controls (call from the test, the server runs in a thread): ``fault(method, path, kind)``
 queues a fault for the next matching request (``timeout``: the order is created, the response is
 delayed past the client's timeout; ``drop``: created, then the connection closes without a
-response; ``429``/``500``/``503``: refused before processing), ``fill``, ``set_status``,
+response; ``429``/``500``/``503``: refused before processing; ``502-after``/``504-after``: processed,
+then that error answered, as a gateway that lost the backend's answer does), ``fill``, ``set_status``,
 ``stick_pending_cancel``, ``external_order`` (an order placed outside the system), ``posts``
 (every POST /v2/orders body, to count submissions).
 
@@ -361,6 +362,9 @@ class AlpacaStandIn:
                 if fault in ("429", "500", "503"):
                     return self._send(int(fault), {"code": int(fault) * 100000, "message": "fault injected"})
                 status, payload = standin.api(self.command, u.path, parse_qs(u.query), body)
+                if fault and fault.endswith("-after"):
+                    code = int(fault.split("-")[0])
+                    return self._send(code, {"code": code * 100000, "message": "fault injected after processing"})
                 if fault == "drop":
                     self.close_connection = True
                     self.wfile.flush()
