@@ -33,6 +33,9 @@ from .broker import OrderView
 from .settings import BrokerSettings
 
 log = logging.getLogger(__name__)
+# websockets logs every frame at DEBUG, the authentication message (with the keys, only truncated)
+# included: keep its client logger at INFO whatever LOG_LEVEL says
+logging.getLogger("websockets.client").setLevel(logging.INFO)
 
 
 def stream_url_for(base_url: str) -> str:

@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import redis
@@ -68,6 +69,9 @@ from .core import DONE, OPEN_LOCAL, Cancel, Ctx, ExecState, Out, Replace, Submit
 from .modes import live_gate_check, start_check
 from .settings import BrokerSettings
 from .simulator import SimCosts, SimState, Simulator
+
+if TYPE_CHECKING:  # imported for real only in ALPACA modes (make_updates)
+    from .trade_stream import TradeUpdates
 
 log = logging.getLogger(__name__)
 GROUP = "executor"
@@ -162,7 +166,8 @@ def _applied(last: str, entry_id: str) -> bool:
 class Executor:
     """The executor shell over one Redis and one broker adapter (None: DRY_RUN / PAPER_SIM)."""
 
-    def __init__(self, ctx: ServiceContext, bs: BrokerSettings, broker: Broker | None = None, updates=None) -> None:
+    def __init__(self, ctx: ServiceContext, bs: BrokerSettings, broker: Broker | None = None,
+                 updates: TradeUpdates | None = None) -> None:
         self.ctx = ctx
         self.r: redis.Redis = ctx.r
         self.bs = bs
@@ -214,12 +219,12 @@ class Executor:
         self._write(st, events, self._trigger)
         _crash_point("after_outbox")
 
-    def commit(self, st: ExecState, events: list[Message], trigger: str | None = None) -> None:
+    def commit(self, st: ExecState, events: list[Message]) -> None:
         """The end of a unit of work: state, the journal and ``events``, their alerts and ledger records
-        (provenance: ``trigger``) in one MULTI/EXEC."""
+        (provenance: the unit's trigger) in one MULTI/EXEC."""
         events = [*self._journal, *events]
         self._journal = []
-        self._write(st, events, self._trigger if trigger is None else trigger, final=True)
+        self._write(st, events, self._trigger, final=True)
 
     def _write(self, st: ExecState, events: list[Message], trigger: str, *, final: bool = False) -> None:
         msgs = list(events) + alerts_for(events)
@@ -618,6 +623,10 @@ class Executor:
             self.perform(st, broker, core.ready_waiting(st, ctx), ctx)
         except BrokerError as exc:
             log.warning("acting on trade updates failed: %s; the poll retries", exc)
+        except Exception:  # a bug must not stop the worker: drop this batch, the poll re-derives it
+            log.exception("trade updates could not be applied; polling instead")
+            self._next_poll = 0.0
+            return 0
         self.commit(st, [])
         return len(items)
 
@@ -638,6 +647,7 @@ class Executor:
         self._next_poll = now + (self.bs.broker_poll_streaming_s if streaming else self.bs.broker_poll_s)
         st = self.load(TRIGGER_POLL)
         if not st.reconciled:
+            self._next_poll = now + self.bs.broker_poll_s  # retried at the fast pace until it succeeds
             self.reconcile()
             return []
         ctx = self.now_ctx()
@@ -689,7 +699,7 @@ def make_broker(settings: Settings, bs: BrokerSettings) -> Broker | None:
     return None
 
 
-def make_updates(settings: Settings, bs: BrokerSettings):
+def make_updates(settings: Settings, bs: BrokerSettings) -> TradeUpdates | None:
     """The trade-update stream in ALPACA modes (``BROKER_TRADE_STREAM``), else None."""
     if settings.core.execution_mode in ("ALPACA_PAPER", "LIVE") and bs.broker_trade_stream:
         from .trade_stream import TradeUpdates
@@ -698,7 +708,7 @@ def make_updates(settings: Settings, bs: BrokerSettings):
     return None
 
 
-def build_spec(bs: BrokerSettings, broker: Broker | None = None, updates=None) -> ServiceSpec:
+def build_spec(bs: BrokerSettings, broker: Broker | None = None, updates: TradeUpdates | None = None) -> ServiceSpec:
     """The executor as a ``shared.service`` spec (``broker``/``updates``: injected by tests)."""
     holder: dict[str, Executor] = {}
 
