@@ -152,9 +152,12 @@ def code_version() -> str:
         return __version__
 
 
-def provenance(settings_hash: str, inputs: dict[str, str], **extra: str) -> dict[str, str]:
-    """Provenance block every artifact carries: code version, settings hash, inputs."""
-    prov = {"code_version": code_version(), "settings_hash": settings_hash}
+def provenance(settings_hash: str, inputs: dict[str, str], *, code: str | None = None, **extra: str) -> dict[str, str]:
+    """Provenance block every artifact carries: code version, settings hash, inputs.
+
+    ``code``: the code version to record (a pure core gets it from its shell); default ``code_version()``.
+    """
+    prov = {"code_version": code_version() if code is None else code, "settings_hash": settings_hash}
     for k, v in sorted(inputs.items()):
         prov[f"input:{k}"] = v
     prov.update({k: str(v) for k, v in sorted(extra.items())})

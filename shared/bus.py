@@ -14,6 +14,11 @@ Delivery contract
   from the group's pending list, so when a slow (not dead) consumer and the consumer that
   claimed its entry both finish it, its outputs land once. Handlers must be idempotent for
   any other side effect (key it by stable ids).
+- A worker that keeps its own state in Redis commits state + outputs + ack itself, in its
+  own WATCH/MULTI transaction, with ``commit_own`` (the same script, which also SETs the
+  state keys only if the XACK won) and returns ``Committed``: the bus then neither acks
+  the entry again nor counts it as a lost race, unless ``Committed.lost_race`` says the
+  handler's own XACK found the entry already acked by another consumer.
 - SIGTERM/SIGINT: finish the batch in hand (already delivered to this consumer), commit it,
   exit the loop (the process exits 0) with nothing of it left pending.
 - Never busy-spins: a blocking read that returns at once with nothing (fakeredis does
@@ -71,22 +76,27 @@ DEFAULT_MAXLEN = 200_000
 Emit = tuple[str, Message]
 Entry = tuple[str, str, "dict | None", int]  # stream, entry id, fields (None: deleted), deliveries (-1: look up)
 
-# Commit a batch atomically. KEYS: every stream touched. ARGV: group, maxlen, number of blocks,
-# then per block: key index of the input stream (0: no input, publish unconditionally), entry id,
-# number of emits, then per emit: key index of the output stream, number of field pairs, pairs.
-# A block's emits are published only if its XACK removed the entry from the pending list
-# (first committer wins). Returns {entries acked, entries already acked elsewhere, emits published}.
+# Commit a batch atomically. KEYS: every key touched. ARGV: group, maxlen, number of blocks,
+# then per block: key index of the input stream (0: no input, commit unconditionally), entry id,
+# number of state sets, number of emits, then per set: key index, value; per emit: key index of
+# the output stream, number of field pairs, pairs. A block's sets and emits are written only if
+# its XACK removed the entry from the pending list (first committer wins).
+# Returns {entries acked, entries already acked elsewhere, emits published}.
 _COMMIT_LUA = """
 local group, maxlen = ARGV[1], ARGV[2]
 local i = 4
 local acked, lost, emitted = 0, 0, 0
 for _ = 1, tonumber(ARGV[3]) do
-  local si, id, k = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2])
-  i = i + 3
+  local si, id, ns, k = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  i = i + 4
   local ok = true
   if si > 0 then
     ok = redis.call('XACK', KEYS[si], group, id) == 1
     if ok then acked = acked + 1 else lost = lost + 1 end
+  end
+  for _ = 1, ns do
+    if ok then redis.call('SET', KEYS[tonumber(ARGV[i])], ARGV[i + 1]) end
+    i = i + 2
   end
   for _ = 1, k do
     local oi, nf = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
@@ -103,6 +113,30 @@ end
 return {acked, lost, emitted}
 """
 
+# one block of a commit: input stream ("" for none), entry id, state sets, emits (stream, fields)
+_Block = tuple[str, str, list[tuple[str, bytes]], list[tuple[str, dict]]]
+
+
+def _commit_args(group: str, maxlen: int, work: Sequence[_Block]) -> tuple[list[str], list[bytes | str | int]]:
+    """KEYS and ARGV of ``_COMMIT_LUA`` for ``work``."""
+    keys: dict[str, int] = {}
+
+    def key(name: str) -> int:
+        if name not in keys:
+            keys[name] = len(keys) + 1
+        return keys[name]
+
+    args: list[bytes | str | int] = [group, maxlen, len(work)]
+    for stream, entry_id, sets, outs in work:
+        args += [key(stream) if stream else 0, entry_id or "-", len(sets), len(outs)]
+        for name, value in sets:
+            args += [key(name), value]
+        for out, fields in outs:
+            args += [key(out), len(fields)]
+            for k, v in fields.items():
+                args += [k, v]
+    return list(keys), args
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -114,7 +148,39 @@ class Delivery:
     consumer: str
 
 
-Handler = Callable[[Message, Delivery], Iterable[Emit] | None]
+@dataclass(frozen=True)
+class Committed:
+    """A handler's answer when it committed its entry itself with ``commit_own``.
+
+    The bus then does not ack the entry (the handler's transaction did) and publishes nothing
+    for it. ``lost_race``: the handler's XACK found the entry already acked by another
+    consumer, so nothing of its commit was written; the bus counts it in ``stats.lost_races``.
+    """
+
+    lost_race: bool = False
+
+
+Handler = Callable[[Message, Delivery], Iterable[Emit] | Committed | None]
+
+
+def commit_own(pipe: redis.client.Pipeline, group: str, d: Delivery | None, emits: Sequence[Emit], *,
+               sets: Sequence[tuple[str, bytes]] = (), maxlen: int = DEFAULT_MAXLEN) -> None:
+    """Queue one entry's commit on ``pipe``, a transaction pipeline after ``multi()``.
+
+    In the EXEC, atomically: XACK the entry in ``group`` and, only if that removed it from the
+    pending list, SET each ``(key, value)`` of ``sets`` and XADD ``emits`` (the bus's own
+    first-committer-wins script). With ``d=None`` (no input entry) everything is written.
+    ``committed(reply)`` turns this command's EXEC reply into the handler's answer.
+    """
+    block: _Block = (d.stream if d else "", d.entry_id if d else "", list(sets),
+                     [(out, fields_of(m)) for out, m in emits])
+    keys, args = _commit_args(group, maxlen, [block])
+    pipe.register_script(_COMMIT_LUA)(keys=keys, args=args, client=pipe)
+
+
+def committed(reply: Sequence[int]) -> Committed:
+    """The ``Committed`` answer of a ``commit_own`` reply (``[acked, lost, emitted]``)."""
+    return Committed(lost_race=int(reply[1]) > 0)
 
 
 def fields_of(msg: Message) -> dict[str, bytes | str | int]:
@@ -159,6 +225,7 @@ class ConsumerStats:
     reads: int = 0
     empty_reads: int = 0
     lost_races: int = 0  # entries another consumer committed first (their outputs were dropped)
+    trimmed: int = 0  # pending entries whose message was trimmed or deleted before it was handled
     redis_errors: int = 0
     last_error: str = ""
     started: float = field(default_factory=time.monotonic)
@@ -402,7 +469,10 @@ class Consumer:
         blocks: list[tuple[str, str, list[Emit]]] = []
         counts = self._lookup_deliveries(batch)
         for pos, (stream, entry_id, fields, deliveries) in enumerate(batch):
-            if fields is None:  # trimmed or deleted while pending: nothing to handle
+            if fields is None:  # trimmed or deleted while pending: nothing left to handle
+                self.stats.trimmed += 1
+                log.warning("%s/%s: pending entry %s %s was trimmed or deleted before it was handled; acking it "
+                            "(raise BUS_MAXLEN if this repeats)", self.group, self.name, stream, entry_id)
                 blocks.append((stream, entry_id, []))
                 continue
             if deliveries < 0:
@@ -435,8 +505,12 @@ class Consumer:
                 self._retry, self._held = (stream, entry_id), batch[pos + 1:]
                 self._failure_backoff = min(0.05 * (2 ** (deliveries - 1)), 1.0)
                 break
-            blocks.append((stream, entry_id, list(out or [])))
             self.stats.handled += 1
+            if isinstance(out, Committed):  # acked (and its outputs written) by the handler's own commit
+                if out.lost_race:
+                    self._lost(1)
+                continue
+            blocks.append((stream, entry_id, list(out or [])))
         self._flush(blocks)
 
     def _flush(self, blocks: list[tuple[str, str, list[Emit]]], emits: list[Emit] | None = None) -> None:
@@ -444,35 +518,25 @@ class Consumer:
 
         ``_flush([], emits)`` publishes outputs that belong to no entry (``on_idle``).
         """
-        work: list[tuple[str, str, list[tuple[str, dict]]]] = [
-            (stream, entry_id, [(out, fields_of(m)) for out, m in outs]) for stream, entry_id, outs in blocks
+        work: list[_Block] = [
+            (stream, entry_id, [], [(out, fields_of(m)) for out, m in outs]) for stream, entry_id, outs in blocks
         ]
         if emits:
-            work.append(("", "", [(out, fields_of(m)) for out, m in emits]))
+            work.append(("", "", [], [(out, fields_of(m)) for out, m in emits]))
         self._commit_blocks(work)
 
-    def _commit_blocks(self, work: list[tuple[str, str, list[tuple[str, dict]]]]) -> None:
+    def _commit_blocks(self, work: list[_Block]) -> None:
         if not work:
             return
-        keys: dict[str, int] = {}
-
-        def key(name: str) -> int:
-            if name not in keys:
-                keys[name] = len(keys) + 1
-            return keys[name]
-
-        args: list[bytes | str | int] = [self.group, self.maxlen, len(work)]
-        for stream, entry_id, outs in work:
-            args += [key(stream) if stream else 0, entry_id or "-", len(outs)]
-            for out, fields in outs:
-                args += [key(out), len(fields)]
-                for k, v in fields.items():
-                    args += [k, v]
-        _acked, lost, _emitted = self._commit(keys=list(keys), args=args)
+        keys, args = _commit_args(self.group, self.maxlen, work)
+        _acked, lost, _emitted = self._commit(keys=keys, args=args)
         if lost:
-            self.stats.lost_races += int(lost)
-            log.warning("%s/%s: %d entries were already committed by another consumer; their outputs dropped",
-                        self.group, self.name, lost)
+            self._lost(int(lost))
+
+    def _lost(self, n: int) -> None:
+        self.stats.lost_races += n
+        log.warning("%s/%s: %d entries were already committed by another consumer; their outputs dropped",
+                    self.group, self.name, n)
 
     def _dead_letter(self, stream: str, entry_id: str, fields: dict, reason: str, deliveries: int) -> None:
         """Move an entry to the DLQ with its original fields and why; ack it (atomically)."""
@@ -487,6 +551,6 @@ class Consumer:
                 "dlq_deliveries": deliveries,
             }
         )
-        self._commit_blocks([(stream, entry_id, [(self.dlq, record)])])
+        self._commit_blocks([(stream, entry_id, [], [(self.dlq, record)])])
         self.stats.dead_lettered += 1
         log.error("%s: dead-lettered %s %s: %s", self.group, stream, entry_id, reason)

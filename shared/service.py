@@ -3,24 +3,35 @@
 A service provides a name (its consumer group), its input streams, and a ``build``
 function that returns the message handler. ``run_service`` does the rest and returns
 the process exit code (0 on SIGTERM/SIGINT after finishing the message in hand).
+
+Invalid settings never become a restart loop: ``run_service`` logs one line naming every
+invalid variable, raises a critical ``settings_invalid`` alert when Redis answers, and idles
+without a heartbeat (health checks report the service unhealthy) until it is stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import redis
+from pydantic import ValidationError
+from pydantic_settings import EnvSettingsSource
 
 from shared.alerts import AlertPublisher
 from shared.bus import Bus, Consumer, Emit, Handler
 from shared.clock import Clock, WallClock
-from shared.logs import setup_logging
+from shared.logs import redact, setup_logging
 from shared.redis_conn import connect, embedded_redis, redact_url
-from shared.settings import Settings, get_settings
+from shared.settings import CoreSettings, Settings, get_settings, settings_problems
+
+SETTINGS_INVALID_EXIT = 2  # returned by a service stopped while idling on invalid settings
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +107,56 @@ def wait_for_redis(r: redis.Redis, consumer: Consumer, url: str) -> bool:
     return False
 
 
+def refuse_and_idle(name: str, kind: str, title: str, reason: str, *, redis_url: str | None, runbook: str = "",
+                    stop: threading.Event | None = None) -> int:
+    """A service that must not start: one CRITICAL line, one critical alert, then idle until stopped.
+
+    The alert (``kind``, ``title``, ``reason`` as text) goes to ``avwap:alerts`` if ``redis_url`` is
+    set and answers. The process then runs no consumer and keeps no heartbeat (``avwap health
+    <name>`` fails, so the container shows unhealthy, and nothing is consumed) until SIGTERM/SIGINT
+    (or ``stop``), and returns ``SETTINGS_INVALID_EXIT``. Exiting at once would only make
+    ``restart: unless-stopped`` loop: the environment of a process cannot change, so the fix is a
+    corrected environment and a restart.
+    """
+    log.critical("%s not started: %s. Fix the environment and restart %s (idle until stopped, no heartbeat).",
+                 name, reason, name)
+    if redis_url:
+        try:
+            r = connect(redis_url, socket_connect_timeout=2, socket_timeout=2)
+            AlertPublisher(Bus(r), source=name).alert(kind, title, severity="critical", text=reason, runbook=runbook,
+                                                      ts=time.time_ns(), dedup=f"{kind}:{name}:{reason}")
+        except (redis.RedisError, OSError) as exc:
+            log.warning("%s: could not publish the %s alert: %s", name, kind, redact(str(exc)))
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    return SETTINGS_INVALID_EXIT
+
+
+def idle_invalid_settings(name: str, stop: threading.Event | None = None) -> int:
+    """The environment does not validate: ``refuse_and_idle`` with every invalid variable named
+    (secret values hidden) and a ``settings_invalid`` alert."""
+    raw = EnvSettingsSource(CoreSettings)()  # the raw values, without validation
+    fmt = raw.get("log_format") if raw.get("log_format") in ("console", "json") else "console"
+    setup_logging("INFO", str(fmt), service=name)
+    reason = "invalid settings: " + ("; ".join(settings_problems()) or "the settings did not validate")
+    url = raw.get("redis_url")
+    return refuse_and_idle(name, "settings_invalid", f"{name}: invalid settings, not started", reason,
+                           redis_url=str(url) if url else None, runbook="invalid-settings", stop=stop)
+
+
 def run_service(spec: ServiceSpec, settings: Settings | None = None) -> int:
-    """Run one service until SIGTERM/SIGINT; returns 0. Waits (never crashes) while Redis is down."""
-    settings = settings or get_settings()
+    """Run one service until SIGTERM/SIGINT; returns 0. Waits (never crashes) while Redis is down.
+
+    Settings that do not validate: ``idle_invalid_settings`` (no restart loop).
+    """
+    if settings is None:
+        try:
+            settings = get_settings()
+        except ValidationError:
+            return idle_invalid_settings(spec.name)
     setup_logging(settings.core.log_level, settings.core.log_format, service=spec.name)
     with redis_url_for(settings) as url:
         r = connect(url)
@@ -117,5 +175,6 @@ def run_service(spec: ServiceSpec, settings: Settings | None = None) -> int:
         finally:
             if spec.on_stop is not None:
                 spec.on_stop(ctx)
-        log.info("%s stopped: handled=%d failed=%d dlq=%d", spec.name, stats.handled, stats.failed, stats.dead_lettered)
+        log.info("%s stopped: handled=%d failed=%d dlq=%d lost_races=%d", spec.name, stats.handled, stats.failed,
+                 stats.dead_lettered, stats.lost_races)
     return 0

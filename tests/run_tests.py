@@ -20,16 +20,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def ensure_redis() -> tuple[str, object | None]:
-    from shared.redis_conn import ping, start_redis_server
+LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+
+
+def ensure_redis(local: str = LOCAL_REDIS) -> tuple[str, object | None]:
+    """(url, private server or None): REDIS_URL, else ``local`` if it answers, else a private redis-server."""
+    from shared.redis_conn import ping, redact_url, start_redis_server
 
     url = os.environ.get("REDIS_URL")
     if url:
         if not ping(url, timeout=2):
-            sys.exit(f"run_tests: REDIS_URL={url} does not answer PING")
+            sys.exit(f"run_tests: REDIS_URL={redact_url(url)} does not answer PING")
         return url, None
-    if ping("redis://127.0.0.1:6379/0"):
-        return "redis://127.0.0.1:6379/0", None
+    if ping(local):
+        return local, None
     try:
         emb = start_redis_server()
     except FileNotFoundError:

@@ -15,7 +15,18 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.bus import DLQ, HEARTBEAT_PREFIX, Bus, Consumer, Delivery, Emit, fields_of
+from shared.bus import (
+    DLQ,
+    HEARTBEAT_PREFIX,
+    Bus,
+    Committed,
+    Consumer,
+    Delivery,
+    Emit,
+    commit_own,
+    committed,
+    fields_of,
+)
 from shared.schemas import Alert, Message, encode, replace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,6 +134,68 @@ def test_slow_consumer_and_claimer_both_finish_but_outputs_land_once(real_redis:
     assert r.xpending(IN, "g")["pending"] == 0
 
 
+COUNT = "test:count"
+
+
+def self_committing(before_commit: Callable[[], None] = lambda: None) -> Callable[[Message, Delivery], Committed]:
+    """A handler that commits its own state (``<count>:<consumer>``) + output + ack with ``commit_own``.
+
+    No WATCH on purpose: only the script's first-committer-wins guard keeps a late commit out.
+    """
+
+    def handle(msg: Message, d: Delivery) -> Committed:
+        r = handle.r  # type: ignore[attr-defined]
+        n = int((r.get(COUNT) or b"0").split(b":")[0])
+        before_commit()
+        pipe = r.pipeline(transaction=True)
+        commit_own(pipe, "g", d, [(OUT, replace(msg, source=d.consumer))], sets=[(COUNT, f"{n + 1}:{d.consumer}".encode())])
+        return committed(pipe.execute()[-1])
+
+    return handle
+
+
+def test_self_committing_handler_is_acked_once_and_counts_no_lost_race(real_redis: redis.Redis) -> None:
+    """``Committed``: the handler's own transaction acked the entry; the bus does not ack again."""
+    r = real_redis
+    h = self_committing()
+    h.r = r  # type: ignore[attr-defined]
+    c = Consumer(r, "g", [IN], h, name="c", block_ms=50)
+    c.ensure_groups()
+    Bus(r).publish_many([(IN, alert(i)) for i in range(5)])
+    c.run(install_signals=False, until_idle=True)
+    assert c.stats.handled == 5 and c.stats.lost_races == 0
+    assert out_ids(r) == [f"al-{i}" for i in range(5)] and r.get(COUNT) == b"5:c"
+    assert r.xpending(IN, "g")["pending"] == 0
+
+
+def test_self_committing_handler_that_lost_its_entry_writes_nothing_and_counts_the_race(real_redis: redis.Redis) -> None:
+    r = real_redis
+    release, holding = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        release.wait(10)
+
+    slow, fast = self_committing(hold), self_committing()
+    slow.r = fast.r = r  # type: ignore[attr-defined]
+    zombie = Consumer(r, "g", [IN], slow, name="zombie", block_ms=50)
+    claimer = Consumer(r, "g", [IN], fast, name="claimer", claim_idle_ms=100, block_ms=50)
+    zombie.ensure_groups()
+    Bus(r).publish(IN, alert("x"))
+    t = threading.Thread(target=zombie.step)
+    t.start()
+    assert holding.wait(10)  # the zombie read the counter (0) and holds its commit
+    until(lambda: r.xpending_range(IN, "g", "-", "+", 1)[0]["time_since_delivered"] >= 100)
+    claimer.run(install_signals=False, until_idle=True)
+    assert claimer.stats.claimed == 1 and claimer.stats.lost_races == 0 and r.get(COUNT) == b"1:claimer"
+    release.set()
+    t.join(10)
+    assert zombie.stats.handled == 1 and zombie.stats.lost_races == 1
+    assert r.get(COUNT) == b"1:claimer"  # the zombie's SET (from its stale read) was not applied
+    assert out_ids(r) == ["al-x"] and json.loads(r.xrange(OUT)[0][1][b"data"])["source"] == "claimer"
+    assert r.xpending(IN, "g")["pending"] == 0
+
+
 def test_own_pending_entries_are_reread_on_start(real_redis: redis.Redis) -> None:
     r = real_redis
     Consumer(r, "g", [IN], echo()).ensure_groups()
@@ -133,6 +206,21 @@ def test_own_pending_entries_are_reread_on_start(real_redis: redis.Redis) -> Non
     c.run(install_signals=False, until_idle=True)
     assert sorted(out_ids(r)) == ["al-0", "al-1"] and seen == [2, 2] and c.stats.claimed == 0
     assert r.xpending(IN, "g")["pending"] == 0
+
+
+def test_a_pending_entry_trimmed_before_handling_is_acked_counted_and_logged(
+        real_redis: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    r = real_redis
+    Consumer(r, "g", [IN], echo()).ensure_groups()
+    ids = Bus(r).publish_many([(IN, alert(i)) for i in range(3)])
+    r.xreadgroup("g", "same-name", {IN: ">"})  # read, then the consumer died...
+    r.xdel(IN, ids[1])  # ...and the stream was trimmed under its pending entry
+    c = Consumer(r, "g", [IN], echo(), name="same-name")
+    with caplog.at_level("WARNING", logger="shared.bus"):
+        c.run(install_signals=False, until_idle=True)
+    assert sorted(out_ids(r)) == ["al-0", "al-2"] and c.stats.trimmed == 1
+    assert r.xpending(IN, "g")["pending"] == 0
+    assert any("trimmed or deleted before it was handled" in rec.getMessage() for rec in caplog.records)
 
 
 # -- dead letters ------------------------------------------------------------------------------
@@ -295,6 +383,16 @@ def test_no_busy_spin_on_real_redis(real_redis: redis.Redis) -> None:
     reads, cpu = _idle_reads(real_redis, block_ms=200, idle_s=1.0)
     assert reads <= 10, reads  # one blocking read per block_ms (+ the start-up backlog read)
     assert cpu < 0.5, cpu
+
+
+def test_publish_trims_streams_approximately_to_maxlen(real_redis: redis.Redis) -> None:
+    bus = Bus(real_redis, maxlen=1000)
+    for start in range(0, 5000, 500):
+        bus.publish_many([(IN, alert(i)) for i in range(start, start + 500)])
+    n = real_redis.xlen(IN)
+    assert 1000 <= n < 1500, n  # MAXLEN ~: whole macro nodes are dropped, never below maxlen
+    newest = json.loads(real_redis.xrevrange(IN, count=1)[0][1][b"data"])["alert_id"]
+    assert newest == "al-4999"  # the oldest entries go, the newest stay
 
 
 def test_encoded_entry_is_readable_json(real_redis: redis.Redis) -> None:

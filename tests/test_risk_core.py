@@ -286,8 +286,83 @@ def test_enforcement_block_raises_one_summary_alert_and_logs_provenance() -> Non
     recs = [json.loads(x) for x in lines]
     assert [r["kind"] for r in recs] == ["decision", "decision", "portfolio_decision", "portfolio_decision"]
     assert recs[1]["portfolio_decision"] == "BLOCK" and recs[1]["portfolio_decision_id"]
-    assert recs[1]["provenance"]["decision_artifact"] == f"decisions/{D}.json" and recs[1]["provenance"]["run_id"] == "run-1"
+    assert recs[1]["provenance"]["decision_artifact"] == f"portfolio_decisions/{D}.json"
+    assert recs[1]["provenance"]["decision_id"] == recs[1]["portfolio_decision_id"]
     # shadow mode: the same BLOCK is logged, never enforced
     st, emits = run([session(), snapshot(), cb, decisions(cb, {"MSFT": "BLOCK"})])
     assert len(intents(emits)) == 2
     assert [json.loads(x)["enforcement"] for x in artifact_bytes(st, D).splitlines()] == ["shadow"] * 4
+
+
+PROV = Limits(settings_hash="h-1", code_version="c0de", run_id="run-x")
+DECISION_KEYS = {"code_version", "settings_hash", "input:candidates", "input:broker_snapshot", "input:portfolio_decisions",
+                 "decision_artifact", "decision_id", "run_id"}
+
+
+def _lines(st) -> list[dict]:
+    import json
+
+    return [json.loads(x) for x in artifact_bytes(st, D).splitlines()]
+
+
+def test_every_telemetry_line_carries_provenance_and_the_decision_it_applied() -> None:
+    import msgspec
+
+    limits = msgspec.structs.replace(PROV, enforce=True)
+    cb = batch([cand("AAPL"), cand("MSFT", score=10)])
+    dec = decisions(cb, {"MSFT": "BLOCK"})
+    st, _ = run([session(), snapshot(), cb, dec], limits=limits)
+    recs = _lines(st)
+    by_symbol = {d.symbol: d.decision_id for d in dec.decisions}
+    for r in recs:
+        p = r["provenance"]
+        assert (p["code_version"], p["settings_hash"], p["run_id"]) == ("c0de", "h-1", "run-x"), r
+        assert p["decision_artifact"] == f"portfolio_decisions/{D}.json" and p["decision_run_id"] == "run-1"
+        assert p["input:portfolio_decisions"] == dec.batch_id and p["decision_id"] == by_symbol[r["symbol"]]
+    decided = [r for r in recs if r["kind"] == "decision"]
+    assert len(decided) == 2 and all(set(r["provenance"]) >= DECISION_KEYS for r in decided)
+    assert {r["provenance"]["input:candidates"] for r in decided} == {cb.batch_id}
+    assert {r["provenance"]["input:broker_snapshot"] for r in decided} == {snapshot().snapshot_id}
+
+
+def test_telemetry_says_unknown_when_the_decision_batch_does_not_name_its_artifact_or_is_missing() -> None:
+    import msgspec
+
+    limits = msgspec.structs.replace(PROV, enforce=True)
+    cb = batch([cand("AAPL")])
+    st, _ = run([session(), snapshot(), cb, decisions(cb, provenance={})], limits=limits)
+    (line, shadow) = _lines(st)
+    assert line["provenance"]["decision_artifact"] == "unknown" == shadow["provenance"]["decision_artifact"]
+    assert line["provenance"]["decision_id"] == shadow["decision_id"] != "unknown"
+    st, _ = run([session(), snapshot(), cb, session(phase="OPEN")], limits=limits)  # DECISION_FILE_MISSING
+    (line,) = _lines(st)
+    assert line["reasons"] == ["DECISION_FILE_MISSING"]
+    assert {k: line["provenance"][k] for k in ("decision_artifact", "decision_id", "input:portfolio_decisions")} == {
+        "decision_artifact": "unknown", "decision_id": "unknown", "input:portfolio_decisions": "unknown"}
+    assert line["provenance"]["run_id"] == "run-x" and line["provenance"]["code_version"] == "c0de"
+
+
+def test_shadow_mode_decision_lines_do_not_depend_on_when_the_decision_batch_arrived() -> None:
+    cb = batch([cand("AAPL")])
+    dec = decisions(cb)
+    early, _ = run([session(), snapshot(), dec, cb], limits=PROV)
+    late, _ = run([session(), snapshot(), cb, dec], limits=PROV)
+    assert artifact_bytes(early, D) == artifact_bytes(late, D)
+    line, shadow = _lines(early)
+    assert line["provenance"]["decision_artifact"] == "unknown" and line["provenance"]["run_id"] == "run-x"
+    assert shadow["provenance"]["decision_artifact"] == f"portfolio_decisions/{D}.json"
+
+
+def test_risk_alerts_name_runbook_sections_that_exist() -> None:
+    import re
+
+    from services.risk.worker import mode_unknown_alert
+
+    text = (ROOT / "docs" / "runbook.md").read_text()
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.*)$", text, re.M)}
+    worker_src = (ROOT / "services" / "risk" / "worker.py").read_text()
+    used = set(re.findall(r'runbook="([^"]+)"', worker_src)) | {mode_unknown_alert("X").runbook, "invalid-settings"}
+    assert used and used <= anchors, used - anchors
+    for heading in ("Risk: gates and enforcement", "Risk: fail closed", "Risk: artifacts"):
+        assert f"## {heading}" in text
+    assert "risk.md#gates-and-reason-codes" in text  # the gate table is linked, not copied

@@ -3,11 +3,11 @@ the kill switch blocks every entry; decisions are deterministic."""
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings, target
 from hypothesis import strategies as st
 
 from services.risk.core import Controls, Limits, RiskState, build_book, decode_state, encode_state, step
-from shared.schemas import EntryIntent, OrderEvent
+from shared.schemas import Alert, EntryIntent, ExitEvent, ExitIntent, OrderEvent, Rejection, StopIntent
 from tests.test_risk_support import batch, cand, position, session, snapshot
 
 SESSIONS = ["2018-03-08", "2018-03-09", "2018-03-12", "2018-11-02", "2018-11-05"]
@@ -143,3 +143,91 @@ def test_decisions_are_deterministic_whatever_the_order(cands, rnd) -> None:
         outs.append([(type(o).__name__, getattr(o, "intent_id", ""), getattr(o, "qty", 0), getattr(o, "reasons", []))
                      for o in emitted])
     assert outs[0] == outs[1] == outs[2]
+
+
+# -- the kill switch blocks every entry and no exit ---------------------------------------------
+SWITCH = st.sampled_from(["off", "on", "unreadable", "env"])
+
+
+def _controls(switch: str) -> Controls:
+    return Controls(kill_switch="off" if switch == "env" else switch, kill_switch_env=switch == "env")
+
+
+def _exit_message(kind: str, symbol: str, i: int, d: str, ts: int):
+    if kind == "stop":
+        return StopIntent(intent_id=f"st{i}", symbol=symbol, trade_date=d, action="place", qty=10, stop_price=90.0, ts=ts)
+    if kind == "exit":
+        return ExitIntent(intent_id=f"ex{i}", symbol=symbol, trade_date=d, qty=10, reason="target", ts=ts)
+    if kind == "exit_event":
+        return ExitEvent(event_id=f"ee{i}", kind="stop_filled", symbol=symbol, position_id=f"p{i}", trade_date=d, ts=ts,
+                         qty=10, exit_price=90.0)
+    return OrderEvent(event_id=f"oe{i}", event="filled", mode="PAPER_SIM", intent_id=f"st{i}", client_order_id=f"c{i}",
+                      symbol=symbol, side="sell", kind=kind.removeprefix("fill_"), qty=10, filled_qty=10, fill_qty=10,
+                      fill_price=90.0, trade_date=d, ts=ts)
+
+
+kill_action = st.one_of(
+    st.tuples(st.just("batch"), st.lists(cand_st, min_size=1, max_size=4)),
+    st.tuples(st.just("fill"), st.integers(0, 20)),
+    st.tuples(st.just("snapshot"), st.none()),
+    st.tuples(st.just("open"), st.none()),
+    st.tuples(st.just("next_session"), st.none()),
+    st.tuples(st.sampled_from(["stop", "exit", "exit_event", "fill_stop", "fill_exit"]), st.sampled_from(SYMBOLS)),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(kill_action, SWITCH), min_size=1, max_size=40), SWITCH)
+@example([(("batch", [("AAA", 100.0, 2.0, 5)]), "on"), (("stop", "AAA"), "on"), (("batch", [("BBB", 50.0, 1.0, 1)]), "env"),
+          (("fill_exit", "AAA"), "unreadable"), (("batch", [("CCC", 80.0, 1.0, 1)]), "unreadable")], "on")
+def test_kill_switch_blocks_every_entry_and_no_exit(steps, first: str) -> None:
+    """Whatever the sequence and however the switch flips between messages: every decision taken while
+    it blocks (on, env, unreadable) is a rejection carrying its code and no intent; exit-side messages
+    are never rejected, never held and never change risk's state, whatever the switch."""
+    sim = Sim()
+    state = RiskState()
+    si = 0
+    d = SESSIONS[si]
+    blocked_decisions = 0
+
+    def apply(m, switch: str) -> None:
+        nonlocal state, blocked_decisions
+        res = step(state, m, _controls(switch), LIMITS)
+        if switch != "off":
+            code = "KILL_SWITCH_UNREADABLE" if switch == "unreadable" else "KILL_SWITCH_ON"
+            assert not [o for _, o in res.emits if isinstance(o, EntryIntent)], "an entry passed a blocking switch"
+            rejs = [o for _, o in res.emits if isinstance(o, Rejection)]
+            assert all(code in r.reasons for r in rejs), [r.reasons for r in rejs]
+            if rejs:
+                blocked_decisions += len(rejs)
+                assert any(isinstance(o, Alert) and o.kind == "entry_blocked" for _, o in res.emits)
+        state = res.state
+
+    apply(session(d), first)
+    apply(sim.snap(d), first)
+    for i, ((kind, arg), switch) in enumerate(steps, start=1):
+        ts = state.clock[d]["PRE_MARKET"] + i
+        if kind == "batch":
+            apply(batch({c.symbol: c for c in (cand(s, entry=round(e, 2), stop=round(e - r, 2), score=sc, d=d)
+                                              for s, e, r, sc in arg)}.values(), d=d), switch)
+        elif kind == "fill" and state.pending:
+            pe = state.pending[sorted(state.pending)[arg % len(state.pending)]]
+            apply(OrderEvent(event_id=f"f{i}", event="filled", mode="PAPER_SIM", intent_id=pe.intent_id,
+                             client_order_id=pe.client_order_id, symbol=pe.symbol, side="buy", kind="entry", qty=pe.qty,
+                             filled_qty=pe.qty, fill_price=pe.notional / pe.qty, trade_date=d, ts=ts), switch)
+        elif kind == "snapshot":
+            apply(sim.snap(d, ts=ts), switch)
+        elif kind == "open":
+            apply(session(d, "OPEN"), switch)
+        elif kind == "next_session" and si + 1 < len(SESSIONS):
+            si += 1
+            d = SESSIONS[si]
+            apply(session(d), switch)
+            apply(sim.snap(d), switch)
+        elif kind in ("stop", "exit", "exit_event", "fill_stop", "fill_exit"):
+            before = encode_state(state)
+            res = step(state, _exit_message(kind, arg, i, d, ts), _controls(switch), LIMITS)
+            assert res.emits == [] and encode_state(res.state) == before  # never gated, held or counted
+    if all(sw != "off" for _, sw in steps) and first != "off":
+        assert not state.pending and all(n == 0 for n in state.entries_by_day.values())
+    target(float(blocked_decisions))  # steer the search towards many decisions under a blocking switch

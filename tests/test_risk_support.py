@@ -59,7 +59,7 @@ def position(symbol: str, qty: int, price: float) -> BrokerPosition:
 
 
 def decisions(cb: CandidateBatch, verdicts: dict[str, str] | None = None, d: str | None = None,
-              link: bool = True) -> PortfolioDecisionBatch:
+              link: bool = True, provenance: dict[str, str] | None = None) -> PortfolioDecisionBatch:
     verdicts = verdicts or {}
     ds = []
     for c in cb.candidates:
@@ -69,7 +69,8 @@ def decisions(cb: CandidateBatch, verdicts: dict[str, str] | None = None, d: str
     date = d or cb.scan_date
     return PortfolioDecisionBatch(batch_id=stable_id("pdb", date, cb.batch_id), date=date, decisions=ds,
                                   candidates_batch_id=cb.batch_id if link else "",
-                                  provenance={"decision_artifact": f"decisions/{date}.json", "run_id": "run-1"})
+                                  provenance={"decision_artifact": f"portfolio_decisions/{date}.json", "run_id": "run-1"}
+                                  if provenance is None else provenance)
 
 
 def run(msgs: Iterable[Message], controls: Controls | None = None, limits: Limits | None = None,

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import signal
+import threading
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
 from avwap.procs import ServiceProcs
-from services.risk.core import decode_state
+from services.risk.core import build_book, decode_state
 from services.risk.worker import SPEC, STATE_KEY, STREAMS, artifact_path
+from shared.artifacts import code_version
 from shared.bus import Bus
 from shared.redis_conn import connect
-from shared.schemas import Alert, EntryIntent, Rejection, decode
+from shared.schemas import Alert, CandidateBatch, EntryIntent, Rejection, decode
 from shared.service import make_consumer, make_context
 from shared.settings import load_settings
 from shared.streams import ALERTS, BROKER, CANDIDATES, CLOCK, INTENTS, KILL_SWITCH_KEY, PORTFOLIO, REJECTIONS
-from tests.test_risk_support import D, batch, cand, session, snapshot
+from tests.test_risk_support import D, batch, cand, position, session, snapshot
 
 SYMS = [f"S{i:02d}" for i in range(40)]
 
@@ -70,11 +74,98 @@ def test_session_flow_publishes_intent_state_and_artifact(redis_url: str, real_r
         assert real_redis.xpending(s, "risk")["pending"] == 0
     lines = artifact_path(settings, D).read_bytes().splitlines()
     assert [json.loads(x)["symbol"] for x in lines] == ["AAPL", "MSFT"]
+    prov = json.loads(lines[0])["provenance"]
+    assert prov["run_id"] == settings.resolved_run_id() and prov["code_version"] == code_version()
+    assert prov["settings_hash"] == settings.hash() and prov["input:candidates"] == cb.batch_id
     # redelivered inputs change nothing
     bus.publish(CANDIDATES, cb)
     bus.publish(BROKER, snapshot())
     drain(c)
     assert real_redis.xlen(INTENTS) == 2 and real_redis.xlen(REJECTIONS) == 0
+    # risk acks inside its own transaction and tells the bus so: no phantom lost races
+    assert c.stats.handled == 5 and c.stats.lost_races == 0
+
+
+def test_a_real_race_is_counted_and_the_loser_writes_nothing(redis_url: str, real_redis: redis.Redis, tmp_path: Path) -> None:
+    """A slow replica whose entry was claimed and committed by another publishes nothing for it."""
+    release, holding = threading.Event(), threading.Event()
+
+    def slow_build(ctx):
+        inner = SPEC.build(ctx)
+
+        def handle(msg, d):
+            if isinstance(msg, CandidateBatch):
+                holding.set()
+                release.wait(10)
+            return inner(msg, d)
+
+        return handle
+
+    settings = load_settings(redis_url=redis_url, artifacts_dir=str(tmp_path / "art"), bus_block_ms=50, bus_claim_idle_ms=100)
+    zombie = make_consumer(dataclasses.replace(SPEC, build=slow_build), make_context("risk", settings, connect(redis_url)), "zombie")
+    claimer = make_consumer(SPEC, make_context("risk", settings, connect(redis_url)), "claimer")
+    bus = Bus(real_redis)
+    bus.publish(CLOCK, session())
+    bus.publish(BROKER, snapshot())
+    drain(claimer)
+    bus.publish(CANDIDATES, batch([cand("AAPL")]))
+    t = threading.Thread(target=zombie.step, kwargs={"block": False})
+    t.start()
+    assert holding.wait(10)
+    deadline = time.monotonic() + 10
+    while real_redis.xpending_range(CANDIDATES, "risk", "-", "+", 1)[0]["time_since_delivered"] < 100:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    drain(claimer)  # claims the batch and decides it
+    assert claimer.stats.claimed == 1 and [i.symbol for i in read(real_redis, INTENTS)] == ["AAPL"]
+    state = real_redis.get(STATE_KEY)
+    release.set()
+    t.join(10)
+    assert zombie.stats.handled == 1 and zombie.stats.lost_races == 1 and claimer.stats.lost_races == 0
+    assert real_redis.xlen(INTENTS) == 1 and real_redis.get(STATE_KEY) == state  # the loser wrote nothing
+    assert real_redis.xpending(CANDIDATES, "risk")["pending"] == 0
+
+
+def test_a_lost_state_never_shortens_a_days_file_and_alerts(redis_url: str, real_redis: redis.Redis, tmp_path: Path) -> None:
+    settings, c = worker(redis_url, tmp_path)
+    bus = Bus(real_redis)
+    bus.publish(CLOCK, session())
+    bus.publish(BROKER, snapshot())
+    bus.publish(CANDIDATES, batch([cand("AAA"), cand("BBB", score=5)]))
+    drain(c)
+    before = artifact_path(settings, D).read_bytes()
+    assert before.count(b"\n") == 2
+    real_redis.delete(STATE_KEY)  # Redis lost risk's state
+    _, c2 = worker(redis_url, tmp_path, name="t1")
+    bus.publish(CLOCK, session())
+    bus.publish(BROKER, snapshot())
+    bus.publish(CANDIDATES, batch([cand("CCC")]))
+    drain(c2)
+    after = artifact_path(settings, D).read_bytes()
+    assert after.startswith(before)  # nothing of the day's file was dropped
+    assert [json.loads(x)["symbol"] for x in after.splitlines()] == ["AAA", "BBB", "CCC"]
+    gaps = [a for a in read(real_redis, ALERTS) if isinstance(a, Alert) and a.kind == "risk_state_gap"]
+    assert len(gaps) == 1 and gaps[0].severity == "critical" and gaps[0].trade_date == D
+    bus.publish(CANDIDATES, batch([cand("DDD")]))  # later writes keep the kept lines, without a new alert
+    drain(c2)
+    assert artifact_path(settings, D).read_bytes().startswith(after)
+    assert len([a for a in read(real_redis, ALERTS) if isinstance(a, Alert) and a.kind == "risk_state_gap"]) == 1
+
+
+def test_never_shorter_keeps_lost_records_first_and_replaces_re_rendered_ones() -> None:
+    from services.risk.worker import never_shorter
+
+    def ln(kind: str, ident: str, extra: str = "") -> bytes:
+        key = "candidate_id" if kind == "decision" else "decision_id"
+        return json.dumps({"kind": kind, key: ident, "x": extra}, sort_keys=True).encode() + b"\n"
+
+    a, b, c = ln("decision", "a"), ln("decision", "b"), ln("portfolio_decision", "p")
+    assert never_shorter(b"", a) == (a, 0)
+    assert never_shorter(a, a + b) == (a + b, 0)
+    assert never_shorter(a + c, a + b + c) == (a + b + c, 0)  # a record inserted before the analytics lines
+    assert never_shorter(a + b + c, c) == (a + b + c, 2)  # the state lost a and b: kept, first
+    assert never_shorter(a + ln("decision", "b", "v1"), a + ln("decision", "b", "v2")) == (a + ln("decision", "b", "v2"), 0)
+    assert never_shorter(b"torn{" + b"\n" + a, a) == (b"torn{\n" + a, 1)  # a line that is not a record is kept too
 
 
 def test_kill_switch_key_and_unreadable_key(redis_url: str, real_redis: redis.Redis, tmp_path: Path) -> None:
@@ -99,6 +190,28 @@ def test_kill_switch_key_and_unreadable_key(redis_url: str, real_redis: redis.Re
     assert any(a.severity == "critical" and "KILL_SWITCH_UNREADABLE" in a.title for a in alerts)
 
 
+def test_unknown_execution_mode_runs_refuses_every_entry_and_alerts(redis_url: str, real_redis: redis.Redis,
+                                                                     tmp_path: Path) -> None:
+    """EXECUTION_MODE=YOLO: a real risk process starts (no crash loop), alerts, and rejects MODE_UNKNOWN."""
+    procs = ServiceProcs(redis_url, env={"ARTIFACTS_DIR": str(tmp_path / "art"), "BUS_BLOCK_MS": "50",
+                                         "EXECUTION_MODE": "YOLO"}, log_dir=tmp_path / "logs")
+    bus = Bus(real_redis)
+    try:
+        procs.start("risk", 0)
+        procs.wait_ready()  # a live heartbeat: it runs
+        bus.publish(CLOCK, session())
+        bus.publish(BROKER, snapshot())
+        bus.publish(CANDIDATES, batch([cand("AAA"), cand("BBB", score=1)]))
+        quiet(real_redis)
+    finally:
+        codes = procs.stop_all()
+    assert set(codes.values()) == {0}
+    assert real_redis.xlen(INTENTS) == 0
+    assert [(r.symbol, r.reasons) for r in read(real_redis, REJECTIONS)] == [("AAA", ["MODE_UNKNOWN"]), ("BBB", ["MODE_UNKNOWN"])]
+    kinds = [(a.kind, a.severity) for a in read(real_redis, ALERTS) if isinstance(a, Alert)]
+    assert kinds == [("mode_unknown", "critical"), ("entry_blocked", "critical")]
+
+
 def test_dead_lettered_decision_batch_fails_closed_with_json_invalid(redis_url: str, real_redis: redis.Redis, tmp_path: Path) -> None:
     _, c = worker(redis_url, tmp_path, portfolio_decision_enforce=True)
     bus = Bus(real_redis)
@@ -115,16 +228,29 @@ def test_dead_lettered_decision_batch_fails_closed_with_json_invalid(redis_url: 
     assert isinstance(rej, Rejection) and rej.reasons == ["DECISION_JSON_INVALID"]
 
 
-def test_two_replicas_never_exceed_the_daily_cap(redis_url: str, real_redis: redis.Redis, tmp_path: Path) -> None:
-    procs = ServiceProcs(redis_url, env={"ARTIFACTS_DIR": str(tmp_path / "art"), "BUS_BLOCK_MS": "50", "BUS_BATCH": "1",
-                                         "MAX_NEW_ENTRIES_PER_DAY": "3", "MAX_CONCURRENT_POSITIONS": "30"},
+# cap -> (env, snapshot positions, intents expected, the one rejection code)
+CAPS = {
+    "daily": ({"MAX_NEW_ENTRIES_PER_DAY": "3", "MAX_CONCURRENT_POSITIONS": "30"}, [], 3, "MAX_NEW_ENTRIES_PER_DAY"),
+    # one position already held: 3 new ones reach the cap of 4
+    "concurrent": ({"MAX_NEW_ENTRIES_PER_DAY": "40", "MAX_CONCURRENT_POSITIONS": "4"}, [position("HELD", 10, 50.0)], 3,
+                   "MAX_CONCURRENT_POSITIONS"),
+    # each full entry is 200 x $100 = $20,000 (the per-symbol cap): 20k + 20k + a 10k partial fill the $50k
+    "gross": ({"MAX_NEW_ENTRIES_PER_DAY": "40", "MAX_CONCURRENT_POSITIONS": "40", "MAX_GROSS_EXPOSURE": "50000"}, [], 3,
+              "MAX_GROSS_EXPOSURE"),
+}
+
+
+@pytest.mark.parametrize("cap", sorted(CAPS))
+def test_two_replicas_never_exceed_a_cap(redis_url: str, real_redis: redis.Redis, tmp_path: Path, cap: str) -> None:
+    env, held, n_intents, code = CAPS[cap]
+    procs = ServiceProcs(redis_url, env={"ARTIFACTS_DIR": str(tmp_path / "art"), "BUS_BLOCK_MS": "50", "BUS_BATCH": "1", **env},
                          log_dir=tmp_path / "logs")
     bus = Bus(real_redis)
     try:
         procs.start("risk", 0)
         procs.wait_ready()
         bus.publish(CLOCK, session())
-        bus.publish(BROKER, snapshot(equity=1_000_000.0))
+        bus.publish(BROKER, snapshot(equity=1_000_000.0, positions=held))
         quiet(real_redis)
         procs.start("risk", 1)
         procs.wait_ready()
@@ -134,13 +260,21 @@ def test_two_replicas_never_exceed_the_daily_cap(redis_url: str, real_redis: red
     finally:
         codes = procs.stop_all()
     assert set(codes.values()) == {0}, codes
-    handled = [int(log.read_text().rsplit("handled=", 1)[1].split()[0]) for log in sorted((tmp_path / "logs").glob("risk-*.log"))]
+    logs = [log.read_text() for log in sorted((tmp_path / "logs").glob("risk-*.log"))]
+    handled = [int(text.rsplit("handled=", 1)[1].split()[0]) for text in logs]
     # risk-0 also handled the clock event and the snapshot: both replicas decided candidates
     assert len(handled) == 2 and handled[0] > 2 and handled[1] > 0 and sum(handled) == 2 + len(SYMS), handled
+    assert all("lost_races=0" in text for text in logs)
     ins, rejs = read(real_redis, INTENTS), read(real_redis, REJECTIONS)
-    assert len(ins) == 3 and len(rejs) == len(SYMS) - 3
-    assert all(r.reasons == ["MAX_NEW_ENTRIES_PER_DAY"] for r in rejs)
-    assert decode_state(real_redis.get(STATE_KEY)).entries_by_day == {D: 3}
+    assert len(ins) == n_intents and len(rejs) == len(SYMS) - n_intents
+    assert all(r.reasons == [code] for r in rejs), {tuple(r.reasons) for r in rejs}
+    st = decode_state(real_redis.get(STATE_KEY))
+    assert st.entries_by_day == {D: n_intents}
+    book = build_book(st, st.broker, D)
+    assert len(book.open_symbols) <= int(env["MAX_CONCURRENT_POSITIONS"])
+    assert book.gross <= float(env.get("MAX_GROSS_EXPOSURE", 100_000)) + 1e-6
+    if cap == "gross":
+        assert sorted(i.notional for i in ins) == [10_000.0, 20_000.0, 20_000.0]
     art = (tmp_path / "art" / "risk_decisions" / f"{D}.jsonl").read_bytes().splitlines()
     assert len(art) == len(SYMS) and [json.loads(x)["ord"] for x in art] == list(range(len(SYMS)))
 
@@ -183,14 +317,13 @@ def test_sigkill_at_any_point_then_restart_gives_no_duplicate(redis_url: str, re
     art = (tmp_path / "art" / "risk_decisions" / f"{D}.jsonl").read_bytes()
     assert art.count(b"\n") == len(SYMS)
     # byte-identical to the same inputs decided without any crash
-    from services.risk.core import Limits
-    from services.risk.worker import artifact_bytes
+    from services.risk.worker import artifact_bytes, limits_for
     from tests.test_risk_support import run
 
     same = load_settings(bus_block_ms=50, bus_batch=1, bus_claim_idle_ms=200, max_new_entries_per_day=25,
                          max_gross_exposure=1e7, max_concurrent_positions=30)
     msgs = [session(), snapshot(equity=10_000_000.0), *[batch([cand(s)]) for s in SYMS]]
-    st, _ = run(msgs, limits=Limits.from_settings(same.risk, same.hash()))
+    st, _ = run(msgs, limits=limits_for(same))
     assert artifact_bytes(st, D) == art
 
 
@@ -279,6 +412,12 @@ def test_cli_gates_and_status(redis_url: str, real_redis: redis.Redis, tmp_path:
         assert res.exit_code == 0, res.output
         info = json.loads(res.output)
         assert info["session"] == D and info["entries_by_ny_day"] == {D: 1} and info["pending_entries"] == ["AAA:200:open"]
+        assert info["execution_mode_known"] is True and info["every_entry_blocked_by"] == []
+        real_redis.set(KILL_SWITCH_KEY, "1")
+        monkeypatch.setenv("EXECUTION_MODE", "YOLO")
+        get_settings.cache_clear()
+        info = json.loads(runner.invoke(app, ["risk", "status", "--json"]).output)
+        assert info["execution_mode_known"] is False and info["every_entry_blocked_by"] == ["KILL_SWITCH_ON", "MODE_UNKNOWN"]
     finally:
         get_settings.cache_clear()
 

@@ -44,3 +44,22 @@ def test_shared_never_imports_services() -> None:
     for py in (ROOT / "shared").rglob("*.py"):
         text = py.read_text()
         assert not re.search(r"^\s*(from|import)\s+services", text, re.M), py
+        # nor by name: importlib.import_module("services.x"), "services.x:Class" specs...
+        assert not re.search(r"[\"']services[.:/]", text), f"{py.relative_to(ROOT)} names a service in a string"
+
+
+def test_every_service_settings_section_is_registered_for_the_docs() -> None:
+    """A Section defined in services/<name>/settings.py is an `avwap.settings` entry point (docs/configuration.md)."""
+    import importlib
+
+    from pydantic_settings import BaseSettings
+
+    from shared.settings.docs import registered_sections
+
+    registered = set(registered_sections())
+    found = []
+    for py in sorted((ROOT / "services").glob("*/settings.py")):
+        mod = importlib.import_module(f"services.{py.parent.name}.settings")
+        found += [v for v in vars(mod).values()
+                  if isinstance(v, type) and issubclass(v, BaseSettings) and v.__module__ == mod.__name__]
+    assert found and set(found) <= registered, sorted(c.__name__ for c in set(found) - registered)

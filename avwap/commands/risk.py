@@ -42,16 +42,18 @@ def gates(as_json: bool = typer.Option(False, "--json", help="Print JSON instead
 
 @risk_app.command("status")
 def status(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text.")) -> None:
-    """Current session, snapshot, held batches, entries today, pending entries, kill switch, gate settings."""
-    from services.risk.core import Limits
-    from services.risk.worker import STATE_KEY, live_token_status, read_kill_switch
+    """Current session, snapshot, held batches, entries today, pending entries, kill switch, gate settings,
+    and the codes that refuse every entry right now (`every_entry_blocked_by`: empty when none does)."""
+    from services.risk.core import Limits, decode_state, global_codes
+    from services.risk.gates import ordered
+    from services.risk.worker import STATE_KEY, controls_for, live_token_status, read_kill_switch
     from shared.settings import get_settings
 
     settings = get_settings()
     with operator_redis() as r:
         raw = r.get(STATE_KEY)
         ks = read_kill_switch(r)
-    from services.risk.core import decode_state
+        controls = controls_for(r, settings, None)
 
     st = decode_state(raw)
     limits = Limits.from_settings(settings.risk)
@@ -68,6 +70,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
         "decided_today": len(st.decided.get(st.session, {})),
         "kill_switch": {"redis": ks, "env": settings.core.kill_switch},
         "execution_mode": settings.core.execution_mode,
+        "execution_mode_known": settings.core.mode_known,
+        "every_entry_blocked_by": ordered(global_codes(controls, limits, st.session)),
         "live_gate": live_token_status(settings),
         "enforce_portfolio_decisions": limits.enforce,
         "phase_c": {"enabled": limits.phase_c_enabled, "date": limits.phase_c_enable_date, "allowlist": list(limits.phase_c_allowlist)},

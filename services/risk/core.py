@@ -21,6 +21,7 @@ from collections.abc import Iterable
 import msgspec
 
 from shared.alerts import make_alert
+from shared.artifacts import provenance
 from shared.clock import ny_trade_date
 from shared.ids import client_order_id, stable_id
 from shared.schemas import (
@@ -38,12 +39,13 @@ from shared.schemas import (
     Rejection,
     SessionEvent,
 )
+from shared.settings.core import EXECUTION_MODES
 from shared.streams import ALERTS, INTENTS, REJECTIONS
 
 from .gates import ENFORCEMENT, FAIL_CLOSED, ordered
 
 NS = 1_000_000_000
-MODES = ("DRY_RUN", "PAPER_SIM", "ALPACA_PAPER", "LIVE")
+MODES = EXECUTION_MODES  # any other EXECUTION_MODE refuses every entry (MODE_UNKNOWN)
 POST_OPEN = ("OPEN", "WINDOW_OPEN", "CLOSE")
 KEEP_DATES = 5  # sessions of decisions / clock / decision batches kept in the state
 KEEP_DAYS = 10  # NY days of the new-entries ledger kept in the state
@@ -71,9 +73,11 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     enforce: bool = False
     snapshot_max_age_s: int = 900
     settings_hash: str = ""
+    code_version: str = ""  # recorded in each telemetry line's provenance (the shell reads it)
+    run_id: str = ""  # ditto (``Settings.resolved_run_id()``)
 
     @classmethod
-    def from_settings(cls, rs: object, settings_hash: str = "") -> Limits:
+    def from_settings(cls, rs: object, settings_hash: str = "", code_version: str = "", run_id: str = "") -> Limits:
         def syms(s: str) -> tuple[str, ...]:
             return tuple(x.strip().upper() for x in s.split(",") if x.strip())
 
@@ -86,7 +90,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
             allowlist=syms(rs.allowlist), phase_c_enabled=rs.phase_c_enabled,  # type: ignore[attr-defined]
             phase_c_enable_date=rs.phase_c_enable_date.strip(), phase_c_allowlist=syms(rs.phase_c_allowlist),  # type: ignore[attr-defined]
             enforce=rs.portfolio_decision_enforce, snapshot_max_age_s=rs.snapshot_max_age_s,  # type: ignore[attr-defined]
-            settings_hash=settings_hash,
+            settings_hash=settings_hash, code_version=code_version, run_id=run_id,
         )
 
 
@@ -335,19 +339,32 @@ def _shadow(st: RiskState, b: PortfolioDecisionBatch, limits: Limits, out: Step)
         recs.setdefault(d.decision_id, ShadowRecord(
             date=b.date, decision_id=d.decision_id, candidate_id=d.candidate_id, symbol=d.symbol, decision=d.decision,
             reason_codes=list(d.reason_codes), batch_id=b.batch_id, enforcement="enforced" if limits.enforce else "shadow",
-            provenance=_decision_prov(b)))
+            provenance=line_provenance(limits, {"portfolio_decisions": b.batch_id}, b, d)))
     if b.date not in out.dates:
         out.dates.append(b.date)
 
 
-def _decision_prov(b: PortfolioDecisionBatch | None) -> dict[str, str]:
-    if b is None:
-        return {}
-    prov = {"decision_batch_id": b.batch_id, "decision_snapshot_id": b.snapshot_id}
-    for key in ("decision_artifact", "artifact", "run_id"):
-        if key in b.provenance:
-            prov[key] = b.provenance[key]
-    return prov
+UNKNOWN = "unknown"  # a provenance value risk does not have (no decision batch, or it did not say)
+
+
+def line_provenance(limits: Limits, inputs: dict[str, str], b: PortfolioDecisionBatch | None,
+                    d: PortfolioDecision | None) -> dict[str, str]:
+    """The provenance block of one telemetry line (docs/risk.md "Artifacts").
+
+    The project's provenance shape (``shared.artifacts.provenance``: code version and settings hash
+    at decision time, ``input:<name>`` ids) plus ``run_id`` and what links the line to analytics'
+    decision: the decision artifact the batch names and the decision id (``unknown`` when there is
+    no batch or it does not say).
+    """
+    prov_in = b.provenance if b is not None else {}
+    artifact = prov_in.get("decision_artifact") or prov_in.get("artifact") or UNKNOWN
+    extra = {"decision_artifact": artifact, "decision_id": d.decision_id if d is not None else UNKNOWN,
+             "run_id": limits.run_id or UNKNOWN}
+    if b is not None:
+        extra["decision_snapshot_id"] = b.snapshot_id or UNKNOWN
+        if prov_in.get("run_id"):
+            extra["decision_run_id"] = prov_in["run_id"]
+    return provenance(limits.settings_hash, inputs, code=limits.code_version or UNKNOWN, **extra)
 
 
 def _decision_ts(phases: dict[str, int]) -> tuple[int, int, bool]:
@@ -454,7 +471,8 @@ def _advance(st: RiskState, controls: Controls, limits: Limits, out: Step) -> No
             controls, limits, out, snapshot_ok=snapshot_ok)
 
 
-def _global_codes(controls: Controls, limits: Limits, today: str) -> set[str]:
+def global_codes(controls: Controls, limits: Limits, today: str) -> set[str]:
+    """The codes that refuse every entry right now (kill switch, mode, live gate, Phase C date/allowlist)."""
     codes: set[str] = set()
     if controls.kill_switch == "on" or controls.kill_switch_env:
         codes.add("KILL_SWITCH_ON")
@@ -520,7 +538,7 @@ def _decide(st: RiskState, batches: Iterable[CandidateBatch], session: str, ref:
             decisions: dict[str, tuple[PortfolioDecisionBatch | None, str | None]] | None,
             controls: Controls, limits: Limits, out: Step, *, snapshot_ok: bool) -> None:
     today = ny_day(ref) if ref else session
-    global_codes = _global_codes(controls, limits, today)
+    blocking = global_codes(controls, limits, today)
     snap = st.broker
     book = build_book(st, snap, today) if snapshot_ok and snap is not None else None
     recs = st.decided.setdefault(session, {})
@@ -535,7 +553,7 @@ def _decide(st: RiskState, batches: Iterable[CandidateBatch], session: str, ref:
     items.sort(key=lambda cb: (-cb[0].score, cb[0].symbol, cb[0].candidate_id))
     blocked: list[tuple[str, list[str]]] = []
     for c, b in items:
-        codes = set(global_codes) | set(prereq) | _candidate_codes(c, limits)
+        codes = set(blocking) | set(prereq) | _candidate_codes(c, limits)
         dec_b, dec_code = (decisions or {}).get(b.batch_id, (None, None))
         pd: PortfolioDecision | None = None
         if limits.enforce and "WATCHLIST_STALE" not in prereq:
@@ -566,9 +584,12 @@ def _decide(st: RiskState, batches: Iterable[CandidateBatch], session: str, ref:
                 codes |= size_codes
         elif book is None and not prereq:
             codes.add("SNAPSHOT_MISSING")  # defensive: never size without a snapshot
-        prov = {"settings_hash": limits.settings_hash, "candidates_batch_id": b.batch_id,
-                "broker_snapshot_id": snap.snapshot_id if (snap is not None and snapshot_ok) else ""}
-        prov.update(_decision_prov(dec_b) if limits.enforce else {})
+        # with enforcement off the decision batch is not an input (whether it arrived yet is a race)
+        applied = dec_b if limits.enforce else None
+        prov = line_provenance(limits, {
+            "candidates": b.batch_id,
+            "broker_snapshot": snap.snapshot_id if (snap is not None and snapshot_ok) else UNKNOWN,
+            "portfolio_decisions": applied.batch_id if applied is not None else UNKNOWN}, applied, pd)
         rps = round(c.entry_level - c.stop_loss, 4) if "INVALID_CANDIDATE" not in codes else 0.0
         base = {"ord": len(recs), "session": session, "trade_date": c.scan_date, "candidate_id": c.candidate_id,
                 "symbol": c.symbol, "batch_id": b.batch_id, "decision_ts": ts, "ny_day": today,

@@ -2,12 +2,16 @@
 publishes EntryIntents / Rejections / alerts.
 
 Each message is one optimistic transaction: WATCH the state key (and the kill switch), read
-the state and the controls, run the pure ``core.step``, then MULTI: write the new state,
-XADD the outputs, XACK the message, EXEC. A concurrent replica's commit aborts the EXEC and the
-step is recomputed on the new state, so two replicas never together exceed a cap; a crash
-before EXEC leaves nothing (the message is redelivered), after EXEC nothing is pending.
+the state and the controls, run the pure ``core.step``, then MULTI + ``shared.bus.commit_own``
+(XACK the message and, only if that XACK won, SET the new state and XADD the outputs) + EXEC;
+the handler returns ``Committed`` so the bus does not ack again. A concurrent replica's commit
+aborts the EXEC and the step is recomputed on the new state, so two replicas never together
+exceed a cap; a consumer whose entry another one already committed writes nothing (a lost
+race, counted by the bus); a crash before EXEC leaves nothing (the message is redelivered),
+after EXEC nothing is pending.
 The decision artifact ``<ARTIFACTS_DIR>/risk_decisions/<D>.jsonl`` is rewritten afterwards from
-the committed state (sorted, canonical), so every replica writes the same bytes.
+the committed state (sorted, canonical), so every replica writes the same bytes; a file never
+gets shorter (``never_shorter``: records the state lost are kept, logged and alerted).
 """
 
 from __future__ import annotations
@@ -21,15 +25,26 @@ from pathlib import Path
 import msgspec
 import redis
 
-from shared.artifacts import canonical_line, write_atomic
-from shared.bus import Delivery, Emit, fields_of
+from shared.alerts import make_alert
+from shared.artifacts import canonical_line, code_version, write_atomic
+from shared.bus import Committed, Delivery, Emit, commit_own, committed
 from shared.controls import parse_kill_switch
-from shared.schemas import Message, SessionEvent
+from shared.schemas import Alert, Message, SessionEvent
 from shared.service import ServiceContext, ServiceSpec, run_service
 from shared.settings import Settings
-from shared.streams import BROKER, CANDIDATES, CLOCK, DLQ, KILL_SWITCH_KEY, ORDERS, PORTFOLIO, state_key
+from shared.streams import (
+    ALERTS,
+    BROKER,
+    CANDIDATES,
+    CLOCK,
+    DLQ,
+    KILL_SWITCH_KEY,
+    ORDERS,
+    PORTFOLIO,
+    state_key,
+)
 
-from .core import Controls, Limits, RiskState, decode_state, encode_state, step
+from .core import MODES, Controls, Limits, RiskState, decode_state, encode_state, step
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +106,8 @@ def dead_lettered_decisions(r: redis.Redis) -> tuple[tuple[int, str, str], ...]:
     return tuple(sorted(out))
 
 
-def controls_for(r: redis.Redis, settings: Settings, msg: Message) -> Controls:
+def controls_for(r: redis.Redis, settings: Settings, msg: Message | None) -> Controls:
+    """The control inputs of one step, read now (never cached); ``msg`` decides whether the DLQ is read."""
     core = settings.core
     dlq: tuple[tuple[int, str, str], ...] = ()
     if settings.risk.portfolio_decision_enforce and isinstance(msg, SessionEvent) and msg.phase != "PRE_MARKET":
@@ -127,12 +143,44 @@ def artifact_bytes(st: RiskState, session: str) -> bytes:
     return b"".join(lines)
 
 
+def _record_key(line: bytes) -> str | None:
+    """The identity of a telemetry line: its kind and candidate id / decision id (None: not a record)."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(rec, dict):
+        return None
+    ident = rec.get("candidate_id") if rec.get("kind") == "decision" else rec.get("decision_id")
+    return f"{rec.get('kind')}:{ident}"
+
+
+def never_shorter(old: bytes, new: bytes) -> tuple[bytes, int]:
+    """``new``, preceded by the lines of ``old`` whose record ``new`` does not have (and the count).
+
+    The file is rendered from risk's state; if the state lost records that the file holds (Redis
+    data lost, a flushed database), those lines are kept, first, in their order, so a day's file
+    never gets shorter. A line whose record ``new`` has (re-rendered) is replaced by it.
+    """
+    if not old or old == new:
+        return new, 0
+    have = set(new.splitlines())
+    missing = [ln for ln in old.splitlines() if ln.strip() and ln not in have]
+    if not missing:
+        return new, 0
+    keys = {_record_key(ln) for ln in new.splitlines()}
+    kept = [ln for ln in missing if (k := _record_key(ln)) is None or k not in keys]
+    return b"".join(ln + b"\n" for ln in kept) + new, len(kept)
+
+
 def write_artifacts(r: redis.Redis, settings: Settings, sessions: list[str],
-                    committed: tuple[bytes, RiskState] | None = None) -> None:
+                    committed: tuple[bytes, RiskState] | None = None) -> list[tuple[str, int]]:
     """Rewrite the sessions' artifacts from the committed state until the state did not move meanwhile.
 
-    ``committed`` is the (bytes, state) this process just committed, to skip one read.
+    ``committed`` is the (bytes, state) this process just committed, to skip one read. Returns the
+    sessions whose file held records the state no longer has, with how many (kept: ``never_shorter``).
     """
+    gaps: list[tuple[str, int]] = []
     for _ in range(20):
         if committed is not None:
             raw, st = committed
@@ -140,18 +188,54 @@ def write_artifacts(r: redis.Redis, settings: Settings, sessions: list[str],
         else:
             raw = r.get(STATE_KEY)
             st = decode_state(raw)
+        gaps = []
+        moved = False
         for s in sessions:
-            if s in st.decided or s in st.shadow:
-                write_atomic(artifact_path(settings, s), artifact_bytes(st, s))
-        if r.get(STATE_KEY) == raw:
-            return
+            if s not in st.decided and s not in st.shadow:
+                continue  # pruned from the state (KEEP_DATES): its file is final, never touched again
+            path = artifact_path(settings, s)
+            try:
+                old = path.read_bytes()
+            except FileNotFoundError:
+                old = b""
+            data, kept = never_shorter(old, artifact_bytes(st, s))
+            if kept and r.get(STATE_KEY) != raw:
+                moved = True  # the file may be from a newer state than ours: start again from that one
+                break
+            if kept:
+                gaps.append((s, kept))
+            if data != old:
+                write_atomic(path, data)
+        if not moved and r.get(STATE_KEY) == raw:
+            return gaps
+    return gaps
+
+
+_GAPS_ALERTED: set[tuple[str, int]] = set()
+
+
+def report_gaps(ctx: ServiceContext, gaps: list[tuple[str, int]]) -> None:
+    """Log and alert (once per session and count in this process) that risk's state lost decisions."""
+    for session, n in gaps:
+        if (session, n) in _GAPS_ALERTED:
+            continue
+        _GAPS_ALERTED.add((session, n))
+        log.error("risk: %s holds %d records risk's state no longer has (Redis state lost?); kept them, the "
+                  "file was not shortened. Caps for %s may not count them: check `avwap risk status`.",
+                  artifact_path(ctx.settings, session), n, session)
+        with contextlib.suppress(redis.RedisError):
+            ctx.alerts.alert("risk_state_gap", f"risk: state lost {n} decision records of {session}", severity="critical",
+                             text=f"risk_decisions/{session}.jsonl keeps them; the new-entry counters may not count them",
+                             trade_date=session, runbook="risk-artifacts", dedup=f"risk_state_gap:{session}:{n}")
 
 
 def transact(r: redis.Redis, settings: Settings, limits: Limits, msg: Message, d: Delivery | None,
-             maxlen: int = 200_000) -> tuple[list[str], bytes, RiskState]:
-    """Run one step atomically (state + outputs + ack).
+             maxlen: int = 200_000) -> tuple[Committed, list[str], bytes, RiskState]:
+    """Run one step atomically: state + outputs + ack (``shared.bus.commit_own``) in one EXEC.
 
-    Returns the sessions whose artifact changed and the committed state (bytes and value).
+    Returns the bus answer, the sessions whose artifact changed and the committed state (bytes and
+    value). When another consumer had already acked the entry (a real race) nothing is written:
+    ``Committed(lost_race=True)`` and no session changed.
     """
     entry_ms = int(d.entry_id.split("-")[0]) if d is not None else 0
     for _ in range(MAX_TXN_RETRIES):
@@ -163,26 +247,29 @@ def transact(r: redis.Redis, settings: Settings, limits: Limits, msg: Message, d
                 res = step(decode_state(raw), msg, controls, limits, entry_ms=entry_ms)
                 new = encode_state(res.state)
                 pipe.multi()
-                if new != raw:
-                    pipe.set(STATE_KEY, new)
-                for stream, out in res.emits:
-                    pipe.xadd(stream, fields_of(out), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
-                if d is not None:
-                    pipe.xack(d.stream, GROUP, d.entry_id)
-                pipe.execute()
-                return res.dates, new, res.state
+                commit_own(pipe, GROUP, d, res.emits, sets=[(STATE_KEY, new)] if new != raw else [], maxlen=maxlen)
+                answer = committed(pipe.execute()[-1])
             except redis.WatchError:
                 continue
+        if answer.lost_race:
+            return answer, [], raw or b"", decode_state(raw)
+        return answer, res.dates, new, res.state
     raise RuntimeError("risk: state transaction kept conflicting")
+
+
+def limits_for(settings: Settings) -> Limits:
+    """The core's limits, with what every telemetry line records: settings hash, code version, run id."""
+    return Limits.from_settings(settings.risk, settings.hash(), code_version=code_version(),
+                                run_id=settings.resolved_run_id())
 
 
 def build(ctx: ServiceContext):
     settings = ctx.settings
-    limits = Limits.from_settings(settings.risk, settings.hash())
+    limits = limits_for(settings)
 
-    def handle(msg: Message, d: Delivery) -> list[Emit]:
+    def handle(msg: Message, d: Delivery) -> Committed:
         try:
-            dates, raw, st = transact(ctx.r, settings, limits, msg, d, maxlen=settings.core.bus_maxlen)
+            answer, dates, raw, st = transact(ctx.r, settings, limits, msg, d, maxlen=settings.core.bus_maxlen)
         except redis.RedisError as exc:
             log.error("risk: Redis error, no entry made (message stays pending): %s", exc)
             with contextlib.suppress(redis.RedisError):
@@ -190,16 +277,28 @@ def build(ctx: ServiceContext):
                                  severity="critical", text=str(exc)[:500], dedup=f"redis-error:{d.stream}:{d.entry_id}")
             raise
         if dates:
-            write_artifacts(ctx.r, settings, dates, committed=(raw, st))
-        return []
+            report_gaps(ctx, write_artifacts(ctx.r, settings, dates, committed=(raw, st)))
+        return answer
 
     return handle
 
 
+def mode_unknown_alert(mode: str) -> Alert:
+    """The start-up alert of a risk worker whose EXECUTION_MODE is unknown (it refuses every entry)."""
+    return make_alert(GROUP, "mode_unknown", f"risk: EXECUTION_MODE {mode!r} is unknown; every entry is refused "
+                      "(MODE_UNKNOWN)", severity="critical", text="set EXECUTION_MODE to one of " + ", ".join(MODES)
+                      + " and restart risk", runbook="risk-fail-closed", dedup=f"mode_unknown:{mode}")
+
+
 def on_start(ctx: ServiceContext) -> list[Emit]:
-    """Rewrite the artifacts of every session in the state (after a crash between commit and write)."""
+    """Rewrite the artifacts of every session in the state (after a crash between commit and write);
+    alert at once when the mode is unknown (every decision will also be refused and alerted)."""
     st = decode_state(ctx.r.get(STATE_KEY))
-    write_artifacts(ctx.r, ctx.settings, sorted(set(st.decided) | set(st.shadow)))
+    report_gaps(ctx, write_artifacts(ctx.r, ctx.settings, sorted(set(st.decided) | set(st.shadow))))
+    if not ctx.settings.core.mode_known:
+        log.critical("risk: EXECUTION_MODE %r is unknown: every entry will be refused (MODE_UNKNOWN)",
+                     ctx.settings.core.execution_mode)
+        return [(ALERTS, mode_unknown_alert(ctx.settings.core.execution_mode))]
     return []
 
 

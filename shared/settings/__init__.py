@@ -11,10 +11,12 @@ import hashlib
 import json
 from functools import lru_cache
 
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from shared.ids import stable_id
 
 from .analytics import AnalyticsSettings
-from .core import CoreSettings, ExecutionMode
+from .core import EXECUTION_MODES, CoreSettings, ExecutionMode
 from .exits import ExitsSettings
 from .risk import RiskSettings
 from .scanner import ScannerSettings
@@ -44,9 +46,13 @@ class Settings(BaseModel, frozen=True):
     def hash(self) -> str:
         """Fingerprint of the strategy-relevant settings (paths and secrets excluded)."""
         skip = {"redis_url", "artifacts_dir", "ledger_dir", "log_level", "log_format", "consumer_name",
-                "slack_bot_token", "live_confirm_token", "slack_base_url", "bars_dir"}
+                "slack_bot_token", "live_confirm_token", "slack_base_url", "bars_dir", "run_id"}
         data = {k: v for k, v in self.public_dict().items() if k not in skip}
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def resolved_run_id(self) -> str:
+        """``RUN_ID``, else ``run-<hash of the execution mode and the settings hash>`` (deterministic)."""
+        return self.core.run_id.strip() or stable_id("run", self.core.execution_mode, self.hash(), length=16)
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -61,6 +67,24 @@ def load_settings(**overrides: object) -> Settings:
     return Settings(**parts)
 
 
+def settings_problems(sections: tuple[type[BaseModel], ...] = SECTIONS) -> list[str]:
+    """Every invalid variable of every section, one ``NAME='value': why`` each (secret values hidden).
+
+    Empty when the environment validates. Used to report a ``ValidationError`` in one line.
+    """
+    out: list[str] = []
+    for cls in sections:
+        try:
+            cls()
+        except ValidationError as exc:
+            secret = {k for k, f in cls.model_fields.items() if "SecretStr" in str(f.annotation)}
+            for err in exc.errors():
+                field = ".".join(str(x) for x in err["loc"])
+                shown = "=<secret>" if field.split(".")[0] in secret else f"={err.get('input')!r}"
+                out.append(f"{field.upper()}{shown}: {err['msg']}")
+    return out
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Process-wide settings, read once (shells only; cores take values as arguments)."""
@@ -68,6 +92,6 @@ def get_settings() -> Settings:
 
 
 __all__ = [
-    "AnalyticsSettings", "CoreSettings", "ExecutionMode", "ExitsSettings", "RiskSettings",
-    "ScannerSettings", "Settings", "SECTIONS", "get_settings", "load_settings",
+    "AnalyticsSettings", "CoreSettings", "EXECUTION_MODES", "ExecutionMode", "ExitsSettings", "RiskSettings",
+    "ScannerSettings", "Settings", "SECTIONS", "get_settings", "load_settings", "settings_problems",
 ]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, SecretStr
 
 from .base import Section
 
 ExecutionMode = Literal["DRY_RUN", "PAPER_SIM", "ALPACA_PAPER", "LIVE"]
+EXECUTION_MODES: tuple[str, ...] = get_args(ExecutionMode)
 
 
 class CoreSettings(Section):
@@ -29,11 +30,23 @@ class CoreSettings(Section):
     bus_batch: int = Field(100, ge=1, description="Messages read per XREADGROUP call.")
     bus_claim_idle_ms: int = Field(30_000, ge=100, description="Idle time after which a dead consumer's pending entries are claimed.")
     heartbeat_ttl_s: int = Field(30, ge=2, description="TTL of each consumer's heartbeat key (health checks read it).")
-    execution_mode: ExecutionMode = Field("DRY_RUN", description="DRY_RUN, PAPER_SIM, ALPACA_PAPER or LIVE.")
+    # A plain str on purpose: an unknown mode must not stop every service at start-up (a restart
+    # loop); the gates fail closed on it instead (risk: MODE_UNKNOWN; the executor refuses to start).
+    execution_mode: str = Field("DRY_RUN", description="DRY_RUN, PAPER_SIM, ALPACA_PAPER or LIVE. Any other value "
+                                "is not a start-up error: risk refuses every entry (`MODE_UNKNOWN`) and alerts, the "
+                                "executor refuses to start.")
     live_trading: bool = Field(False, description="Must be 1 (with a matching confirmation token) for LIVE entries.")
     live_confirm_token: SecretStr | None = Field(None, description="Operator's live confirmation token; must match the token on file.")
     live_confirm_token_file: str = Field("state/live_confirm_token", description="File holding the expected live confirmation token.")
+    run_id: str = Field("", description="Identifier of this run written into artifact provenance (e.g. `live-2019`, "
+                        "`replay-2018q4`). Empty: derived from the execution mode and the settings hash, so a rerun "
+                        "with the same settings writes the same bytes. Never random, never a clock value.")
     kill_switch: bool = Field(False, description="Env kill switch: blocks every new entry (exits unaffected). Also `avwap kill-switch on`.")
     slack_bot_token: SecretStr | None = Field(None, description="Slack bot token for the notifier; unset: alerts are logged only.")
     slack_channel: str = Field("#avwap", description="Slack channel the notifier posts to.")
     slack_base_url: str = Field("https://slack.com/api/", description="Slack Web API base URL (tests point it at a local stand-in).")
+
+    @property
+    def mode_known(self) -> bool:
+        """True when ``execution_mode`` is one of ``EXECUTION_MODES``."""
+        return self.execution_mode in EXECUTION_MODES

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
+from importlib.metadata import PackageNotFoundError, distribution, entry_points
 
 from pydantic_settings import BaseSettings
 
 from . import SECTIONS
 
-# Sections that live outside shared/ (the executor's broker settings hold secrets only it reads).
-EXTRA_SECTIONS = ("services.executor.settings:BrokerSettings",)
+# Sections that live outside shared/ (e.g. the executor's broker settings, which hold secrets only
+# it reads) register themselves as entry points of this group in pyproject.toml.
+ENTRY_POINT_GROUP = "avwap.settings"
 
 HEADER = """# Configuration
 
@@ -20,15 +21,28 @@ This file is generated from the settings classes: `python -m shared.settings.doc
 """
 
 
-def _sections() -> list[type[BaseSettings]]:
-    out: list[type[BaseSettings]] = list(SECTIONS)
-    for spec in EXTRA_SECTIONS:
-        mod, _, name = spec.partition(":")
-        try:
-            out.append(getattr(importlib.import_module(mod), name))
-        except (ImportError, AttributeError):
-            continue
+def registered_sections() -> list[type[BaseSettings]]:
+    """The sections registered in the ``avwap.settings`` entry-point group, by entry-point name.
+
+    Entry points are metadata of the installed package: without it (a bare checkout) this raises
+    instead of silently rendering a shorter document.
+    """
+    try:
+        distribution("avwap")
+    except PackageNotFoundError as exc:
+        raise RuntimeError("the avwap package is not installed (`make venv` or `pip install -e .`): settings "
+                           f"sections outside shared/ are found through its {ENTRY_POINT_GROUP!r} entry points") from exc
+    out: list[type[BaseSettings]] = []
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        cls = ep.load()
+        if not (isinstance(cls, type) and issubclass(cls, BaseSettings)):
+            raise TypeError(f"entry point {ep.name} = {ep.value} is not a settings class")
+        out.append(cls)
     return out
+
+
+def _sections() -> list[type[BaseSettings]]:
+    return [*SECTIONS, *registered_sections()]
 
 
 def render() -> str:
