@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import redis
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_settings import EnvSettingsSource
 
 from shared.alerts import AlertPublisher
@@ -135,13 +135,16 @@ def refuse_and_idle(name: str, kind: str, title: str, reason: str, *, redis_url:
     return SETTINGS_INVALID_EXIT
 
 
-def idle_invalid_settings(name: str, stop: threading.Event | None = None) -> int:
+def idle_invalid_settings(name: str, stop: threading.Event | None = None,
+                          sections: tuple[type[BaseModel], ...] | None = None) -> int:
     """The environment does not validate: ``refuse_and_idle`` with every invalid variable named
-    (secret values hidden) and a ``settings_invalid`` alert."""
+    (secret values hidden) and a ``settings_invalid`` alert. ``sections``: the ones to check
+    (default: the shared ones; a service adds its own, e.g. the executor's broker settings)."""
     raw = EnvSettingsSource(CoreSettings)()  # the raw values, without validation
     fmt = raw.get("log_format") if raw.get("log_format") in ("console", "json") else "console"
     setup_logging("INFO", str(fmt), service=name)
-    reason = "invalid settings: " + ("; ".join(settings_problems()) or "the settings did not validate")
+    problems = settings_problems(sections) if sections is not None else settings_problems()
+    reason = "invalid settings: " + ("; ".join(problems) or "the settings did not validate")
     url = raw.get("redis_url")
     return refuse_and_idle(name, "settings_invalid", f"{name}: invalid settings, not started", reason,
                            redis_url=str(url) if url else None, runbook="invalid-settings", stop=stop)

@@ -1,5 +1,6 @@
-"""One Slack alert per execution decision (submitted, filled, rejected, cancelled, blocked, refused to
-start), with stable ids, and every runbook link naming a section that exists in docs/runbook.md."""
+"""One Slack alert per execution decision (submitted, filled, rejected, cancelled, blocked), with stable
+ids, and every runbook link naming a section that exists in docs/runbook.md. (Refused to start: one
+alert, the same id for the same refusal: tests/test_executor_process.py.)"""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from services.executor.worker import (
     RUNBOOK_REFUSED,
     RUNBOOK_REJECTED,
     alerts_for,
-    refusal_alert,
 )
 from shared.ids import stable_id
 from shared.schemas import Alert
@@ -71,15 +71,6 @@ def test_alert_ids_are_stable_and_distinct() -> None:
     assert len({a.alert_id for a in first}) == len(first)
     ids = [e.event_id for e in evs[:6]] + [e.rejection_id for e in evs[6:]]
     assert [a.alert_id for a in first] == [stable_id("al", "executor", i) for i in ids]
-
-
-def test_refused_to_start_alert(tmp_path: Path) -> None:
-    s = settings_for("LIVE", tmp_path)
-    a = refusal_alert(s, "LIVE gate closed: LIVE_TRADING is not 1")
-    assert isinstance(a, Alert) and (a.kind, a.severity, a.runbook) == ("refused_to_start", "critical", RUNBOOK_REFUSED)
-    assert a.text == "LIVE gate closed: LIVE_TRADING is not 1" and a.fields == {"mode": "LIVE"}
-    assert refusal_alert(s, a.text).alert_id == a.alert_id  # the same refusal twice is one Slack message
-    assert refusal_alert(s, "other reason").alert_id != a.alert_id
 
 
 @pytest.mark.parametrize("anchor", [RUNBOOK_REFUSED, RUNBOOK_RECONCILIATION, RUNBOOK_BLOCKED, RUNBOOK_REJECTED,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import redis
 
 from avwap.procs import ServiceProcs
 from services.executor.modes import start_check
-from shared.bus import Bus
+from shared.bus import HEARTBEAT_PREFIX, Bus
 from shared.ids import client_order_id
 from shared.schemas import Alert
 from shared.streams import ALERTS, BARS_1D, BARS_1M, CLOCK, INTENTS
@@ -48,12 +49,36 @@ def test_start_check_gates() -> None:
     assert "APCA_STREAM_URL" in start_check("LIVE", base_url=LIVE, stream_url="ws://127.0.0.1:1/stream", **ok)  # type: ignore[operator]
 
 
-def _run_executor(redis_url: str, tmp: Path, **env: str) -> subprocess.CompletedProcess:
+def _env(redis_url: str, tmp: Path, **env: str) -> dict[str, str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("APCA_", "LIVE_"))}
     full.update({"REDIS_URL": redis_url, "LEDGER_DIR": str(tmp / "ledger"), "PYTHONPATH": str(ROOT),
                  "LIVE_CONFIRM_TOKEN_FILE": str(tmp / "token"), **env})
-    return subprocess.run([sys.executable, "-m", "services.executor"], cwd=ROOT, env=full, capture_output=True,
-                          text=True, timeout=60)
+    return full
+
+
+def _refused(redis_url: str, r: redis.Redis, tmp: Path, env: dict[str, str]) -> tuple[int, str, list[Alert]]:
+    """Start the executor, wait for its alert, check it idles (alive, no heartbeat, unhealthy), SIGTERM it."""
+    log = tmp / "executor.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "services.executor"], cwd=ROOT, env=_env(redis_url, tmp, **env),
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while not [a for a in read(r, ALERTS) if isinstance(a, Alert)]:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        time.sleep(1.0)
+        assert proc.poll() is None  # idle: nothing for a supervisor to restart in a loop
+        assert not list(r.scan_iter(f"{HEARTBEAT_PREFIX}:executor:*"))  # unhealthy: `avwap health executor` fails
+        assert not r.exists(INTENTS)  # no consumer group, nothing consumed
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return code, log.read_text(), [a for a in read(r, ALERTS) if isinstance(a, Alert)]
 
 
 @pytest.mark.parametrize("env,why", [
@@ -63,17 +88,34 @@ def _run_executor(redis_url: str, tmp: Path, **env: str) -> subprocess.Completed
     ({"EXECUTION_MODE": "LIVE", "APCA_API_BASE_URL": PAPER, "LIVE_TRADING": "1"}, "must not use the paper endpoint"),
     ({"EXECUTION_MODE": "ALPACA_PAPER", "APCA_API_BASE_URL": LIVE}, "must use the paper endpoint"),
 ])
-def test_refuses_to_start_with_one_line_and_an_alert(redis_url: str, real_redis: redis.Redis, tmp_path: Path,
-                                                     env: dict[str, str], why: str) -> None:
+def test_refuses_to_start_with_one_line_and_an_alert_then_idles(redis_url: str, real_redis: redis.Redis,
+                                                                 tmp_path: Path, env: dict[str, str], why: str) -> None:
     (tmp_path / "token").write_text("right-token\n")
-    res = _run_executor(redis_url, tmp_path, APCA_API_KEY_ID=KEY, APCA_API_SECRET_KEY=SECRET, **env)
-    assert res.returncode == 2
-    lines = [x for x in res.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith("executor: refusing to start") and why in lines[0], res.stderr
-    alerts = [a for a in read(real_redis, ALERTS) if isinstance(a, Alert)]
+    code, out, alerts = _refused(redis_url, real_redis, tmp_path, {"APCA_API_KEY_ID": KEY, "APCA_API_SECRET_KEY": SECRET, **env})
+    assert code == 2
+    lines = [x for x in out.splitlines() if x.strip()]
+    assert len(lines) == 1 and "CRITICAL" in lines[0] and why in lines[0], out
+    assert f"executor not started: refusing to start {env['EXECUTION_MODE']}" in lines[0]
     assert len(alerts) == 1 and alerts[0].kind == "refused_to_start" and why in alerts[0].text
-    assert alerts[0].severity == "critical"
-    assert KEY not in res.stderr + res.stdout and "wrong-token" not in alerts[0].text
+    assert alerts[0].severity == "critical" and alerts[0].runbook == "executor-refusing-to-start"
+    assert KEY not in out and SECRET not in out and "wrong-token" not in alerts[0].text + out
+
+
+def test_the_same_refusal_twice_is_one_slack_message(redis_url: str, real_redis: redis.Redis, tmp_path: Path) -> None:
+    env = {"APCA_API_KEY_ID": KEY, "APCA_API_SECRET_KEY": SECRET, "EXECUTION_MODE": "LIVE", "APCA_API_BASE_URL": LIVE}
+    first = _refused(redis_url, real_redis, tmp_path, env)[2]
+    real_redis.delete(ALERTS)
+    second = _refused(redis_url, real_redis, tmp_path, env)[2]
+    assert len(first) == len(second) == 1 and first[0].alert_id == second[0].alert_id  # the notifier de-duplicates by id
+
+
+def test_invalid_broker_settings_idle_with_one_line_naming_them(redis_url: str, real_redis: redis.Redis,
+                                                                tmp_path: Path) -> None:
+    code, out, alerts = _refused(redis_url, real_redis, tmp_path, {"EXECUTION_MODE": "PAPER_SIM", "BROKER_POLL_S": "often"})
+    assert code == 2
+    lines = [x for x in out.splitlines() if x.strip()]
+    assert len(lines) == 1 and "executor not started: invalid settings" in lines[0] and "BROKER_POLL_S='often'" in lines[0]
+    assert [(a.kind, a.runbook) for a in alerts] == [("settings_invalid", "invalid-settings")]
 
 
 def _quiescent(r: redis.Redis) -> bool:

@@ -15,19 +15,19 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
 import redis
+from pydantic import ValidationError
 
 from shared.alerts import make_alert
 from shared.bus import Delivery, Emit, fields_of
 from shared.clock import calendar, ny_trade_date
 from shared.controls import kill_switch_blocks
-from shared.redis_conn import connect
+from shared.logs import setup_logging
 from shared.schemas import (
     Alert,
     BarBatch,
@@ -39,8 +39,8 @@ from shared.schemas import (
     SessionEvent,
     StopIntent,
 )
-from shared.service import ServiceContext, ServiceSpec, make_context, redis_url_for, run_service
-from shared.settings import Settings, get_settings
+from shared.service import ServiceContext, ServiceSpec, idle_invalid_settings, refuse_and_idle, run_service
+from shared.settings import SECTIONS, Settings, get_settings
 from shared.streams import (
     ALERTS,
     BARS_1D,
@@ -133,13 +133,6 @@ def alerts_for(events: list[Message]) -> list[Alert]:
                                   ts=e.ts, fields={"intent_id": e.intent_id}, dedup=e.rejection_id,
                                   runbook="" if routine else RUNBOOK_BLOCKED))
     return out
-
-
-def refusal_alert(settings: Settings, reason: str) -> Alert:
-    """The critical alert of a refused start (stable id: the same refusal is one Slack message)."""
-    mode = settings.core.execution_mode
-    return make_alert("executor", "refused_to_start", f"executor refused to start {mode}", severity="critical",
-                      text=reason, fields={"mode": mode}, dedup=f"refused:{mode}:{reason}", runbook=RUNBOOK_REFUSED)
 
 
 TRIGGER_RECONCILE, TRIGGER_POLL, TRIGGER_STREAM = "broker:reconcile", "broker:poll", "broker:trade_update"
@@ -732,22 +725,22 @@ def build_spec(bs: BrokerSettings, broker: Broker | None = None, updates: TradeU
                        on_idle=on_idle, on_stop=on_stop)
 
 
-SPEC = build_spec(BrokerSettings())
-
-
 def refuse_to_start(settings: Settings, reason: str) -> int:
-    print(f"executor: refusing to start {settings.core.execution_mode}: {reason}", file=sys.stderr)
-    try:
-        with redis_url_for(settings) as url:
-            make_context(GROUP, settings, connect(url)).bus.publish(ALERTS, refusal_alert(settings, reason))
-    except (redis.RedisError, OSError) as exc:  # the one line above is still printed
-        print(f"executor: could not publish the alert: {exc}", file=sys.stderr)
-    return 2
+    """A start gate failed: one CRITICAL line, one critical ``refused_to_start`` alert, then idle without
+    a heartbeat until stopped (``shared.service.refuse_and_idle``: no restart loop; exit code 2)."""
+    c = settings.core
+    setup_logging(c.log_level, c.log_format, service=GROUP)
+    return refuse_and_idle(GROUP, "refused_to_start", f"executor refused to start {c.execution_mode}",
+                           f"refusing to start {c.execution_mode}: {reason}", redis_url=c.redis_url,
+                           runbook=RUNBOOK_REFUSED)
 
 
 def main() -> int:
-    settings = get_settings()
-    bs = BrokerSettings()
+    try:
+        settings = get_settings()
+        bs = BrokerSettings()
+    except ValidationError:  # one line naming every bad variable, an alert, idle (no restart loop)
+        return idle_invalid_settings(GROUP, sections=(*SECTIONS, BrokerSettings))
     reason = refusal(settings, bs)
     if reason:
         return refuse_to_start(settings, reason)
