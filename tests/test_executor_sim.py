@@ -327,7 +327,7 @@ def test_every_ledger_line_carries_its_provenance(fake_redis, tmp_path: Path) ->
     assert [(r["record"], r.get("event", "")) for r in recs] == [("order_event", "accepted"), ("order_event", "filled"),
                                                                   ("rejection", "")]
     base = {"code_version": code_version(), "settings_hash": ex.ctx.settings.hash(),
-            "broker_settings_hash": ex.bs.hash(), "mode": "PAPER_SIM"}
+            "broker_settings_hash": ex.bs.hash(), "mode": "PAPER_SIM", "run_id": ex.ctx.settings.resolved_run_id()}
     assert [r["provenance"] for r in recs] == [
         {**base, "input:intent": it.intent_id, "input:trigger": batch_id(bar)},
         {**base, "input:intent": it.intent_id, "input:trigger": batch_id(bar)},

@@ -1,7 +1,7 @@
 """Execution ledgers: append-only JSONL per mode and NY date, ``<ledger_dir>/<MODE>/YYYY-MM-DD.jsonl``.
 
 Every record carries ``provenance`` (docs/executor.md, "Ledgers"): the code version, ``Settings.hash()``,
-the broker-settings hash, the mode, ``input:intent`` (the intent behind the record) and
+the broker-settings hash, the mode, the run id (``Settings.resolved_run_id()``), ``input:intent`` (the intent behind the record) and
 ``input:trigger`` (the stable id of the message, or the broker call, that produced it) — the values
 when the line was queued. No wall-clock value and no path, so replays stay byte-identical.
 
@@ -31,11 +31,12 @@ class Provenance(msgspec.Struct, frozen=True, kw_only=True):
     settings_hash: str
     broker_settings_hash: str
     mode: str
+    run_id: str
     trigger: str
 
     def block(self, intent_id: str) -> dict[str, str]:
         return provenance(self.settings_hash, {"intent": intent_id, "trigger": self.trigger},
-                          broker_settings_hash=self.broker_settings_hash, mode=self.mode)
+                          broker_settings_hash=self.broker_settings_hash, mode=self.mode, run_id=self.run_id)
 
 
 def record_of(msg: Message, prov: Provenance) -> dict[str, Any] | None:

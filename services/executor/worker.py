@@ -181,6 +181,7 @@ class Executor:
         self.updates = updates
         self.settings_hash = ctx.settings.hash()
         self.broker_settings_hash = bs.hash()
+        self.run_id = ctx.settings.resolved_run_id()
         # events of the unit of work in hand (a message, a poll, reconciliation) not committed yet;
         # an outbox write commits them with the state they belong to, the final commit the rest
         self._journal: list[Message] = []
@@ -226,7 +227,7 @@ class Executor:
         for m in msgs:
             pipe.xadd(stream_for(m), fields_of(m), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
         prov = ledger.Provenance(settings_hash=self.settings_hash, broker_settings_hash=self.broker_settings_hash,
-                                 mode=self.mode, trigger=trigger)
+                                 mode=self.mode, run_id=self.run_id, trigger=trigger)
         lines = ledger.queue_lines(events, prov)
         if lines:
             pipe.rpush(self.ledger_key, *lines)
