@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import redis
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_settings import EnvSettingsSource
 
 from shared.alerts import AlertPublisher
@@ -51,11 +51,16 @@ class ServiceContext:
 
 @dataclass(frozen=True)
 class ServiceSpec:
+    """``on_start``: after the groups exist, before the first read (its outputs are published);
+    ``on_idle``: on every empty read; ``on_stop``: once after the loop ends (SIGTERM/SIGINT),
+    to release what ``build``/``on_start`` opened (threads, connections)."""
+
     name: str
     streams: Sequence[str]
     build: Callable[[ServiceContext], Handler]
     on_start: Callable[[ServiceContext], Iterable[Emit] | None] | None = None
     on_idle: Callable[[ServiceContext], Iterable[Emit] | None] | None = None
+    on_stop: Callable[[ServiceContext], None] | None = None
 
 
 @contextlib.contextmanager
@@ -130,13 +135,16 @@ def refuse_and_idle(name: str, kind: str, title: str, reason: str, *, redis_url:
     return SETTINGS_INVALID_EXIT
 
 
-def idle_invalid_settings(name: str, stop: threading.Event | None = None) -> int:
+def idle_invalid_settings(name: str, stop: threading.Event | None = None,
+                          sections: tuple[type[BaseModel], ...] | None = None) -> int:
     """The environment does not validate: ``refuse_and_idle`` with every invalid variable named
-    (secret values hidden) and a ``settings_invalid`` alert."""
+    (secret values hidden) and a ``settings_invalid`` alert. ``sections``: the ones to check
+    (default: the shared ones; a service adds its own, e.g. the executor's broker settings)."""
     raw = EnvSettingsSource(CoreSettings)()  # the raw values, without validation
     fmt = raw.get("log_format") if raw.get("log_format") in ("console", "json") else "console"
     setup_logging("INFO", str(fmt), service=name)
-    reason = "invalid settings: " + ("; ".join(settings_problems()) or "the settings did not validate")
+    problems = settings_problems(sections) if sections is not None else settings_problems()
+    reason = "invalid settings: " + ("; ".join(problems) or "the settings did not validate")
     url = raw.get("redis_url")
     return refuse_and_idle(name, "settings_invalid", f"{name}: invalid settings, not started", reason,
                            redis_url=str(url) if url else None, runbook="invalid-settings", stop=stop)
@@ -165,7 +173,11 @@ def run_service(spec: ServiceSpec, settings: Settings | None = None) -> int:
         if spec.on_start is not None:
             ctx.bus.publish_many(list(spec.on_start(ctx) or []))
         log.info("%s started as %s on %s", spec.name, consumer.name, ", ".join(spec.streams))
-        stats = consumer.run(install_signals=False)
+        try:
+            stats = consumer.run(install_signals=False)
+        finally:
+            if spec.on_stop is not None:
+                spec.on_stop(ctx)
         log.info("%s stopped: handled=%d failed=%d dlq=%d lost_races=%d", spec.name, stats.handled, stats.failed,
                  stats.dead_lettered, stats.lost_races)
     return 0

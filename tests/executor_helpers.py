@@ -84,3 +84,44 @@ def snapshots(r: redis.Redis) -> list:
 
 def settings_for(mode: str, tmp: Path, **kw: object):
     return load_settings(execution_mode=mode, ledger_dir=str(tmp / "ledger"), artifacts_dir=str(tmp / "art"), **kw)
+
+
+KEY, SECRET = "PKTESTKEY0123456789", "TESTSECRET0123456789abcdef"
+
+
+def alpaca_executor(r: redis.Redis, tmp: Path, standin, *, reconcile: bool = True, mode: str = "ALPACA_PAPER",
+                    settings: dict[str, object] | None = None, updates=None, **bs: object):
+    """An Executor over the real alpaca-py client pointed at ``standin`` (fast polls; 0.3 s timeouts)."""
+    from services.executor.alpaca import AlpacaBroker
+    from services.executor.settings import BrokerSettings
+    from services.executor.worker import Executor
+    from shared.service import make_context
+
+    ctx = make_context("executor", settings_for(mode, tmp, **(settings or {})), r)
+    broker = AlpacaBroker.connect(KEY, SECRET, base_url=standin.url, paper=mode != "LIVE", timeout_s=0.3)
+    ex = Executor(ctx, BrokerSettings(**{"broker_poll_s": 0.001, "apca_api_base_url": standin.url,
+                                         "apca_allow_local_url": True, **bs}), broker, updates)
+    ex.start(reconcile=False)
+    if reconcile:
+        assert ex.reconcile()
+    return ex
+
+
+def poll(ex) -> None:
+    """One idle round with the poll due now."""
+    ex._next_poll = 0.0
+    ex.idle()
+
+
+def clean_ledger(r: redis.Redis, tmp: Path, mode: str = "ALPACA_PAPER") -> list[dict]:
+    """Every order event and executor rejection is in the mode's ledger exactly once, nothing else is,
+    and every line carries its provenance. Returns the ledger records."""
+    from shared.artifacts import read_jsonl
+
+    recs = [x for p in sorted((tmp / "ledger" / mode).glob("*.jsonl")) for x in read_jsonl(p)]
+    want = sorted([e.event_id for e in orders(r)] + [x.rejection_id for x in rejections(r) if x.source == "executor"])
+    assert sorted(x["record_id"] for x in recs) == want
+    for x in recs:
+        prov = x["provenance"]
+        assert prov["code_version"] and prov["settings_hash"] and prov["input:intent"] == x["intent_id"], x
+    return recs

@@ -7,28 +7,28 @@ from pathlib import Path
 
 import pytest
 
-from services.executor.alpaca import AlpacaBroker
-from services.executor.settings import BrokerSettings
 from services.executor.worker import Executor
 from shared.schemas import Alert, OrderEvent
-from shared.service import make_context
 from shared.streams import ALERTS
 from tests.executor_helpers import (
+    KEY,
+    SECRET,
+    alpaca_executor,
+    clean_ledger,
     coid,
     daily,
     entry,
     exit_intent,
     orders,
+    poll,
     read,
     session,
-    settings_for,
     stop_place,
     stop_replace,
 )
 from tests.standins.alpaca_api import AlpacaStandIn
 
 D1, D2 = "2018-03-01", "2018-03-02"
-KEY, SECRET = "PKTESTKEY0123456789", "TESTSECRET0123456789abcdef"
 
 
 @pytest.fixture
@@ -38,27 +38,7 @@ def standin() -> Iterator[AlpacaStandIn]:
 
 
 def make(fake_redis, tmp_path: Path, standin: AlpacaStandIn, *, reconcile: bool = True) -> Executor:
-    ctx = make_context("executor", settings_for("ALPACA_PAPER", tmp_path), fake_redis)
-    broker = AlpacaBroker.connect(KEY, SECRET, base_url=standin.url, paper=True, timeout_s=0.3)
-    ex = Executor(ctx, BrokerSettings(broker_poll_s=0.001), broker)
-    ex.start(reconcile=False)
-    if reconcile:
-        assert ex.reconcile()
-    return ex
-
-
-def clean_ledger(r, tmp_path: Path) -> None:
-    """Every order event and executor rejection is in the ledger exactly once, nothing else is."""
-    from shared.artifacts import read_jsonl
-
-    recs = [x for p in sorted((tmp_path / "ledger" / "ALPACA_PAPER").glob("*.jsonl")) for x in read_jsonl(p)]
-    want = sorted([e.event_id for e in orders(r)] + [x.rejection_id for x in read(r, "avwap:rejections")])
-    assert sorted(x["record_id"] for x in recs) == want
-
-
-def poll(ex: Executor) -> None:
-    ex._next_poll = 0.0
-    ex.idle()
+    return alpaca_executor(fake_redis, tmp_path, standin, reconcile=reconcile)
 
 
 def events(r, kind: str | None = None) -> list[tuple[str, str]]:
@@ -112,6 +92,22 @@ def test_rate_limited_submit_is_resent_once_with_the_same_client_id(fake_redis, 
     clean_ledger(fake_redis, tmp_path)
 
 
+@pytest.mark.parametrize("fault,created", [("500", False), ("503", False), ("502-after", True), ("504-after", True)])
+def test_server_error_on_submit_gives_one_broker_order(fake_redis, tmp_path: Path, standin: AlpacaStandIn,
+                                                       fault: str, created: bool) -> None:
+    """A 5xx on POST /v2/orders is an unknown outcome: looked up by client id, then (only if the
+    broker does not have it) resent with the same client id."""
+    ex = make(fake_redis, tmp_path, standin)
+    standin.fault("POST", "/v2/orders", fault)
+    c = confirm_entry(ex)
+    posts = [r for r in standin.requests if r == ("POST", "/v2/orders")]
+    assert len(posts) == (1 if created else 2)  # resent only when the first never landed
+    assert len(standin.orders_for(c)) == 1 and events(fake_redis) == [("entry", "accepted")]
+    assert orders(fake_redis)[0].broker_order_id == standin.by_client_id(c).id
+    assert read(fake_redis, "avwap:rejections") == []
+    clean_ledger(fake_redis, tmp_path)
+
+
 def test_duplicate_client_id_422_resolves_to_the_existing_order(fake_redis, tmp_path: Path, standin: AlpacaStandIn) -> None:
     ex = make(fake_redis, tmp_path, standin)
     it = entry(D1, "AAA", 100, level=50.0, stop=48.0)
@@ -133,6 +129,7 @@ def test_unknown_outcome_and_lookup_failing_resolves_on_the_next_poll(fake_redis
     assert orders(fake_redis) == []
     poll(ex)
     assert len(standin.orders_for(c)) == 1 and events(fake_redis) == [("entry", "accepted")]
+    clean_ledger(fake_redis, tmp_path)
 
 
 def _held(ex: Executor, standin: AlpacaStandIn, fake_redis) -> str:
@@ -152,6 +149,8 @@ def test_exit_cancels_the_stop_holding_the_shares_then_sells(fake_redis, tmp_pat
     assert events(fake_redis)[-3:] == [("stop", "accepted"), ("stop", "cancelled"), ("exit", "accepted")]
     assert standin.by_client_id(coid(si.intent_id)).status == "canceled"
     assert standin.by_client_id(coid(xi.intent_id)).side == "sell"
+    assert len(standin.orders_for(coid(xi.intent_id))) == 1
+    clean_ledger(fake_redis, tmp_path)
 
 
 def test_exit_blocked_by_an_order_placed_outside_the_system_cancels_it_and_retries(fake_redis, tmp_path: Path, standin: AlpacaStandIn) -> None:
@@ -246,6 +245,7 @@ def test_while_unreconciled_entries_are_refused_but_exits_work(fake_redis, tmp_p
     xi = exit_intent(D2, "AAA", 100, session(D2, "OPEN").ts)
     ex2.handle(xi, None)
     assert events(fake_redis, "exit") == [("exit", "accepted")] and len(standin.orders_for(coid(xi.intent_id))) == 1
+    clean_ledger(fake_redis, tmp_path)
 
 
 
@@ -260,3 +260,37 @@ def test_standin_speaks_alpacas_shapes_for_the_other_endpoints(standin: AlpacaSt
     order = client.close_position("AAA")
     assert order.side.value == "sell" and order.qty == "10"
     assert client.get_account().status.value == "ACTIVE"
+
+
+def test_a_crash_right_after_an_outbox_write_loses_no_event(fake_redis, tmp_path: Path, standin: AlpacaStandIn,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exit cancels the stop (its ``cancelled`` event is in hand), writes the exit's outbox record,
+    and the process dies before the submit. The outbox write must not persist the stop's new state
+    without its event: after the restart the stop's cancel and the exit are each reported once."""
+    from services.executor import worker
+
+    class Killed(BaseException):
+        pass
+
+    ex = make(fake_redis, tmp_path, standin)
+    _held(ex, standin, fake_redis)
+    si = stop_place(D2, "AAA", 100, 48.0, session(D2, "WINDOW_OPEN").ts)
+    ex.handle(si, None)
+    xi = exit_intent(D2, "AAA", 100, session(D2, "WINDOW_OPEN").ts + 1)
+
+    def crash(name: str) -> None:
+        if name == "after_outbox":
+            raise Killed
+
+    monkeypatch.setattr(worker, "_crash_point", crash)
+    with pytest.raises(Killed):
+        ex.handle(xi, None)
+    monkeypatch.undo()
+    assert standin.by_client_id(coid(si.intent_id)).status == "canceled" and standin.orders_for(coid(xi.intent_id)) == []
+    ex2 = make(fake_redis, tmp_path, standin)  # restart: reconciliation resolves the outbox
+    ex2.handle(xi, None)  # the exit intent is redelivered
+    assert events(fake_redis)[-3:] == [("stop", "accepted"), ("stop", "cancelled"), ("exit", "accepted")]
+    assert len(standin.orders_for(coid(xi.intent_id))) == 1
+    cancelled = [e for e in orders(fake_redis) if e.event == "cancelled"]
+    assert len(cancelled) == 1 and f"exit_intent={xi.intent_id}" in cancelled[0].reason
+    clean_ledger(fake_redis, tmp_path)

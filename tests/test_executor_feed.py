@@ -96,3 +96,31 @@ def test_feed_publishes_in_order_once_after_writing_the_store(fake_redis, tmp_pa
     w = log.index(f"{D}:WINDOW_OPEN")
     assert log[:2] == [f"{D}:PRE_MARKET", f"{D}:OPEN"] and all(":1m:" in x for x in log[2:w]) and w - 2 == 5
     assert log[-2:] == [f"{D}:DAILY", f"{D}:CLOSE"]
+
+
+def test_run_backs_off_while_the_data_api_fails_then_publishes_what_it_missed(fake_redis, tmp_path: Path, bars) -> None:
+    """The real alpaca-py data client against the stand-in answering 500s: the loop never dies, waits
+    1, 2, 4... (capped) between attempts, alerts once per outage, resets after a success."""
+    minute, daily = bars
+    clock = ReplayClock(dt_to_ns(ny_datetime(D, "09:36")) + 15 * 10**9)
+    bs = BrokerSettings(feed_minute_delay_s=10, feed_backoff_max_s=3.0, feed_poll_s=5.0, feed_alert_after_failures=3)
+    sleeps: list[float] = []
+    with AlpacaDataStandIn(minute, daily) as standin:
+        def sleep(s: float) -> None:
+            sleeps.append(s)
+            if len(sleeps) == 6:
+                standin.fail_next = 1  # a second, short outage
+        src = AlpacaData("PKFEEDKEY123", "FEEDSECRET123", url=standin.url, feed="iex", timeout_s=2.0)
+        feed = Feed(fake_redis, src, BarStore(tmp_path / "bars"), list(SYMS), settings=load_settings(), bs=bs,
+                    clock=clock, sleep=sleep)
+        standin.fail_next = 4
+        feed.run(stop_after=8)
+    assert sleeps == [1.0, 2.0, 3.0, 3.0, 5.0, 5.0, 1.0, 5.0]  # backoff capped, reset after a success
+    phases = [e.phase for e in read(fake_redis, CLOCK) if isinstance(e, SessionEvent)]
+    assert phases == ["PRE_MARKET", "OPEN", "WINDOW_OPEN"]  # each once, although ticks failed half-way
+    mins = [b.bars[0].ts for b in read(fake_redis, BARS_1M) if isinstance(b, BarBatch)]
+    assert mins == [dt_to_ns(ny_datetime(D, f"09:{m}")) for m in range(31, 37)]  # every missed minute, once
+    alerts = [(a.kind, a.severity, a.runbook) for a in read(fake_redis, ALERTS)
+              if isinstance(a, Alert) and a.kind.startswith("feed_")]  # (bars_rejected: the defective vendor bar)
+    assert alerts == [("feed_failing", "warning", "executor-live-feed"), ("feed_recovered", "info", "executor-live-feed")]
+    assert "FEEDSECRET123" not in str(read(fake_redis, ALERTS))

@@ -226,7 +226,7 @@ def test_order_events_are_unique(fake_redis, tmp_path: Path) -> None:
 
 
 def test_ledger_torn_line_is_isolated_and_records_land_once(fake_redis, tmp_path: Path) -> None:
-    from services.executor import ledger
+    from shared.artifacts import canonical_line
 
     ex = make(fake_redis, tmp_path)
     it = entry(D1, "AAA", 100, level=50.0, stop=48.0)
@@ -240,7 +240,7 @@ def test_ledger_torn_line_is_isolated_and_records_land_once(fake_redis, tmp_path
     recs = list(read_jsonl(path))
     assert [r["event"] for r in recs] == ["accepted", "filled"]
     # a crash after the append but before the queue was trimmed: the records are queued again
-    fake_redis.rpush(ex.ledger_key, *ledger.queue_lines(orders(fake_redis)))
+    fake_redis.rpush(ex.ledger_key, *(canonical_line(r) for r in recs))
     ex.flush_ledger()
     assert [r["event"] for r in read_jsonl(path)] == ["accepted", "filled"]
     assert fake_redis.llen(ex.ledger_key) == 0
@@ -310,3 +310,30 @@ def test_a_redelivered_entry_after_the_commit_changes_nothing(fake_redis, tmp_pa
     ex.handle(daily(D1, ("AAA", 50.5, 52.0, 50.0, 51.0)), Delivery("avwap:bars:1d", "1002-0", 1, "executor-0"))
     ex.handle(daily(D1, ("AAA", 50.5, 52.0, 50.0, 51.0)), Delivery("avwap:bars:1d", "1002-0", 3, "executor-0"))
     assert len(snapshots(fake_redis)) == 1 and [e.event for e in orders(fake_redis)] == ["accepted", "filled"]
+
+
+def test_every_ledger_line_carries_its_provenance(fake_redis, tmp_path: Path) -> None:
+    """/work/notes/provenance.md: code version, settings hash, inputs (stable ids only: no path, no wall clock)."""
+    from services.executor.core import batch_id
+    from shared.artifacts import code_version
+
+    ex = make(fake_redis, tmp_path)
+    it = entry(D1, "AAA", 100, level=50.0, stop=48.0)
+    it2 = entry(D1, "BBB", 10, level=20.0, stop=19.0)
+    bar = daily(D1, ("AAA", 50.5, 52.0, 50.0, 51.0), ("BBB", 19.0, 19.5, 18.5, 19.2))
+    feed(ex, session(D1, "PRE_MARKET"), it, it2, session(D1, "OPEN"), bar, session(D1, "CLOSE"))
+    path = tmp_path / "ledger" / "PAPER_SIM" / f"{D1}.jsonl"
+    recs = list(read_jsonl(path))
+    assert [(r["record"], r.get("event", "")) for r in recs] == [("order_event", "accepted"), ("order_event", "filled"),
+                                                                  ("rejection", "")]
+    base = {"code_version": code_version(), "settings_hash": ex.ctx.settings.hash(),
+            "broker_settings_hash": ex.bs.hash(), "mode": "PAPER_SIM", "run_id": ex.ctx.settings.resolved_run_id()}
+    assert [r["provenance"] for r in recs] == [
+        {**base, "input:intent": it.intent_id, "input:trigger": batch_id(bar)},
+        {**base, "input:intent": it.intent_id, "input:trigger": batch_id(bar)},
+        {**base, "input:intent": it2.intent_id, "input:trigger": f"session:{D1}:CLOSE"},
+    ]
+    assert str(tmp_path).encode() not in path.read_bytes()
+    # the broker-settings hash follows the settings that change fills, not the ones that change transport
+    assert BrokerSettings(sim_slippage_bps=1.0).hash() != BrokerSettings(sim_slippage_bps=2.0).hash()
+    assert BrokerSettings(feed_poll_s=1.0).hash() == BrokerSettings(feed_poll_s=9.0).hash()

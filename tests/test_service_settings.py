@@ -58,7 +58,7 @@ def health(redis_url: str, service: str) -> subprocess.CompletedProcess:
                           env={**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}, timeout=60)
 
 
-@pytest.mark.parametrize("service", ["risk", "exits"])
+@pytest.mark.parametrize("service", ["risk", "exits", "executor"])
 def test_invalid_settings_idle_unhealthy_with_one_line_and_one_alert(redis_url: str, real_redis: redis.Redis,
                                                                       tmp_path: Path, service: str) -> None:
     log = tmp_path / "svc.log"

@@ -39,6 +39,8 @@ from .broker import TERMINAL, AccountView, OrderRequest, OrderView, PositionView
 from .simulator import SimState
 
 OPEN_LOCAL = ("new", "unknown", "waiting")  # known to the executor, not (yet) at the broker
+# records the broker may or may not have: resolved by a lookup by client id (blocked: a resend was refused)
+LOOKUP = ("new", "unknown", "blocked")
 DONE = frozenset({"filled", "cancelled", "rejected", "replaced", "expired"})
 
 # reason codes of entries the executor refuses
@@ -48,6 +50,21 @@ R_EXPIRED = "INTENT_EXPIRED"
 R_NOT_CONFIRMED = "ENTRY_NOT_CONFIRMED"
 R_BAD_QTY = "INVALID_QTY"
 R_LIVE_GATE = "LIVE_GATE_CLOSED"
+
+
+class Gates(msgspec.Struct, frozen=True, kw_only=True):
+    """The entry controls at the moment an entry would be sent (read by the shell, passed in).
+
+    ``kill_switch``: the env switch or the ``avwap:control:kill_switch`` key (unreadable counts as on);
+    ``live_gate``: "" when open (or not LIVE), else why the LIVE gate is closed. The ``reconciled``
+    flag is part of the executor state. Exits and stops never look at these.
+    """
+
+    kill_switch: bool = False
+    live_gate: str = ""
+
+
+OPEN_GATES = Gates()
 
 
 class Params(msgspec.Struct, frozen=True, kw_only=True):
@@ -97,6 +114,7 @@ class OrderRec(msgspec.Struct, kw_only=True):
     waiting_on: list[str] = []  # client ids that must be done before this one is submitted
     silent_cancel: bool = False  # cancelled as part of a replace: no "cancelled" event
     cancel_reason: str = ""
+    candidate_id: str = ""  # entries: the candidate behind the intent (for a Rejection at resend time)
     announced: bool = False  # accepted/replaced event published
     attempts: int = 0  # retries after a 403 insufficient qty (exits)
 
@@ -188,31 +206,41 @@ def _dry_run_accept(st: ExecState, rec: OrderRec, ctx: Ctx) -> Out:
 
 
 # -- intents -----------------------------------------------------------------
-def on_entry_intent(st: ExecState, intent: EntryIntent, ctx: Ctx, *, kill_switch: bool, current_date: str,
-                    entries_allowed: tuple[bool, str] = (True, "")) -> Out:
+def entry_blocks(st: ExecState, gates: Gates, *, reconciling: bool = False) -> list[str]:
+    """Reason codes that forbid sending a new entry now (empty: it may go). ``reconciling``: the
+    check runs as part of start-up reconciliation, so ``reconciled`` is not (yet) required."""
+    reasons: list[str] = []
+    if gates.live_gate:
+        reasons.append(R_LIVE_GATE)
+    if not st.reconciled and not reconciling:
+        reasons.append(R_UNRECONCILED)
+    if gates.kill_switch:
+        reasons.append(R_KILL_SWITCH)
+    return reasons
+
+
+def _block_detail(reasons: list[str], gates: Gates, when: str) -> str:
+    parts = [when]
+    if R_LIVE_GATE in reasons:
+        parts.append(gates.live_gate)
+    return "; ".join(parts)
+
+
+def on_entry_intent(st: ExecState, intent: EntryIntent, ctx: Ctx, *, gates: Gates, current_date: str) -> Out:
     """Queue an entry for confirmation (or refuse it with reason codes)."""
     if intent.intent_id in st.handled:
         return Out()
     st.handled[intent.intent_id] = intent.trade_date
-    reasons: list[str] = []
-    ok, why = entries_allowed
-    if not ok:
-        reasons.append(why)
-    if not st.reconciled:
-        reasons.append(R_UNRECONCILED)
-    if kill_switch:
-        reasons.append(R_KILL_SWITCH)
+    reasons = entry_blocks(st, gates)
     if intent.qty <= 0:
         reasons.append(R_BAD_QTY)
     if current_date and intent.trade_date < current_date or f"{intent.trade_date}:CLOSE" in st.sessions:
         reasons.append(R_EXPIRED)
     if reasons:
-        return Out(events=[reject_entry(intent, reasons, ctx.ts)])
+        return Out(events=[reject_entry(intent, reasons, ctx.ts, detail=_block_detail(reasons, gates, "on arrival")
+                                        if R_LIVE_GATE in reasons else "")])
     if st.mode == "DRY_RUN":
-        rec = OrderRec(client_order_id=client_order_id(intent.intent_id), intent_id=intent.intent_id, kind="entry",
-                       symbol=intent.symbol, side=intent.side, qty=intent.qty, order_type=intent.order_type,
-                       limit_price=intent.limit_price, entry_stop=intent.stop_price, trade_date=intent.trade_date)
-        return _dry_run_accept(st, rec, ctx)
+        return _dry_run_accept(st, _entry_rec(intent), ctx)
     st.pending[intent.intent_id] = Pending(intent=intent)
     return Out()
 
@@ -308,7 +336,42 @@ def ready_waiting(st: ExecState, ctx: Ctx) -> Out:
 def _entry_rec(intent: EntryIntent) -> OrderRec:
     return OrderRec(client_order_id=client_order_id(intent.intent_id), intent_id=intent.intent_id, kind="entry",
                     symbol=intent.symbol, side=intent.side, qty=intent.qty, order_type=intent.order_type,
-                    limit_price=intent.limit_price, entry_stop=intent.stop_price, trade_date=intent.trade_date)
+                    limit_price=intent.limit_price, entry_stop=intent.stop_price, trade_date=intent.trade_date,
+                    candidate_id=intent.candidate_id)
+
+
+def _send_confirmed(st: ExecState, it: EntryIntent, gates: Gates, ts: int) -> Out:
+    """A confirmed entry leaves ``pending``: re-gated now, it becomes an order (Submit) or a Rejection."""
+    del st.pending[it.intent_id]
+    reasons = entry_blocks(st, gates)
+    if reasons:
+        return Out(events=[reject_entry(it, reasons, ts, detail=_block_detail(reasons, gates, "blocked at submit time"))])
+    rec = _entry_rec(it)
+    st.orders[rec.client_order_id] = rec
+    return Out(actions=[Submit(rec.client_order_id)])
+
+
+def resend_or_block(st: ExecState, rec: OrderRec, gates: Gates, ctx: Ctx, *, reconciling: bool) -> Out:
+    """An outbox record the broker does not know (lookup: not found) would be sent again now.
+
+    Stops and exits always are. An entry is re-gated first: kill switch, LIVE gate, its trade date
+    closed (``INTENT_EXPIRED``), and ``reconciled`` outside reconciliation. A blocked entry becomes
+    ``blocked`` (never sent again; still looked up, in case the first request lands late) with one
+    ``Rejection`` for its intent.
+    """
+    if rec.kind != "entry":
+        return Out(actions=[Replace(rec.replaces, rec.client_order_id)] if rec.replaces else [Submit(rec.client_order_id)])
+    reasons = entry_blocks(st, gates, reconciling=reconciling)
+    current = max(st.sessions.values(), default="")
+    if (current and rec.trade_date < current) or f"{rec.trade_date}:CLOSE" in st.sessions:
+        reasons.append(R_EXPIRED)
+    if not reasons:
+        return Out(actions=[Submit(rec.client_order_id)])
+    rec.status = "blocked"
+    rj = Rejection(rejection_id=stable_id("rj", "executor", rec.intent_id, reasons), source="executor", symbol=rec.symbol,
+                   trade_date=rec.trade_date, reasons=reasons, candidate_id=rec.candidate_id, intent_id=rec.intent_id,
+                   detail=_block_detail(reasons, gates, f"resend of {rec.client_order_id} blocked"), ts=ctx.ts)
+    return Out(events=[rj])
 
 
 def batch_id(batch: BarBatch) -> str:
@@ -317,8 +380,9 @@ def batch_id(batch: BarBatch) -> str:
     return stable_id("bb", batch.tf, batch.trade_date, first, last, len(batch.bars), batch.final)
 
 
-def confirm_daily(st: ExecState, batch: BarBatch) -> Out:
-    """Daily approximation: an entry of D is sent at D's open when the open >= the entry level."""
+def confirm_daily(st: ExecState, batch: BarBatch, gates: Gates) -> Out:
+    """Daily approximation: an entry of D is sent at D's open when the open >= the entry level
+    (re-gated at that moment: ``gates``)."""
     out = Out()
     intraday = set(st.intraday.get(batch.trade_date, []))
     bars = {b.symbol: b for b in batch.bars}
@@ -330,16 +394,14 @@ def confirm_daily(st: ExecState, batch: BarBatch) -> Out:
         bar = bars.get(it.symbol)
         if bar is None or bar.open < it.entry_level:
             continue
-        del st.pending[iid]
-        rec = _entry_rec(it)
-        st.orders[rec.client_order_id] = rec
-        out.actions.append(Submit(rec.client_order_id))
+        out.extend(_send_confirmed(st, it, gates, bar.ts))
     return out
 
 
-def confirm_intraday(st: ExecState, batch: BarBatch, p: Params, session_open_ns: int) -> Out:
+def confirm_intraday(st: ExecState, batch: BarBatch, p: Params, session_open_ns: int, gates: Gates) -> Out:
     """10-minute confirmation on 1m bars: the earlier of the last two closed bars closes above the
-    entry level and the later one closes at or above it, the later one closing inside the window."""
+    entry level and the later one closes at or above it, the later one closing inside the window.
+    A confirmed entry is re-gated (``gates``) at that moment."""
     out = Out()
     d = batch.trade_date
     seen = st.intraday.setdefault(d, [])
@@ -369,10 +431,7 @@ def confirm_intraday(st: ExecState, batch: BarBatch, p: Params, session_open_ns:
         if bar.ts >= end:
             confirmed = _close_bucket(pend, it, w_start, w_end) or confirmed
         if confirmed:
-            del st.pending[iid]
-            rec = _entry_rec(it)
-            st.orders[rec.client_order_id] = rec
-            out.actions.append(Submit(rec.client_order_id))
+            out.extend(_send_confirmed(st, it, gates, bar.ts))
     return out
 
 
@@ -402,7 +461,7 @@ def on_submitted(st: ExecState, coid: str, view: OrderView, ctx: Ctx) -> Out:
     """The broker has the order (submit answered, or a lookup after a timeout/422 found it)."""
     rec = st.orders[coid]
     rec.broker_order_id = view.broker_order_id
-    if rec.status in OPEN_LOCAL:
+    if rec.status in OPEN_LOCAL or rec.status == "blocked":
         rec.status = "accepted"
     out = Out()
     if not rec.announced:
@@ -412,6 +471,22 @@ def on_submitted(st: ExecState, coid: str, view: OrderView, ctx: Ctx) -> Out:
         else:
             out.events.append(order_event(rec, "accepted", ctx, st.mode))
     return out.extend(on_view(st, view, ctx))
+
+
+def on_broker_update(st: ExecState, view: OrderView, ctx: Ctx) -> Out:
+    """The broker's current view of one order, however it arrived (poll, lookup, trade-update stream).
+
+    A record still awaiting the broker's answer (``LOOKUP``) is announced (``accepted``/``replaced``)
+    first; then fills and terminal states become events. Idempotent: fills are de-duplicated by
+    trade id and by the cumulative filled quantity, terminal states are final, so the same view
+    applied twice (by the stream and by a poll) publishes nothing the second time.
+    """
+    rec = st.orders.get(view.client_order_id)
+    if rec is None:
+        return Out()
+    if rec.status in LOOKUP:
+        return on_submitted(st, view.client_order_id, view, ctx)
+    return on_view(st, view, ctx)
 
 
 def on_rejected(st: ExecState, coid: str, reason: str, ctx: Ctx) -> Out:
@@ -499,8 +574,9 @@ def dry_run_account(equity: float) -> AccountView:
 
 
 def prune(st: ExecState, d: str, keep_days: int = 10) -> None:
-    """At D's close: forget finished orders of earlier dates and old de-dup keys."""
-    for coid in [k for k, o in st.orders.items() if o.status in DONE and o.trade_date < d]:
+    """At D's close: forget finished orders of earlier dates (and blocked entries of earlier dates:
+    day orders that never reached the broker) and old de-dup keys."""
+    for coid in [k for k, o in st.orders.items() if (o.status in DONE or o.status == "blocked") and o.trade_date < d]:
         del st.orders[coid]
     cutoff = _days_before(d, keep_days)
     st.handled = {k: v for k, v in st.handled.items() if v >= cutoff}
@@ -516,8 +592,8 @@ def _days_before(d: str, n: int) -> str:
 
 
 __all__ = [
-    "Action", "BarRow", "Cancel", "Ctx", "ExecState", "OrderRec", "Out", "Params", "Replace", "Submit",
-    "TERMINAL", "batch_id", "confirm_daily", "confirm_intraday", "expire_unconfirmed", "on_entry_intent",
-    "on_exit_intent", "on_rejected", "on_stop_intent", "on_submitted", "on_view", "prune", "ready_waiting",
-    "request_of", "snapshot",
+    "Action", "BarRow", "Cancel", "Ctx", "ExecState", "Gates", "OPEN_GATES", "OrderRec", "Out", "Params", "Replace",
+    "Submit", "TERMINAL", "batch_id", "confirm_daily", "confirm_intraday", "entry_blocks", "expire_unconfirmed",
+    "on_broker_update", "on_entry_intent", "on_exit_intent", "on_rejected", "on_stop_intent", "on_submitted", "on_view",
+    "prune", "ready_waiting", "request_of", "resend_or_block", "snapshot",
 ]

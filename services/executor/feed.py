@@ -13,7 +13,8 @@ each exactly once (marks in Redis, published in the same MULTI as the message):
 Bars are validated (``shared.bars.validate_rows``; rejects are logged and alerted with their
 reasons) and written to the bar store BEFORE they are published. Event time: a late start
 publishes missed events with their scheduled ts. Data errors never crash the loop: it
-reconnects with exponential backoff (capped at FEED_BACKOFF_MAX_S).
+reconnects with exponential backoff (capped at FEED_BACKOFF_MAX_S) and alerts the operator when
+the failures go on (FEED_ALERT_AFTER_FAILURES) and when it recovers.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -32,7 +33,7 @@ from shared.alerts import make_alert
 from shared.bars import BarStore, validate_rows
 from shared.bus import fields_of
 from shared.clock import NS, NY, Clock, TradingCalendar, WallClock, calendar, dt_to_ns, ny_datetime
-from shared.logs import setup_logging
+from shared.logs import redact, setup_logging
 from shared.redis_conn import connect
 from shared.schemas import BarBatch, BarRow, Message, SessionEvent
 from shared.settings import Settings, get_settings
@@ -111,7 +112,8 @@ def due_steps(cal: TradingCalendar, now_ns: int, done: set[str], window_start: s
 # -- the shell --------------------------------------------------------------------------------
 class Feed:
     def __init__(self, r: redis.Redis, source: DataSource, store: BarStore, symbols: Sequence[str], *,
-                 settings: Settings, bs: BrokerSettings, clock: Clock | None = None, cal: TradingCalendar | None = None) -> None:
+                 settings: Settings, bs: BrokerSettings, clock: Clock | None = None, cal: TradingCalendar | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.r = r
         self.source = source
         self.store = store
@@ -122,6 +124,7 @@ class Feed:
         self.cal = cal or calendar()
         self.window_start = settings.exits.stop_window_start
         self.maxlen = settings.core.bus_maxlen
+        self.sleep = sleep
 
     def _publish(self, stream: str, msg: Message, mark: str, d: str, extra: dict[str, int] | None = None) -> None:
         pipe = self.r.pipeline(transaction=True)
@@ -188,18 +191,40 @@ class Feed:
         return out
 
     def run(self, stop_after: int | None = None) -> None:
-        """Tick forever (or ``stop_after`` ticks), reconnecting with exponential backoff on errors."""
-        backoff, n = 1.0, 0
+        """Tick forever (or ``stop_after`` ticks), every FEED_POLL_S. A failing tick (data API, network,
+        Redis) is retried with exponential backoff from 1 s to FEED_BACKOFF_MAX_S; after
+        FEED_ALERT_AFTER_FAILURES failures in a row one ``feed_failing`` alert goes out, and one
+        ``feed_recovered`` when a tick succeeds again. Missed steps are published on recovery."""
+        backoff, n, failures, since = 1.0, 0, 0, 0
         while stop_after is None or n < stop_after:
             n += 1
             try:
                 self.tick()
-                backoff = 1.0
-                time.sleep(self.bs.feed_poll_s)
             except Exception as exc:  # noqa: BLE001 - the feed never dies on a data/network error
-                log.warning("feed tick failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, backoff)
-                time.sleep(backoff)
+                failures += 1
+                since = since or self.clock.now_ns()  # when this outage began
+                log.warning("feed tick failed (%s: %s); retrying in %.1fs", type(exc).__name__, redact(str(exc))[:300], backoff)
+                if failures == self.bs.feed_alert_after_failures:
+                    self._alert("feed_failing", f"live feed failing: {failures} ticks in a row", "warning",
+                                f"{type(exc).__name__}: {redact(str(exc))[:300]}; retrying with backoff up to "
+                                f"{self.bs.feed_backoff_max_s:g}s", since)
+                self.sleep(backoff)
                 backoff = min(backoff * 2, self.bs.feed_backoff_max_s)
+                continue
+            if failures >= self.bs.feed_alert_after_failures:
+                self._alert("feed_recovered", f"live feed recovered after {failures} failed ticks", "info", "", since)
+            backoff, failures, since = 1.0, 0, 0
+            self.sleep(self.bs.feed_poll_s)
+
+    def _alert(self, kind: str, title: str, severity: str, text: str, since: int) -> None:
+        """Publish an operator alert (dedup: the outage it is about); never raises."""
+        now = self.clock.now_ns()
+        a = make_alert("feed", kind, title, severity=severity, text=text, ts=now, dedup=f"{kind}:{since}",
+                       runbook="executor-live-feed")
+        try:
+            self.r.xadd(ALERTS, fields_of(a), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+        except redis.RedisError as exc:
+            log.error("feed: could not publish the %s alert: %s", kind, exc)
 
 
 def universe(settings: Settings, bs: BrokerSettings, store: BarStore) -> list[str]:

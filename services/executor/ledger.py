@@ -1,5 +1,10 @@
 """Execution ledgers: append-only JSONL per mode and NY date, ``<ledger_dir>/<MODE>/YYYY-MM-DD.jsonl``.
 
+Every record carries ``provenance`` (docs/executor.md, "Ledgers"): the code version, ``Settings.hash()``,
+the broker-settings hash, the mode, the run id (``Settings.resolved_run_id()``), ``input:intent`` (the intent behind the record) and
+``input:trigger`` (the stable id of the message, or the broker call, that produced it) — the values
+when the line was queued. No wall-clock value and no path, so replays stay byte-identical.
+
 Records are queued in Redis (``ledger_key``) in the same MULTI/EXEC as the events they describe,
 then ``flush`` appends them to the files and drops them from the queue. A crash between the
 append and the drop is harmless: ``flush`` skips records whose ``record_id`` the file already
@@ -13,13 +18,28 @@ import json
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import redis
 
-from shared.artifacts import append_jsonl, canonical_line, read_jsonl, to_plain
+from shared.artifacts import append_jsonl, canonical_line, provenance, read_jsonl, to_plain
 from shared.schemas import Message, OrderEvent, Rejection, type_name_of
 
 
-def record_of(msg: Message) -> dict[str, Any] | None:
+class Provenance(msgspec.Struct, frozen=True, kw_only=True):
+    """What every ledger line of one commit shares; ``record_of`` adds the record's own intent."""
+
+    settings_hash: str
+    broker_settings_hash: str
+    mode: str
+    run_id: str
+    trigger: str
+
+    def block(self, intent_id: str) -> dict[str, str]:
+        return provenance(self.settings_hash, {"intent": intent_id, "trigger": self.trigger},
+                          broker_settings_hash=self.broker_settings_hash, mode=self.mode, run_id=self.run_id)
+
+
+def record_of(msg: Message, prov: Provenance) -> dict[str, Any] | None:
     """The ledger record of an event (None for messages the ledger does not hold)."""
     if isinstance(msg, OrderEvent):
         rid = msg.event_id
@@ -30,6 +50,7 @@ def record_of(msg: Message) -> dict[str, Any] | None:
     rec = to_plain(msg)
     rec["record"] = type_name_of(msg)
     rec["record_id"] = rid
+    rec["provenance"] = prov.block(msg.intent_id)
     return rec
 
 
@@ -37,10 +58,10 @@ def ledger_path(ledger_dir: str | Path, mode: str, trade_date: str) -> Path:
     return Path(ledger_dir) / mode / f"{trade_date}.jsonl"
 
 
-def queue_lines(msgs: list[Message]) -> list[bytes]:
+def queue_lines(msgs: list[Message], prov: Provenance) -> list[bytes]:
     out = []
     for m in msgs:
-        rec = record_of(m)
+        rec = record_of(m, prov)
         if rec is not None:
             out.append(canonical_line(rec))
     return out

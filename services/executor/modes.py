@@ -18,8 +18,10 @@ def is_local(url: str) -> bool:
 
 
 def start_check(mode: str, *, base_url: str, paper_url: str = ALPACA_PAPER_URL, allow_local: bool = False,
-                has_keys: bool, live_trading: bool, live_token: str | None, token_on_file: str | None) -> str | None:
-    """None when ``mode`` may start; else the one-line reason it must not."""
+                has_keys: bool, live_trading: bool, live_token: str | None, token_on_file: str | None,
+                stream_url: str | None = None) -> str | None:
+    """None when ``mode`` may start; else the one-line reason it must not. ``stream_url`` (the
+    trade-update websocket, when set explicitly) must be on the trading endpoint's host."""
     if mode not in MODES:
         return f"unknown EXECUTION_MODE {mode!r}"
     if mode in ("DRY_RUN", "PAPER_SIM"):
@@ -28,6 +30,8 @@ def start_check(mode: str, *, base_url: str, paper_url: str = ALPACA_PAPER_URL, 
         return f"{mode} needs APCA_API_KEY_ID and APCA_API_SECRET_KEY"
     local = allow_local and is_local(base_url)
     paper = _host(base_url) == _host(paper_url)
+    if stream_url and _host(stream_url) != _host(base_url) and not (allow_local and is_local(stream_url)):
+        return f"APCA_STREAM_URL {stream_url} is not on the trading endpoint's host {_host(base_url)}"
     if mode == "ALPACA_PAPER" and not (paper or local):
         return f"ALPACA_PAPER must use the paper endpoint {paper_url}, not {base_url}"
     if mode == "LIVE":
@@ -35,10 +39,16 @@ def start_check(mode: str, *, base_url: str, paper_url: str = ALPACA_PAPER_URL, 
             return f"LIVE must not use the paper endpoint {base_url}"
         if not (local or _host(base_url) == _host(ALPACA_LIVE_URL)):
             return f"LIVE must use the live endpoint {ALPACA_LIVE_URL}, not {base_url}"
-        if not live_trading:
-            return "LIVE gate closed: LIVE_TRADING is not 1"
-        if not token_on_file:
-            return "LIVE gate closed: no confirmation token on file (LIVE_CONFIRM_TOKEN_FILE)"
-        if not live_token or live_token.strip() != token_on_file.strip():
-            return "LIVE gate closed: LIVE_CONFIRM_TOKEN does not match the token on file"
+        return live_gate_check(live_trading=live_trading, live_token=live_token, token_on_file=token_on_file)
+    return None
+
+
+def live_gate_check(*, live_trading: bool, live_token: str | None, token_on_file: str | None) -> str | None:
+    """The LIVE gate alone (checked at start, and again before every LIVE entry is sent): None when open."""
+    if not live_trading:
+        return "LIVE gate closed: LIVE_TRADING is not 1"
+    if not token_on_file:
+        return "LIVE gate closed: no confirmation token on file (LIVE_CONFIRM_TOKEN_FILE)"
+    if not live_token or live_token.strip() != token_on_file.strip():
+        return "LIVE gate closed: LIVE_CONFIRM_TOKEN does not match the token on file"
     return None

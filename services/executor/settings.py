@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from pydantic import Field, SecretStr
 
 from shared.settings.base import Section
@@ -10,8 +13,20 @@ ALPACA_PAPER_URL = "https://paper-api.alpaca.markets"
 ALPACA_LIVE_URL = "https://api.alpaca.markets"
 
 
+# the broker settings that change what the executor decides (fills, costs, confirmation); the rest
+# (keys, endpoints, timeouts, polling, the feed) change how it talks to the broker, not the outcome
+DECISION_FIELDS = ("sim_starting_cash", "sim_slippage_bps", "sim_commission_per_share", "sim_commission_per_order",
+                   "sim_sell_fee_bps", "sim_max_volume_pct", "entry_confirm_start", "entry_confirm_end",
+                   "entry_confirm_minutes")
+
+
 class BrokerSettings(Section):
     """Alpaca credentials and endpoints, simulator costs, entry confirmation (read only by the executor)."""
+
+    def hash(self) -> str:
+        """Fingerprint of ``DECISION_FIELDS`` (ledger provenance: ``Settings.hash()`` does not see this section)."""
+        data = {k: getattr(self, k) for k in DECISION_FIELDS}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     apca_api_key_id: SecretStr | None = Field(None, description="Alpaca API key id (secret; executor only).")
     apca_api_secret_key: SecretStr | None = Field(None, description="Alpaca API secret key (secret; executor only).")
@@ -21,6 +36,11 @@ class BrokerSettings(Section):
     apca_allow_local_url: bool = Field(False, description="Accept a 127.0.0.1/localhost APCA_API_BASE_URL as the endpoint of either mode (tests and stand-ins only).")
     broker_timeout_s: float = Field(10.0, gt=0, description="HTTP timeout of one broker request; a timeout is an unknown outcome (looked up by client_order_id).")
     broker_poll_s: float = Field(2.0, gt=0, description="ALPACA modes: seconds between polls of open orders when idle.")
+    broker_trade_stream: bool = Field(True, description="ALPACA modes: listen to Alpaca's trade-update websocket for order events (polling stays the fallback).")
+    apca_stream_url: str | None = Field(None, description="Trade-update websocket URL; unset: derived from APCA_API_BASE_URL (wss://<host>/stream). Must be on the same host as APCA_API_BASE_URL.")
+    broker_poll_streaming_s: float = Field(30.0, gt=0, description="ALPACA modes: seconds between polls while the trade-update stream is connected (BROKER_POLL_S otherwise).")
+    broker_stream_backoff_min_s: float = Field(1.0, gt=0, description="Trade-update stream: first reconnection delay (exponential backoff with jitter).")
+    broker_stream_backoff_max_s: float = Field(30.0, gt=0, description="Trade-update stream: longest reconnection delay.")
     broker_snapshot_interval_s: int = Field(60, ge=5, description="ALPACA modes: seconds between periodic broker snapshots (event-time modes publish on session events only).")
     sim_starting_cash: float | None = Field(None, description="PAPER_SIM starting cash; unset: STARTING_CAPITAL.")
     sim_slippage_bps: float = Field(5.0, ge=0, description="PAPER_SIM: adverse slippage (bps) on market and triggered stop fills.")
@@ -37,4 +57,5 @@ class BrokerSettings(Section):
     feed_poll_s: float = Field(5.0, gt=0, description="Live feed: seconds between scheduler ticks.")
     feed_minute_delay_s: int = Field(10, ge=0, description="Live feed: a minute bar is fetched this long after its minute ends.")
     feed_daily_delay_s: int = Field(300, ge=0, description="Live feed: the daily bar (then CLOSE) is fetched this long after the close.")
-    feed_backoff_max_s: float = Field(60.0, gt=0, description="Live feed: longest wait between reconnection attempts (exponential backoff).")
+    feed_backoff_max_s: float = Field(60.0, gt=0, description="Live feed: longest wait between reconnection attempts (exponential backoff from 1 s).")
+    feed_alert_after_failures: int = Field(3, ge=1, description="Live feed: failed ticks in a row before a feed_failing alert (one per outage; feed_recovered when it ends).")

@@ -8,8 +8,9 @@ Fill rules (per bar of the order's symbol, for orders eligible at the bar's ts, 
 - market: the bar's open, plus ``slippage_bps`` against the order;
 - sell stop: when low <= stop; at the stop, or at the open when the bar gaps below it; plus slippage;
 - buy stop: when high >= stop (mirror image);
-- limit: when the bar trades through the limit; at the limit, or the open when it gaps through
-  (no slippage);
+- limit: when the bar trades THROUGH the limit (a buy: low < limit; a sell: high > limit; a bar
+  that only touches it does not fill, the queue ahead would take it); at the limit, never better;
+  at the open when the bar opens at or through it (a favourable gap); no slippage;
 - partial fills: with ``max_volume_pct`` > 0 at most that share of the bar's volume fills per bar;
   the rest stays open for later bars.
 Costs: ``commission_per_share`` x shares, ``commission_per_order`` on an order's first fill,
@@ -226,10 +227,10 @@ class Simulator:
                 return max(bar.open, o.stop_price) * (1 + slip)
             return None
         if o.order_type == "limit" and o.limit_price is not None:
-            if o.side == "buy" and bar.low <= o.limit_price:
-                return min(bar.open, o.limit_price)
-            if o.side == "sell" and bar.high >= o.limit_price:
-                return max(bar.open, o.limit_price)
+            lim = o.limit_price
+            if o.side == "buy":
+                return bar.open if bar.open <= lim else lim if bar.low < lim else None
+            return bar.open if bar.open >= lim else lim if bar.high > lim else None
         return None
 
     def _fill_on_bar(self, o: SimOrder, bar: BarRow) -> bool:

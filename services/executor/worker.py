@@ -15,19 +15,19 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import redis
+from pydantic import ValidationError
 
 from shared.alerts import make_alert
 from shared.bus import Delivery, Emit, fields_of
 from shared.clock import calendar, ny_trade_date
 from shared.controls import kill_switch_blocks
 from shared.logs import setup_logging
-from shared.redis_conn import connect
 from shared.schemas import (
     Alert,
     BarBatch,
@@ -39,15 +39,8 @@ from shared.schemas import (
     SessionEvent,
     StopIntent,
 )
-from shared.service import (
-    ServiceContext,
-    ServiceSpec,
-    make_consumer,
-    make_context,
-    redis_url_for,
-    wait_for_redis,
-)
-from shared.settings import Settings, get_settings
+from shared.service import ServiceContext, ServiceSpec, idle_invalid_settings, refuse_and_idle, run_service
+from shared.settings import SECTIONS, Settings, get_settings
 from shared.streams import (
     ALERTS,
     BARS_1D,
@@ -73,12 +66,20 @@ from .broker import (
     UnknownOutcome,
 )
 from .core import DONE, OPEN_LOCAL, Cancel, Ctx, ExecState, Out, Replace, Submit
-from .modes import start_check
+from .modes import live_gate_check, start_check
 from .settings import BrokerSettings
 from .simulator import SimCosts, SimState, Simulator
 
+if TYPE_CHECKING:  # imported for real only in ALPACA modes (make_updates)
+    from .trade_stream import TradeUpdates
+
 log = logging.getLogger(__name__)
 GROUP = "executor"
+# docs/runbook.md anchors the executor's alerts point at (a test checks each one exists)
+RUNBOOK_REFUSED = "executor-refusing-to-start"
+RUNBOOK_RECONCILIATION = "executor-start-up-reconciliation"
+RUNBOOK_BLOCKED = "executor-entries-blocked-at-submit-time"
+RUNBOOK_REJECTED = "executor-rejected-orders"
 
 
 def _crash_point(name: str) -> None:
@@ -104,26 +105,46 @@ def stream_for(msg: Message) -> str:
     return BROKER
 
 
+ORDER_ALERTS = {  # order event -> (alert kind, severity, runbook anchor)
+    "accepted": ("order_submitted", "info", ""), "replaced": ("order_submitted", "info", ""),
+    "filled": ("order_filled", "info", ""), "partially_filled": ("order_filled", "info", ""),
+    "rejected": ("order_rejected", "warning", RUNBOOK_REJECTED), "cancelled": ("order_cancelled", "info", ""),
+}
+
+
 def alerts_for(events: list[Message]) -> list[Alert]:
-    """One alert per execution decision: submitted, filled, rejected, blocked."""
+    """One alert per execution decision: submitted, filled, rejected, cancelled, blocked (an entry's
+    Rejection). The alert id is a stable hash of the decision's id, so a re-derived decision (a
+    redelivery, a restart) raises the same alert and the notifier sends it once."""
     out = []
     for e in events:
         if isinstance(e, OrderEvent):
-            kind, sev = {"accepted": ("order_submitted", "info"), "replaced": ("order_submitted", "info"),
-                         "filled": ("order_filled", "info"), "partially_filled": ("order_filled", "info"),
-                         "rejected": ("order_rejected", "warning"), "cancelled": ("order_cancelled", "info")}[e.event]
+            kind, sev, runbook = ORDER_ALERTS[e.event]
             title = f"{e.mode} {e.kind} {e.side} {e.qty} {e.symbol}: {e.event}"
             if e.fill_price is not None:
                 title += f" {e.fill_qty}@{e.fill_price}"
             out.append(make_alert("executor", kind, title, severity=sev, text=e.reason, trade_date=e.trade_date,
                                   ts=e.ts, fields={"client_order_id": e.client_order_id, "intent_id": e.intent_id},
-                                  dedup=e.event_id))
+                                  dedup=e.event_id, runbook=runbook))
         elif isinstance(e, Rejection):
-            sev = "info" if e.reasons == [core.R_NOT_CONFIRMED] else "warning"
+            routine = e.reasons == [core.R_NOT_CONFIRMED]  # the entry level was simply never confirmed
             out.append(make_alert("executor", "entry_blocked", f"entry {e.symbol} blocked: {', '.join(e.reasons)}",
-                                  severity=sev, text=e.detail, trade_date=e.trade_date, ts=e.ts,
-                                  fields={"intent_id": e.intent_id}, dedup=e.rejection_id))
+                                  severity="info" if routine else "warning", text=e.detail, trade_date=e.trade_date,
+                                  ts=e.ts, fields={"intent_id": e.intent_id}, dedup=e.rejection_id,
+                                  runbook="" if routine else RUNBOOK_BLOCKED))
     return out
+
+
+TRIGGER_RECONCILE, TRIGGER_POLL, TRIGGER_STREAM = "broker:reconcile", "broker:poll", "broker:trade_update"
+
+
+def trigger_of(msg: Message) -> str:
+    """The stable id of a handled message (ledger provenance ``input:trigger``)."""
+    if isinstance(msg, SessionEvent):
+        return f"session:{msg.trade_date}:{msg.phase}"
+    if isinstance(msg, BarBatch):
+        return core.batch_id(msg)
+    return msg.intent_id  # type: ignore[union-attr]
 
 
 def _applied(last: str, entry_id: str) -> bool:
@@ -138,7 +159,8 @@ def _applied(last: str, entry_id: str) -> bool:
 class Executor:
     """The executor shell over one Redis and one broker adapter (None: DRY_RUN / PAPER_SIM)."""
 
-    def __init__(self, ctx: ServiceContext, bs: BrokerSettings, broker: Broker | None = None) -> None:
+    def __init__(self, ctx: ServiceContext, bs: BrokerSettings, broker: Broker | None = None,
+                 updates: TradeUpdates | None = None) -> None:
         self.ctx = ctx
         self.r: redis.Redis = ctx.r
         self.bs = bs
@@ -156,9 +178,19 @@ class Executor:
         self._next_poll = 0.0
         self._next_snapshot = 0.0
         self.maxlen = ctx.settings.core.bus_maxlen
+        self.updates = updates
+        self.settings_hash = ctx.settings.hash()
+        self.broker_settings_hash = bs.hash()
+        self.run_id = ctx.settings.resolved_run_id()
+        # events of the unit of work in hand (a message, a poll, reconciliation) not committed yet;
+        # an outbox write commits them with the state they belong to, the final commit the rest
+        self._journal: list[Message] = []
+        self._trigger = ""
 
     # -- state -----------------------------------------------------------------
-    def load(self) -> ExecState:
+    def load(self, trigger: str = "") -> ExecState:
+        """The committed state; starts a unit of work (``trigger``: its provenance) with an empty journal."""
+        self._journal, self._trigger = [], trigger
         raw = self.r.get(self.key)
         if raw:
             return msgspec.json.decode(raw, type=ExecState)
@@ -175,22 +207,35 @@ class Executor:
         return None
 
     def save_outbox(self, st: ExecState) -> None:
-        """Commit the order records before a call leaves the process (the outbox)."""
-        self.r.set(self.key, msgspec.json.encode(st))
+        """Commit the order records before a call leaves the process (the outbox), together with the
+        events produced so far by this unit of work: the state written never runs ahead of its events."""
+        events, self._journal = self._journal, []
+        self._write(st, events, self._trigger)
         _crash_point("after_outbox")
 
     def commit(self, st: ExecState, events: list[Message]) -> None:
+        """The end of a unit of work: state, the journal and ``events``, their alerts and ledger records
+        (provenance: the unit's trigger) in one MULTI/EXEC."""
+        events = [*self._journal, *events]
+        self._journal = []
+        self._write(st, events, self._trigger, final=True)
+
+    def _write(self, st: ExecState, events: list[Message], trigger: str, *, final: bool = False) -> None:
         msgs = list(events) + alerts_for(events)
         pipe = self.r.pipeline(transaction=True)
         pipe.set(self.key, msgspec.json.encode(st))
         for m in msgs:
             pipe.xadd(stream_for(m), fields_of(m), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
-        lines = ledger.queue_lines(events)
+        prov = ledger.Provenance(settings_hash=self.settings_hash, broker_settings_hash=self.broker_settings_hash,
+                                 mode=self.mode, run_id=self.run_id, trigger=trigger)
+        lines = ledger.queue_lines(events, prov)
         if lines:
             pipe.rpush(self.ledger_key, *lines)
-        _crash_point("before_commit")
+        if final:
+            _crash_point("before_commit")
         pipe.execute()
-        _crash_point("after_commit")
+        if final:
+            _crash_point("after_commit")
         self.flush_ledger()
 
     def flush_ledger(self) -> None:
@@ -202,7 +247,7 @@ class Executor:
         message's entry id (``applied``), so a redelivery after the commit is recognised and skipped."""
         if not isinstance(msg, SessionEvent | BarBatch | EntryIntent | StopIntent | ExitIntent):
             return []
-        st = self.load()
+        st = self.load(trigger_of(msg))
         if d is not None and _applied(st.applied.get(d.stream, ""), d.entry_id):
             return []  # committed before a crash; the consumer acks it now
         if isinstance(msg, SessionEvent):
@@ -219,14 +264,19 @@ class Executor:
     def current_date(self, st: ExecState) -> str:
         return max(st.sessions.values(), default="")
 
+    def gates(self) -> core.Gates:
+        """The entry controls now: kill switch (env or Redis key, via ``shared.controls``) and the LIVE
+        gate (re-checked, token file re-read). Read at every moment an entry would be sent."""
+        kill = self.ctx.settings.core.kill_switch or kill_switch_blocks(self.r.get(KILL_SWITCH_KEY))
+        return core.Gates(kill_switch=kill, live_gate=live_gate(self.ctx.settings))
+
     def on_intent(self, st: ExecState, msg: EntryIntent | StopIntent | ExitIntent) -> Out:
         ctx = Ctx(ts=msg.ts, trade_date=msg.trade_date)
         broker = self.broker_for(st)
         if isinstance(broker, Simulator):
             broker.set_time(msg.ts)
         if isinstance(msg, EntryIntent):
-            ks = self.ctx.settings.core.kill_switch or kill_switch_blocks(self.r.get(KILL_SWITCH_KEY))
-            return core.on_entry_intent(st, msg, ctx, kill_switch=ks, current_date=self.current_date(st))
+            return core.on_entry_intent(st, msg, ctx, gates=self.gates(), current_date=self.current_date(st))
         if isinstance(msg, StopIntent):
             out = core.on_stop_intent(st, msg, ctx)
         else:
@@ -274,8 +324,9 @@ class Executor:
         broker = self.broker_for(st)
         sim = broker if isinstance(broker, Simulator) else None
         out = Out()
+        gates = self.gates() if st.pending else core.OPEN_GATES  # nothing to send: no need to read them
         if batch.tf == "1d":
-            confirm = core.confirm_daily(st, batch)
+            confirm = core.confirm_daily(st, batch, gates)
             if sim is not None:
                 sim.set_time(ts, same_bar=True)
             out.extend(self.perform(st, broker, confirm, ctx))
@@ -289,7 +340,7 @@ class Executor:
                 touched = sim.on_bars(batch.bars)
                 out.extend(self._after_fills(st, sim, touched, ctx))
             open_ns = st.session_open.get(batch.trade_date) or calendar().open_close_ns(batch.trade_date)[0]
-            confirm = core.confirm_intraday(st, batch, self.params, open_ns)
+            confirm = core.confirm_intraday(st, batch, self.params, open_ns, gates)
             if sim is not None:
                 sim.set_time(ts)
             out.extend(self.perform(st, broker, confirm, ctx))
@@ -316,8 +367,9 @@ class Executor:
 
     # -- actions -------------------------------------------------------------------
     def perform(self, st: ExecState, broker: Broker | None, out: Out, ctx: Ctx) -> Out:
-        """Perform ``out.actions`` (then whatever they unblock); returns all events."""
-        result = Out(events=list(out.events))
+        """Perform ``out.actions`` (then whatever they unblock). Every event (``out``'s and the
+        actions') goes to the journal as it happens; returns an ``Out`` without events."""
+        self._journal.extend(out.events)
         queue = list(out.actions)
         guard = 0
         while queue and broker is not None:
@@ -333,13 +385,13 @@ class Executor:
                 step = self._replace(st, broker, a.old_client_order_id, a.new_client_order_id, ctx)
             else:  # pragma: no cover
                 continue
-            result.events.extend(step.events)
+            self._journal.extend(step.events)
             queue.extend(step.actions)
             if not queue:
                 nxt = core.ready_waiting(st, ctx)
-                result.events.extend(nxt.events)
+                self._journal.extend(nxt.events)
                 queue.extend(nxt.actions)
-        return result
+        return Out()
 
     def _lookup(self, broker: Broker, coid: str):
         try:
@@ -467,85 +519,135 @@ class Executor:
         return Ctx(ts=now, trade_date=ny_trade_date(now))
 
     def start(self, *, reconcile: bool = True) -> None:
-        """On process start: flush queued ledger records; with an external broker, entries are refused
-        (``reconciled=False``) until the broker's orders and positions are reconciled."""
+        """On process start: flush queued ledger records; with an external broker, start the
+        trade-update stream (first, so nothing that happens during reconciliation is missed) and
+        refuse entries (``reconciled=False``) until the broker's orders and positions are reconciled."""
         self.flush_ledger()
         if self.external is None:
             return
+        if self.updates is not None:
+            self.updates.start()
         st = self.load()
         st.reconciled = False
         self.r.set(self.key, msgspec.json.encode(st))
         if reconcile:
             self.reconcile()
 
+    def stop(self) -> None:
+        """On process stop (after the last message): close the trade-update stream."""
+        if self.updates is not None:
+            self.updates.stop()
+
     def reconcile(self) -> bool:
         """Resolve every outbox record by client id, refresh open orders, flag unknown broker orders."""
         broker = self.external
         if broker is None:
             return True
-        st = self.load()
+        st = self.load(TRIGGER_RECONCILE)
         ctx = self.now_ctx()
         out = Out()
         try:
-            out.extend(self._resolve(st, broker, ctx))
+            self._resolve(st, broker, ctx, reconciling=True)
             known = {o.client_order_id for o in st.orders.values()}
-            alerts: list[Message] = []
             for v in broker.list_open():
                 if v.client_order_id not in known:
-                    alerts.append(make_alert("executor", "recon_mismatch", f"broker order {v.client_order_id} ({v.symbol} {v.side} {v.qty}) is unknown to the executor",
-                                             severity="warning", trade_date=ctx.trade_date, ts=ctx.ts, dedup=f"recon:{v.broker_order_id}"))
+                    out.events.append(make_alert(
+                        "executor", "recon_mismatch",
+                        f"broker order {v.client_order_id} ({v.symbol} {v.side} {v.qty}) is unknown to the executor",
+                        severity="warning", trade_date=ctx.trade_date, ts=ctx.ts, dedup=f"recon:{v.broker_order_id}",
+                        runbook=RUNBOOK_RECONCILIATION))
             want = ledger.expected_positions(self.ledger_dir, self.mode)
             have = {p.symbol: p.qty for p in broker.positions()}
             for sym in sorted(set(want) | set(have)):
                 if want.get(sym, 0) != have.get(sym, 0):
-                    alerts.append(make_alert("executor", "recon_mismatch",
-                                             f"position {sym}: broker holds {have.get(sym, 0)}, the ledger says {want.get(sym, 0)}",
-                                             severity="warning", trade_date=ctx.trade_date, ts=ctx.ts,
-                                             dedup=f"recon:pos:{sym}:{have.get(sym, 0)}:{want.get(sym, 0)}"))
+                    out.events.append(make_alert(
+                        "executor", "recon_mismatch",
+                        f"position {sym}: broker holds {have.get(sym, 0)}, the ledger says {want.get(sym, 0)}",
+                        severity="warning", trade_date=ctx.trade_date, ts=ctx.ts,
+                        dedup=f"recon:pos:{sym}:{have.get(sym, 0)}:{want.get(sym, 0)}", runbook=RUNBOOK_RECONCILIATION))
             st.reconciled = True  # the broker is the truth: mismatches are reported, not blocking
-            out.events.extend(alerts)
             out.events.append(self.snapshot(st, ctx, "reconcile"))
         except BrokerError as exc:
             log.error("reconciliation failed (%s); entries are refused until it succeeds", exc)
             st.reconciled = False
-            self.commit(st, out.events)
+            self.commit(st, [])  # whatever was resolved before the failure, with its events
             return False
         self.commit(st, out.events)
         return True
 
-    def _resolve(self, st: ExecState, broker: Broker, ctx: Ctx) -> Out:
-        out = Out()
+    def _resolve(self, st: ExecState, broker: Broker, ctx: Ctx, *, reconciling: bool = False) -> None:
+        """Bring every unfinished record up to the broker's view: look up records without an answer
+        (resending, re-gated, those the broker never got), refresh the others by broker id. Events go
+        to the journal at once, so a broker failure half-way loses none of them."""
+        actions: list[core.Action] = []
+        gates: core.Gates | None = None
         for coid in sorted(st.orders):
             rec = st.orders[coid]
-            if rec.status in ("new", "unknown"):
+            if rec.status in core.LOOKUP:
                 view = self._lookup(broker, coid)
                 if view is not None:
-                    out.extend(core.on_submitted(st, coid, view, ctx))
-                elif rec.replaces:
-                    out.actions.append(Replace(rec.replaces, coid))
+                    step = core.on_submitted(st, coid, view, ctx)
+                elif rec.status != "blocked":
+                    gates = gates or self.gates()
+                    step = core.resend_or_block(st, rec, gates, ctx, reconciling=reconciling)
                 else:
-                    out.actions.append(Submit(coid))
+                    continue
             elif rec.status not in DONE and rec.broker_order_id:
-                out.extend(core.on_view(st, broker.get(rec.broker_order_id), ctx))
-        return self.perform(st, broker, out, ctx)
+                step = core.on_view(st, broker.get(rec.broker_order_id), ctx)
+            else:
+                continue
+            self._journal.extend(step.events)
+            actions.extend(step.actions)
+        self.perform(st, broker, Out(actions=actions), ctx)
+        self.perform(st, broker, core.ready_waiting(st, ctx), ctx)
+
+    def apply_updates(self) -> int:
+        """Apply what the trade-update stream delivered (``core.on_broker_update``: the path polling
+        takes), then submit what it unblocked; one commit. Returns the number of updates applied."""
+        broker = self.external
+        items = self.updates.drain() if self.updates is not None else []
+        if broker is None or not items:
+            return 0
+        st = self.load(TRIGGER_STREAM)
+        ctx = self.now_ctx()
+        try:
+            for ts, view in items:
+                ctx = Ctx(ts=ts, trade_date=ny_trade_date(ts))
+                self._journal.extend(core.on_broker_update(st, view, ctx).events)
+            self.perform(st, broker, core.ready_waiting(st, ctx), ctx)
+        except BrokerError as exc:
+            log.warning("acting on trade updates failed: %s; the poll retries", exc)
+        except Exception:  # a bug must not stop the worker: drop this batch, the poll re-derives it
+            log.exception("trade updates could not be applied; polling instead")
+            self._next_poll = 0.0
+            return 0
+        self.commit(st, [])
+        return len(items)
 
     def idle(self) -> list[Emit]:
+        """Between messages: flush the ledger queue; with an external broker, apply streamed trade
+        updates, then poll every ``BROKER_POLL_S`` (``BROKER_POLL_STREAMING_S`` while the stream is
+        connected; at once after it (re)connects or lost a message) and publish periodic snapshots."""
         self.flush_ledger()
         if self.external is None:
             return []
+        self.apply_updates()
         now = time.monotonic()
+        streaming = self.updates is not None and self.updates.connected
+        if self.updates is not None and self.updates.take_resync():
+            self._next_poll = 0.0  # events may have been missed while it was down
         if now < self._next_poll:
             return []
-        self._next_poll = now + self.bs.broker_poll_s
-        st = self.load()
+        self._next_poll = now + (self.bs.broker_poll_streaming_s if streaming else self.bs.broker_poll_s)
+        st = self.load(TRIGGER_POLL)
         if not st.reconciled:
+            self._next_poll = now + self.bs.broker_poll_s  # retried at the fast pace until it succeeds
             self.reconcile()
             return []
         ctx = self.now_ctx()
         out = Out()
         try:
-            out = self._resolve(st, self.external, ctx)
-            out.extend(self.perform(st, self.external, core.ready_waiting(st, ctx), ctx))
+            self._resolve(st, self.external, ctx)
             if now >= self._next_snapshot:
                 self._next_snapshot = now + self.bs.broker_snapshot_interval_s
                 out.events.append(self.snapshot(st, ctx, "periodic"))
@@ -556,14 +658,31 @@ class Executor:
 
 
 # -- process entry points --------------------------------------------------------------
+def _token_on_file(settings: Settings) -> str | None:
+    path = Path(settings.core.live_confirm_token_file)
+    try:
+        return path.read_text().strip() if path.exists() else None
+    except OSError as exc:  # unreadable: the gate is closed
+        log.error("cannot read %s: %s", path, exc)
+        return None
+
+
+def live_gate(settings: Settings) -> str:
+    """"" unless the mode is LIVE and its gate is closed now (then: why). Re-reads the token file."""
+    c = settings.core
+    if c.execution_mode != "LIVE":
+        return ""
+    return live_gate_check(live_trading=c.live_trading, token_on_file=_token_on_file(settings),
+                           live_token=c.live_confirm_token.get_secret_value() if c.live_confirm_token else None) or ""
+
+
 def refusal(settings: Settings, bs: BrokerSettings) -> str | None:
     c = settings.core
-    token_file = Path(c.live_confirm_token_file)
-    on_file = token_file.read_text().strip() if token_file.exists() else None
     return start_check(
         c.execution_mode, base_url=bs.apca_api_base_url, paper_url=bs.apca_paper_url, allow_local=bs.apca_allow_local_url,
         has_keys=bool(bs.apca_api_key_id and bs.apca_api_secret_key), live_trading=c.live_trading,
-        live_token=c.live_confirm_token.get_secret_value() if c.live_confirm_token else None, token_on_file=on_file)
+        live_token=c.live_confirm_token.get_secret_value() if c.live_confirm_token else None,
+        token_on_file=_token_on_file(settings), stream_url=bs.apca_stream_url if bs.broker_trade_stream else None)
 
 
 def make_broker(settings: Settings, bs: BrokerSettings) -> Broker | None:
@@ -574,11 +693,22 @@ def make_broker(settings: Settings, bs: BrokerSettings) -> Broker | None:
     return None
 
 
-def build_spec(bs: BrokerSettings, broker: Broker | None = None) -> ServiceSpec:
+def make_updates(settings: Settings, bs: BrokerSettings) -> TradeUpdates | None:
+    """The trade-update stream in ALPACA modes (``BROKER_TRADE_STREAM``), else None."""
+    if settings.core.execution_mode in ("ALPACA_PAPER", "LIVE") and bs.broker_trade_stream:
+        from .trade_stream import TradeUpdates
+
+        return TradeUpdates.from_settings(bs, paper=settings.core.execution_mode == "ALPACA_PAPER")
+    return None
+
+
+def build_spec(bs: BrokerSettings, broker: Broker | None = None, updates: TradeUpdates | None = None) -> ServiceSpec:
+    """The executor as a ``shared.service`` spec (``broker``/``updates``: injected by tests)."""
     holder: dict[str, Executor] = {}
 
     def build(ctx: ServiceContext):
-        ex = Executor(ctx, bs, broker if broker is not None else make_broker(ctx.settings, bs))
+        ex = Executor(ctx, bs, broker if broker is not None else make_broker(ctx.settings, bs),
+                      updates if updates is not None else make_updates(ctx.settings, bs))
         holder["ex"] = ex
         return ex.handle
 
@@ -589,48 +719,30 @@ def build_spec(bs: BrokerSettings, broker: Broker | None = None) -> ServiceSpec:
     def on_idle(ctx: ServiceContext):
         return holder["ex"].idle()
 
-    return ServiceSpec(name=GROUP, streams=[INTENTS, CLOCK, BARS_1M, BARS_1D], build=build, on_start=on_start, on_idle=on_idle)
+    def on_stop(ctx: ServiceContext) -> None:
+        holder["ex"].stop()
 
-
-SPEC = build_spec(BrokerSettings())
+    return ServiceSpec(name=GROUP, streams=[INTENTS, CLOCK, BARS_1M, BARS_1D], build=build, on_start=on_start,
+                       on_idle=on_idle, on_stop=on_stop)
 
 
 def refuse_to_start(settings: Settings, reason: str) -> int:
-    print(f"executor: refusing to start {settings.core.execution_mode}: {reason}", file=sys.stderr)
-    try:
-        with redis_url_for(settings) as url:
-            ctx = make_context(GROUP, settings, connect(url))
-            ctx.alerts.alert("refused_to_start", f"executor refused to start {settings.core.execution_mode}",
-                             severity="critical", text=reason, runbook="docs/executor.md#modes")
-    except (redis.RedisError, OSError) as exc:  # the one line above is still printed
-        print(f"executor: could not publish the alert: {exc}", file=sys.stderr)
-    return 2
-
-
-def run_executor(spec: ServiceSpec, settings: Settings) -> int:
-    """``shared.service.run_service`` with the ordered consumer."""
-    setup_logging(settings.core.log_level, settings.core.log_format, service=spec.name)
-    with redis_url_for(settings) as url:
-        r = connect(url)
-        ctx = make_context(spec.name, settings, r)
-        consumer = make_consumer(spec, ctx)  # handles a read in publication order (shared.bus)
-        consumer.install_signal_handlers()
-        if not wait_for_redis(r, consumer, url):
-            log.info("%s stopped before Redis was reachable", spec.name)
-            return 0
-        consumer.ensure_groups()
-        if spec.on_start is not None:
-            ctx.bus.publish_many(list(spec.on_start(ctx) or []))
-        log.info("%s started as %s on %s", spec.name, consumer.name, ", ".join(spec.streams))
-        stats = consumer.run(install_signals=False)
-        log.info("%s stopped: handled=%d failed=%d dlq=%d", spec.name, stats.handled, stats.failed, stats.dead_lettered)
-    return 0
+    """A start gate failed: one CRITICAL line, one critical ``refused_to_start`` alert, then idle without
+    a heartbeat until stopped (``shared.service.refuse_and_idle``: no restart loop; exit code 2)."""
+    c = settings.core
+    setup_logging(c.log_level, c.log_format, service=GROUP)
+    return refuse_and_idle(GROUP, "refused_to_start", f"executor refused to start {c.execution_mode}",
+                           f"refusing to start {c.execution_mode}: {reason}", redis_url=c.redis_url,
+                           runbook=RUNBOOK_REFUSED)
 
 
 def main() -> int:
-    settings = get_settings()
-    bs = BrokerSettings()
+    try:
+        settings = get_settings()
+        bs = BrokerSettings()
+    except ValidationError:  # one line naming every bad variable, an alert, idle (no restart loop)
+        return idle_invalid_settings(GROUP, sections=(*SECTIONS, BrokerSettings))
     reason = refusal(settings, bs)
     if reason:
         return refuse_to_start(settings, reason)
-    return run_executor(build_spec(bs), settings)
+    return run_service(build_spec(bs), settings)

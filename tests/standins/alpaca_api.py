@@ -13,9 +13,15 @@ JSON shapes (numbers as strings, ISO timestamps, UUID ids) and its error bodies:
 Test controls (call from the test, the server runs in a thread): ``fault(method, path, kind)``
 queues a fault for the next matching request (``timeout``: the order is created, the response is
 delayed past the client's timeout; ``drop``: created, then the connection closes without a
-response; ``429``/``500``/``503``: refused before processing), ``fill``, ``set_status``,
+response; ``429``/``500``/``503``: refused before processing; ``502-after``/``504-after``: processed,
+then that error answered, as a gateway that lost the backend's answer does), ``fill``, ``set_status``,
 ``stick_pending_cancel``, ``external_order`` (an order placed outside the system), ``posts``
 (every POST /v2/orders body, to count submissions).
+
+With ``stream=True`` it also runs the trade-update websocket (``tests/standins/alpaca_stream.py``,
+``stream_url``) and publishes an update on every order change, as Alpaca does: ``new`` (created,
+also outside the system), ``partial_fill``/``fill`` (``fill``), ``pending_cancel``/``canceled``,
+``replaced`` (the old order) then ``new`` (its replacement).
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from tests.standins.alpaca_stream import TradeUpdatesStandIn
 
 OPEN_STATES = {"new", "accepted", "pending_new", "partially_filled", "pending_cancel", "pending_replace", "held",
                "accepted_for_bidding"}
@@ -89,7 +97,8 @@ class _Position:
 class AlpacaStandIn:
     """The stand-in's state and controls. ``url`` is the base URL for ``url_override``."""
 
-    def __init__(self, cash: float = 100_000.0, *, initial_status: str = "accepted", response_delay_s: float = 1.0) -> None:
+    def __init__(self, cash: float = 100_000.0, *, initial_status: str = "accepted", response_delay_s: float = 1.0,
+                 stream: bool = False, keys: tuple[str, str] | None = None) -> None:
         self.cash = cash
         self.orders: dict[str, _Order] = {}
         self.positions: dict[str, _Position] = {}
@@ -104,15 +113,28 @@ class AlpacaStandIn:
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="alpaca-standin")
+        self.stream: TradeUpdatesStandIn | None = None
+        if stream:
+            self.stream = TradeUpdatesStandIn(*(keys or (None, None)))
+            self.stream_url = self.stream.url
 
     # -- lifecycle --------------------------------------------------------------
     def __enter__(self) -> AlpacaStandIn:
         self._thread.start()
+        if self.stream is not None:
+            self.stream.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.stream is not None:
+            self.stream.__exit__()
         self._server.shutdown()
         self._server.server_close()
+
+    def _update(self, event: str, o: _Order, **extra: Any) -> None:
+        """Publish a trade update for ``o`` (its state now) when the stream runs."""
+        if self.stream is not None:
+            self.stream.publish(event, o.json(), **extra)
 
     # -- controls ----------------------------------------------------------------
     def fault(self, method: str, path: str, kind: str) -> None:
@@ -141,6 +163,7 @@ class AlpacaStandIn:
             o.stick_cancel = False
             if o.status == "pending_cancel":
                 o.status = "canceled"
+                self._update("canceled", o)
 
     def fill(self, coid: str, qty: int, price: float) -> None:
         """Fill ``qty`` more shares of an order at ``price`` (partial when short of its qty)."""
@@ -161,6 +184,8 @@ class AlpacaStandIn:
             pos.price = price
             if pos.qty == 0:
                 del self.positions[o.symbol]
+            self._update("fill" if o.status == "filled" else "partial_fill", o, execution_id=str(uuid.uuid4()),
+                         price=_s(price), qty=_s(qty), position_qty=_s(pos.qty))
 
     def external_order(self, symbol: str, side: str, qty: int, order_type: str = "stop", stop_price: float | None = None) -> _Order:
         """An order placed outside the system (e.g. by hand in the dashboard)."""
@@ -168,6 +193,7 @@ class AlpacaStandIn:
             o = _Order(id=str(uuid.uuid4()), client_order_id=str(uuid.uuid4()), symbol=symbol, side=side, qty=qty,
                        type=order_type, time_in_force="gtc", stop_price=stop_price, status="accepted")
             self.orders[o.id] = o
+            self._update("new", o)
             return o
 
     def orders_for(self, coid: str) -> list[_Order]:
@@ -260,6 +286,7 @@ class AlpacaStandIn:
                 if o.status not in OPEN_STATES:
                     return 422, {"code": 42210000, "message": f"order is already in \"{o.status}\" state"}
                 o.status = "pending_cancel" if o.stick_cancel else "canceled"
+                self._update(o.status, o)
                 return 204, None
             if method == "PATCH":
                 if o.status not in OPEN_STATES:
@@ -277,9 +304,12 @@ class AlpacaStandIn:
                 new = self._new_order({"symbol": o.symbol, "qty": str(qty), "side": o.side, "type": o.type,
                                        "time_in_force": body.get("time_in_force") or o.time_in_force,
                                        "stop_price": body.get("stop_price", o.stop_price),
-                                       "limit_price": body.get("limit_price", o.limit_price), "client_order_id": coid})
+                                       "limit_price": body.get("limit_price", o.limit_price), "client_order_id": coid,
+                                       "_replacement": True})
                 new.replaces = o.id
                 o.status, o.replaced_by = "replaced", new.id
+                self._update("replaced", o)
+                self._update("new", new)
                 return 200, new.json()
         return 404, {"code": 40400000, "message": "endpoint not found"}
 
@@ -291,6 +321,8 @@ class AlpacaStandIn:
                    limit_price=float(body["limit_price"]) if body.get("limit_price") is not None else None,
                    status=self.initial_status)
         self.orders[o.id] = o
+        if not body.get("_replacement"):
+            self._update("new", o)
         return o
 
     @staticmethod
@@ -330,6 +362,9 @@ class AlpacaStandIn:
                 if fault in ("429", "500", "503"):
                     return self._send(int(fault), {"code": int(fault) * 100000, "message": "fault injected"})
                 status, payload = standin.api(self.command, u.path, parse_qs(u.query), body)
+                if fault and fault.endswith("-after"):
+                    code = int(fault.split("-")[0])
+                    return self._send(code, {"code": code * 100000, "message": "fault injected after processing"})
                 if fault == "drop":
                     self.close_connection = True
                     self.wfile.flush()
