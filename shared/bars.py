@@ -18,6 +18,7 @@ close (early closes respected), a 1-minute bar's the end of its minute.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -154,7 +155,7 @@ def load_bars(path: str | os.PathLike[str], tf: str | None = None) -> LoadResult
     """
     p = Path(path)
     if p.suffix == ".parquet":
-        raw = pd.read_parquet(p)
+        raw = _parquet_as_text(pd.read_parquet(p))
     else:
         raw = pd.read_csv(p, dtype=str, keep_default_na=False)
     raw.columns = [str(c).strip().lower() for c in raw.columns]
@@ -200,6 +201,25 @@ def load_bars(path: str | os.PathLike[str], tf: str | None = None) -> LoadResult
     return LoadResult(tf=tf, frame=good[["symbol", "ts", "trade_date", *FIELDS]], rejects=rejects, source=str(p))
 
 
+def _parquet_as_text(raw: pd.DataFrame) -> pd.DataFrame:
+    """A Parquet frame in the CSV reader's shape: the time column as text, numbers kept as numbers.
+
+    Parquet stores dates as date/timestamp types; they become ``YYYY-MM-DD`` (daily) or
+    ``YYYY-MM-DD HH:MM:SS`` (naive NY intraday) so both formats pass the same checks.
+    """
+    out = raw.copy()
+    out.columns = [str(c).strip().lower() for c in out.columns]
+    for col, fmt in (("date", "%Y-%m-%d"), ("timestamp_et", "%Y-%m-%d %H:%M:%S")):
+        if col in out.columns and not pd.api.types.is_string_dtype(out[col]) and out[col].dtype != object:
+            stamps = pd.to_datetime(out[col], errors="coerce")
+            if getattr(stamps.dt, "tz", None) is not None:
+                stamps = stamps.dt.tz_convert("America/New_York").dt.tz_localize(None)
+            out[col] = stamps.dt.strftime(fmt).fillna("")
+        elif col in out.columns:
+            out[col] = out[col].astype(str)
+    return out
+
+
 def validate_rows(rows: Sequence[BarRow]) -> tuple[list[BarRow], list[Reject]]:
     """The load rules for bars from a feed or a stream (no calendar check: the feed knows its session)."""
     if not rows:
@@ -226,6 +246,48 @@ class Panel:
 
     def column(self, symbol: str) -> int:
         return self.symbols.index(symbol)
+
+    def select(self, symbols: Sequence[str]) -> Panel:
+        """The columns of ``symbols`` that the panel has (in the panel's sorted order)."""
+        want = set(symbols)
+        idx = [j for j, s in enumerate(self.symbols) if s in want]
+        return Panel(dates=list(self.dates), symbols=[self.symbols[j] for j in idx],
+                     **{f: getattr(self, f)[:, idx] for f in FIELDS}, ts=self.ts.copy())
+
+    def content_hash(self) -> str:
+        """sha256 of exactly what a computation over this panel sees (dates, symbols, values)."""
+        h = hashlib.sha256()
+        h.update("\n".join(self.dates).encode() + b"\x00" + "\n".join(self.symbols).encode() + b"\x00")
+        for f in FIELDS:
+            h.update(np.ascontiguousarray(getattr(self, f), dtype=np.float64).tobytes())
+        return h.hexdigest()
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, symbols: Sequence[str] | None = None, before: str | None = None,
+                   through: str | None = None, lookback: int | None = None) -> Panel:
+        """The panel ``BarStore.daily_panel`` would give for the same bars (a loaded file's frame)."""
+        f = frame
+        if before is not None:
+            f = f[f["trade_date"] < before]
+        if through is not None:
+            f = f[f["trade_date"] <= through]
+        ds = sorted(f["trade_date"].unique().tolist())
+        if lookback is not None:
+            ds = ds[-lookback:] if lookback > 0 else []
+        f = f[f["trade_date"].isin(ds)] if lookback is not None else f
+        syms = sorted(f["symbol"].unique().tolist()) if symbols is None else list(symbols)
+        t, s = len(ds), len(syms)
+        cube = np.full((5, t, s), np.nan)
+        ts = np.zeros(t, dtype=np.int64)
+        if t and s and len(f):
+            row = pd.Index(ds).get_indexer(f["trade_date"])
+            col = pd.Index(syms).get_indexer(f["symbol"])
+            keep = (row >= 0) & (col >= 0)
+            vals = f[list(FIELDS)].to_numpy(dtype=np.float64)
+            cube[:, row[keep], col[keep]] = vals[keep].T
+            ts[row] = f["ts"].to_numpy(dtype=np.int64)
+        return cls(dates=ds, symbols=syms, open=cube[0], high=cube[1], low=cube[2], close=cube[3],
+                   volume=cube[4], ts=ts)
 
 
 class BarStore:
