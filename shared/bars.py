@@ -296,7 +296,7 @@ class BarStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self._cache: dict[tuple[str, str], tuple[int, pd.DataFrame]] = {}
-        self._day_arrays: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+        self._day_arrays: dict[str, tuple[int, np.ndarray, np.ndarray, int]] = {}
         self._sym_index: dict[str, int] = {}
 
     # -- writing --------------------------------------------------------------------------
@@ -337,10 +337,11 @@ class BarStore:
 
     # -- reading --------------------------------------------------------------------------
     def dates(self, tf: str = "1d") -> list[str]:
-        d = self.root / tf
-        if not d.is_dir():
+        try:
+            names = os.listdir(os.path.join(self.root, tf))
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(p.stem for p in d.glob("*.csv"))
+        return sorted(n[:-4] for n in names if n.endswith(".csv") and not n.startswith("."))
 
     def read_day(self, tf: str, trade_date: str) -> pd.DataFrame:
         """The bars of one session (last copy of each (symbol, ts) wins; torn lines skipped)."""
@@ -388,28 +389,31 @@ class BarStore:
             ds = ds[-lookback:] if lookback > 0 else []
         return ds
 
-    def _day_array(self, d: str) -> tuple[np.ndarray, np.ndarray]:
-        """(symbol indices, values (n, 6) = ts + OHLCV) of one daily file, cached by size."""
-        p = self.path("1d", d)
-        size = p.stat().st_size
+    def _day_array(self, d: str) -> tuple[np.ndarray, np.ndarray, int]:
+        """(symbol indices, OHLCV values (5, n), session ts) of one daily file, cached by size."""
+        size = os.stat(os.path.join(self.root, "1d", f"{d}.csv")).st_size
         hit = self._day_arrays.get(d)
         if hit is not None and hit[0] == size:
-            return hit[1], hit[2]
+            return hit[1], hit[2], hit[3]
         f = self.read_day("1d", d)
         idx = np.array([self._sym_index.setdefault(s, len(self._sym_index)) for s in f["symbol"]], dtype=np.int64)
-        vals = np.column_stack([f["ts"].to_numpy(dtype=np.float64), f[list(FIELDS)].to_numpy(dtype=np.float64)])
-        self._day_arrays[d] = (size, idx, vals)
-        return idx, vals
+        vals = np.ascontiguousarray(f[list(FIELDS)].to_numpy(dtype=np.float64).T)
+        ts = int(f["ts"].iloc[0]) if len(f) else 0
+        self._day_arrays[d] = (size, idx, vals, ts)
+        return idx, vals, ts
 
     def daily_panel(self, symbols: Sequence[str] | None = None, before: str | None = None,
                     through: str | None = None, lookback: int | None = None) -> Panel:
         """Daily bars of the selected sessions as aligned arrays (symbols sorted)."""
         ds = self._select_dates("1d", before, through, lookback)
         parts = [self._day_array(d) for d in ds]
+        every = symbols is None
         if symbols is None:
-            seen = np.unique(np.concatenate([p[0] for p in parts])) if parts else np.array([], dtype=np.int64)
+            seen = np.zeros(len(self._sym_index), dtype=bool)
+            for idx, _, _ in parts:
+                seen[idx] = True
             names = {i: s for s, i in self._sym_index.items()}
-            symbols = sorted(names[int(i)] for i in seen)
+            symbols = sorted(names[int(i)] for i in np.flatnonzero(seen))
         symbols = list(symbols)
         col = np.full(max(len(self._sym_index), 1), -1, dtype=np.int64)
         for j, s in enumerate(symbols):
@@ -419,12 +423,14 @@ class BarStore:
         t, s = len(ds), len(symbols)
         cube = np.full((5, t, s), np.nan)
         ts = np.zeros(t, dtype=np.int64)
-        for k, (idx, vals) in enumerate(parts):
+        for k, (idx, vals, day_ts) in enumerate(parts):
             j = col[idx]
-            keep = j >= 0
-            cube[:, k, j[keep]] = vals[keep, 1:].T
-            if len(vals):
-                ts[k] = int(vals[0, 0])
+            if every:
+                cube[:, k, j] = vals
+            else:
+                keep = j >= 0
+                cube[:, k, j[keep]] = vals[:, keep]
+            ts[k] = day_ts
         return Panel(dates=ds, symbols=symbols, open=cube[0], high=cube[1], low=cube[2], close=cube[3],
                      volume=cube[4], ts=ts)
 

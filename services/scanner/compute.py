@@ -101,17 +101,30 @@ def _tail_mean(x: np.ndarray, k: int) -> np.ndarray:
     return x[-k:].sum(axis=0) / k
 
 
-def _wilder(tr: np.ndarray, plus: np.ndarray, minus: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    """(ATR series (T,S), ADX at the last row (S,)) by Wilder smoothing, seeded at each column's first bar."""
+def _shift(x: np.ndarray) -> np.ndarray:
+    """``x`` one row down (row 0 NaN): the previous bar's value."""
+    out = np.empty_like(x)
+    out[0] = np.nan
+    out[1:] = x[:-1]
+    return out
+
+
+def _wilder(x3: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """(ATR series (T,S), ADX at the last row (S,)) from ``x3`` = (T, 3, S) TR, +DM, -DM rows.
+
+    Wilder smoothing ``y = (1-a)·y + a·x`` seeded with each column's first value (leading NaN
+    rows stay NaN); rows before the first bar of any column are skipped.
+    """
     om = 1.0 - alpha
-    t = tr.shape[0]
-    atr = np.empty_like(tr)
-    y = np.stack([tr[0], plus[0], minus[0]])
+    t, _, s = x3.shape
+    atr = np.full((t, s), np.nan)
+    any_bar = ~np.isnan(x3[:, 0]).all(axis=1)
+    start = int(np.argmax(any_bar)) if any_bar.any() else t - 1
+    y = x3[start].copy()
     adx = _dx(y)
-    atr[0] = y[0]
-    x = np.stack([tr, plus, minus], axis=1)  # (T, 3, S)
-    for i in range(1, t):
-        xi = x[i]
+    atr[start] = y[0]
+    for i in range(start + 1, t):
+        xi = x3[i]
         y = np.where(np.isnan(y), xi, om * y + alpha * xi)
         dx = _dx(y)
         adx = np.where(np.isnan(adx), dx, om * adx + alpha * dx)
@@ -124,6 +137,33 @@ def _dx(y: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         tot = y[1] + y[2]
         return np.where(tot == 0, 0.0, 100.0 * np.abs(y[1] - y[2]) / tot)
+
+
+def _suffix_sums(x: np.ndarray) -> np.ndarray:
+    """(T+1, S): row i = sum of rows i..T-1 (row T = 0), summed from the last row up."""
+    out = np.empty((x.shape[0] + 1, x.shape[1]))
+    out[-1] = 0.0
+    np.cumsum(x[::-1], axis=0, out=out[-2::-1])
+    return out
+
+
+def anchored_vwap(h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray, anchor: np.ndarray,
+                  ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """AVWAP and sigma from row ``anchor`` (inclusive) to the last row, and the AVWAP from ``anchor``
+    to row ``ref``; ``anchor``/``ref`` are ``(K, S)`` row indices. NaN rows and zero volume weigh nothing.
+
+    AVWAP = sum(TP·V)/sum(V), TP = (H+L+C)/3; sigma² = sum(TP²·V)/sum(V) - AVWAP² (clamped at 0).
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ok = ~np.isnan(c)
+        tp = (h + lo + c) / 3.0
+        w = np.where(ok, v, 0.0)
+        suf = [_suffix_sums(x) for x in (w, np.where(ok, tp * w, 0.0), np.where(ok, tp * tp * w, 0.0))]
+        s0, s1, s2 = (np.take_along_axis(x, anchor, axis=0) for x in suf)
+        avwap = s1 / s0
+        sigma = np.sqrt(np.maximum(s2 / s0 - avwap * avwap, 0.0))
+        cut0, cut1 = (np.take_along_axis(x, ref + 1, axis=0) for x in suf[:2])
+        return avwap, sigma, (s1 - cut1) / (s0 - cut0)
 
 
 def _last_true(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -148,23 +188,28 @@ def compute(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.n
     year, month, week = (np.concatenate([np.full(pad_rows, -1, dtype=np.int64), k]) for k in _keys(dates))
     rowid = np.arange(t, dtype=np.int64)
 
-    # Right-align every column on its own bars.
+    # Right-align every column on its own bars (only columns with a hole or a stale end move).
     valid = ~np.isnan(c)
     n = valid.sum(axis=0)
     suffix = rowid[:, None] >= (t - n)[None, :]
-    if np.array_equal(valid, suffix):
-        src = np.broadcast_to(rowid[:, None], (t, s))
-    else:
-        src = np.argsort(valid, axis=0, kind="stable")
-        o, h, lo, c, v = (np.take_along_axis(a, src, axis=0) for a in (o, h, lo, c, v))
+    src = np.broadcast_to(rowid[:, None], (t, s))
+    moved = np.flatnonzero((valid != suffix).any(axis=0))
+    if len(moved):
+        src = np.array(src)
+        src[:, moved] = np.argsort(valid[:, moved], axis=0, kind="stable")
+
+        def realign(a: np.ndarray) -> np.ndarray:
+            a = a.copy()
+            a[:, moved] = np.take_along_axis(a[:, moved], src[:, moved], axis=0)
+            return a
+
+        o, h, lo, c, v = (realign(a) for a in (o, h, lo, c, v))
         valid = suffix
     yr, mo, wk = year[src], month[src], week[src]
     last_row = np.where(n > 0, src[-1] - pad_rows, -1)
 
     with np.errstate(invalid="ignore", divide="ignore"):
-        prev_c = np.vstack([np.full((1, s), np.nan), c[:-1]])
-        prev_h = np.vstack([np.full((1, s), np.nan), h[:-1]])
-        prev_l = np.vstack([np.full((1, s), np.nan), lo[:-1]])
+        prev_c, prev_h, prev_l = (_shift(x) for x in (c, h, lo))
         close = c[-1]
         sma5, sma20, sma50, sma200 = (_tail_mean(c, k) for k in (5, 20, 50, 200))
         avg_volume = _tail_mean(v, p.scan_avg_len)
@@ -184,13 +229,15 @@ def compute(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.n
         sma_w_fast, sma_w_slow = weekly_sma(p.scan_weekly_fast), weekly_sma(p.scan_weekly_slow)
 
         # ATR / ADX (Wilder).
-        tr = np.fmax(h - lo, np.fmax(np.abs(h - prev_c), np.abs(lo - prev_c)))
+        x3 = np.empty((t, 3, s))  # TR, +DM, -DM per row, laid out for the Wilder loop
+        tr = x3[:, 0]
+        np.fmax(h - lo, np.fmax(np.abs(h - prev_c), np.abs(lo - prev_c)), out=tr)
         up, dn = h - prev_h, prev_l - lo
-        plus = np.where((up > dn) & (up > 0), up, 0.0)
-        minus = np.where((dn > up) & (dn > 0), dn, 0.0)
-        plus[~valid] = np.nan
-        minus[~valid] = np.nan
-        atr_s, adx = _wilder(tr, plus, minus, 1.0 / p.scan_atr_len)
+        x3[:, 1] = np.where((up > dn) & (up > 0), up, np.where(valid, 0.0, np.nan))
+        x3[:, 2] = np.where((dn > up) & (dn > 0), dn, np.where(valid, 0.0, np.nan))
+        del up, dn
+        atr_s, adx = _wilder(x3, 1.0 / p.scan_atr_len)
+        del x3
         atr_pct_s = atr_s / c * 100.0
         atr, atr_pct = atr_s[-1], atr_pct_s[-1]
         m = p.scan_atr_median_len
@@ -234,18 +281,9 @@ def compute(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.n
         a_rows = np.where(a_ok, a_rows, 0)
 
         # AVWAP and bands from each anchor (suffix sums from the anchor bar to the last bar).
-        tp = (h + lo + c) / 3.0
-        w = np.where(valid, v, 0.0)
-        tpv = np.where(valid, tp * w, 0.0)
-        tp2v = np.where(valid, tp * tp * w, 0.0)
-        zero = np.zeros((1, s))
-        suf = [np.vstack([np.cumsum(x[::-1], axis=0)[::-1], zero]) for x in (w, tpv, tp2v)]
-        s0a, s1a, s2a = (np.take_along_axis(x, a_rows, axis=0) for x in suf)
-        avwap = s1a / s0a
-        sigma = np.sqrt(np.maximum(s2a / s0a - avwap * avwap, 0.0))
         ref = np.maximum(a_rows, last - p.scan_slope_bars)
-        cut0, cut1 = (np.take_along_axis(x, ref + 1, axis=0) for x in suf[:2])
-        avwap_ref = (s1a - cut1) / (s0a - cut0)
+        avwap, sigma, avwap_ref = anchored_vwap(h, lo, c, v, a_rows, ref)
+        avwap, sigma = np.where(a_ok, avwap, np.nan), np.where(a_ok, sigma, np.nan)
         slope = (avwap / avwap_ref - 1.0) * 100.0
         dist = (close - avwap) / avwap * 100.0
         reclaim = a_ok & (prev_c[-1] <= avwap) & (avwap < close)

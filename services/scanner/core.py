@@ -188,7 +188,8 @@ def symbol_results(panel: Panel, universe: Sequence[str], sectors: Mapping[str, 
     wanted = set(universe)
     cols = [j for j, s in enumerate(panel.symbols) if s in wanted]
     if cols and panel.dates:
-        sub = [getattr(panel, f)[:, cols] for f in ("open", "high", "low", "close", "volume")]
+        every = len(cols) == len(panel.symbols)
+        sub = [getattr(panel, f) if every else getattr(panel, f)[:, cols] for f in ("open", "high", "low", "close", "volume")]
         cp = compute(*sub, panel.dates, p)
         for i, j in enumerate(cols):
             sym = panel.symbols[j]
@@ -265,7 +266,8 @@ def scan_provenance(panel: Panel, universe: Sequence[str], sectors: Mapping[str,
     """Provenance of a scan: content hashes of what it read, the scanner settings hash (no paths, no run ids)."""
     used = set(universe) | ({p.scan_market_symbol} if p.scan_market_gate == "symbol" else set())
     hist = f"{panel.dates[0]}..{panel.dates[-1]}" if panel.dates else ""
-    return provenance(p.strategy_hash(), {"bars": panel.select(sorted(used)).content_hash(),
+    read = panel if used >= set(panel.symbols) else panel.select(sorted(used))
+    return provenance(p.strategy_hash(), {"bars": read.content_hash(),
                                           "universe": universe_hash(universe, sectors)}, history=hist)
 
 

@@ -72,22 +72,27 @@ def outputs(result: ScanResult, ts: int = 0) -> list[Emit]:
     return [(CANDIDATES, result.batch), (ALERTS, scan_alert(result.batch, ts))]
 
 
-def claim_of(r: redis.Redis, scan_date: str) -> tuple[str, str] | None:
-    """(batch_id, owner) of the batch already claimed for ``scan_date``, or None."""
+def claim_of(r: redis.Redis, scan_date: str) -> tuple[str, str, str] | None:
+    """(batch_id, owner, clock entry id or "") of the batch claimed for ``scan_date``, or None."""
     raw = r.hget(CLAIM_KEY, scan_date)
     if raw is None:
         return None
-    bid, _, owner = raw.decode().partition(" ")
-    return bid, owner
+    parts = raw.decode().split(" ")
+    return parts[0], parts[1] if len(parts) > 1 else "", parts[2] if len(parts) > 2 else ""
 
 
-def claim_for_worker(r: redis.Redis, batch: CandidateBatch) -> bool:
-    """The worker's claim: True when it should return the batch (no claim yet, or its own)."""
-    mine = f"{batch.batch_id} clock"
+def claim_for_worker(r: redis.Redis, batch: CandidateBatch, entry_id: str) -> bool:
+    """The worker's claim for the PRE_MARKET entry ``entry_id``: True when it should return the batch.
+
+    True for the first PRE_MARKET of D and for redeliveries of that same entry (the bus commits
+    its outputs once); False when the cron job or the CLI published D, or another PRE_MARKET
+    entry of D already claimed it (a repeated clock event gives no second batch).
+    """
+    mine = f"{batch.batch_id} clock {entry_id}"
     if r.hsetnx(CLAIM_KEY, batch.scan_date, mine):
         return True
     got = claim_of(r, batch.scan_date)
-    if got is None or got[1] != "clock":
+    if got is None or got[1] != "clock" or got[2] != entry_id:
         return False
     if got[0] != batch.batch_id:  # a redelivery after the store changed: its batch is the one to commit
         r.hset(CLAIM_KEY, batch.scan_date, mine)
@@ -96,7 +101,17 @@ def claim_for_worker(r: redis.Redis, batch: CandidateBatch) -> bool:
 
 def publish_once(r: redis.Redis, result: ScanResult, owner: str, ts: int = 0, maxlen: int = 200_000) -> bool:
     """Claim session D and publish its batch + alert atomically; False (nothing published) when already claimed."""
-    d = result.batch.scan_date
+    return publish_batch_once(r, outputs(result, ts), owner, maxlen)
+
+
+def publish_batch_once(r: redis.Redis, emits: list[Emit], owner: str, maxlen: int = 200_000) -> bool:
+    """Claim the session of the ``CandidateBatch`` in ``emits`` and publish ``emits`` in one transaction.
+
+    Also what a demo or a test uses to stand in for the scanner: a session it claimed gets no
+    second batch from the worker.
+    """
+    batch = next(m for _, m in emits if isinstance(m, CandidateBatch))
+    d = batch.scan_date
     with r.pipeline(transaction=True) as pipe:
         for _ in range(50):
             try:
@@ -105,8 +120,8 @@ def publish_once(r: redis.Redis, result: ScanResult, owner: str, ts: int = 0, ma
                     pipe.unwatch()
                     return False
                 pipe.multi()
-                pipe.hset(CLAIM_KEY, d, f"{result.batch.batch_id} {owner}")
-                for stream, msg in outputs(result, ts):
+                pipe.hset(CLAIM_KEY, d, f"{batch.batch_id} {owner}")
+                for stream, msg in emits:
                     pipe.xadd(stream, fields_of(msg), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
                 pipe.execute()
                 return True

@@ -34,12 +34,12 @@ def build(ctx: ServiceContext):
             return []
         day = msg.trade_date
         got = claim_of(ctx.r, day)
-        if got is not None and got[1] != "clock":
-            log.info("scanner: %s batch %s already published by %s; nothing to do", day, got[0], got[1])
+        if got is not None and (got[1] != "clock" or got[2] != d.entry_id):
+            log.info("scanner: %s batch %s already published (%s %s); nothing to do", day, got[0], got[1], got[2])
             return []
         result = scan_for(store_panel(store, day, settings), day, settings, r=ctx.r)
         write(result, settings.core.artifacts_dir)
-        if not claim_for_worker(ctx.r, result.batch):
+        if not claim_for_worker(ctx.r, result.batch, d.entry_id):
             return []
         b = result.batch
         log.info("scanner: %s -> %d candidates, gate %s (%s), universe %d", day, len(b.candidates),
