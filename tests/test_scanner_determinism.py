@@ -100,3 +100,22 @@ def test_the_pandas_reference_agrees_with_the_scan_on_real_data(real: LoadResult
         for a, b in zip(res.batch.candidates, ref, strict=True):
             assert a.avwap == pytest.approx(b.avwap, abs=6e-5) and a.stop_loss == pytest.approx(b.stop, abs=6e-5)
             assert a.score == pytest.approx(b.score, abs=6e-5) and a.band_sigma == pytest.approx(b.sigma, abs=6e-5)
+
+
+def test_column_blocks_on_threads_equal_one_block(real: LoadResult) -> None:
+    from dataclasses import fields
+
+    import numpy as np
+
+    from services.scanner.compute import compute, compute_blocks
+
+    p = SETTINGS.scanner
+    pan = Panel.from_frame(real.frame, before=D, lookback=p.scan_history_bars)
+    arrs = (pan.open, pan.high, pan.low, pan.close, pan.volume)
+    whole = compute(*arrs, pan.dates, p)
+    for chunk in (2, 37, 129):  # 478 columns: the last block of 478 % 37 = 34, of 478 % 129 = 91 columns
+        got = compute_blocks(*arrs, pan.dates, p, chunk=chunk, threads=2)
+        for f in fields(whole):
+            np.testing.assert_array_equal(getattr(got, f.name), getattr(whole, f.name), err_msg=f"{chunk} {f.name}")
+    one = compute_blocks(*arrs, pan.dates, p, chunk=477)  # would leave a 1-column block: merged into the previous
+    np.testing.assert_array_equal(one.avwap, whole.avwap)

@@ -46,6 +46,7 @@ ANCHORS: tuple[tuple[str, int], ...] = (
 ANCHOR_KINDS = tuple(k for k, _ in ANCHORS)
 PRIORITY = dict(ANCHORS)
 BAND_KS = (1, 2, 3)
+MONTH_ROWS = 23  # most sessions a month can have: the month's first bar is within a symbol's last 23 bars
 
 
 @dataclass
@@ -155,10 +156,15 @@ def anchored_vwap(h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray, a
     AVWAP = sum(TP·V)/sum(V), TP = (H+L+C)/3; sigma² = sum(TP²·V)/sum(V) - AVWAP² (clamped at 0).
     """
     with np.errstate(invalid="ignore", divide="ignore"):
-        ok = ~np.isnan(c)
-        tp = (h + lo + c) / 3.0
-        w = np.where(ok, v, 0.0)
-        suf = [_suffix_sums(x) for x in (w, np.where(ok, tp * w, 0.0), np.where(ok, tp * tp * w, 0.0))]
+        tp = h + lo
+        tp += c
+        tp /= 3.0
+        w = np.nan_to_num(v, nan=0.0)
+        tpv = np.nan_to_num(tp * w, nan=0.0)  # NaN rows (no bar) weigh nothing
+        tp *= tpv
+        tp2v = np.nan_to_num(tp, nan=0.0)
+        suf = [_suffix_sums(x) for x in (w, tpv, tp2v)]
+        del tp, tpv, tp2v
         s0, s1, s2 = (np.take_along_axis(x, anchor, axis=0) for x in suf)
         avwap = s1 / s0
         sigma = np.sqrt(np.maximum(s2 / s0 - avwap * avwap, 0.0))
@@ -205,7 +211,8 @@ def compute(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.n
 
         o, h, lo, c, v = (realign(a) for a in (o, h, lo, c, v))
         valid = suffix
-    yr, mo, wk = year[src], month[src], week[src]
+    yr, wk = year[src], week[src]
+    mo = month[src[-MONTH_ROWS:]]
     last_row = np.where(n > 0, src[-1] - pad_rows, -1)
 
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -233,9 +240,10 @@ def compute(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.n
         tr = x3[:, 0]
         np.fmax(h - lo, np.fmax(np.abs(h - prev_c), np.abs(lo - prev_c)), out=tr)
         up, dn = h - prev_h, prev_l - lo
-        x3[:, 1] = np.where((up > dn) & (up > 0), up, np.where(valid, 0.0, np.nan))
-        x3[:, 2] = np.where((dn > up) & (dn > 0), dn, np.where(valid, 0.0, np.nan))
-        del up, dn
+        zero_or_nan = np.where(valid, 0.0, np.nan)
+        x3[:, 1] = np.where((up > dn) & (up > 0), up, zero_or_nan)
+        x3[:, 2] = np.where((dn > up) & (dn > 0), dn, zero_or_nan)
+        del up, dn, zero_or_nan
         atr_s, adx = _wilder(x3, 1.0 / p.scan_atr_len)
         del x3
         atr_pct_s = atr_s / c * 100.0
@@ -249,16 +257,17 @@ def compute(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.n
 
         # Anchors.
         pos = valid & (v > 0)
-        rows = rowid[:, None]
         last = t - 1
         a_rows = np.full((6, s), -1, dtype=np.int64)
         a_ok = np.zeros((6, s), dtype=bool)
-        for k, key in ((0, yr), (3, mo)):  # YTD, MTD: first bar of the last bar's year / month
-            mask = pos & (key == key[-1][None, :])
-            a_rows[k] = np.argmax(mask, axis=0)
+        for k, key, span in ((0, yr, t), (3, mo, MONTH_ROWS)):  # YTD, MTD: first bar of the year / month
+            mask = pos[-span:] & (key[-span:] == key[-1][None, :])  # of the last bar; a month has <= 23 sessions
+            a_rows[k] = np.argmax(mask, axis=0) + (t - span)
             a_ok[k] = mask.any(axis=0)
-        gap = np.abs(o / prev_c - 1.0) * 100.0 >= p.scan_gap_pct
-        a_rows[1], a_ok[1] = _last_true(pos & gap & (rows >= t - p.scan_gap_lookback))
+        gl = p.scan_gap_lookback
+        gap = np.abs(o[-gl:] / prev_c[-gl:] - 1.0) * 100.0 >= p.scan_gap_pct
+        r, ok = _last_true(pos[-gl:] & gap)
+        a_rows[1], a_ok[1] = r + (t - gl), ok
         lb, al, hl = p.scan_vol_breakout_lookback, p.scan_avg_len, p.scan_vol_breakout_high_len
         tail = slice(t - lb, t)
         vol_prior = sliding_window_view(v[t - lb - al:t - 1], al, axis=0).mean(axis=-1)
@@ -312,3 +321,28 @@ def compute(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.n
         anchor_ok=cut(a_ok), avwap=cut(avwap), sigma=cut(sigma), slope=cut(slope), dist=cut(dist),
         reclaim=cut(reclaim), qualifies=cut(qualifies), score=cut(score), best=cut(best),
     )
+
+
+CHUNK_COLUMNS = 512  # columns per block: small arrays stay in cache; blocks run on a thread pool
+
+
+def compute_blocks(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray, dates: list[str],
+                   p: ScannerSettings, chunk: int = CHUNK_COLUMNS, threads: int | None = None) -> Computed:
+    """``compute`` over blocks of columns (numpy releases the GIL, so blocks run in parallel threads).
+
+    A column's result does not depend on the block it is in, so this equals ``compute`` on the whole.
+    """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import fields
+
+    s = c.shape[1]
+    if s <= chunk:
+        return compute(o, h, lo, c, v, dates, p)
+    bounds = [(i, min(i + chunk, s)) for i in range(0, s, chunk)]
+    if bounds[-1][1] - bounds[-1][0] < 2 and len(bounds) > 1:  # no 1-column block (see ``compute``)
+        bounds[-2:] = [(bounds[-2][0], s)]
+    n = threads or min(len(bounds), os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        parts = list(pool.map(lambda b: compute(*(x[:, b[0]:b[1]] for x in (o, h, lo, c, v)), dates, p), bounds))
+    return Computed(**{f.name: np.concatenate([getattr(q, f.name) for q in parts], axis=-1) for f in fields(Computed)})

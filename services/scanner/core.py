@@ -23,7 +23,7 @@ from shared.ids import stable_id
 from shared.schemas import Alert, Candidate, CandidateBatch
 from shared.settings import ScannerSettings
 
-from .compute import ANCHORS, BAND_KS, Computed, compute
+from .compute import ANCHORS, BAND_KS, Computed, compute_blocks
 
 # Reject codes, in the order the filters apply (a symbol gets the first that fails).
 NO_BARS = "NO_BARS"
@@ -190,7 +190,7 @@ def symbol_results(panel: Panel, universe: Sequence[str], sectors: Mapping[str, 
     if cols and panel.dates:
         every = len(cols) == len(panel.symbols)
         sub = [getattr(panel, f) if every else getattr(panel, f)[:, cols] for f in ("open", "high", "low", "close", "volume")]
-        cp = compute(*sub, panel.dates, p)
+        cp = compute_blocks(*sub, panel.dates, p)
         for i, j in enumerate(cols):
             sym = panel.symbols[j]
             code, values = _first_failure(cp, i, panel.dates, last_session, p)
