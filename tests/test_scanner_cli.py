@@ -88,6 +88,17 @@ def test_scan_publish_sends_the_batch_once(tmp_path: Path, redis_url: str, real_
     assert real_redis.xlen("avwap:candidates") == 1 and real_redis.xlen("avwap:alerts") == 1
 
 
+def test_scan_shards_from_the_cli_give_the_unsharded_bytes(tmp_path: Path, redis_url: str) -> None:
+    assert run("scan", "--bars", str(SAMPLE), "--date", "2018-06-01", "--out", str(tmp_path / "one")).exit_code == 0
+    res = run("scan", "--bars", str(SAMPLE), "--date", "2018-06-01", "--out", str(tmp_path / "three"), "--shards", "3",
+              env={"REDIS_URL": redis_url, "SCAN_RQ_QUEUE": "avwap-cli-test", "SCAN_SHARD_TIMEOUT_S": "0.3"})
+    assert res.exit_code == 0, res.output  # no rq worker listens: the shards are computed in process
+    for name in ("2018-06-01.json", "2018-06-01.rejects.json", "2018-06-01.csv"):
+        assert (tmp_path / "one" / "candidates" / name).read_bytes() == (tmp_path / "three" / "candidates" / name).read_bytes()
+    res = run("scan", "--bars", str(SAMPLE), "--date", "2018-06-01", "--shards", "2", env={"REDIS_URL": ""})
+    assert res.exit_code == 1 and "REDIS_URL" in res.output
+
+
 def test_data_check_reports_the_real_files_defects() -> None:
     res = run("data", "check", str(DAILY_FILE), "--json")
     assert res.exit_code == 0, res.output

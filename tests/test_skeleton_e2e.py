@@ -46,9 +46,14 @@ def test_one_candidate_flows_through_all_five_services(redis_url: str, real_redi
         ledger = tmp_path / "ledger" / "analytics" / f"{batch.scan_date}.jsonl"
         # prelude snapshot, the executor's own pre_market snapshot, candidates, order event
         _until(lambda: ledger.exists() and ledger.read_text().count("\n") == 4)
-        assert real_redis.xlen(CANDIDATES) == 1  # the scanner saw the session claimed
-        for group, stream in (("risk", CANDIDATES), ("risk", CLOCK), ("risk", BROKER), ("executor", INTENTS), ("exits", ORDERS), ("analytics", ORDERS)):
-            assert real_redis.xpending(stream, group)["pending"] == 0
+        for group, stream in (("scanner", CLOCK), ("risk", CANDIDATES), ("risk", CLOCK), ("risk", BROKER), ("executor", INTENTS), ("exits", ORDERS), ("analytics", ORDERS)):
+            # a handler's side effects (e.g. the ledger line) land just before its commit: wait for the ack
+            _until(lambda group=group, stream=stream: real_redis.xpending(stream, group)["pending"] == 0)
+        last_clock = real_redis.xrevrange(CLOCK, count=1)[0][0]
+        _until(lambda: any(g["name"] == b"scanner" and g["last-delivered-id"] == last_clock
+                           for g in real_redis.xinfo_groups(CLOCK)))
+        _until(lambda: real_redis.xpending(CLOCK, "scanner")["pending"] == 0)
+        assert real_redis.xlen(CANDIDATES) == 1  # the scanner handled PRE_MARKET and saw the session claimed
     finally:
         codes = procs.stop_all()
     assert set(codes.values()) == {0}, codes

@@ -68,7 +68,7 @@ class ScannerSettings(Section):
     scan_cron: str = Field("30 8 * * 1-5", description="rq cron expression, in America/New_York time, of the pre-market scan (`avwap scan cron`); non-sessions are skipped.")
     scan_shards: int = Field(1, ge=1, description="rq jobs a universe scan is split into (queue SCAN_RQ_QUEUE); 1 = in process.")
     scan_rq_queue: str = Field("avwap-scan", description="rq queue of the scan shard jobs and the cron job.")
-    scan_shard_timeout_s: float = Field(60.0, gt=0, description="Seconds to wait for shard jobs; a shard not done by then is computed in process (same bytes).")
+    scan_shard_timeout_s: float = Field(20.0, gt=0, description="Seconds to wait for shard jobs; a shard not done by then is computed in process (same bytes). Keep it under BUS_CLAIM_IDLE_MS.")
 
     def strategy_hash(self) -> str:
         """sha256 (16 hex) of the fields that change a scan's result."""
