@@ -17,6 +17,9 @@ ENV = {"SCAN_MARKET_GATE": "universe_proxy"}
 
 
 def run(*args: str, env: dict[str, str] | None = None):  # noqa: ANN201
+    from shared.settings import get_settings
+
+    get_settings.cache_clear()  # each command reads its own environment, as a fresh process would
     return CliRunner().invoke(app, list(args), env={**ENV, **(env or {})})
 
 
