@@ -15,6 +15,8 @@ scanner worker (which scans on the feed's PRE_MARKET) never gives a session two 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from datetime import datetime
 
 from croniter import croniter
@@ -89,7 +91,7 @@ def premarket_job() -> str:
 
 
 def build_scheduler(r, settings: Settings) -> NYCronScheduler:  # noqa: ANN001
-    sched = NYCronScheduler(connection=r, name=f"{CRON_NAME}:{id(r):x}")
+    sched = NYCronScheduler(connection=r, name=f"{CRON_NAME}:{socket.gethostname()}:{os.getpid()}")
     sched.register(premarket_job, settings.scanner.scan_rq_queue, cron=settings.scanner.scan_cron,
                    job_timeout=600, name=CRON_NAME)
     return sched
