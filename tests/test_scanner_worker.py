@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from services.scanner.artifacts import artifact_bytes, paths
+from services.scanner.core import scan
 from services.scanner.schedule import NYCronScheduler, next_ny_run, premarket_job, run_scheduled
 from services.scanner.session import CLAIM_KEY, last_session_before, publish_once, scan_for, store_panel
 from services.scanner.shards import sharded_results
@@ -188,9 +189,12 @@ def test_shards_fall_back_in_process_when_no_rq_worker_runs(redis_url, real_redi
     pan = Panel.from_frame(sample.frame, before=D, lookback=260)
     res = sharded_results(real_redis, pan, pan.symbols, {}, D, last_session_before(D), s.scanner, shards=3,
                           timeout_s=0.3)
-    assert artifact_bytes(scan_for(pan, D, s)) == artifact_bytes(
-        __import__("services.scanner.core", fromlist=["scan"]).scan(pan, None, {}, D, last_session_before(D), s.scanner,
-                                                                    results=res))
+    merged = scan(pan, None, {}, D, last_session_before(D), s.scanner, results=res)
+    assert artifact_bytes(merged) == artifact_bytes(scan_for(pan, D, s))
+    from rq import Queue
+
+    q = Queue("avwap-scan-nobody", connection=real_redis)
+    assert len(q.finished_job_registry.get_job_ids()) == 0 and q.count == 0  # nothing ran on rq; none left queued
 
 
 def test_ny_cron_fires_at_0830_new_york_across_daylight_saving() -> None:
