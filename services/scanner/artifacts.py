@@ -16,7 +16,7 @@ import io
 import json
 from pathlib import Path
 
-from shared.artifacts import canonical_json, sha256_bytes, to_plain, write_atomic
+from shared.artifacts import canonical_json, sha256_bytes, to_plain, write_atomic_many
 from shared.schemas import CandidateBatch
 
 from .core import SETUPS, ScanResult
@@ -54,10 +54,10 @@ def artifact_bytes(result: ScanResult) -> dict[str, bytes]:
 
 
 def write_artifacts(root: str | Path, result: ScanResult) -> dict[str, Path]:
+    """Write the three files atomically (the batch last, so a batch file always has its companions)."""
     files = artifact_bytes(result)
     out = paths(root, result.batch.scan_date)
-    for name, data in files.items():
-        write_atomic(out[name], data)
+    write_atomic_many({out[name]: files[name] for name in ("csv", "rejects", "batch")})
     return out
 
 

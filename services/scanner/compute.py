@@ -114,30 +114,27 @@ def _wilder(x3: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     """(ATR series (T,S), ADX at the last row (S,)) from ``x3`` = (T, 3, S) TR, +DM, -DM rows.
 
     Wilder smoothing ``y = (1-a)·y + a·x`` seeded with each column's first value (leading NaN
-    rows stay NaN); rows before the first bar of any column are skipped.
+    rows stay NaN), done in place in ``x3``; rows before the first bar of any column are skipped.
     """
     om = 1.0 - alpha
-    t, _, s = x3.shape
-    atr = np.full((t, s), np.nan)
+    t = x3.shape[0]
     any_bar = ~np.isnan(x3[:, 0]).all(axis=1)
     start = int(np.argmax(any_bar)) if any_bar.any() else t - 1
-    y = x3[start].copy()
-    adx = _dx(y)
-    atr[start] = y[0]
     for i in range(start + 1, t):
-        xi = x3[i]
-        y = np.where(np.isnan(y), xi, om * y + alpha * xi)
-        dx = _dx(y)
-        adx = np.where(np.isnan(adx), dx, om * adx + alpha * dx)
-        atr[i] = y[0]
-    return atr, adx
+        prev = x3[i - 1]
+        x3[i] = np.where(np.isnan(prev), x3[i], om * prev + alpha * x3[i])
+    dx = _dx(x3[:, 1], x3[:, 2])
+    adx = dx[start].copy()
+    for i in range(start + 1, t):
+        adx = np.where(np.isnan(adx), dx[i], om * adx + alpha * dx[i])
+    return x3[:, 0], adx
 
 
-def _dx(y: np.ndarray) -> np.ndarray:
-    """DX from smoothed (TR, +DM, -DM): 100·|DI+ - DI-|/(DI+ + DI-) = 100·|+DM - -DM|/(+DM + -DM)."""
+def _dx(plus: np.ndarray, minus: np.ndarray) -> np.ndarray:
+    """DX from smoothed +DM, -DM: 100·|DI+ - DI-|/(DI+ + DI-) = 100·|+DM - -DM|/(+DM + -DM) (0 when both are 0)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        tot = y[1] + y[2]
-        return np.where(tot == 0, 0.0, 100.0 * np.abs(y[1] - y[2]) / tot)
+        tot = plus + minus
+        return np.where(tot == 0, 0.0, 100.0 * np.abs(plus - minus) / tot)
 
 
 def _suffix_sums(x: np.ndarray) -> np.ndarray:
@@ -245,8 +242,8 @@ def compute(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.n
         x3[:, 2] = np.where((dn > up) & (dn > 0), dn, zero_or_nan)
         del up, dn, zero_or_nan
         atr_s, adx = _wilder(x3, 1.0 / p.scan_atr_len)
-        del x3
         atr_pct_s = atr_s / c * 100.0
+        del x3
         atr, atr_pct = atr_s[-1], atr_pct_s[-1]
         m = p.scan_atr_median_len
         atr_pct_median = np.median(atr_pct_s[-m:], axis=0) if m <= t else np.full(s, np.nan)
