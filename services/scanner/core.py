@@ -136,7 +136,8 @@ def _first_failure(cp: Computed, j: int, dates: list[str], last_session: str, p:
     if not cp.sma_w_fast[j] > cp.sma_w_slow[j]:
         return WEEKLY_TREND_DOWN, {"sma_w_fast": _f(cp.sma_w_fast[j]), "sma_w_slow": _f(cp.sma_w_slow[j])}
     if not (close > cp.sma20[j] >= cp.sma50[j]):
-        return DAILY_TREND_FAIL, {"close": _f(close), "sma20": _f(cp.sma20[j]), "sma50": _f(cp.sma50[j])}
+        return DAILY_TREND_FAIL, {"close": _f(close), "sma20": _f(cp.sma20[j]), "sma50": _f(cp.sma50[j]),
+                                  "sma200": _f(cp.sma200[j])}
     if not cp.atr[j] >= p.scan_min_atr:
         return ATR_BELOW_MIN, {"atr": _f(cp.atr[j]), "min": p.scan_min_atr}
     if not cp.atr_pct[j] <= p.scan_max_atr_pct:
