@@ -54,7 +54,7 @@ def main() -> int:
         ref_s = driver_only(inp, emb.url)
         out = Path(tempfile.mkdtemp(prefix="avwap-bench-replay-"))
         cfg = ReplayConfig(start=args.start, end=args.end, out=out, mode="PAPER_SIM",
-                           env={"SCANNER_MARKET_GATE_MODE": "universe_proxy", "LOG_LEVEL": "WARNING"})
+                           env={"SCAN_MARKET_GATE": "universe_proxy", "LOG_LEVEL": "WARNING"})
         res = run_replay(inp, cfg, emb.url, progress=False, flush=True)
     finally:
         emb.stop()

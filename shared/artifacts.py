@@ -59,9 +59,8 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename, fsync dir."""
-    target = Path(path)
+def _replace_with(target: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``target``, fsync it, rename it over ``target``."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
@@ -73,12 +72,33 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
+
+
+def _fsync_dir(d: Path) -> None:
+    dir_fd = os.open(d, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return target
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename, fsync dir."""
+    return write_atomic_many({Path(path): data})[0]
+
+
+def write_atomic_many(files: dict[Path, bytes]) -> list[Path]:
+    """``write_atomic`` for several files, in the given order, with one fsync per directory.
+
+    Each file is still written to a temp file, fsynced and renamed (a reader never sees a torn
+    file); the directories are fsynced once at the end instead of once per file.
+    """
+    done = [Path(p) for p in files]
+    for target, data in zip(done, files.values(), strict=True):
+        _replace_with(target, data)
+    for d in dict.fromkeys(t.parent for t in done):
+        _fsync_dir(d)
+    return done
 
 
 def write_json_artifact(path: str | os.PathLike[str], obj: Any) -> Path:

@@ -18,6 +18,7 @@ close (early closes respected), a 1-minute bar's the end of its minute.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -154,7 +155,7 @@ def load_bars(path: str | os.PathLike[str], tf: str | None = None) -> LoadResult
     """
     p = Path(path)
     if p.suffix == ".parquet":
-        raw = pd.read_parquet(p)
+        raw = _parquet_as_text(pd.read_parquet(p))
     else:
         raw = pd.read_csv(p, dtype=str, keep_default_na=False)
     raw.columns = [str(c).strip().lower() for c in raw.columns]
@@ -198,6 +199,25 @@ def load_bars(path: str | os.PathLike[str], tf: str | None = None) -> LoadResult
     line = np.arange(1, n + 1)
     good, rejects = _validate(frame, line, when, reasons)
     return LoadResult(tf=tf, frame=good[["symbol", "ts", "trade_date", *FIELDS]], rejects=rejects, source=str(p))
+
+
+def _parquet_as_text(raw: pd.DataFrame) -> pd.DataFrame:
+    """A Parquet frame in the CSV reader's shape: the time column as text, numbers kept as numbers.
+
+    Parquet stores dates as date/timestamp types; they become ``YYYY-MM-DD`` (daily) or
+    ``YYYY-MM-DD HH:MM:SS`` (naive NY intraday) so both formats pass the same checks.
+    """
+    out = raw.copy()
+    out.columns = [str(c).strip().lower() for c in out.columns]
+    for col, fmt in (("date", "%Y-%m-%d"), ("timestamp_et", "%Y-%m-%d %H:%M:%S")):
+        if col in out.columns and not pd.api.types.is_string_dtype(out[col]) and out[col].dtype != object:
+            stamps = pd.to_datetime(out[col], errors="coerce")
+            if getattr(stamps.dt, "tz", None) is not None:
+                stamps = stamps.dt.tz_convert("America/New_York").dt.tz_localize(None)
+            out[col] = stamps.dt.strftime(fmt).fillna("")
+        elif col in out.columns:
+            out[col] = out[col].astype(str)
+    return out
 
 
 def validate_rows(rows: Sequence[BarRow]) -> tuple[list[BarRow], list[Reject]]:
@@ -246,6 +266,48 @@ class Panel:
     def column(self, symbol: str) -> int:
         return self.symbols.index(symbol)
 
+    def select(self, symbols: Sequence[str]) -> Panel:
+        """The columns of ``symbols`` that the panel has (in the panel's sorted order)."""
+        want = set(symbols)
+        idx = [j for j, s in enumerate(self.symbols) if s in want]
+        return Panel(dates=list(self.dates), symbols=[self.symbols[j] for j in idx],
+                     **{f: getattr(self, f)[:, idx] for f in FIELDS}, ts=self.ts.copy())
+
+    def content_hash(self) -> str:
+        """sha256 of exactly what a computation over this panel sees (dates, symbols, values)."""
+        h = hashlib.sha256()
+        h.update("\n".join(self.dates).encode() + b"\x00" + "\n".join(self.symbols).encode() + b"\x00")
+        for f in FIELDS:
+            h.update(np.ascontiguousarray(getattr(self, f), dtype=np.float64).tobytes())
+        return h.hexdigest()
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, symbols: Sequence[str] | None = None, before: str | None = None,
+                   through: str | None = None, lookback: int | None = None) -> Panel:
+        """The panel ``BarStore.daily_panel`` would give for the same bars (a loaded file's frame)."""
+        f = frame
+        if before is not None:
+            f = f[f["trade_date"] < before]
+        if through is not None:
+            f = f[f["trade_date"] <= through]
+        ds = sorted(f["trade_date"].unique().tolist())
+        if lookback is not None:
+            ds = ds[-lookback:] if lookback > 0 else []
+        f = f[f["trade_date"].isin(ds)] if lookback is not None else f
+        syms = sorted(f["symbol"].unique().tolist()) if symbols is None else list(symbols)
+        t, s = len(ds), len(syms)
+        cube = np.full((5, t, s), np.nan)
+        ts = np.zeros(t, dtype=np.int64)
+        if t and s and len(f):
+            row = pd.Index(ds).get_indexer(f["trade_date"])
+            col = pd.Index(syms).get_indexer(f["symbol"])
+            keep = (row >= 0) & (col >= 0)
+            vals = f[list(FIELDS)].to_numpy(dtype=np.float64)
+            cube[:, row[keep], col[keep]] = vals[keep].T
+            ts[row] = f["ts"].to_numpy(dtype=np.int64)
+        return cls(dates=ds, symbols=syms, open=cube[0], high=cube[1], low=cube[2], close=cube[3],
+                   volume=cube[4], ts=ts)
+
 
 class BarStore:
     """Bars on disk under ``root``; see the module docstring. Safe for one writer and many readers."""
@@ -253,7 +315,7 @@ class BarStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self._cache: dict[tuple[str, str], tuple[int, pd.DataFrame]] = {}
-        self._day_arrays: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+        self._day_arrays: dict[str, tuple[int, np.ndarray, np.ndarray, int]] = {}
         self._sym_index: dict[str, int] = {}
 
     # -- writing --------------------------------------------------------------------------
@@ -294,10 +356,11 @@ class BarStore:
 
     # -- reading --------------------------------------------------------------------------
     def dates(self, tf: str = "1d") -> list[str]:
-        d = self.root / tf
-        if not d.is_dir():
+        try:
+            names = os.listdir(os.path.join(self.root, tf))
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(p.stem for p in d.glob("*.csv"))
+        return sorted(n[:-4] for n in names if n.endswith(".csv") and not n.startswith("."))
 
     def read_day(self, tf: str, trade_date: str) -> pd.DataFrame:
         """The bars of one session (last copy of each (symbol, ts) wins; torn lines skipped)."""
@@ -345,28 +408,31 @@ class BarStore:
             ds = ds[-lookback:] if lookback > 0 else []
         return ds
 
-    def _day_array(self, d: str) -> tuple[np.ndarray, np.ndarray]:
-        """(symbol indices, values (n, 6) = ts + OHLCV) of one daily file, cached by size."""
-        p = self.path("1d", d)
-        size = p.stat().st_size
+    def _day_array(self, d: str) -> tuple[np.ndarray, np.ndarray, int]:
+        """(symbol indices, OHLCV values (5, n), session ts) of one daily file, cached by size."""
+        size = os.stat(os.path.join(self.root, "1d", f"{d}.csv")).st_size
         hit = self._day_arrays.get(d)
         if hit is not None and hit[0] == size:
-            return hit[1], hit[2]
+            return hit[1], hit[2], hit[3]
         f = self.read_day("1d", d)
         idx = np.array([self._sym_index.setdefault(s, len(self._sym_index)) for s in f["symbol"]], dtype=np.int64)
-        vals = np.column_stack([f["ts"].to_numpy(dtype=np.float64), f[list(FIELDS)].to_numpy(dtype=np.float64)])
-        self._day_arrays[d] = (size, idx, vals)
-        return idx, vals
+        vals = np.ascontiguousarray(f[list(FIELDS)].to_numpy(dtype=np.float64).T)
+        ts = int(f["ts"].iloc[0]) if len(f) else 0
+        self._day_arrays[d] = (size, idx, vals, ts)
+        return idx, vals, ts
 
     def daily_panel(self, symbols: Sequence[str] | None = None, before: str | None = None,
                     through: str | None = None, lookback: int | None = None) -> Panel:
         """Daily bars of the selected sessions as aligned arrays (symbols sorted)."""
         ds = self._select_dates("1d", before, through, lookback)
         parts = [self._day_array(d) for d in ds]
+        every = symbols is None
         if symbols is None:
-            seen = np.unique(np.concatenate([p[0] for p in parts])) if parts else np.array([], dtype=np.int64)
+            seen = np.zeros(len(self._sym_index), dtype=bool)
+            for idx, _, _ in parts:
+                seen[idx] = True
             names = {i: s for s, i in self._sym_index.items()}
-            symbols = sorted(names[int(i)] for i in seen)
+            symbols = sorted(names[int(i)] for i in np.flatnonzero(seen))
         symbols = list(symbols)
         col = np.full(max(len(self._sym_index), 1), -1, dtype=np.int64)
         for j, s in enumerate(symbols):
@@ -376,12 +442,14 @@ class BarStore:
         t, s = len(ds), len(symbols)
         cube = np.full((5, t, s), np.nan)
         ts = np.zeros(t, dtype=np.int64)
-        for k, (idx, vals) in enumerate(parts):
+        for k, (idx, vals, day_ts) in enumerate(parts):
             j = col[idx]
-            keep = j >= 0
-            cube[:, k, j[keep]] = vals[keep, 1:].T
-            if len(vals):
-                ts[k] = int(vals[0, 0])
+            if every:
+                cube[:, k, j] = vals
+            else:
+                keep = j >= 0
+                cube[:, k, j[keep]] = vals[:, keep]
+            ts[k] = day_ts
         return Panel(dates=ds, symbols=symbols, open=cube[0], high=cube[1], low=cube[2], close=cube[3],
                      volume=cube[4], ts=ts)
 

@@ -55,3 +55,15 @@ def test_stable_ids() -> None:
     assert stable_id("in", "a", 1) != stable_id("in", "a", 2)
     coid = client_order_id("in-123")
     assert coid == client_order_id("in-123") and len(coid) <= 48
+
+
+def test_write_atomic_many_writes_every_file_and_leaves_no_temp(tmp_path) -> None:
+    from shared.artifacts import write_atomic_many
+
+    files = {tmp_path / "a" / "x.csv": b"1\n", tmp_path / "a" / "x.json": b"{}\n", tmp_path / "b" / "y.json": b"[]\n"}
+    assert write_atomic_many(files) == list(files)
+    for p, data in files.items():
+        assert p.read_bytes() == data
+    write_atomic_many({tmp_path / "a" / "x.json": b'{"v":2}\n'})  # replaced whole
+    assert (tmp_path / "a" / "x.json").read_bytes() == b'{"v":2}\n'
+    assert not [p for p in tmp_path.rglob("*.tmp")]

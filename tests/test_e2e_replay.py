@@ -27,7 +27,7 @@ from tests.conftest import SAMPLE_DIR
 
 SAMPLE = SAMPLE_DIR / "daily_2017_2018.csv.gz"
 START, END = "2018-01-02", "2018-03-29"
-ENV = {"SCANNER_MARKET_GATE_MODE": "universe_proxy"}
+ENV = {"SCAN_MARKET_GATE": "universe_proxy"}
 DATED = re.compile(r"(\d{4}-\d{2}-\d{2})")
 
 

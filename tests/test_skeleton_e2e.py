@@ -10,6 +10,7 @@ import redis
 from avwap.commands.demo import demo_candidate
 from avwap.commands.risk import session_prelude
 from avwap.procs import ServiceProcs
+from services.scanner.session import publish_batch_once
 from shared.bus import Bus
 from shared.schemas import EntryIntent, OrderEvent, decode
 from shared.streams import BROKER, CANDIDATES, CLOCK, INTENTS, ORDERS, state_key
@@ -32,8 +33,10 @@ def test_one_candidate_flows_through_all_five_services(redis_url: str, real_redi
         procs.start_all()
         procs.wait_ready()
         batch = demo_candidate()
+        # The hand-made batch stands in for the scanner's: it claims the session first, so the scanner
+        # (which scans on PRE_MARKET) publishes no second batch for it.
+        assert publish_batch_once(real_redis, [(CANDIDATES, batch)], owner="test")
         Bus(real_redis).publish_many(session_prelude(batch.scan_date))  # risk decides only after PRE_MARKET + a fresh snapshot
-        Bus(real_redis).publish(CANDIDATES, batch)
         _until(lambda: real_redis.xlen(ORDERS) == 1)
         intent = decode(real_redis.xrange(INTENTS)[0][1][b"data"])
         event = decode(real_redis.xrange(ORDERS)[0][1][b"data"])
@@ -44,9 +47,14 @@ def test_one_candidate_flows_through_all_five_services(redis_url: str, real_redi
         ledger = tmp_path / "ledger" / "analytics" / f"{batch.scan_date}.jsonl"
         # prelude snapshot, the executor's own pre_market snapshot, candidates, order event
         _until(lambda: ledger.exists() and ledger.read_text().count("\n") == 4)
-        # every group acks what it handled (a handler writes its files before its batch is acked: wait for it)
-        for group, stream in (("risk", CANDIDATES), ("risk", CLOCK), ("risk", BROKER), ("executor", INTENTS), ("exits", ORDERS), ("analytics", ORDERS)):
-            _until(lambda g=group, s=stream: real_redis.xpending(s, g)["pending"] == 0, timeout=5.0)
+        for group, stream in (("scanner", CLOCK), ("risk", CANDIDATES), ("risk", CLOCK), ("risk", BROKER), ("executor", INTENTS), ("exits", ORDERS), ("analytics", ORDERS)):
+            # a handler's side effects (e.g. the ledger line) land just before its commit: wait for the ack
+            _until(lambda group=group, stream=stream: real_redis.xpending(stream, group)["pending"] == 0)
+        last_clock = real_redis.xrevrange(CLOCK, count=1)[0][0]
+        _until(lambda: any(g["name"] == b"scanner" and g["last-delivered-id"] == last_clock
+                           for g in real_redis.xinfo_groups(CLOCK)))
+        _until(lambda: real_redis.xpending(CLOCK, "scanner")["pending"] == 0)
+        assert real_redis.xlen(CANDIDATES) == 1  # the scanner handled PRE_MARKET and saw the session claimed
     finally:
         codes = procs.stop_all()
     assert set(codes.values()) == {0}, codes

@@ -63,3 +63,23 @@ def test_every_service_settings_section_is_registered_for_the_docs() -> None:
         found += [v for v in vars(mod).values()
                   if isinstance(v, type) and issubclass(v, BaseSettings) and v.__module__ == mod.__name__]
     assert found and set(found) <= registered, sorted(c.__name__ for c in set(found) - registered)
+
+
+def test_every_scanner_artifact_carries_provenance(tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    from services.scanner.artifacts import write_artifacts
+    from services.scanner.session import scan_for
+    from shared.bars import Panel, load_bars
+    from shared.settings import load_settings
+
+    s = load_settings(scan_market_gate="universe_proxy")
+    frame = load_bars(ROOT / "data" / "sample" / "daily_2017_2018.csv.gz").frame
+    files = write_artifacts(tmp_path, scan_for(Panel.from_frame(frame, before="2018-06-01", lookback=260), "2018-06-01", s))
+    for name in ("batch", "rejects"):
+        prov = json.loads(files[name].read_bytes())["provenance"]
+        assert {"code_version", "settings_hash", "input:bars", "input:universe", "history"} <= set(prov), name
+        assert not any("/" in v for v in prov.values()), prov  # no paths: CLI, worker and replay agree
+    prov = json.loads(files["rejects"].read_bytes())["provenance"]
+    assert prov["output:csv_sha256"] == hashlib.sha256(files["csv"].read_bytes()).hexdigest()

@@ -49,9 +49,11 @@ def run_skeleton_demo(out_dir: Path) -> None:
             typer.echo("1. five services up: scanner, risk, executor, exits, analytics")
             batch = demo_candidate()
             from avwap.commands.risk import session_prelude
+            from services.scanner.session import publish_batch_once
 
+            # The demo's batch claims the session, so the scanner publishes no second batch on PRE_MARKET.
+            publish_batch_once(r, [(CANDIDATES, batch)], owner="demo")
             Bus(r).publish_many(session_prelude(batch.scan_date))  # PRE_MARKET + a fresh broker snapshot of the day
-            Bus(r).publish(CANDIDATES, batch)
             c = batch.candidates[0]
             typer.echo(f"2. scanner -> {CANDIDATES}: {c.symbol} entry {c.entry_level} stop {c.stop_loss}")
             deadline = time.monotonic() + 20
@@ -84,7 +86,7 @@ def run_skeleton_demo(out_dir: Path) -> None:
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "daily_2017_2018.csv.gz"
 DEMO_ENV = {
     # The sample has no SPY: the market gate uses the equal-weight universe proxy (docs/scanner.md).
-    "SCANNER_MARKET_GATE_MODE": "universe_proxy",
+    "SCAN_MARKET_GATE": "universe_proxy",
 }
 
 

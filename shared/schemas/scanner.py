@@ -26,8 +26,15 @@ class Candidate(msgspec.Struct, frozen=True, kw_only=True):
     avwap_slope: float
     score: float
     sector: str = ""
-    setups: list[str] = []
-    band_sigma: float = 0.0
+    setups: list[str] = []  # RECLAIM, PULLBACK, BAND1, CONFLUENCE (docs/scanner.md)
+    band_sigma: float = 0.0  # volume-weighted sigma of the AVWAP from the anchor
+    bands: dict[str, float] = {}  # AVWAP -/+ k sigma: L1 L2 L3 U1 U2 U3
+    anchor_priority: int = 0
+    reclaim: bool = False
+    atr: float = 0.0
+    atr_pct: float = 0.0
+    adx: float = 0.0
+    rank: int = 0  # 1 = best score of the batch
 
 
 @register
@@ -41,3 +48,6 @@ class CandidateBatch(Message, frozen=True, kw_only=True, tag="candidate_batch"):
     candidates: list[Candidate]
     universe_size: int = 0
     provenance: dict[str, str] = {}
+    counts: dict[str, int] = {}  # symbols per outcome: CANDIDATE or the first failing filter's code
+    market_gate_mode: str = ""  # symbol | universe_proxy | off
+    bars_through: str = ""  # the last session of daily bars the scan read (the session before scan_date)
