@@ -59,8 +59,12 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename, fsync dir."""
+def write_atomic(path: str | os.PathLike[str], data: bytes, fsync: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename, fsync dir.
+
+    ``fsync=False`` keeps the atomic rename (readers never see a partial file) but skips both
+    fsyncs: the file may be lost by a power failure, not by a process crash (replays use it).
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -68,22 +72,24 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    if fsync:
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     return target
 
 
-def write_json_artifact(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write ``obj`` as canonical JSON, atomically. Returns the path."""
-    return write_atomic(path, canonical_json(obj))
+def write_json_artifact(path: str | os.PathLike[str], obj: Any, fsync: bool = True) -> Path:
+    """Write ``obj`` as canonical JSON, atomically (see ``write_atomic``). Returns the path."""
+    return write_atomic(path, canonical_json(obj), fsync=fsync)
 
 
 def append_jsonl(path: str | os.PathLike[str], records: Iterable[Any]) -> Path:
