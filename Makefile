@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test venv lint bench bench-bus bench-scan bench-exits bench-replay clean config-docs
+.PHONY: demo test venv lint bench bench-bus bench-scan bench-exits bench-analytics bench-replay clean config-docs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,10 +35,13 @@ bench-scan: $(STAMP)
 bench-exits: $(STAMP)
 	$(PY) bench/bench_exits.py
 
+bench-analytics: $(STAMP)
+	$(PY) bench/bench_analytics.py
+
 bench-replay: $(STAMP)
 	$(PY) bench/bench_replay.py
 
-bench: bench-bus bench-scan bench-exits bench-replay
+bench: bench-bus bench-scan bench-exits bench-analytics bench-replay
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
