@@ -351,3 +351,23 @@ def test_every_artifact_carries_provenance_and_decodes(redis_url: str, real_redi
     assert dec.provenance["decision_artifact"] == f"portfolio_decisions/{D2}.json"
     published = [m for m in _stream(real_redis, PORTFOLIO) if isinstance(m, PortfolioDecisionBatch)]
     assert all(f"artifacts/{b.provenance['decision_artifact']}" in files for b in published)
+
+
+def test_history_written_before_the_ingest_logs_is_backfilled_on_start(redis_url: str, real_redis: redis.Redis,
+                                                                        tmp_path: Path, bars_dir: Path) -> None:
+    """State from a worker without the history logs: on_start appends the missing keys, so the
+    incremental history still sees every fill (the D3 trades are the same bytes)."""
+    from services.analytics.ledger import HISTORY_TYPES
+    from services.analytics.worker import histlog_key
+
+    files = run(redis_url, tmp_path, bars_dir)
+    for t in HISTORY_TYPES:
+        real_redis.delete(histlog_key(t))
+    (tmp_path / "artifacts" / "trades" / f"{D3}.json").unlink()
+    ctx = make_context("analytics", _settings(redis_url, tmp_path, bars_dir), real_redis)
+    handler = SPEC.build(ctx)
+    SPEC.on_start(ctx)
+    SPEC.on_start(ctx)  # twice (a second replica starting): each key is logged once
+    assert real_redis.llen(histlog_key("order_event")) == real_redis.hlen("avwap:state:analytics:hist:order_event")
+    handler(snap(D3, "close"), Delivery(BROKER, "9-0", 2, "analytics-0"))
+    assert (tmp_path / "artifacts" / "trades" / f"{D3}.json").read_bytes() == files[f"artifacts/trades/{D3}.json"]

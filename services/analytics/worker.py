@@ -103,6 +103,8 @@ INTENT_TYPES = ("entry_intent", "stop_intent", "exit_intent")
 FULL_REGEN_TYPES = ("order_event", "exit_event", "rejection", "broker_snapshot", "candidate_batch",
                     "entry_intent", "stop_intent", "exit_intent")
 DLQ_SCAN = 1000  # newest DLQ entries searched for a dead-lettered candidate batch
+KEEP_DAYS = 400  # daily bar files kept in memory per process (older ones are re-read when needed)
+MEMO_MAX = 100_000  # trade reconstruction memo entries before it is cleared
 
 # KEYS: day, prov, hist, histlog, dates, sessions, dirty, closed
 # ARGV: key, data, date, prov, is_history, is_session, dirty member
@@ -170,10 +172,6 @@ class Store:
         raw = self.r.hgetall(prov_key(date))
         return {k.decode(): v for k, v in raw.items()}  # type: ignore[union-attr]
 
-    def history(self, type_name: str) -> list[Message]:
-        raw = self.r.hgetall(hist_key(type_name))
-        return [decode(v) for _, v in sorted(raw.items())]  # type: ignore[union-attr]
-
     def snapshots(self) -> dict[str, PortfolioSnapshot]:
         return self.snapshot_cache.all()
 
@@ -181,9 +179,6 @@ class Store:
         """The earliest date of any session event ingested ("" when none)."""
         got = self.r.zrange(SESSIONS_KEY, 0, 0)
         return got[0].decode() if got else ""
-
-    def is_closed(self, date: str) -> bool:
-        return bool(self.r.sismember(CLOSED_KEY, date))
 
 
 class SnapshotCache:
@@ -250,6 +245,26 @@ class History:
         self.intents: set[str] = set()  # client order ids of every intent
         self.max_date = ""  # latest trade date of any fill or exit event
         self._sums = {"fills": 0, "exit_events": 0}  # order-independent digests (see ``digest``)
+
+    def backfill_logs(self) -> None:
+        """Append to each ingest log the history keys it lacks (state written before the logs
+        existed); WATCHed, so concurrent replicas append each key once."""
+        for t in HISTORY_TYPES:
+            for _ in range(20):
+                with self.r.pipeline(transaction=True) as pipe:
+                    try:
+                        pipe.watch(histlog_key(t))
+                        if pipe.hlen(hist_key(t)) <= pipe.llen(histlog_key(t)):
+                            break
+                        logged = set(pipe.lrange(histlog_key(t), 0, -1))
+                        missing = sorted(k for k in pipe.hkeys(hist_key(t)) if k not in logged)
+                        pipe.multi()
+                        pipe.rpush(histlog_key(t), *missing)
+                        pipe.execute()
+                        log.warning("analytics: backfilled %d %s keys into %s", len(missing), t, histlog_key(t))
+                        break
+                    except redis.WatchError:
+                        continue
 
     def sync(self) -> None:
         pipe = self.r.pipeline(transaction=False)
@@ -345,13 +360,16 @@ class Bars:
         return self._dates[tf]
 
     def day(self, date: str) -> dict[str, BarRow]:
-        """symbol -> its daily bar of ``date`` (re-read when the file grew)."""
+        """symbol -> its daily bar of ``date`` (re-read when the file grew; the newest KEEP_DAYS kept)."""
         f = self.store.read_day("1d", date)
         hit = self._rows.get(date)
         if hit is not None and hit[0] == len(f):
             return hit[1]
         rows = {r.symbol: r for r in frame_to_rows(f)}
         self._rows[date] = (len(f), rows)
+        if len(self._rows) > KEEP_DAYS:
+            for d in sorted(self._rows)[: len(self._rows) - KEEP_DAYS]:
+                del self._rows[d]
         return rows
 
     def closes(self, date: str) -> dict[str, float]:
@@ -560,6 +578,8 @@ def process_close(st: State, date: str) -> list[Emit]:
     st.history.sync()
     fills = st.history.fills_through(date)
     events = st.history.events_through(date)
+    if len(st.trade_memo) > MEMO_MAX:
+        st.trade_memo.clear()
     trades = build_trades(st.history.fills_by_symbol(date), events, bars.source(), as_of_ts=snap.ts,
                           stop_buffer=s.exits.stop_buffer, memo=st.trade_memo)
     marks = bars.closes(date)
@@ -711,10 +731,13 @@ def on_idle(ctx: ServiceContext) -> list[Emit]:
 
 
 def on_start(ctx: ServiceContext) -> list[Emit]:
-    """Rewrite the ledger files left dirty by a predecessor that died before writing them."""
+    """Backfill the history ingest logs if needed, and rewrite the ledger files left dirty by a
+    predecessor that died before writing them."""
     if not isinstance(ctx.extra.get("analytics"), State):
         ctx.extra["analytics"] = State(ctx)
-    flush_dirty(ctx.extra["analytics"])  # type: ignore[arg-type]
+    st: State = ctx.extra["analytics"]  # type: ignore[assignment]
+    st.history.backfill_logs()
+    flush_dirty(st)
     return []
 
 
