@@ -28,6 +28,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
+from typing import Any
 
 from shared.clock import calendar, ny_trade_date
 from shared.ids import stable_id
@@ -183,14 +184,23 @@ def hindsight_stop(bars: Sequence[BarRow], initial_stop: float, buffer: float) -
     return best, beat
 
 
+def _by_symbol(items: Iterable[Any], order: Callable[[Any], tuple[int, str]]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for x in items:
+        out.setdefault(x.symbol, []).append(x)
+    for v in out.values():
+        v.sort(key=order)
+    return out
+
+
 def index_events(events: Iterable[ExitEvent]) -> dict[str, list[ExitEvent]]:
     """symbol -> its exit events sorted by (ts, event_id)."""
-    out: dict[str, list[ExitEvent]] = {}
-    for e in events:
-        out.setdefault(e.symbol, []).append(e)
-    for v in out.values():
-        v.sort(key=lambda e: (e.ts, e.event_id))
-    return out
+    return _by_symbol(events, lambda e: (e.ts, e.event_id))
+
+
+def index_fills(fills: Iterable[Fill]) -> dict[str, list[Fill]]:
+    """symbol -> its fills sorted by (ts, fill_id)."""
+    return _by_symbol(fills, lambda f: (f.ts, f.fill_id))
 
 
 def build_trades(fills: Sequence[Fill] | Mapping[str, Sequence[Fill]],
@@ -227,16 +237,6 @@ def build_trades(fills: Sequence[Fill] | Mapping[str, Sequence[Fill]],
                     memo[key] = t
             trades.append(t)
     return sorted(trades, key=lambda t: (t.opened_ts, t.symbol, t.trade_id))  # type: ignore[attr-defined]
-
-
-def index_fills(fills: Iterable[Fill]) -> dict[str, list[Fill]]:
-    """symbol -> its fills sorted by (ts, fill_id)."""
-    out: dict[str, list[Fill]] = {}
-    for f in fills:
-        out.setdefault(f.symbol, []).append(f)
-    for v in out.values():
-        v.sort(key=lambda f: (f.ts, f.fill_id))
-    return out
 
 
 def _cycles(fills: Sequence[Fill]) -> list[_Open]:
