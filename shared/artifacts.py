@@ -59,15 +59,16 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _replace_with(target: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``target``, fsync it, rename it over ``target``."""
+def _replace_with(target: Path, data: bytes, fsync: bool = True) -> None:
+    """Write ``data`` to a temp file beside ``target``, fsync it (unless told not to), rename it over ``target``."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -82,12 +83,16 @@ def _fsync_dir(d: Path) -> None:
         os.close(dir_fd)
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename, fsync dir."""
-    return write_atomic_many({Path(path): data})[0]
+def write_atomic(path: str | os.PathLike[str], data: bytes, fsync: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename, fsync dir.
+
+    ``fsync=False`` keeps the atomic rename (readers never see a partial file) but skips both
+    fsyncs: the file may be lost by a power failure, not by a process crash (replays use it).
+    """
+    return write_atomic_many({Path(path): data}, fsync=fsync)[0]
 
 
-def write_atomic_many(files: dict[Path, bytes]) -> list[Path]:
+def write_atomic_many(files: dict[Path, bytes], fsync: bool = True) -> list[Path]:
     """``write_atomic`` for several files, in the given order, with one fsync per directory.
 
     Each file is still written to a temp file, fsynced and renamed (a reader never sees a torn
@@ -95,15 +100,16 @@ def write_atomic_many(files: dict[Path, bytes]) -> list[Path]:
     """
     done = [Path(p) for p in files]
     for target, data in zip(done, files.values(), strict=True):
-        _replace_with(target, data)
-    for d in dict.fromkeys(t.parent for t in done):
-        _fsync_dir(d)
+        _replace_with(target, data, fsync)
+    if fsync:
+        for d in dict.fromkeys(t.parent for t in done):
+            _fsync_dir(d)
     return done
 
 
-def write_json_artifact(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write ``obj`` as canonical JSON, atomically. Returns the path."""
-    return write_atomic(path, canonical_json(obj))
+def write_json_artifact(path: str | os.PathLike[str], obj: Any, fsync: bool = True) -> Path:
+    """Write ``obj`` as canonical JSON, atomically (see ``write_atomic``). Returns the path."""
+    return write_atomic(path, canonical_json(obj), fsync=fsync)
 
 
 def append_jsonl(path: str | os.PathLike[str], records: Iterable[Any]) -> Path:

@@ -99,8 +99,76 @@ def test_mae_mfe_on_real_daily_bars(store) -> None:
     assert t.mae == pytest.approx(227.95 - 220.58)
     assert t.mfe == pytest.approx(233.47 - 227.95)
     assert t.mae_r == pytest.approx((227.95 - 220.58) / 3.95)
-    assert t.stop_efficiency == pytest.approx(0.0)  # exited exactly at the initial stop
     assert t.r_multiple == pytest.approx(-1.0)
+    # lows after the entry session: Oct 2 226.63, Oct 3 229.78, Oct 4 226.73, Oct 5 (exit) 220.58:
+    # no pivot low formed before the exit bar, so the best stop in hindsight is the initial one
+    assert (t.hindsight_stop, t.hindsight_stop_source) == (224.0, "initial")
+    assert t.stop_efficiency is None and t.exit_vs_hindsight_stop == pytest.approx(0.0)
+    assert t.exit_vs_initial_stop == pytest.approx(0.0) and t.exit_vs_initial_stop_r == pytest.approx(0.0)
+
+
+def test_stop_efficiency_against_the_hindsight_stop_on_real_daily_bars(store) -> None:
+    """AAPL, entry Oct 1 2018 at 227.95, exit Oct 17 (lows from the vendor file, checked by hand):
+    Oct 2 226.63, 3 229.78, 4 226.73, 5 220.58, 8 220.20, 9 222.25, 10 216.05, 11 212.32, 12 216.84,
+    15 217.27, 16 216.76, 17 219.34. Pivot lows formed before the exit bar: Oct 8 (220.20; its stop
+    220.10 is hit on Oct 10) and Oct 11 (212.32; stop 212.22, never traded through before Oct 17).
+    Oct 16 is a pivot too but only formed by the exit bar itself."""
+    def trade(stop: float, exit_px: float):
+        orders = [fill("AAPL", "buy", 100, 227.95, at("2018-10-01", "09:31"), "2018-10-01", stop=stop, tid="h1"),
+                  fill("AAPL", "sell", 100, exit_px, at("2018-10-17", "15:00"), "2018-10-17", kind="exit", intent="x",
+                       tid="h2")]
+        (t,) = build_trades(fills_from_orders(orders), bars=_src(store), stop_buffer=0.10)
+        return t
+
+    t = trade(210.0, 219.0)
+    assert (t.hindsight_stop, t.hindsight_stop_source) == (pytest.approx(212.22), "1d")
+    assert t.stop_efficiency == pytest.approx(9.0 / 2.22)  # (219 - 210) / (212.22 - 210): beat the best stop
+    assert t.exit_vs_hindsight_stop == pytest.approx(6.78)
+    assert t.exit_vs_initial_stop == pytest.approx(9.0) and t.exit_vs_initial_stop_r == pytest.approx(9.0 / 17.95)
+    at_best = trade(210.0, 212.22)
+    assert at_best.stop_efficiency == pytest.approx(1.0) and at_best.exit_vs_hindsight_stop == pytest.approx(0.0)
+    # an initial stop above every surviving pivot: the structure never offered a better stop
+    tight = trade(215.0, 216.0)
+    assert (tight.hindsight_stop, tight.hindsight_stop_source, tight.stop_efficiency) == (215.0, "initial", None)
+
+
+def _minute_fixture(lows: list[float], start: int) -> list:
+    """Five identical 1-minute bars per 5-minute bar (low L, high L + 0.3), from ``start`` on."""
+    from shared.schemas import BarRow
+
+    out = []
+    for k, lo in enumerate(lows):
+        for m in range(1, 6):
+            ts = start + (5 * k + m) * 60 * 1_000_000_000
+            out.append(BarRow(symbol="XYZ", ts=ts, open=lo + 0.1, high=lo + 0.3, low=lo, close=lo + 0.1, volume=100))
+    return out
+
+
+def test_hindsight_stop_uses_five_minute_structure_when_minutes_exist() -> None:
+    # 5-minute lows: pivots at bar 1 (9.8 -> stop 9.7), bar 5 (10.2 -> 10.1), bar 8 (10.25 -> 10.15);
+    # each survives every bar after its formation up to the exit bar (bar 11): the best is 10.15
+    lows = [10.0, 9.8, 9.9, 10.1, 10.3, 10.2, 10.4, 10.5, 10.25, 10.6, 10.7, 10.1]
+    t0 = at(D1, "10:00")
+    minutes = _minute_fixture(lows, t0)
+    src = BarSource(intraday=lambda s, a, b: [m for m in minutes if a <= m.ts <= b])
+    end = minutes[-1].ts
+
+    def trade(exit_px: float):
+        orders = [fill("XYZ", "buy", 10, 10.2, t0, D1, stop=9.5, tid="i1"),
+                  fill("XYZ", "sell", 10, exit_px, end, D1, kind="stop", intent="s", tid="i2")]
+        (t,) = build_trades(fills_from_orders(orders), bars=src, stop_buffer=0.10)
+        return t
+
+    t = trade(10.15)
+    assert (t.hindsight_stop, t.hindsight_stop_source) == (pytest.approx(10.15), "5m")
+    assert t.stop_efficiency == pytest.approx(1.0) and t.excursion_source == "1m"
+    low = trade(9.8)
+    assert low.stop_efficiency == pytest.approx(0.3 / 0.65)
+    assert low.exit_vs_hindsight_stop == pytest.approx(-0.35) and low.exit_vs_initial_stop == pytest.approx(0.3)
+    # the bar-8 pivot traded through before the exit: the next best surviving stop counts
+    hit = lows[:10] + [10.12, 10.1]
+    minutes[:] = _minute_fixture(hit, t0)
+    assert trade(10.15).hindsight_stop == pytest.approx(10.1)
 
 
 def test_mae_mfe_on_real_intraday_bars(store) -> None:
@@ -114,7 +182,6 @@ def test_mae_mfe_on_real_intraday_bars(store) -> None:
     lo = min(b.low for b in bars)
     assert t.excursion_source == "1m" and len(bars) > 500
     assert t.mfe == pytest.approx(hi - entry) and t.mae == pytest.approx(max(0.0, entry - lo))
-    assert t.stop_efficiency == pytest.approx((bars[-1].close - (entry - 2)) / (hi - (entry - 2)))
 
 
 def _curve_snapshots(marks_by_day: list[tuple[str, dict[str, float]]], orders, capital: float = 100_000.0, window: int = 5):
@@ -252,7 +319,11 @@ def test_decisions_gross_exposure_and_drawdown_throttle() -> None:
 def test_decisions_fail_closed_codes() -> None:
     snap = initial_snapshot(100_000.0)
     missing = decide(D2, None, snap, G)
-    assert [d.reason_codes for d in missing.decisions] == [["CANDIDATES_MISSING"]]
+    assert missing.decisions == [] and missing.reason_codes == ["CANDIDATES_MISSING"] and missing.date == D2
+    unreadable = decide(D2, None, snap, G, candidates_problem="CANDIDATES_PARSE_ERROR")
+    assert unreadable.reason_codes == ["CANDIDATES_PARSE_ERROR"] and unreadable.batch_id != missing.batch_id
+    late = decide(D2, batch(cand("AAA", 90), cand("BBB", 80)), snap, G, candidates_problem="CANDIDATES_MISSING")
+    assert [(d.decision, d.reason_codes) for d in late.decisions] == [("BLOCK", ["CANDIDATES_MISSING"])] * 2
     nosnap = decide(D2, batch(cand("AAA", 90)), None, G)
     assert nosnap.decisions[0].decision == "BLOCK" and nosnap.decisions[0].reason_codes == ["PORTFOLIO_SNAPSHOT_MISSING"]
     from shared.schemas import replace

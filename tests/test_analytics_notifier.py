@@ -9,6 +9,7 @@ import redis
 
 from services.analytics.notifier import (
     OUTBOX,
+    POSTED,
     SENT,
     SPEC,
     Outbox,
@@ -186,3 +187,113 @@ def test_notifier_process_survives_slack_outage_and_sigkill(slack: SlackStandIn,
     logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "logs").glob("*.log"))
     assert "slack unavailable" in logs and TOKEN not in logs
     assert len(slack.messages) == 4
+
+
+# -- the daily report's chart: files_upload_v2 against the stand-in ------------------------------
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8  # the bytes only have to arrive intact
+
+
+def report_alert(root, date: str = "2018-10-01", with_file: bool = True):
+    chart = f"reports/{date}/equity.png"
+    if with_file:
+        p = root / chart
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(PNG)
+    return make_alert("analytics", "daily_report", f"Daily report {date}", severity="info", text="report",
+                      fields={"equity": "100000.00", "chart": chart}, trade_date=date, dedup=date)
+
+
+def chart_sender(slack: SlackStandIn, t: FakeTime, root) -> SlackSender:
+    return SlackSender(make_client(TOKEN, slack.base_url), "#avwap", rate_per_min=600, max_attempts=5, backoff_s=1.0,
+                       sleep=t.sleep, monotonic=t.monotonic, artifacts_dir=str(root))
+
+
+def test_daily_report_posts_the_message_then_uploads_the_chart(slack: SlackStandIn, real_redis: redis.Redis,
+                                                               tmp_path) -> None:
+    from tests.standins.slack_api import channel_id
+
+    t = FakeTime()
+    box = Outbox(real_redis)
+    box.put(report_alert(tmp_path))
+    assert drain(box, chart_sender(slack, t, tmp_path)) == 1
+    (msg,) = slack.messages
+    assert msg["text"] == "[info] Daily report 2018-10-01"
+    fields = {f["text"] for b in msg["blocks"] if b["type"] == "section" and "fields" in b for f in b["fields"]}
+    assert "*chart*\nattached below" in fields and "*equity*\n100000.00" in fields
+    (f,) = slack.files
+    assert f["data"] == PNG and f["channel"] == channel_id("#avwap")  # the channel ID the message answered with
+    assert f["filename"] == "2018-10-01-equity.png" and "Daily report 2018-10-01" in f["title"]
+    steps = [p.rsplit("/", 1)[-1] for p, s in slack.calls if s == 200]
+    assert steps[0] == "chat.postMessage" and steps[1] == "files.getUploadURLExternal"
+    assert steps[-1] == "files.completeUploadExternal" and box.size() == 0 and real_redis.hlen(POSTED) == 0
+
+
+def test_a_failed_upload_is_retried_without_posting_the_message_twice(slack: SlackStandIn, real_redis: redis.Redis,
+                                                                      tmp_path) -> None:
+    t = FakeTime()
+    box = Outbox(real_redis)
+    box.put(report_alert(tmp_path))
+    box.put(alert(1))
+    slack.fail_uploads = 1  # the upload POST answers 500 once
+    assert drain(box, chart_sender(slack, t, tmp_path)) == 0
+    assert len(slack.messages) == 1 and slack.files == [] and box.size() == 2  # the alert stays at the head
+    assert real_redis.hget(POSTED, box.head().alert_id)  # its message is recorded as posted
+    # a restart (new objects, same Redis) after the backoff: only the chart goes, then the next alert
+    t.now += 120
+    assert drain(Outbox(real_redis), chart_sender(slack, t, tmp_path)) == 2
+    assert [m["text"] for m in slack.messages] == ["[info] Daily report 2018-10-01", "[warning] Blocked entry 1"]
+    assert len(slack.files) == 1 and slack.files[0]["data"] == PNG and box.size() == 0
+
+
+def test_chart_upload_honours_retry_after_and_outages(slack: SlackStandIn, real_redis: redis.Redis, tmp_path) -> None:
+    t = FakeTime()
+    box = Outbox(real_redis)
+    box.put(report_alert(tmp_path))
+    sender = chart_sender(slack, t, tmp_path)
+    slack.mode = "down"
+    assert drain(box, sender) == 0 and slack.messages == []
+    slack.mode = "ok"
+    t.now += 120
+    slack.rate_limit(2, retry_after=4)  # the message call is limited twice, then passes
+    assert drain(box, sender) == 1
+    assert t.sleeps.count(4.0) == 2 and len(slack.messages) == 1 and len(slack.files) == 1
+
+
+def test_missing_chart_or_refused_upload_never_blocks_the_outbox(slack: SlackStandIn, real_redis: redis.Redis,
+                                                                 tmp_path) -> None:
+    t = FakeTime()
+    box = Outbox(real_redis)
+    box.put(report_alert(tmp_path, "2018-10-01", with_file=False))
+    assert drain(box, chart_sender(slack, t, tmp_path)) == 1
+    fields = {f["text"] for b in slack.messages[0]["blocks"] if "fields" in b for f in b["fields"]}
+    assert "*chart*\nnot available (reports/2018-10-01/equity.png not found)" in fields and slack.files == []
+    slack.refuse_files = "missing_scope"  # a token without files:write
+    box.put(report_alert(tmp_path, "2018-10-02"))
+    assert drain(box, chart_sender(slack, t, tmp_path)) == 1
+    assert len(slack.messages) == 2 and slack.files == [] and box.size() == 0
+    from services.analytics.notifier import FAILED
+
+    assert real_redis.hvals(FAILED) == [b"chart permanent:missing_scope"]
+    outside = make_alert("analytics", "daily_report", "x", fields={"chart": "../../etc/passwd"})
+    box.put(outside)
+    assert drain(box, chart_sender(slack, t, tmp_path)) == 1 and len(slack.files) == 0
+    assert "refused (outside ARTIFACTS_DIR)" in str(slack.messages[-1]["blocks"])
+
+
+def test_runbook_links_are_rendered_robustly() -> None:
+    from services.analytics.notifier import runbook_link, runbook_target
+
+    assert runbook_target("reconciliation-mismatch") == "docs/runbook.md#reconciliation-mismatch"
+    assert runbook_target("#reconciliation-mismatch") == "docs/runbook.md#reconciliation-mismatch"
+    assert runbook_target(" Reconciliation Mismatch ") == "docs/runbook.md#reconciliation-mismatch"
+    assert runbook_target("docs/executor.md#modes") == "docs/executor.md#modes"
+    assert runbook_target("executor.md#modes") == "docs/executor.md#modes"
+    assert runbook_target("https://wiki.example/avwap#x") == "https://wiki.example/avwap#x"
+    assert runbook_target("") == "" and runbook_link("") == ""
+    assert runbook_link("candidates-missing") == "runbook: docs/runbook.md#candidates-missing"
+    assert runbook_link("candidates-missing", "https://github.com/o/avwap/blob/main/") == (
+        "<https://github.com/o/avwap/blob/main/docs/runbook.md#candidates-missing|runbook: docs/runbook.md#candidates-missing>")
+    from shared.schemas import replace
+
+    _, blocks = blocks_for(replace(alert(1), runbook="docs/executor.md#modes"), "https://h/")
+    assert "<https://h/docs/executor.md#modes|runbook: docs/executor.md#modes>" in blocks[-1]["elements"][0]["text"]

@@ -305,3 +305,69 @@ def test_decisions_fail_closed_without_the_previous_close(redis_url: str, real_r
     ((_, second),) = deliver(CANDIDATES, batch(cand("AAA", 90)))
     assert second.decisions[0].decision == "BLOCK"
     assert second.decisions[0].reason_codes == ["PORTFOLIO_SNAPSHOT_MISSING"]
+
+
+def test_every_artifact_carries_provenance_and_decodes(redis_url: str, real_redis: redis.Redis, tmp_path: Path,
+                                                       bars_dir: Path) -> None:
+    """/work/notes/provenance.md: JSON artifacts have a top-level provenance (code version, settings
+    hash, inputs), every JSONL line has one, reports end with a provenance footer; and every JSON
+    artifact decodes with its registered, versioned schema."""
+    import json
+
+    from shared.artifacts import code_version
+    from shared.schemas import DailyRejections, DailyTrades, Reconciliation, Trade
+
+    files = run(redis_url, tmp_path, bars_dir)
+    settings_hash = _settings(redis_url, tmp_path, bars_dir).hash()
+    schema = {"portfolio_snapshots": PortfolioSnapshot, "portfolio_decisions": PortfolioDecisionBatch,
+              "reconciliation": Reconciliation, "trades": DailyTrades, "rejections": DailyRejections}
+    seen: set[str] = set()
+    for name, data in files.items():
+        if name.endswith(".json"):
+            sub = name.split("/")[1]
+            prov = json.loads(data)["provenance"]
+            assert prov["code_version"] == code_version() and prov["settings_hash"] == settings_hash, name
+            inputs = {k: v for k, v in prov.items() if k.startswith("input:")}
+            assert inputs and all(v and "/" not in v for v in inputs.values()), (name, inputs)  # ids, never paths
+            assert isinstance(decode(data, schema[sub]), schema[sub]), name
+            seen.add(sub)
+        elif name.endswith(".jsonl"):
+            for line in data.splitlines():
+                rec = json.loads(line)
+                assert rec["provenance"]["code_version"] == code_version(), name
+                assert rec["provenance"]["settings_hash"] == settings_hash
+                assert rec["provenance"]["input:message"] == rec["key"]
+            seen.add("ledger")
+        elif name.endswith((".md", ".html")):
+            text = data.decode()
+            assert "Provenance:" in text and code_version() in text and settings_hash in text, name
+            snap = json.loads(files[f"artifacts/portfolio_snapshots/{name.split('/')[2]}.json"])
+            assert snap["snapshot_id"] in text
+            seen.add(name.rsplit(".", 1)[1])
+    assert seen == {*schema, "ledger", "md", "html"}
+    t3 = decode(files[f"artifacts/trades/{D3}.json"], DailyTrades)
+    assert all(isinstance(t, Trade) and t.v == 2 for t in t3.trades) and [f.fill_id for f in t3.fills] == ["t3"]
+    dec = decode(files[f"artifacts/portfolio_decisions/{D2}.json"], PortfolioDecisionBatch)
+    assert dec.provenance["decision_artifact"] == f"portfolio_decisions/{D2}.json"
+    published = [m for m in _stream(real_redis, PORTFOLIO) if isinstance(m, PortfolioDecisionBatch)]
+    assert all(f"artifacts/{b.provenance['decision_artifact']}" in files for b in published)
+
+
+def test_history_written_before_the_ingest_logs_is_backfilled_on_start(redis_url: str, real_redis: redis.Redis,
+                                                                        tmp_path: Path, bars_dir: Path) -> None:
+    """State from a worker without the history logs: on_start appends the missing keys, so the
+    incremental history still sees every fill (the D3 trades are the same bytes)."""
+    from services.analytics.ledger import HISTORY_TYPES
+    from services.analytics.worker import histlog_key
+
+    files = run(redis_url, tmp_path, bars_dir)
+    for t in HISTORY_TYPES:
+        real_redis.delete(histlog_key(t))
+    (tmp_path / "artifacts" / "trades" / f"{D3}.json").unlink()
+    ctx = make_context("analytics", _settings(redis_url, tmp_path, bars_dir), real_redis)
+    handler = SPEC.build(ctx)
+    SPEC.on_start(ctx)
+    SPEC.on_start(ctx)  # twice (a second replica starting): each key is logged once
+    assert real_redis.llen(histlog_key("order_event")) == real_redis.hlen("avwap:state:analytics:hist:order_event")
+    handler(snap(D3, "close"), Delivery(BROKER, "9-0", 2, "analytics-0"))
+    assert (tmp_path / "artifacts" / "trades" / f"{D3}.json").read_bytes() == files[f"artifacts/trades/{D3}.json"]

@@ -13,6 +13,10 @@ def _samples() -> list[Message]:
     c = S.Candidate(candidate_id="cd-1", scan_date="2018-06-01", symbol="AAPL", price=190.1, anchor="YTD",
                     anchor_date="2018-01-02", avwap=180.0, entry_level=180.0, entry_dist_pct=1.2, stop_loss=178.0,
                     target_r1=195.0, target_r2=199.0, trend_score=10.0, avwap_slope=0.5, score=120.0)
+    fill = S.Fill(fill_id="t1", symbol="AAPL", side="buy", kind="entry", qty=10, price=180.1, fees=0.1, ts=5,
+                  trade_date="2018-06-01", intent_id="in-1", client_order_id="av-1", stop_price=178.0)
+    trade = S.Trade(trade_id="tr", position_id="pos", symbol="AAPL", status="closed", entry_intent_id="in-1", opened_ts=5,
+                    opened_date="2018-06-01", stop_efficiency=0.5, hindsight_stop=179.0, hindsight_stop_source="1d")
     return [
         S.CandidateBatch(batch_id="cb", scan_date="2018-06-01", market_gate_ok=True, candidates=[c]),
         S.BarBatch(tf="1d", trade_date="2018-06-01", bars=[S.BarRow(symbol="A", ts=1, open=1, high=2, low=0.5, close=1.5, volume=10)]),
@@ -33,6 +37,14 @@ def _samples() -> list[Message]:
             decision_id="d", symbol="AAPL", candidate_id="cd-1", decision="ALLOW", reason_codes=["ALLOW_WITHIN_LIMITS"])]),
         S.Alert(alert_id="al", severity="info", kind="k", source="test", title="hello"),
         S.SessionEvent(trade_date="2018-06-01", phase="OPEN", ts=1),
+        fill,
+        trade,
+        S.DailyTrades(date="2018-06-01", trades=[trade], fills=[fill], provenance={"settings_hash": "h"}),
+        S.DailyRejections(date="2018-06-01", rejections=[S.Rejection(rejection_id="rj", source="risk", symbol="AAPL",
+                                                                      trade_date="2018-06-01", reasons=["X"])]),
+        S.Reconciliation(recon_id="rc", date="2018-06-01", snapshot_id="bs", status="mismatch",
+                         mismatches=[S.Mismatch(type="QUANTITY", symbol="AAPL", expected="10", actual="8")],
+                         positions_internal=1, positions_broker=1, open_orders=0),
     ]
 
 

@@ -93,3 +93,26 @@ def test_v1_entry_on_a_stream_reaches_the_handler_as_v2(real_redis: redis.Redis)
     assert [type(m) for m in got] == [Alert, Alert]
     assert [m.severity for m in got] == ["warning", "critical"]  # type: ignore[attr-defined]
     assert r.xlen("avwap:dlq") == 0 and r.xpending("test:alerts", "g")["pending"] == 0
+
+
+def test_trade_is_at_version_2_and_a_v1_trade_is_upcast() -> None:
+    """Trade v1 measured stop efficiency against the highest price held; v2 against the best stop
+    in hindsight. A v1 record decodes to v2 with everything kept but that metric (another meaning)."""
+    from shared.schemas import Fill, Trade, TradeV1, encode
+
+    assert registered_types()["trade"] == 2 and registered_types()["fill"] == 1
+    old = TradeV1(trade_id="tr", position_id="pos", symbol="AAPL", status="closed", entry_intent_id="in", opened_ts=1,
+                  opened_date="2018-06-01", closed_ts=2, closed_date="2018-06-04", realized_pnl=12.5,
+                  stop_efficiency=0.8, exit_vs_initial_stop=1.25, fill_ids=["f1", "f2"])
+    raw = encode(old)
+    assert b'"v":1' in raw and b'"type":"trade"' in raw
+    new = decode(raw)
+    assert isinstance(new, Trade) and new.v == 2
+    assert (new.realized_pnl, new.exit_vs_initial_stop, new.fill_ids) == (12.5, 1.25, ["f1", "f2"])
+    assert new.stop_efficiency is None and new.hindsight_stop is None
+    with pytest.raises(UnknownVersion):
+        decode(raw.replace(b'"v":1', b'"v":3'))
+    with pytest.raises(InvalidPayload):
+        decode(b'{"type":"fill","v":1,"fill_id":"f"}')  # a fill without its fields
+    assert isinstance(decode(encode(Fill(fill_id="f", symbol="A", side="buy", kind="entry", qty=1, price=1.0, fees=0.0,
+                                         ts=1, trade_date="2018-06-01", intent_id="i", client_order_id="c"))), Fill)

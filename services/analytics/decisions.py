@@ -59,15 +59,23 @@ def _snapshot_ok(s: PortfolioSnapshot) -> bool:
 
 
 def decide(date: str, batch: CandidateBatch | None, snapshot: PortfolioSnapshot | None, g: Guardrails,
-           *, snapshot_problem: str = "", provenance: Mapping[str, str] | None = None) -> PortfolioDecisionBatch:
-    """Decisions for date D. ``snapshot_problem`` forces a snapshot code (MISSING/INVALID)."""
+           *, snapshot_problem: str = "", candidates_problem: str = "",
+           provenance: Mapping[str, str] | None = None) -> PortfolioDecisionBatch:
+    """Decisions for date D. ``snapshot_problem`` forces a snapshot code (MISSING/INVALID).
+
+    ``batch=None``: no candidate batch of D by its OPEN: a batch without decisions carrying the
+    batch-level code ``candidates_problem`` (``CANDIDATES_MISSING`` by default, or
+    ``CANDIDATES_PARSE_ERROR`` when D's batch was dead-lettered). A batch given with a
+    ``candidates_problem`` (it came after D's decisions were already closed at OPEN) has every
+    candidate BLOCKed with that code.
+    """
     prov = dict(provenance or {})
+    sid = snapshot.snapshot_id if snapshot else ""
     if batch is None:
-        d = PortfolioDecision(decision_id=stable_id("pd", date, "", "CANDIDATES_MISSING"), symbol="", candidate_id="",
-                              decision=BLOCK, reason_codes=["CANDIDATES_MISSING"])
-        return PortfolioDecisionBatch(batch_id=stable_id("pdb", date, "missing"), date=date, decisions=[d],
-                                      snapshot_id=snapshot.snapshot_id if snapshot else "", provenance=prov)
-    global_codes: set[str] = set()
+        code = candidates_problem or "CANDIDATES_MISSING"
+        return PortfolioDecisionBatch(batch_id=stable_id("pdb", date, code, sid), date=date, decisions=[],
+                                      snapshot_id=sid, reason_codes=[code], provenance=prov)
+    global_codes: set[str] = {candidates_problem} if candidates_problem else set()
     if batch.scan_date != date:
         global_codes.add("CANDIDATES_PARSE_ERROR")
     if snapshot_problem:
@@ -114,7 +122,6 @@ def decide(date: str, batch: CandidateBatch | None, snapshot: PortfolioSnapshot 
         decisions.append(PortfolioDecision(
             decision_id=stable_id("pd", date, c.candidate_id, ordered), symbol=c.symbol,
             candidate_id=c.candidate_id, decision=decision, reason_codes=ordered))
-    sid = snapshot.snapshot_id if snapshot else ""
     return PortfolioDecisionBatch(
         batch_id=stable_id("pdb", date, batch.batch_id, sid, [d.decision_id for d in decisions]), date=date,
         decisions=decisions, snapshot_id=sid, candidates_batch_id=batch.batch_id, provenance=prov)

@@ -1,13 +1,25 @@
-"""Slack notifier: ``python -m services.analytics.notifier`` (consumer group ``notifier`` on avwap:alerts).
+"""Slack notifier: ``python -m services.analytics.notifier`` (consumer group ``notifier`` on avwap:alerts
+and avwap:clock).
 
 Every alert (execution decisions, blocked entries, reconciliation mismatches, heartbeats, the
-daily report alert of analytics) goes first into a Redis outbox (atomically, de-duplicated on
+daily report of analytics) goes first into a Redis outbox (atomically, de-duplicated on
 ``alert_id``), then the message is acked; the outbox is drained in order with the real
 slack-sdk ``WebClient`` (``base_url`` = ``SLACK_BASE_URL``). A 429 sleeps ``Retry-After`` and
-retries; a 5xx or a connection error backs off and leaves the message at the head of the
-outbox, so a Slack outage loses nothing: the backlog is posted when Slack answers again.
-Client-side rate limit: ``SLACK_RATE_PER_MIN``. No ``SLACK_BOT_TOKEN``: alerts are logged only.
-The token is never logged (slack_sdk's own logger is kept at WARNING).
+retries; a 5xx or a connection error backs off and leaves the alert at the head of the outbox,
+so a Slack outage loses nothing: the backlog is posted when Slack answers again.
+Client-side rate limit: ``SLACK_RATE_PER_MIN`` Slack calls per minute. No ``SLACK_BOT_TOKEN``:
+alerts are logged only. The token is never logged (slack_sdk's own logger is kept at WARNING).
+
+An alert with a ``chart`` field (the daily report's ``reports/D/equity.png``, relative to
+ARTIFACTS_DIR) is delivered in two steps: the Block Kit message, then the chart with
+``files_upload_v2`` into the same channel. The message's channel and ts are recorded in Redis
+once it is posted, so a retry after a failed upload (or a restart) uploads the chart without
+posting the message twice; the alert leaves the outbox only when both are done.
+
+The notifier also owns the heartbeat watchdog (``watchdog.py``): every ``HEARTBEAT_CHECK_S`` it
+reads the live ``avwap:hb:*`` keys and raises ``heartbeat_missing`` / ``heartbeat_recovered``
+alerts (state and alerts in one MULTI/EXEC, so replicas raise each transition once), and at
+each session's PRE_MARKET it posts the ``heartbeat`` system-alive summary.
 """
 
 from __future__ import annotations
@@ -17,14 +29,18 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import msgspec
 import redis
 
-from shared.bus import Delivery, Emit
-from shared.schemas import Alert, Message, decode, encode
+from shared.bus import HEARTBEAT_PREFIX, Delivery, Emit, fields_of
+from shared.schemas import Alert, Message, SessionEvent, decode, encode
 from shared.service import ServiceContext, ServiceSpec, run_service
-from shared.streams import ALERTS, state_key
+from shared.streams import ALERTS, CLOCK, DLQ, state_key
+
+from .watchdog import WatchState, observe, summary, watched
 
 log = logging.getLogger(__name__)
 logging.getLogger("slack_sdk").setLevel(logging.WARNING)
@@ -34,6 +50,9 @@ OUTBOX = state_key(SVC, "outbox")  # list of alert ids, oldest first
 OUTBOX_DATA = state_key(SVC, "outbox_data")  # hash alert id -> alert JSON
 SENT = state_key(SVC, "sent")  # set of alert ids posted
 FAILED = state_key(SVC, "failed")  # hash alert id -> reason (permanent Slack errors)
+POSTED = state_key(SVC, "posted")  # hash alert id -> {"channel", "ts"} of its message while its chart is pending
+WATCH = state_key(SVC, "watch")  # the watchdog's WatchState (JSON)
+MAX_CHART_BYTES = 20 * 1024 * 1024
 
 _ENQUEUE = """
 if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return 0 end
@@ -47,33 +66,91 @@ _DONE = """
 redis.call('LREM', KEYS[1], 1, ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
 return 1
 """
 
 SEVERITY_ICON = {"critical": ":rotating_light:", "warning": ":warning:", "info": ":information_source:"}
 PERMANENT = ("invalid_auth", "not_authed", "account_inactive", "channel_not_found", "not_in_channel",
-             "is_archived", "invalid_blocks", "msg_too_long", "token_revoked")
+             "is_archived", "invalid_blocks", "msg_too_long", "token_revoked", "missing_scope",
+             "not_allowed_token_type", "file_uploads_disabled")
 
 
-def blocks_for(a: Alert) -> tuple[str, list[dict[str, Any]]]:
+def runbook_target(value: str) -> str:
+    """The document and anchor an alert's ``runbook`` names, as a repository path (``""``: none).
+
+    Accepts a plain anchor (``reconciliation-mismatch``, ``#reconciliation-mismatch``: a section
+    of docs/runbook.md), a document with an anchor (``docs/executor.md#modes``, ``executor.md#modes``:
+    under docs/), or a full URL (kept as is).
+    """
+    v = value.strip()
+    if not v:
+        return ""
+    if v.startswith(("http://", "https://")):
+        return v
+    doc, sep, anchor = v.rpartition("#") if "#" in v else ("", "", v)
+    anchor = "-".join(anchor.strip().lower().split())
+    doc = doc.strip().lstrip("./")
+    if not doc:
+        doc = "docs/runbook.md"
+    elif not doc.startswith("docs/"):
+        doc = f"docs/{doc}"
+    return f"{doc}#{anchor}" if anchor else doc
+
+
+def runbook_link(value: str, base_url: str = "") -> str:
+    """mrkdwn for the runbook: a link when ``base_url`` is set (or the value is a URL), else the path."""
+    target = runbook_target(value)
+    if not target:
+        return ""
+    if target.startswith(("http://", "https://")):
+        return f"<{target}|runbook>"
+    if base_url:
+        return f"<{base_url.rstrip('/')}/{target}|runbook: {target}>"
+    return f"runbook: {target}"
+
+
+def blocks_for(a: Alert, runbook_base: str = "", chart_note: str = "") -> tuple[str, list[dict[str, Any]]]:
     """(fallback text, Block Kit blocks) of an alert."""
     icon = SEVERITY_ICON.get(a.severity, ":grey_question:")
     text = f"[{a.severity}] {a.title}"
     blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": f"{a.title}"[:150]}}]
     if a.text:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"{icon} {a.text}"[:3000]}})
-    if a.fields:
+    fields = {k: v for k, v in a.fields.items() if k != "chart"}
+    if chart_note:
+        fields["chart"] = chart_note
+    if fields:
         blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"[:2000]}
-                                                     for k, v in sorted(a.fields.items())][:10]})
+                                                     for k, v in sorted(fields.items())][:10]})
     ctx = f"{a.source} · {a.kind}" + (f" · {a.trade_date}" if a.trade_date else "") + f" · {a.alert_id}"
-    if a.runbook:
-        ctx += f" · runbook: docs/runbook.md#{a.runbook}"
+    link = runbook_link(a.runbook, runbook_base)
+    if link:
+        ctx += f" · {link}"
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": ctx}]})
     return text, blocks
 
 
+def chart_file(a: Alert, artifacts_dir: str) -> tuple[Path | None, str]:
+    """(the chart to upload, or None; the note shown in the message) of an alert with a ``chart`` field."""
+    rel = a.fields.get("chart", "")
+    if not rel:
+        return None, ""
+    root = Path(artifacts_dir).resolve()
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root):
+        return None, f"refused (outside ARTIFACTS_DIR): {rel}"
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None, f"not available ({rel} not found)"
+    if size > MAX_CHART_BYTES:
+        return None, f"not attached ({rel} is {size} bytes)"
+    return path, "attached below"
+
+
 class Outbox:
-    """The Redis outbox: enqueue once per alert id, head, done."""
+    """The Redis outbox: enqueue once per alert id, head, progress of a two-step delivery, done."""
 
     def __init__(self, r: redis.Redis) -> None:
         self.r = r
@@ -94,14 +171,22 @@ class Outbox:
                 continue
             return decode(raw, Alert)  # type: ignore[return-value]
 
+    def posted(self, alert_id: str) -> dict[str, str] | None:
+        raw = self.r.hget(POSTED, alert_id)
+        return json.loads(raw) if raw else None
+
+    def mark_posted(self, alert_id: str, channel: str, ts: str) -> None:
+        self.r.hset(POSTED, alert_id, json.dumps({"channel": channel, "ts": ts}))
+
     def done(self, alert_id: str) -> None:
-        self._done(keys=[OUTBOX, OUTBOX_DATA, SENT], args=[alert_id])
+        self._done(keys=[OUTBOX, OUTBOX_DATA, SENT, POSTED], args=[alert_id])
 
     def fail(self, alert_id: str, reason: str) -> None:
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(FAILED, alert_id, reason)
         pipe.lrem(OUTBOX, 1, alert_id)
         pipe.hdel(OUTBOX_DATA, alert_id)
+        pipe.hdel(POSTED, alert_id)
         pipe.execute()
 
     def size(self) -> int:
@@ -109,10 +194,11 @@ class Outbox:
 
 
 class SlackSender:
-    """Posts alerts with slack-sdk; honours 429 Retry-After; backs off on 5xx/connection errors."""
+    """Posts alerts (and their charts) with slack-sdk; honours 429 Retry-After; backs off on 5xx/connection errors."""
 
     def __init__(self, client: Any, channel: str, rate_per_min: int = 20, max_attempts: int = 5, backoff_s: float = 1.0,
-                 sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic) -> None:
+                 sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic,
+                 artifacts_dir: str = "artifacts", runbook_base: str = "") -> None:
         self.client = client
         self.channel = channel
         self.min_interval = 60.0 / rate_per_min if rate_per_min > 0 else 0.0
@@ -120,52 +206,77 @@ class SlackSender:
         self.backoff_s = backoff_s
         self.sleep = sleep
         self.monotonic = monotonic
-        self._last_post = -1e18
+        self.artifacts_dir = artifacts_dir
+        self.runbook_base = runbook_base
+        self._last_call = -1e18
         self.next_try = 0.0  # monotonic time before which the outbox is not drained (after an outage)
         self._fail_streak = 0
 
-    def post(self, a: Alert) -> str:
-        """"ok", "transient" (left in the outbox) or "permanent:<error>"."""
+    def deliver(self, a: Alert, outbox: Outbox) -> str:
+        """"ok", "transient" (left in the outbox) or "permanent:<error>" (the message could not be posted)."""
+        chart, note = chart_file(a, self.artifacts_dir)
+        progress = outbox.posted(a.alert_id) if chart is not None else None
+        if progress is None:
+            text, blocks = blocks_for(a, self.runbook_base, note)
+            res, resp = self._call(a, lambda: self.client.chat_postMessage(channel=self.channel, text=text, blocks=blocks))
+            if res != "ok":
+                return res
+            if chart is None:
+                return "ok"
+            progress = {"channel": str(resp.get("channel") or self.channel), "ts": str(resp.get("ts") or "")}
+            outbox.mark_posted(a.alert_id, progress["channel"], progress["ts"])
+        assert chart is not None
+        title = f"{a.title}: {chart.stem}"
+        res, _ = self._call(a, lambda: self.client.files_upload_v2(
+            file=str(chart), filename=f"{a.trade_date or 'chart'}-{chart.name}", title=title,
+            channel=progress["channel"], initial_comment=f"{title} ({a.fields.get('chart', '')})"))
+        if res.startswith("permanent:"):  # the message is out; the chart cannot be: say so, do not block the outbox
+            log.error("slack refused the chart of %s (%s); the message was posted", a.alert_id, res)
+            outbox.r.hset(FAILED, a.alert_id, f"chart {res}")
+            return "ok"
+        return res
+
+    def _call(self, a: Alert, fn: Callable[[], Any]) -> tuple[str, Any]:
+        """Run one Slack call with the rate limit, Retry-After and backoff policy."""
         from slack_sdk.errors import SlackApiError
 
-        text, blocks = blocks_for(a)
-        for attempt in range(1, self.max_attempts + 1):
-            wait = self._last_post + self.min_interval - self.monotonic()
+        for _ in range(self.max_attempts):
+            wait = self._last_call + self.min_interval - self.monotonic()
             if wait > 0:
                 self.sleep(wait)
-            self._last_post = self.monotonic()
+            self._last_call = self.monotonic()
             try:
-                self.client.chat_postMessage(channel=self.channel, text=text, blocks=blocks)
+                resp = fn()
                 self._fail_streak = 0
-                return "ok"
+                return "ok", resp
             except SlackApiError as exc:
                 status = getattr(exc.response, "status_code", 0)
-                err = str((exc.response.data or {}).get("error", "")) if isinstance(getattr(exc.response, "data", None), dict) else ""
+                data = getattr(exc.response, "data", None)
+                err = str(data.get("error", "")) if isinstance(data, dict) else ""
                 if status == 429:
                     retry_after = float(exc.response.headers.get("Retry-After", exc.response.headers.get("retry-after", 1)))
                     log.warning("slack rate limited; retrying %s after %.0fs", a.alert_id, retry_after)
                     self.sleep(retry_after)
                     continue
                 if status >= 500 or status == 0:
-                    return self._transient(a, f"http {status}", attempt)
+                    return self._transient(a, f"http {status}"), None
                 if err in PERMANENT:
-                    return f"permanent:{err}"
-                return self._transient(a, f"http {status} {err}", attempt)
-            except Exception as exc:  # noqa: BLE001 - connection refused, timeouts: Slack is away
-                return self._transient(a, type(exc).__name__, attempt)
-        return "transient"
+                    return f"permanent:{err}", None
+                return self._transient(a, f"http {status} {err}"), None
+            except Exception as exc:  # noqa: BLE001 - connection refused, timeouts, a failed upload POST: Slack is away
+                return self._transient(a, type(exc).__name__), None
+        return "transient", None
 
-    def _transient(self, a: Alert, why: str, attempt: int) -> str:
+    def _transient(self, a: Alert, why: str) -> str:
         self._fail_streak += 1
         delay = min(self.backoff_s * 2 ** (self._fail_streak - 1), 60.0)
         self.next_try = self.monotonic() + delay
-        log.warning("slack unavailable (%s) for %s; %s stays in the outbox, next try in %.1fs", why, a.alert_id,
-                    a.alert_id, delay)
+        log.warning("slack unavailable (%s); %s stays in the outbox, next try in %.1fs", why, a.alert_id, delay)
         return "transient"
 
 
 def drain(outbox: Outbox, sender: SlackSender, limit: int = 1000) -> int:
-    """Post the outbox in order until it is empty, Slack fails, or ``limit``. Returns posts made."""
+    """Deliver the outbox in order until it is empty, Slack fails, or ``limit``. Returns deliveries made."""
     if sender.monotonic() < sender.next_try:
         return 0
     n = 0
@@ -173,7 +284,7 @@ def drain(outbox: Outbox, sender: SlackSender, limit: int = 1000) -> int:
         a = outbox.head()
         if a is None:
             break
-        res = sender.post(a)
+        res = sender.deliver(a, outbox)
         if res == "ok":
             outbox.done(a.alert_id)
             n += 1
@@ -200,15 +311,59 @@ def build_parts(ctx: ServiceContext, sleep: Callable[[float], None] = time.sleep
     if not token:
         return outbox, None
     sender = SlackSender(make_client(token, core.slack_base_url), core.slack_channel, a.slack_rate_per_min,
-                         a.slack_max_attempts, a.slack_backoff_s, sleep=sleep)
+                         a.slack_max_attempts, a.slack_backoff_s, sleep=sleep, artifacts_dir=core.artifacts_dir,
+                         runbook_base=a.slack_runbook_base_url)
     return outbox, sender
+
+
+# -- heartbeats (the shell of watchdog.py) ----------------------------------------------------
+def live_heartbeats(r: redis.Redis) -> dict[str, int]:
+    """group -> live consumers, from the ``avwap:hb:<group>:<consumer>`` keys."""
+    out: dict[str, int] = {}
+    for k in r.scan_iter(f"{HEARTBEAT_PREFIX}:*", count=500):
+        group = (k.decode() if isinstance(k, bytes) else k)[len(HEARTBEAT_PREFIX) + 1:].split(":", 1)[0]
+        out[group] = out.get(group, 0) + 1
+    return out
+
+
+def check_heartbeats(ctx: ServiceContext, now_ns: int | None = None) -> list[Alert]:
+    """One watchdog check: read the heartbeats, advance the state, publish its alerts (one EXEC)."""
+    a = ctx.settings.analytics
+    expected = watched(a.heartbeat_watch_services)
+    if not expected:
+        return []
+    now = ctx.clock.now_ns() if now_ns is None else now_ns
+    live = live_heartbeats(ctx.r)
+    for _ in range(50):
+        with ctx.r.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(WATCH)
+                raw = pipe.get(WATCH)
+                state = msgspec.json.decode(raw, type=WatchState) if raw else WatchState()
+                new, alerts = observe(state, live, expected, now, a.heartbeat_grace_s)
+                pipe.multi()
+                pipe.set(WATCH, msgspec.json.encode(new))
+                for al in alerts:
+                    pipe.xadd(ALERTS, fields_of(al), maxlen=ctx.settings.core.bus_maxlen, approximate=True)  # type: ignore[arg-type]
+                pipe.execute()
+                return alerts
+            except redis.WatchError:
+                continue
+    return []
 
 
 def build(ctx: ServiceContext):
     outbox, sender = build_parts(ctx)
     ctx.extra["notifier"] = (outbox, sender)
+    ctx.extra["next_watch"] = 0.0
 
     def handle(msg: Message, d: Delivery) -> list[Emit]:
+        if isinstance(msg, SessionEvent):
+            if msg.phase != "PRE_MARKET" or not ctx.settings.analytics.heartbeat_summary:
+                return []
+            expected = watched(ctx.settings.analytics.heartbeat_watch_services)
+            live = live_heartbeats(ctx.r)
+            return [(ALERTS, summary(msg.trade_date, msg.ts, live, expected, int(ctx.r.xlen(DLQ)), outbox.size()))]
         if not isinstance(msg, Alert):
             return []
         if sender is None:
@@ -226,10 +381,14 @@ def on_idle(ctx: ServiceContext) -> list[Emit]:
     outbox, sender = ctx.extra.get("notifier", (None, None))  # type: ignore[misc]
     if outbox is not None and sender is not None and outbox.size():
         drain(outbox, sender)
+    now = time.monotonic()
+    if now >= float(ctx.extra.get("next_watch", 0.0)):  # type: ignore[arg-type]
+        ctx.extra["next_watch"] = now + ctx.settings.analytics.heartbeat_check_s
+        check_heartbeats(ctx)
     return []
 
 
-SPEC = ServiceSpec(name=SVC, streams=[ALERTS], build=build, on_idle=on_idle)
+SPEC = ServiceSpec(name=SVC, streams=[ALERTS, CLOCK], build=build, on_idle=on_idle)
 
 
 def main() -> int:

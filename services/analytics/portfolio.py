@@ -15,9 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from shared.artifacts import to_plain
 from shared.ids import stable_id
-from shared.schemas import PortfolioSnapshot, PositionMark
-
-from .trades import Fill, Trade
+from shared.schemas import Fill, PortfolioSnapshot, PositionMark, Trade
 
 ANNUALIZATION = 252
 

@@ -18,18 +18,9 @@ from collections.abc import Collection, Mapping
 import msgspec
 
 from shared.ids import stable_id
-from shared.schemas import BrokerSnapshot
+from shared.schemas import MISMATCH_TYPES, BrokerSnapshot, Mismatch, Reconciliation
 
-MISMATCH_TYPES = ("MISSING_POSITION", "QUANTITY", "AVERAGE_PRICE", "UNKNOWN_ORDER", "STOP_MISSING")
-
-
-class Mismatch(msgspec.Struct, frozen=True, kw_only=True):
-    type: str
-    symbol: str
-    key: str = ""
-    expected: str = ""
-    actual: str = ""
-    detail: str = ""
+__all__ = ["MISMATCH_TYPES", "InternalPosition", "Mismatch", "Reconciliation", "reconcile"]
 
 
 class InternalPosition(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,20 +31,9 @@ class InternalPosition(msgspec.Struct, frozen=True, kw_only=True):
     position_id: str = ""
 
 
-class Reconciliation(msgspec.Struct, frozen=True, kw_only=True):
-    v: int = 1
-    recon_id: str
-    date: str
-    snapshot_id: str
-    status: str  # ok | mismatch
-    mismatches: list[Mismatch]
-    positions_internal: int
-    positions_broker: int
-    open_orders: int
-
-
 def reconcile(date: str, internal: Mapping[str, InternalPosition], snap: BrokerSnapshot,
-              known_client_ids: Collection[str], window_start_ns: int, price_tol: float) -> Reconciliation:
+              known_client_ids: Collection[str], window_start_ns: int, price_tol: float,
+              provenance: Mapping[str, str] | None = None) -> Reconciliation:
     out: list[Mismatch] = []
     broker = {p.symbol: p for p in snap.positions if p.qty != 0}
     for sym in sorted(set(internal) | set(broker)):
@@ -86,4 +66,4 @@ def reconcile(date: str, internal: Mapping[str, InternalPosition], snap: BrokerS
     return Reconciliation(recon_id=stable_id("rc", date, snap.snapshot_id, out), date=date,
                           snapshot_id=snap.snapshot_id, status="mismatch" if out else "ok", mismatches=out,
                           positions_internal=len(internal), positions_broker=len(broker),
-                          open_orders=len(snap.open_orders))
+                          open_orders=len(snap.open_orders), provenance=dict(provenance or {}))

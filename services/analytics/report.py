@@ -4,7 +4,8 @@ Inputs under ``artifacts_dir``: ``portfolio_snapshots/``, ``portfolio_decisions/
 ``reconciliation/``, ``trades/``, ``rejections/`` (one ``YYYY-MM-DD.json`` each). Output:
 ``reports/D/report.html``, ``report.md``, ``equity.png``, ``drawdown.png``, ``exposure.png``.
 Charts are rendered with matplotlib Agg with fixed metadata, so the same artifacts give the
-same bytes.
+same bytes. Both reports end with a provenance footer: the code version that wrote the report,
+the settings hash recorded in the day's portfolio snapshot, and the ids of the input artifacts.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shared.artifacts import write_atomic
+from shared.artifacts import code_version, sha256_bytes, write_atomic
 
 from .portfolio import annual_volatility, drawdowns, equity_returns
 
@@ -27,6 +28,13 @@ def _load(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_bytes())
     except (OSError, ValueError):
         return None
+
+
+def _sha(path: Path) -> str:
+    try:
+        return sha256_bytes(path.read_bytes())[:16]
+    except OSError:
+        return ""
 
 
 def _dated(root: Path, sub: str, through: str | None = None) -> list[tuple[str, dict[str, Any]]]:
@@ -81,14 +89,18 @@ def report_data(artifacts_dir: str | Path, date: str) -> dict[str, Any]:
     root = Path(artifacts_dir)
     snaps = _dated(root, "portfolio_snapshots", through=date)
     snap = dict(snaps[-1][1]) if snaps and snaps[-1][0] == date else None
+    rej = _load(root / "rejections" / f"{date}.json") or {}
+    trades = _load(root / "trades" / f"{date}.json") or {}
     return {
         "date": date,
         "snapshot": snap,
         "curve": [(d, s) for d, s in snaps],
         "decisions": _load(root / "portfolio_decisions" / f"{date}.json"),
         "reconciliation": _load(root / "reconciliation" / f"{date}.json"),
-        "rejections": (_load(root / "rejections" / f"{date}.json") or {}).get("rejections", []),
-        "trades": (_load(root / "trades" / f"{date}.json") or {}).get("trades", []),
+        "rejections": rej.get("rejections", []),
+        "rejections_sha256": _sha(root / "rejections" / f"{date}.json"),
+        "trades": trades.get("trades", []),
+        "trades_sha256": _sha(root / "trades" / f"{date}.json"),
     }
 
 
@@ -108,7 +120,21 @@ def _table_html(head: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def build_report(artifacts_dir: str | Path, date: str) -> Path:
+def report_provenance(data: dict[str, Any]) -> dict[str, str]:
+    """The footer's provenance: code version, settings hash, and the input artifacts' ids."""
+    snap = data["snapshot"] or {}
+    dec = data["decisions"] or {}
+    recon = data["reconciliation"] or {}
+    prov = {"code_version": code_version(), "settings_hash": str((snap.get("provenance") or {}).get("settings_hash", ""))}
+    prov["input:portfolio_snapshot"] = str(snap.get("snapshot_id", ""))
+    prov["input:portfolio_decisions"] = str(dec.get("batch_id", ""))
+    prov["input:reconciliation"] = str(recon.get("recon_id", ""))
+    for name in ("trades", "rejections"):  # no id field: their content hash
+        prov[f"input:{name}"] = data.get(f"{name}_sha256", "")
+    return prov
+
+
+def build_report(artifacts_dir: str | Path, date: str, fsync: bool = True) -> Path:
     """Write ``reports/<date>/`` from the artifacts of ``date`` and before. Returns the directory."""
     data = report_data(artifacts_dir, date)
     out = Path(artifacts_dir) / "reports" / date
@@ -118,9 +144,9 @@ def build_report(artifacts_dir: str | Path, date: str) -> Path:
     dd = drawdowns([capital, *equity])[1:] if equity else []
     expo = [100.0 * float(s.get("gross_exposure", 0.0)) / float(s["equity"]) if s.get("equity") else 0.0
             for _, s in data["curve"]]
-    write_atomic(out / "equity.png", _chart("equity", dates, equity, "equity ($)"))
-    write_atomic(out / "drawdown.png", _chart("drawdown", dates, dd, "drawdown (%)"))
-    write_atomic(out / "exposure.png", _chart("exposure", dates, expo, "gross exposure (% equity)"))
+    write_atomic(out / "equity.png", _chart("equity", dates, equity, "equity ($)"), fsync=fsync)
+    write_atomic(out / "drawdown.png", _chart("drawdown", dates, dd, "drawdown (%)"), fsync=fsync)
+    write_atomic(out / "exposure.png", _chart("exposure", dates, expo, "gross exposure (% equity)"), fsync=fsync)
 
     snap = data["snapshot"] or {}
     summary = [
@@ -155,7 +181,9 @@ def build_report(artifacts_dir: str | Path, date: str) -> Path:
     md += ["## Decisions", "", *_table_md(["symbol", "decision", "reasons"], dec_rows)]
     md += ["## Rejections", "", *_table_md(["symbol", "source", "reasons", "detail"], rej_rows)]
     md += [f"## Reconciliation: {recon_status}", "", *_table_md(["type", "symbol", "expected", "actual", "detail"], mm_rows)]
-    write_atomic(out / "report.md", "\n".join(md).encode())
+    prov = report_provenance(data)
+    md += ["---", "", "Provenance: " + " · ".join(f"{k} `{v}`" for k, v in prov.items()), ""]
+    write_atomic(out / "report.md", "\n".join(md).encode(), fsync=fsync)
 
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>avwap {date}</title>",
              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
@@ -168,8 +196,11 @@ def build_report(artifacts_dir: str | Path, date: str) -> Path:
              "<h2>Decisions</h2>", _table_html(["symbol", "decision", "reasons"], dec_rows),
              "<h2>Rejections</h2>", _table_html(["symbol", "source", "reasons", "detail"], rej_rows),
              f"<h2>Reconciliation: {html.escape(recon_status)}</h2>",
-             _table_html(["type", "symbol", "expected", "actual", "detail"], mm_rows), "</body></html>"]
-    write_atomic(out / "report.html", ("\n".join(parts) + "\n").encode())
+             _table_html(["type", "symbol", "expected", "actual", "detail"], mm_rows),
+             "<hr><footer><small>Provenance: " + " · ".join(f"{html.escape(k)} <code>{html.escape(v)}</code>"
+                                                           for k, v in prov.items()) + "</small></footer>",
+             "</body></html>"]
+    write_atomic(out / "report.html", ("\n".join(parts) + "\n").encode(), fsync=fsync)
     return out
 
 

@@ -197,7 +197,7 @@ def _alert(res: Result, kind: str, title: str, severity: str, pos_or_symbol: Exi
     res.alerts.append(make_alert(SERVICE, kind, title, severity=severity, text=text, trade_date=trade_date, ts=ts,
                                  fields={"symbol": symbol, "position_id": pid},
                                  dedup=str(dedup if dedup is not None else [kind, pid or symbol, title]),
-                                 runbook="exits"))
+                                 runbook="exits-and-protective-stops"))
 
 
 def _ignore(res: Result, pos: ExitPositionState | None, key: str) -> None:

@@ -1,6 +1,16 @@
 """Versioned stream messages (DESIGN §2-3). Import messages from here; decode with ``decode``."""
 
 from .alerts import SEVERITIES, Alert, AlertV1, normalize_severity
+from .analytics import (
+    MISMATCH_TYPES,
+    DailyRejections,
+    DailyTrades,
+    Fill,
+    Mismatch,
+    Reconciliation,
+    Trade,
+    TradeV1,
+)
 from .base import (
     InvalidPayload,
     Message,
@@ -30,7 +40,8 @@ from .portfolio import (
 from .scanner import Candidate, CandidateBatch
 
 __all__ = [
-    "Alert", "AlertV1", "BarBatch", "BarRow", "BrokerOrder", "BrokerPosition", "BrokerSnapshot", "Candidate",
+    "Alert", "AlertV1", "BarBatch", "DailyRejections", "DailyTrades", "Fill", "MISMATCH_TYPES", "Mismatch",
+    "Reconciliation", "Trade", "TradeV1", "BarRow", "BrokerOrder", "BrokerPosition", "BrokerSnapshot", "Candidate",
     "CandidateBatch", "DECISION_REASON_ORDER", "EXIT_EVENT_KINDS", "EntryIntent", "ExitEvent",
     "ExitIntent", "ExitPositionState", "InvalidPayload", "Low", "Message", "ORDER_EVENTS", "OrderEvent",
     "PendingStop", "PortfolioDecision", "PortfolioDecisionBatch", "PortfolioSnapshot", "PositionMark", "Rejection",

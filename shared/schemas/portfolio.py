@@ -64,9 +64,18 @@ class PortfolioDecision(msgspec.Struct, frozen=True, kw_only=True):
 
 @register
 class PortfolioDecisionBatch(Message, frozen=True, kw_only=True, tag="portfolio_decision_batch"):
+    """ALLOW/BLOCK per candidate of session ``date``.
+
+    ``reason_codes`` are batch-level codes: ``CANDIDATES_MISSING`` (no candidate batch of the
+    date by its OPEN) or ``CANDIDATES_PARSE_ERROR`` (the date's batch was dead-lettered); such a
+    batch has no decisions, so any candidate of the date is unmatched (a BLOCK for risk's
+    enforcement). ``provenance["decision_artifact"]`` is the artifact path relative to ARTIFACTS_DIR.
+    """
+
     batch_id: str
     date: str
     decisions: list[PortfolioDecision]
     snapshot_id: str = ""
     candidates_batch_id: str = ""
+    reason_codes: list[str] = []
     provenance: dict[str, str] = {}

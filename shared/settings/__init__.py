@@ -46,7 +46,7 @@ class Settings(BaseModel, frozen=True):
     def hash(self) -> str:
         """Fingerprint of the strategy-relevant settings (paths and secrets excluded)."""
         skip = {"redis_url", "artifacts_dir", "ledger_dir", "log_level", "log_format", "consumer_name",
-                "slack_bot_token", "live_confirm_token", "slack_base_url", "bars_dir", "run_id"}
+                "slack_bot_token", "live_confirm_token", "slack_base_url", "bars_dir", "run_id", "analytics_fsync"}
         data = {k: v for k, v in self.public_dict().items() if k not in skip}
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

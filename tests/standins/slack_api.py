@@ -1,8 +1,13 @@
-"""A local stand-in of the Slack Web API (``chat.postMessage``) on 127.0.0.1.
+"""A local stand-in of the Slack Web API on 127.0.0.1: ``chat.postMessage`` and the three steps of
+``files_upload_v2`` (``files.getUploadURLExternal``, the upload POST to the returned URL,
+``files.completeUploadExternal``).
 
-Modes: ``ok`` (default), ``down`` (503 for every call), and a queue of forced 429s
-(``rate_limit(n, retry_after)``: the next ``n`` calls answer 429 with ``Retry-After``).
-Checks the bearer token; records every accepted message in ``messages``.
+Modes: ``ok`` (default), ``down`` (503 for every call, uploads included), a queue of forced 429s
+(``rate_limit(n, retry_after)``: the next ``n`` API calls answer 429 with ``Retry-After``),
+``fail_uploads`` (the next n upload POSTs answer 500), ``refuse_files`` (an error code answered by
+``files.getUploadURLExternal``, e.g. ``missing_scope``). Checks the bearer token on API calls.
+Like Slack, ``chat.postMessage`` answers with the channel's ID and ``files.completeUploadExternal``
+accepts only a channel ID. Records ``messages`` and completed ``files`` (with their bytes).
 """
 
 from __future__ import annotations
@@ -11,16 +16,27 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
+
+from shared.ids import stable_id
+
+
+def channel_id(name: str) -> str:
+    """The stand-in's ID of a channel name (``#avwap`` -> ``C...``); an ID stays as is."""
+    return name if name.startswith("C") else "C" + stable_id("", name, length=10).upper()
 
 
 class SlackStandIn:
     def __init__(self, token: str = "xoxb-test-token") -> None:
         self.token = token
         self.messages: list[dict[str, Any]] = []
+        self.files: list[dict[str, Any]] = []  # completed uploads: id, title, channel, filename, data, initial_comment
         self.calls: list[tuple[str, int]] = []  # (path, status answered)
         self.mode = "ok"
+        self.fail_uploads = 0
+        self.refuse_files = ""
         self._limits: list[int] = []
+        self._pending: dict[str, dict[str, Any]] = {}  # file id -> requested upload (filename, length, data)
         self._lock = threading.Lock()
         stand_in = self
 
@@ -30,34 +46,65 @@ class SlackStandIn:
 
             def do_POST(self) -> None:  # noqa: N802
                 n = int(self.headers.get("Content-Length", "0") or 0)
-                body = self.rfile.read(n).decode()
-                ctype = self.headers.get("Content-Type", "")
-                if "json" in ctype:
-                    payload = json.loads(body or "{}")
+                raw = self.rfile.read(n)
+                url = urlsplit(self.path)
+                if url.path.startswith("/upload/"):
+                    status, out, headers = stand_in._upload(url.path.rsplit("/", 1)[-1], raw)
+                    body = out.encode()
+                    ctype = "text/plain; charset=utf-8"
                 else:
-                    payload = {k: v[0] for k, v in parse_qs(body).items()}
-                    if isinstance(payload.get("blocks"), str):
-                        payload["blocks"] = json.loads(payload["blocks"])
-                status, data, headers = stand_in._answer(self.path, self.headers.get("Authorization", ""), payload)
-                out = json.dumps(data).encode()
+                    payload: dict[str, Any] = {k: v[0] for k, v in parse_qs(url.query).items()}
+                    ctype_in = self.headers.get("Content-Type", "")
+                    if "json" in ctype_in:
+                        payload.update(json.loads(raw.decode() or "{}"))
+                    else:
+                        payload.update({k: v[0] for k, v in parse_qs(raw.decode()).items()})
+                    for key in ("blocks", "files"):
+                        if isinstance(payload.get(key), str):
+                            payload[key] = json.loads(payload[key])
+                    status, data, headers = stand_in._answer(url.path, self.headers.get("Authorization", ""), payload)
+                    body = json.dumps(data).encode()
+                    ctype = "application/json; charset=utf-8"
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Type", ctype)
                 for k, v in headers.items():
                     self.send_header(k, v)
-                self.send_header("Content-Length", str(len(out)))
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(out)
+                self.wfile.write(body)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/api/"
+        return f"{self.root}/api/"
 
     def rate_limit(self, n: int, retry_after: int = 1) -> None:
         with self._lock:
             self._limits.extend([retry_after] * n)
+
+    def _upload(self, file_id: str, data: bytes) -> tuple[int, str, dict[str, str]]:
+        with self._lock:
+            path = f"/upload/{file_id}"
+            if self.mode == "down":
+                self.calls.append((path, 503))
+                return 503, "service unavailable", {}
+            if self.fail_uploads > 0:
+                self.fail_uploads -= 1
+                self.calls.append((path, 500))
+                return 500, "upload failed", {}
+            want = self._pending.get(file_id)
+            if want is None or int(want["length"]) != len(data):
+                self.calls.append((path, 400))
+                return 400, "bad upload", {}
+            want["data"] = data
+            self.calls.append((path, 200))
+            return 200, f"OK - {len(data)}", {}
 
     def _answer(self, path: str, auth: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         with self._lock:
@@ -68,19 +115,39 @@ class SlackStandIn:
                 ra = self._limits.pop(0)
                 self.calls.append((path, 429))
                 return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(ra)}
-            if auth != f"Bearer {self.token}":
-                self.calls.append((path, 200))
-                return 200, {"ok": False, "error": "invalid_auth"}, {}
-            if not path.endswith("/chat.postMessage"):
-                self.calls.append((path, 200))
-                return 200, {"ok": False, "error": "unknown_method"}, {}
-            if not payload.get("channel"):
-                self.calls.append((path, 200))
-                return 200, {"ok": False, "error": "channel_not_found"}, {}
-            self.messages.append(payload)
             self.calls.append((path, 200))
-            return 200, {"ok": True, "channel": payload["channel"], "ts": f"{len(self.messages)}.000100",
-                         "message": {"text": payload.get("text", "")}}, {}
+            if auth != f"Bearer {self.token}":
+                return 200, {"ok": False, "error": "invalid_auth"}, {}
+            method = path.rsplit("/", 1)[-1]
+            if method == "chat.postMessage":
+                if not payload.get("channel"):
+                    return 200, {"ok": False, "error": "channel_not_found"}, {}
+                self.messages.append(payload)
+                return 200, {"ok": True, "channel": channel_id(payload["channel"]), "ts": f"{len(self.messages)}.000100",
+                             "message": {"text": payload.get("text", "")}}, {}
+            if method == "files.getUploadURLExternal":
+                if self.refuse_files:
+                    return 200, {"ok": False, "error": self.refuse_files}, {}
+                if not payload.get("filename") or not str(payload.get("length", "")).isdigit():
+                    return 200, {"ok": False, "error": "invalid_arguments"}, {}
+                file_id = f"F{len(self._pending) + 1:08d}"
+                self._pending[file_id] = {"filename": payload["filename"], "length": int(payload["length"])}
+                return 200, {"ok": True, "upload_url": f"{self.root}/upload/{file_id}", "file_id": file_id}, {}
+            if method == "files.completeUploadExternal":
+                channel = str(payload.get("channel_id", ""))
+                if channel and not channel.startswith("C"):
+                    return 200, {"ok": False, "error": "channel_not_found"}, {}
+                done = []
+                for f in payload.get("files", []):
+                    want = self._pending.get(f.get("id", ""))
+                    if want is None or "data" not in want:
+                        return 200, {"ok": False, "error": "file_not_found"}, {}
+                    done.append({"id": f["id"], "title": f.get("title", ""), "channel": channel, "filename": want["filename"],
+                                 "data": want["data"], "initial_comment": payload.get("initial_comment", ""),
+                                 "thread_ts": payload.get("thread_ts", "")})
+                self.files.extend(done)
+                return 200, {"ok": True, "files": [{"id": f["id"], "title": f["title"]} for f in done]}, {}
+            return 200, {"ok": False, "error": "unknown_method"}, {}
 
     def __enter__(self) -> SlackStandIn:
         self.thread.start()
