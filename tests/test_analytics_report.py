@@ -95,3 +95,23 @@ def test_reconciliation_ok_or_not_run(tmp_path: Path) -> None:
     (tmp_path / "portfolio_decisions" / f"{D}.json").unlink()
     md = (build_report(tmp_path, D) / "report.md").read_text()
     assert "## Reconciliation: not run" in md and section(md, "Decisions") == []
+
+
+def test_summary_counts_every_closed_trade_of_the_run_not_only_the_last_day(tmp_path: Path) -> None:
+    """A day's trades file holds its open trades and the trades closed that day; the run summary unions them."""
+    from services.analytics.report import summarize
+
+    def t(tid: str, status: str, pnl: float, closed: str = "") -> dict:
+        return {"trade_id": tid, "status": status, "realized_pnl": pnl, "r_multiple": pnl / 100, "closed_date": closed}
+
+    days = {
+        "2018-03-01": [t("tr-a", "closed", 250.0, "2018-03-01"), t("tr-b", "open", 0.0)],
+        "2018-03-02": [t("tr-b", "open", 0.0)],
+        "2018-03-05": [t("tr-b", "closed", -120.0, "2018-03-05"), t("tr-c", "open", 0.0)],
+        "2018-03-06": [t("tr-c", "open", 0.0)],
+    }
+    for d, trades in days.items():
+        write_json_artifact(tmp_path / "trades" / f"{d}.json", {"date": d, "v": 1, "trades": trades})
+    s = summarize(tmp_path)
+    assert (s["trades"], s["wins"], s["losses"]) == (2, 1, 1)
+    assert s["realized_pnl"] == 130.0 and s["win_rate"] == 0.5 and s["avg_r"] == 0.65

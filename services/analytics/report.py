@@ -208,9 +208,14 @@ def summarize(artifacts_dir: str | Path) -> dict[str, Any]:
     """Run summary over every artifact: trades, win rate, PnL, drawdown, exposure, rejections."""
     root = Path(artifacts_dir)
     snaps = _dated(root, "portfolio_snapshots")
-    trade_files = _dated(root, "trades")
-    trades = trade_files[-1][1].get("trades", []) if trade_files else []
-    closed = [t for t in trades if t.get("status") == "closed"]
+    # a day's trades file holds that day's open trades and the trades closed that day: the run's
+    # closed trades are the union over every day (a trade id once, its last record wins)
+    by_id: dict[str, dict[str, Any]] = {}
+    for _, f in _dated(root, "trades"):
+        for t in f.get("trades", []):
+            if t.get("status") == "closed":
+                by_id[str(t.get("trade_id"))] = t
+    closed = [by_id[k] for k in sorted(by_id)]
     wins = [t for t in closed if float(t.get("realized_pnl", 0.0)) > 0]
     rs = [float(t["r_multiple"]) for t in closed if t.get("r_multiple") is not None]
     capital = float(snaps[0][1].get("capital", 0.0)) if snaps else 0.0
