@@ -68,4 +68,4 @@ def wait_quiescent(r: redis.Redis, timeout: float = 120.0, poll: float = 0.001, 
         if time.monotonic() > deadline:
             raise TimeoutError(f"not quiescent after {timeout:.0f}s: {', '.join(busy[:6])}")
         time.sleep(sleep)
-        sleep = min(sleep * 1.5, 0.02)
+        sleep = min(sleep * 1.5, 0.003)

@@ -379,10 +379,17 @@ class BarStore:
 
     def daily(self, symbol: str, before: str | None = None, through: str | None = None,
               lookback: int | None = None) -> list[BarRow]:
+        """One symbol's daily bars of the selected sessions (from the cached per-day arrays)."""
         out: list[BarRow] = []
         for d in self._select_dates("1d", before, through, lookback):
-            f = self.read_day("1d", d)
-            out.extend(frame_to_rows(f[f["symbol"] == symbol]))
+            idx, vals, ts = self._day_array(d)
+            i = self._sym_index.get(symbol)
+            if i is None:
+                continue
+            hit = np.flatnonzero(idx == i)
+            if len(hit):
+                o, h, lo, c, v = (float(x) for x in vals[:, hit[0]])
+                out.append(BarRow(symbol=symbol, ts=ts, open=o, high=h, low=lo, close=c, volume=v))
         return out
 
     def intraday(self, symbol: str | None, start_ns: int, end_ns: int) -> list[BarRow]:

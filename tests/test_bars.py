@@ -109,3 +109,19 @@ def test_daily_panel_before_d_never_sees_d(tmp_path):
     p2 = store.daily_panel(before="2018-01-05", lookback=2)
     assert p2.dates == days[1:] and p2.ts[-1] == calendar().open_close_ns("2018-01-04")[1]
     assert [b.close for b in store.daily("A", before="2018-01-04")] == [10, 11]
+
+
+def test_store_daily_returns_exactly_the_loaded_bars_of_one_symbol(tmp_path):
+    """``BarStore.daily`` (from the cached per-day arrays) gives the file's own rows of the symbol."""
+    from tests.conftest import SAMPLE_DIR
+
+    loaded = load_bars(SAMPLE_DIR / "daily_2017_2018.csv.gz")
+    store = BarStore(tmp_path)
+    store.import_result(loaded)
+    rows = loaded.rows()
+    for sym in ("AAPL", "DXC", "NFLX"):  # DXC misses its rejected 2018-06-01 bar in both
+        want = [b for b in rows if b.symbol == sym]
+        assert store.daily(sym) == want and len(want) > 400, sym
+        assert store.daily(sym, through="2018-06-29", lookback=20) == [
+            b for b in want if b.ts <= calendar().open_close_ns("2018-06-29")[1]][-20:]
+    assert store.daily("NOPE") == []

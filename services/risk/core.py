@@ -253,9 +253,14 @@ def build_book(st: RiskState, snap: BrokerSnapshot, day: str) -> Book:
 
 
 # -- the reducer -------------------------------------------------------------------------------
-def step(state: RiskState, msg: Message, controls: Controls, limits: Limits, entry_ms: int = 0) -> Step:
-    """Apply one input message; return the new state and what to publish (pure)."""
-    st = _STATE_DEC.decode(_STATE_ENC.encode(state))  # work on a copy
+def step(state: RiskState, msg: Message, controls: Controls, limits: Limits, entry_ms: int = 0,
+         copy: bool = True) -> Step:
+    """Apply one input message; return the new state and what to publish (pure).
+
+    ``copy=False`` lets the step change ``state`` in place: for a caller that decoded it for this
+    step only and never looks at it again (the worker), it saves a full encode + decode.
+    """
+    st = _STATE_DEC.decode(_STATE_ENC.encode(state)) if copy else state
     out = Step(state=st, emits=[], dates=[])
     if isinstance(msg, SessionEvent):
         _on_session(st, msg, entry_ms)

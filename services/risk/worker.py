@@ -244,7 +244,7 @@ def transact(r: redis.Redis, settings: Settings, limits: Limits, msg: Message, d
                 pipe.watch(STATE_KEY, KILL_SWITCH_KEY)
                 raw = pipe.get(STATE_KEY)
                 controls = controls_for(pipe, settings, msg)  # type: ignore[arg-type]
-                res = step(decode_state(raw), msg, controls, limits, entry_ms=entry_ms)
+                res = step(decode_state(raw), msg, controls, limits, entry_ms=entry_ms, copy=False)  # a fresh decode
                 new = encode_state(res.state)
                 pipe.multi()
                 commit_own(pipe, GROUP, d, res.emits, sets=[(STATE_KEY, new)] if new != raw else [], maxlen=maxlen)
