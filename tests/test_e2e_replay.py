@@ -194,3 +194,30 @@ def test_replay_candidates_match_avwap_scan(baseline, tmp_path: Path) -> None:
     mine = (tmp_path / "candidates" / f"{d}.json").read_bytes()
     assert json.loads(mine)["scan_date"] == d
     assert mine == files[f"artifacts/candidates/{d}.json"]
+
+
+def test_every_trade_of_the_replay_agrees_with_the_exit_simulator(baseline) -> None:
+    """Analytics' broker-independent exit simulator predicts every real exit of the PAPER_SIM replay
+    (scanner-chosen entries, risk-sized, simulator-filled, stops ratcheted by the exits service)."""
+    import msgspec
+
+    from services.analytics.exit_sim import parity, rules_from
+    from shared.clock import calendar as cal
+    from shared.schemas import DailyTrades
+    from shared.settings import load_settings
+
+    out, files = baseline
+    trades = {}
+    for k in sorted(k for k in files if k.startswith("artifacts/trades/")):
+        for t in msgspec.json.decode(files[k], type=DailyTrades).trades:
+            trades[t.trade_id] = t  # a trade's last record (its close, or the last day it was open)
+    end_ns = cal().open_close_ns(END)[1]
+    daily = [b for b in load_bars(SAMPLE).rows() if b.ts <= end_ns]
+    rows = parity(list(trades.values()), daily, [], rules_from(load_settings().exits), price_tol=float("inf"))
+    closed = [t for t in trades.values() if t.status == "closed"]
+    assert len(closed) >= 10 and len(rows) == len(trades)
+    assert [r.symbol for r in rows if not r.agree] == []  # same exit session (or still open in both)
+    slippage = 5.0 / 10_000  # SIM_SLIPPAGE_BPS default: an adverse fill below the stop
+    for r in rows:
+        if r.sim_exit_price:
+            assert r.actual_exit_price == pytest.approx(r.sim_exit_price * (1 - slippage), abs=0.01), r
