@@ -49,17 +49,24 @@ class ReplayConfig:
 
 def session_steps(d: str, daily: Sequence[BarRow], minutes: Iterable[tuple[int, Sequence[BarRow]]],
                   window_start: str = "09:35") -> list[Step]:
-    """The steps of session ``d``: PRE_MARKET, OPEN, WINDOW_OPEN, minute bars, the daily bar, CLOSE."""
+    """The steps of session ``d``: PRE_MARKET, OPEN, the minute bars ending at or before the window
+    start, WINDOW_OPEN, the later minute bars, the daily bar, CLOSE (the live feed's order)."""
     cal = calendar()
     open_ns, close_ns = cal.open_close_ns(d)
+    win = dt_to_ns(ny_datetime(d, window_start))
     steps = [
         Step("pre_market", CLOCK, SessionEvent(trade_date=d, phase="PRE_MARKET", ts=dt_to_ns(ny_datetime(d, "08:30")))),
         Step("open", CLOCK, SessionEvent(trade_date=d, phase="OPEN", ts=open_ns)),
-        Step("window_open", CLOCK, SessionEvent(trade_date=d, phase="WINDOW_OPEN", ts=dt_to_ns(ny_datetime(d, window_start)))),
     ]
+    window = Step("window_open", CLOCK, SessionEvent(trade_date=d, phase="WINDOW_OPEN", ts=win))
     for ts, rows in minutes:
+        if window is not None and ts > win:  # the minutes ending at or before the window start come first
+            steps.append(window)
+            window = None
         steps.append(Step(f"1m@{ts}", BARS_1M, BarBatch(tf="1m", trade_date=d, bars=list(rows), source="replay"),
                           bars=("1m", rows)))
+    if window is not None:
+        steps.append(window)
     if daily:
         steps.append(Step("daily", BARS_1D, BarBatch(tf="1d", trade_date=d, bars=list(daily), source="replay", final=True),
                           bars=("1d", daily)))

@@ -155,3 +155,36 @@ def test_parity_against_reconstructed_trades() -> None:
     late = [good[0], fill("T", "sell", 100, 9.0, close_ns(DAYS[7]), DAYS[7], kind="stop", tid="y")]
     (row,) = parity(build_trades(fills_from_orders(late)), bars, [], rules)
     assert not row.agree
+
+
+def test_a_stop_going_live_at_the_window_open_does_not_act_on_the_minutes_before_it() -> None:
+    """09:31-09:35 bars come before WINDOW_OPEN (feed and replay driver): the stop sent at the open
+    protects only the bars after it; before it the position has only its previous live stop (none here)."""
+    d1, d2, d3, d4 = calendar().sessions_in_range("2018-03-05", "2018-03-08")
+    daily = [daily_bar("T", d1, 101, 102, 100, 101), daily_bar("T", d2, 100, 101, 98, 100.5),
+             daily_bar("T", d3, 100.5, 102, 99, 101)]  # d2's low is a swing low: desired stop 97.90
+
+    def minute(hhmm: str, lo: float) -> BarRow:
+        return BarRow(symbol="T", ts=at(d4, hhmm), open=100, high=100.5, low=lo, close=100, volume=1e4)
+
+    early = [minute("09:31", 97.5), minute("09:32", 99.5), minute("09:35", 99.6)]
+    later = [minute("09:36", 99.0), minute("09:40", 97.8)]
+    entry = Entry(symbol="T", ts=close_ns(d3), price=101, qty=10, initial_stop=90)
+    w0 = calendar().window_bounds(d4, "09:35", "15:55")[0]
+
+    res = simulate_exit(entry, daily, early + later[:1])
+    assert not res.exited  # 97.50 at 09:31 is below 97.90, but that stop was not live yet
+    assert [(c.ts, c.stop) for c in res.changes if c.live] == [(w0, 97.9)]
+    res = simulate_exit(entry, daily, early + later)
+    assert res.exited and res.exit_ts == at(d4, "09:40") and res.exit_price == pytest.approx(97.9)
+
+
+def test_the_replay_driver_publishes_window_open_after_the_minutes_ending_at_its_start() -> None:
+    from avwap.replay import session_steps
+
+    d = "2018-03-08"
+    minutes = [(at(d, t), [BarRow(symbol="T", ts=at(d, t), open=1, high=1, low=1, close=1, volume=1)])
+               for t in ("09:31", "09:35", "09:36")]
+    labels = [s.label for s in session_steps(d, [daily_bar("T", d, 1, 1, 1, 1)], minutes)]
+    assert labels == ["pre_market", "open", f"1m@{at(d, '09:31')}", f"1m@{at(d, '09:35')}", "window_open",
+                      f"1m@{at(d, '09:36')}", "daily", "close"]

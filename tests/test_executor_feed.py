@@ -45,6 +45,10 @@ def test_due_steps_follow_the_calendar() -> None:
     assert [s for _, s, _ in due_steps(cal, at("09:31"), set(), "09:35", 300)] == ["PRE_MARKET", "OPEN"]
     assert [s for _, s, _ in due_steps(cal, at("16:06"), {f"{D}:PRE_MARKET"}, "09:35", 300)] == ["OPEN", "WINDOW_OPEN", "DAILY", "CLOSE"]
     assert due_steps(cal, dt_to_ns(ny_datetime("2019-02-16", "10:00")), set(), "09:35", 300) == []  # Saturday
+    # the window opens once the minute ending at 09:35 is out (minute delay 5 s): that bar goes first
+    assert [s for _, s, _ in due_steps(cal, at("09:35") + 4 * 10**9, {f"{D}:PRE_MARKET", f"{D}:OPEN"}, "09:35", 300, 5)] == []
+    assert [(s, ts) for _, s, ts in due_steps(cal, at("09:35") + 5 * 10**9, {f"{D}:PRE_MARKET", f"{D}:OPEN"}, "09:35", 300, 5)] \
+        == [("WINDOW_OPEN", at("09:35"))]
 
 
 def test_feed_publishes_in_order_once_after_writing_the_store(fake_redis, tmp_path: Path, bars) -> None:

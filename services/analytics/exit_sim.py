@@ -11,7 +11,9 @@ Rules (DESIGN §6 and docs/ARCHITECTURE.md "One session, event by event"):
 - Ratchet: the desired stop only rises (``max(desired, candidate)``), and only to a candidate
   below the last close (a stop at or above the price is not a stop).
 - Window: the live (broker) stop changes only inside the stop window: at each session's
-  WINDOW_OPEN and on a bar whose end is inside ``[window_start, window_end]``. A daily bar ends at
+  WINDOW_OPEN (which comes after the minute bars ending at or before the window start, as the feed
+  and the replay driver publish them: a stop sent then acts on the later bars only) and on a bar
+  whose end is inside ``[window_start, window_end]``. A daily bar ends at
   the close, outside the window, so a stop computed from D's daily bar goes live at D+1's
   WINDOW_OPEN; the position is unprotected until its first live stop.
 - Fills: a bar whose low reaches the live stop fills it at the stop, or at the bar's open when
@@ -132,17 +134,23 @@ def simulate_exit(entry: Entry, daily: Sequence[BarRow], minutes: Sequence[BarRo
         if d not in seen_sessions:
             seen_sessions.append(d)
         w0, _ = cal.window_bounds(d, rules.window_start, rules.window_end)
-        if d > entry_date or entry.ts < w0:
-            go_live(w0)  # WINDOW_OPEN
+        window_due = d > entry_date or entry.ts < w0  # this session's WINDOW_OPEN sends the desired stop
         day_minutes = [b for b in min_by_day.get(d, []) if b.ts > entry.ts]
         if min_by_day.get(d):
             for b in day_minutes:
+                if window_due and b.ts > w0:  # WINDOW_OPEN comes after the minutes ending at or before it
+                    go_live(w0)
+                    window_due = False
                 if check_fill(b):
                     return res
                 ratchet(b.ts, b.close)
                 if cal.in_window(b.ts, rules.window_start, rules.window_end):
                     go_live(b.ts)
+            if window_due:
+                go_live(w0)
         else:
+            if window_due:
+                go_live(w0)  # WINDOW_OPEN
             bar = next((b for b in daily if ny_trade_date(b.ts) == d), None)
             if bar is None or bar.ts <= entry.ts:
                 continue  # no bar, or the entry filled on this bar: the position starts after it

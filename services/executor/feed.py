@@ -90,22 +90,29 @@ class AlpacaData:
 
 
 # -- planning (pure) ----------------------------------------------------------------------
-def schedule(cal: TradingCalendar, d: str, window_start: str, daily_delay_s: int) -> list[tuple[str, int, int]]:
-    """(step, due_ns, event_ts) of session ``d``: the clock events and the daily bars."""
+def schedule(cal: TradingCalendar, d: str, window_start: str, daily_delay_s: int,
+             minute_delay_s: int = 0) -> list[tuple[str, int, int]]:
+    """(step, due_ns, event_ts) of session ``d``: the clock events and the daily bars.
+
+    WINDOW_OPEN is due once the minute bar ending at the window start is available (``minute_delay_s``
+    after it), so that bar is published before it, as the replay driver does: a stop sent at the
+    window open acts on the bars after it, never on the minute that ended as it opened.
+    """
     open_ns, close_ns = cal.open_close_ns(d)
     pre = dt_to_ns(ny_datetime(d, "08:30"))
     win = dt_to_ns(ny_datetime(d, window_start))
     after = close_ns + daily_delay_s * NS
-    return [("PRE_MARKET", pre, pre), ("OPEN", open_ns, open_ns), ("WINDOW_OPEN", win, win),
+    return [("PRE_MARKET", pre, pre), ("OPEN", open_ns, open_ns), ("WINDOW_OPEN", win + minute_delay_s * NS, win),
             ("DAILY", after, close_ns), ("CLOSE", after, close_ns)]
 
 
-def due_steps(cal: TradingCalendar, now_ns: int, done: set[str], window_start: str, daily_delay_s: int) -> list[tuple[str, str, int]]:
+def due_steps(cal: TradingCalendar, now_ns: int, done: set[str], window_start: str, daily_delay_s: int,
+              minute_delay_s: int = 0) -> list[tuple[str, str, int]]:
     """(trade_date, step, event_ts) due at ``now_ns`` and not yet done, in order (today's session only)."""
     d = cal.session_of(now_ns)
     if d is None:
         return []
-    return [(d, step, ts) for step, due, ts in schedule(cal, d, window_start, daily_delay_s)
+    return [(d, step, ts) for step, due, ts in schedule(cal, d, window_start, daily_delay_s, minute_delay_s)
             if due <= now_ns and f"{d}:{step}" not in done]
 
 
@@ -151,7 +158,8 @@ class Feed:
         done = {k.decode() if isinstance(k, bytes) else k for k in self.r.hkeys(PUBLISHED)}
         published: list[str] = []
         upto = now - self.bs.feed_minute_delay_s * NS
-        for day, step, ts in due_steps(self.cal, now, done, self.window_start, self.bs.feed_daily_delay_s):
+        for day, step, ts in due_steps(self.cal, now, done, self.window_start, self.bs.feed_daily_delay_s,
+                                       self.bs.feed_minute_delay_s):
             opened = f"{day}:OPEN" in done or f"{day}:OPEN" in published
             if self.bs.feed_intraday and opened and step in ("WINDOW_OPEN", "DAILY"):
                 published += self._minutes(day, min(upto, ts))  # the minutes before this step first
