@@ -221,3 +221,39 @@ def test_every_trade_of_the_replay_agrees_with_the_exit_simulator(baseline) -> N
     for r in rows:
         if r.sim_exit_price:
             assert r.actual_exit_price == pytest.approx(r.sim_exit_price * (1 - slippage), abs=0.01), r
+
+
+def test_every_artifact_of_the_replay_carries_provenance(baseline) -> None:
+    """Issue 2's trust check on a whole run: code version, settings hash and inputs on every artifact
+    (JSON: a top-level block; JSONL: every line; reports: a footer; the candidates CSV: its digest in the
+    rejects artifact; PNG charts: their report)."""
+    import hashlib
+
+    from shared.artifacts import code_version
+
+    _, files = baseline
+    version = code_version()
+    seen: dict[str, int] = {}
+    for k, data in sorted(files.items()):
+        ext = k.rsplit(".", 1)[-1]
+        seen[ext] = seen.get(ext, 0) + 1
+        if ext == "json":
+            blocks = [json.loads(data).get("provenance")]
+        elif ext == "jsonl":
+            blocks = [json.loads(line).get("provenance") for line in data.splitlines() if line.strip()]
+        elif ext in ("md", "html"):
+            assert version in data.decode() and "settings" in data.decode(), k
+            continue
+        elif ext == "csv":
+            rejects = json.loads(files[k[:-4] + ".rejects.json"])["provenance"]
+            assert rejects["output:csv_sha256"] == hashlib.sha256(data).hexdigest(), k
+            continue
+        elif ext == "png":
+            continue
+        else:
+            raise AssertionError(f"unexpected artifact kind {k}")
+        for prov in blocks:
+            assert isinstance(prov, dict) and prov.get("code_version") == version and prov.get("settings_hash"), (k, prov)
+            assert any(key.startswith("input:") for key in prov), (k, prov)
+            assert not any(isinstance(v, str) and v.startswith("/") for v in prov.values()), (k, prov)  # no paths
+    assert {"json", "jsonl", "csv", "md", "html", "png"} <= set(seen), seen

@@ -30,7 +30,7 @@ from pathlib import Path
 import msgspec
 import redis
 
-from shared.artifacts import canonical_line, write_atomic
+from shared.artifacts import canonical_line, provenance, to_plain, write_atomic
 from shared.bars import BarStore
 from shared.bus import Committed, Delivery, fields_of, publication_order
 from shared.clock import NS, dt_to_ns, ny_datetime, ny_trade_date
@@ -132,6 +132,13 @@ class Exits:
         self.maxlen = ctx.settings.core.bus_maxlen
         self.claim_idle_ms = ctx.settings.core.bus_claim_idle_ms
         self.wait_max_s = ctx.settings.exits.order_wait_max_s
+        self.settings_hash = ctx.settings.hash()
+
+    def record_line(self, e: ExitEvent) -> bytes:
+        """The event's line in the day's JSONL: the event plus its provenance (code, settings, inputs)."""
+        prov = provenance(self.settings_hash, {"position": e.position_id, "event": e.event_id},
+                          run_id=self.settings.resolved_run_id())
+        return canonical_line({**to_plain(e), "provenance": prov})
 
     # -- the message --------------------------------------------------------------------
     def handle(self, msg: Message, d: Delivery):
@@ -214,7 +221,7 @@ class Exits:
         dates: set[str] = set()
         for e in core.sorted_events(res.events):
             pipe.xadd(EXITS, fields_of(e), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
-            pipe.hset(events_key(e.trade_date), record_field(e), canonical_line(e))
+            pipe.hset(events_key(e.trade_date), record_field(e), self.record_line(e))
             dates.add(e.trade_date)
         for a in res.alerts:
             pipe.xadd(ALERTS, fields_of(a), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
