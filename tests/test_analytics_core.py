@@ -351,3 +351,47 @@ def test_ledger_record_keys() -> None:
     bb = BarBatch(tf="1m", trade_date=D1, bars=[BarRow(symbol="A", ts=1, open=1, high=1, low=1, close=1, volume=1)])
     assert record_key(bb) is None  # minute bars are not ledgered
     assert ledger_file_of("order_event:x") == "ledger" and ledger_file_of("alert:x") == "journal"
+
+
+def test_decisions_correlation_guardrail_off_by_default_then_blocks_and_fails_closed() -> None:
+    import dataclasses
+
+    rng = np.random.default_rng(7)
+    base, other = rng.normal(0, 0.01, 60), rng.normal(0, 0.01, 60)
+    returns = {"HELD": base.tolist(), "TWIN": (base * 1.5 + rng.normal(0, 0.001, 60)).tolist(),
+               "FREE": other.tolist(), "FREE2": (other + rng.normal(0, 0.001, 60)).tolist(),
+               "NEW": [math.nan] * 50 + other[:10].tolist()}  # a late listing: 10 returns only
+    orders = [fill("HELD", "buy", 10, 50.0, at(D1, "10:00"), D1, stop=45.0, tid="h")]
+    (snap,) = _curve_snapshots([(D1, {"HELD": 50.0})], orders)
+    g = Guardrails(max_open_positions=10, max_new_entries_per_day=10, max_symbol_pct=10.0, max_gross_pct=100.0,
+                   drawdown_throttle_pct=10.0)
+    b = batch(cand("TWIN", 90), cand("FREE", 80), cand("FREE2", 70), cand("NEW", 60))
+    assert {d.decision for d in decide(D2, b, snap, g, returns=returns).decisions} == {"ALLOW"}  # off: never consulted
+    on = dataclasses.replace(g, max_correlation=0.8, correlation_window=60)
+    by = {d.symbol: d.reason_codes for d in decide(D2, b, snap, on, returns=returns).decisions}
+    assert by["TWIN"] == ["LIMIT_CORRELATION"]  # moves with the held position
+    assert by["FREE"] == ["ALLOW_WITHIN_LIMITS"]
+    assert by["FREE2"] == ["LIMIT_CORRELATION"]  # moves with FREE, allowed a moment ago
+    assert by["NEW"] == ["LIMIT_CORRELATION"]  # 10 common returns < half the window: fail closed
+    empty = decide(D2, batch(cand("FREE", 80)), _curve_snapshots([(D1, {})], [])[0], on, returns={})
+    assert empty.decisions[0].reason_codes == ["ALLOW_WITHIN_LIMITS"]  # nothing to be correlated with
+
+
+def test_correlation_agrees_with_numpy_on_real_returns(store) -> None:
+    from services.analytics.decisions import correlation
+
+    closes = {s: np.array([b.close for b in store.daily(s, through="2018-12-31", lookback=61)]) for s in ("AAPL", "MSFT")}
+    a, b = (np.diff(c) / c[:-1] for c in closes.values())
+    assert correlation(a, b, 30) == pytest.approx(float(np.corrcoef(a, b)[0, 1]), rel=1e-12)
+    assert correlation(a, a * 0 + 0.01, 30) is None  # a flat series has no correlation
+
+
+def test_worker_returns_come_from_bars_before_the_decision_date(store) -> None:
+    """The correlation guardrail's inputs: close-to-close returns of the sessions before D only."""
+    from services.analytics.worker import Bars
+
+    got = Bars(str(store.root)).returns(["AAPL", "MSFT", "NOPE"], before="2018-11-01", window=20)
+    for s in ("AAPL", "MSFT"):
+        c = np.array([b.close for b in store.daily(s, before="2018-11-01", lookback=21)])
+        assert got[s] == pytest.approx((c[1:] / c[:-1] - 1).tolist(), rel=1e-12)
+    assert len(got["NOPE"]) == 20 and all(math.isnan(x) for x in got["NOPE"])  # unknown: NaN, fails closed

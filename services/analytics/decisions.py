@@ -13,14 +13,20 @@ Guardrails (settings ``ANALYTICS_GUARD_*``), evaluated per candidate in order of
   plus one new entry would exceed the concentration limit. A new entry is estimated at the
   concentration limit itself (``max_symbol_pct`` % of equity: the largest entry allowed).
 - LIMIT_GROSS_EXPOSURE: gross exposure + (ALLOWs so far + 1) x that estimate > the gross limit.
+- LIMIT_CORRELATION (only with ``max_correlation`` set): the candidate's daily-return correlation
+  with a held symbol or one already allowed today is >= ``max_correlation``, or cannot be computed
+  (fewer than half the window of common returns: fail closed). ``returns`` holds each symbol's
+  close-to-close returns over the same sessions before D (NaN where a bar is missing).
 - LIMIT_DRAWDOWN_THROTTLE: the snapshot's drawdown (peak to trough) >= the throttle.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from shared.ids import stable_id
 from shared.schemas import (
@@ -42,6 +48,32 @@ class Guardrails:
     max_symbol_pct: float
     max_gross_pct: float
     drawdown_throttle_pct: float
+    max_correlation: float | None = None  # None: the correlation guardrail is off
+    correlation_window: int = 60
+
+
+def correlation(a: Sequence[float], b: Sequence[float], min_obs: int) -> float | None:
+    """Pearson correlation of two aligned return series over their common finite values (None: too few or flat)."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if int(ok.sum()) < max(min_obs, 2):
+        return None
+    x, y = x[ok], y[ok]
+    if np.ptp(x) == 0.0 or np.ptp(y) == 0.0:
+        return None  # a flat series has no correlation
+    x, y = x - x.mean(), y - y.mean()
+    return float(x @ y) / math.sqrt(float(x @ x) * float(y @ y))
+
+
+def _too_correlated(sym: str, others: Iterable[str], returns: Mapping[str, Sequence[float]], g: Guardrails) -> bool:
+    mine = returns.get(sym)
+    min_obs = g.correlation_window // 2
+    for o in sorted(set(others) - {sym}):
+        theirs = returns.get(o)
+        rho = correlation(mine, theirs, min_obs) if mine is not None and theirs is not None else None
+        if rho is None or rho >= (g.max_correlation if g.max_correlation is not None else math.inf):
+            return True
+    return False
 
 
 def _order(codes: set[str]) -> list[str]:
@@ -60,7 +92,8 @@ def _snapshot_ok(s: PortfolioSnapshot) -> bool:
 
 def decide(date: str, batch: CandidateBatch | None, snapshot: PortfolioSnapshot | None, g: Guardrails,
            *, snapshot_problem: str = "", candidates_problem: str = "",
-           provenance: Mapping[str, str] | None = None) -> PortfolioDecisionBatch:
+           provenance: Mapping[str, str] | None = None,
+           returns: Mapping[str, Sequence[float]] | None = None) -> PortfolioDecisionBatch:
     """Decisions for date D. ``snapshot_problem`` forces a snapshot code (MISSING/INVALID).
 
     ``batch=None``: no candidate batch of D by its OPEN: a batch without decisions carrying the
@@ -111,6 +144,8 @@ def decide(date: str, batch: CandidateBatch | None, snapshot: PortfolioSnapshot 
                 codes.add("LIMIT_SYMBOL_CONCENTRATION")
             if gross + (allowed + 1) * est > equity * g.max_gross_pct / 100.0 + 1e-9:
                 codes.add("LIMIT_GROSS_EXPOSURE")
+            if g.max_correlation is not None and _too_correlated(c.symbol, [*held, *allowed_syms], returns or {}, g):
+                codes.add("LIMIT_CORRELATION")
             if drawdown_pct >= g.drawdown_throttle_pct:
                 codes.add("LIMIT_DRAWDOWN_THROTTLE")
         if not codes:

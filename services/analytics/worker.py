@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 import redis
 
 from shared.alerts import make_alert
@@ -354,6 +355,13 @@ class Bars:
             if known is not None and date not in known and self.store.path(tf, date).exists():
                 del self._dates[tf]
 
+    def returns(self, symbols: list[str], before: str, window: int) -> dict[str, list[float]]:
+        """Each symbol's close-to-close returns over the ``window`` sessions before ``before`` (NaN: a missing bar)."""
+        p = self.store.daily_panel(symbols=symbols, before=before, lookback=window + 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = p.close[1:] / p.close[:-1] - 1.0
+        return {s: r[:, j].tolist() for j, s in enumerate(p.symbols)}
+
     def dates(self, tf: str) -> list[str]:
         if tf not in self._dates:
             self._dates[tf] = self.store.dates(tf)
@@ -437,7 +445,8 @@ def guardrails(s: Settings) -> Guardrails:
     a = s.analytics
     return Guardrails(max_open_positions=a.guard_max_open_positions, max_new_entries_per_day=a.guard_max_new_entries_per_day,
                       max_symbol_pct=a.guard_max_symbol_concentration_pct, max_gross_pct=a.guard_max_gross_exposure_pct,
-                      drawdown_throttle_pct=a.guard_drawdown_throttle_pct)
+                      drawdown_throttle_pct=a.guard_drawdown_throttle_pct, max_correlation=a.guard_max_correlation,
+                      correlation_window=a.guard_correlation_window)
 
 
 def snapshot_before(store: Store, date: str, capital: float) -> tuple[PortfolioSnapshot | None, str]:
@@ -481,8 +490,13 @@ def _decisions(st: State, date: str, batch: CandidateBatch | None, key: str, can
     snap, problem = snapshot_before(st.store, date, s.analytics.starting_capital)
     prov = provenance(s.hash(), {"candidates": candidates_input, "snapshot": snap.snapshot_id if snap else ""},
                       decision_artifact=decision_artifact(date))
-    out = decide(date, batch, snap, guardrails(s), snapshot_problem=problem, candidates_problem=candidates_problem,
-                 provenance=prov)
+    g = guardrails(s)
+    returns = None
+    if g.max_correlation is not None and batch is not None and snap is not None:
+        symbols = sorted({c.symbol for c in batch.candidates} | {p.symbol for p in snap.positions if p.qty})
+        returns = st.bars.returns(symbols, date, g.correlation_window)
+    out = decide(date, batch, snap, g, snapshot_problem=problem, candidates_problem=candidates_problem,
+                 provenance=prov, returns=returns)
     st.ctx.r.hsetnx(DECISIONS_KEY, key, msgspec.json.encode(out))
     out = decode(st.ctx.r.hget(DECISIONS_KEY, key), PortfolioDecisionBatch)  # type: ignore[arg-type,assignment]
     write_json_artifact(Path(s.core.artifacts_dir) / decision_artifact(date), out, fsync=st.fsync)

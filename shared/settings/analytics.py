@@ -14,6 +14,11 @@ class AnalyticsSettings(Section):
     guard_max_symbol_concentration_pct: float = Field(20.0, description="Decision guardrail: max % of equity in one symbol.")
     guard_max_gross_exposure_pct: float = Field(100.0, description="Decision guardrail: max gross exposure % of equity.")
     guard_drawdown_throttle_pct: float = Field(10.0, description="Decision guardrail: block entries when drawdown exceeds this %.")
+    guard_max_correlation: float | None = Field(
+        None, ge=-1.0, le=1.0,
+        description="Decision guardrail: block a candidate whose daily-return correlation with a held or already "
+        "allowed symbol is at or above this (unset: off). Fails closed: too little common history also blocks.")
+    guard_correlation_window: int = Field(60, ge=10, description="Daily returns (sessions before D) the correlation guardrail uses.")
     rolling_vol_window: int = Field(20, description="Days of the rolling volatility of daily returns.")
     slack_rate_per_min: int = Field(20, description="Maximum Slack messages per minute.")
     recon_price_tolerance: float = Field(0.01, description="Reconciliation: largest average-price difference (dollars) that is not a mismatch.")
