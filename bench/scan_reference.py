@@ -70,8 +70,13 @@ def anchors_of(df: pd.DataFrame, p) -> dict[str, int]:  # noqa: ANN001 - Scanner
             break
     window = [i for i in range(max(0, n - p.scan_swing_lookback), n) if v[i] > 0]
     if window:
-        found["SWING_LOW"] = min(window, key=lambda i: (lo[i], -i))
-        found["SWING_HIGH"] = max(window, key=lambda i: (h[i], i))
+        confirmed = n - 1 - p.scan_swing_confirm_bars  # a swing needs bars after it
+        low_i = min(window, key=lambda i: (lo[i], -i))
+        high_i = max(window, key=lambda i: (h[i], i))
+        if low_i <= confirmed:
+            found["SWING_LOW"] = low_i
+        if high_i <= confirmed:
+            found["SWING_HIGH"] = high_i
     out: dict[str, int] = {}
     for kind in PRIORITIES:  # priority order; same bar keeps the higher priority
         if kind in found and found[kind] not in out.values():
@@ -140,7 +145,7 @@ def scan_symbol(df: pd.DataFrame, last_session: str, p) -> tuple[str, RefCandida
         ref = max(0, len(vv) - 1 - p.scan_slope_bars)
         slope = (avwap / (cum_tpv[ref] / cum_v[ref]) - 1.0) * 100.0
         dist = (close - avwap) / avwap * 100.0
-        reclaim = c.iloc[-2] <= avwap < close
+        reclaim = a < len(df) - 1 and c.iloc[-2] <= avwap < close  # an AVWAP the previous close saw
         if not (close > avwap and (slope >= p.scan_min_slope_pct or reclaim) and dist <= p.scan_max_dist_pct):
             continue
         score = (PRIORITIES[kind] + p.scan_score_trend_weight * trend - abs(dist)

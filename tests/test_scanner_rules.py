@@ -171,6 +171,31 @@ def test_swing_anchors_are_the_extremes_of_the_last_20_bars() -> None:
     assert anchors(s)["SWING_LOW"] != dates[n - 12]
 
 
+def test_the_last_bars_own_extreme_is_not_yet_a_swing() -> None:
+    """A swing low/high needs bars after it (SCAN_SWING_CONFIRM_BARS, default 1): the last bar's own
+    20-bar high anchors no SWING_HIGH; with 0 it does (the literal extreme of the lookback)."""
+    s = base()
+    s["high"][-1] = s["high"][-20:].max() * 1.02
+    s["close"][-1] = s["high"][-1] * 0.999
+    dates = panel({"X": s}).dates
+    assert "SWING_HIGH" not in anchors(s)
+    assert anchors(s, ScannerSettings(scan_market_gate="off", scan_swing_confirm_bars=0))["SWING_HIGH"] == dates[-1]
+    s2 = base()
+    s2["low"][-2] = s2["low"][-20:].min() * 0.97  # yesterday's low: the last bar confirms it
+    assert anchors(s2)["SWING_LOW"] == dates[-2]
+    assert "SWING_LOW" not in anchors(s2, ScannerSettings(scan_market_gate="off", scan_swing_confirm_bars=2))
+
+
+def test_an_avwap_anchored_on_the_last_bar_is_never_a_reclaim() -> None:
+    """Reclaim = the previous close at or below an AVWAP that already existed then, today's close above it."""
+    pan = panel({"X": base()})
+    cp = compute(pan.open, pan.high, pan.low, pan.close, pan.volume, pan.dates,
+                 ScannerSettings(scan_market_gate="off", scan_swing_confirm_bars=0))
+    last = len(pan.dates) - 1
+    on_last = cp.anchor_ok[:, 0] & (cp.anchor_row[:, 0] == last)
+    assert not (cp.reclaim[:, 0] & on_last).any()
+
+
 def test_interior_holes_and_late_listings_use_the_symbols_own_bars() -> None:
     s = base()
     holed = {k: np.delete(v, [100, 200]) for k, v in s.items()}  # two missing sessions (e.g. rejected bars)

@@ -278,9 +278,10 @@ def compute(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.n
         lows = np.where(pos[-sw:], lo[-sw:], np.inf)
         highs = np.where(pos[-sw:], h[-sw:], -np.inf)
         a_rows[4] = last - np.argmin(lows[::-1], axis=0)
-        a_ok[4] = pos[-sw:].any(axis=0)
         a_rows[5] = last - np.argmax(highs[::-1], axis=0)
-        a_ok[5] = a_ok[4]
+        confirmed = last - p.scan_swing_confirm_bars  # a swing needs bars after it
+        a_ok[4] = pos[-sw:].any(axis=0) & (a_rows[4] <= confirmed)
+        a_ok[5] = pos[-sw:].any(axis=0) & (a_rows[5] <= confirmed)
         for k in range(1, 6):  # same bar: keep the higher priority
             dup = (a_rows[:k] == a_rows[k][None, :]) & a_ok[:k]
             a_ok[k] &= ~dup.any(axis=0)
@@ -292,7 +293,7 @@ def compute(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.n
         avwap, sigma = np.where(a_ok, avwap, np.nan), np.where(a_ok, sigma, np.nan)
         slope = (avwap / avwap_ref - 1.0) * 100.0
         dist = (close - avwap) / avwap * 100.0
-        reclaim = a_ok & (prev_c[-1] <= avwap) & (avwap < close)
+        reclaim = a_ok & (a_rows < last) & (prev_c[-1] <= avwap) & (avwap < close)  # an AVWAP the previous close saw
         qualifies = (a_ok & (close > avwap) & ((slope >= p.scan_min_slope_pct) | reclaim)
                      & (dist <= p.scan_max_dist_pct))
         prio = np.array([pr for _, pr in ANCHORS], dtype=np.float64)[:, None]

@@ -51,6 +51,9 @@ class ScannerSettings(Section):
     scan_vol_breakout_high_len: int = Field(5, ge=1, description="Breakout close must exceed the prior N-day high.")
     scan_vol_breakout_lookback: int = Field(60, ge=1, description="Bars searched for the last volume-breakout anchor.")
     scan_swing_lookback: int = Field(20, ge=1, description="Bars of the swing-low / swing-high anchors.")
+    scan_swing_confirm_bars: int = Field(
+        1, ge=0, description="Bars that must follow a swing low/high before it anchors (the last bar's own "
+        "extreme is not yet a swing; 0: the literal lowest low / highest high of the lookback).")
     scan_max_dist_pct: float = Field(6.0, description="Maximum distance of close above the AVWAP (%).")
     scan_slope_bars: int = Field(5, ge=1, description="Bars of the AVWAP slope.")
     scan_min_slope_pct: float = Field(-3.0, description="Minimum AVWAP slope (%), waived on a reclaim.")
@@ -59,7 +62,7 @@ class ScannerSettings(Section):
     scan_near_min_pct: float = Field(0.1, description="Near-AVWAP bonus band: lower distance (%).")
     scan_near_max_pct: float = Field(1.5, description="Near-AVWAP bonus band: upper distance (%).")
     scan_near_bonus: float = Field(50.0, description="Score bonus when the distance is inside the near-AVWAP band.")
-    scan_reclaim_bonus: float = Field(40.0, description="Score bonus on a reclaim (previous close <= AVWAP < close).")
+    scan_reclaim_bonus: float = Field(40.0, description="Score bonus on a reclaim (previous close <= AVWAP < close, the AVWAP anchored before the last bar).")
     scan_tier_strong: float = Field(20.0, description="TrendScore at or above which the trend tier is STRONG.")
     scan_tier_moderate: float = Field(5.0, description="TrendScore at or above which the trend tier is MODERATE (else WEAK).")
     scan_stop_mult: float = Field(0.997, description="Stop = min(SMA5, 5-day low) x this.")
