@@ -1,7 +1,7 @@
 """Benchmark: the vectorized scan vs a straightforward per-symbol pandas implementation (bench/scan_reference.py).
 
 Workloads, in one run:
-1. the real data (482 S&P 500 symbols, 2015-2018) for one scan date: first both implementations must
+1. the real data (478 S&P 500 symbols, 2015-2018; the data README says 482) for one scan date: first both implementations must
    agree (every symbol's outcome code, the ranked candidates, their anchors and levels), then each is timed;
    the scan is also timed the way the replay runs it (bar store panel read + scan + artifacts);
 2. a synthetic universe of 10,000 symbols x 500 sessions (bench/synthetic.py): the scan runs in a fresh
