@@ -282,7 +282,7 @@ def test_a_crash_right_after_an_outbox_write_loses_no_event(fake_redis, tmp_path
         if name == "after_outbox":
             raise Killed
 
-    monkeypatch.setattr(worker, "_crash_point", crash)
+    monkeypatch.setattr(worker, "crash_point", crash)
     with pytest.raises(Killed):
         ex.handle(xi, None)
     monkeypatch.undo()

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +25,7 @@ from shared.alerts import make_alert
 from shared.bus import Delivery, Emit, fields_of
 from shared.clock import calendar, ny_trade_date
 from shared.controls import kill_switch_blocks
+from shared.crash import crash_point
 from shared.logs import setup_logging
 from shared.schemas import (
     Alert,
@@ -80,19 +79,6 @@ RUNBOOK_REFUSED = "executor-refusing-to-start"
 RUNBOOK_RECONCILIATION = "executor-start-up-reconciliation"
 RUNBOOK_BLOCKED = "executor-entries-blocked-at-submit-time"
 RUNBOOK_REJECTED = "executor-rejected-orders"
-
-
-def _crash_point(name: str) -> None:
-    """Test hook: ``AVWAP_TEST_CRASH=<name>:<n>`` SIGKILLs this process the n-th time ``name`` is reached."""
-    spec = os.environ.get("AVWAP_TEST_CRASH", "")
-    if not spec.startswith(name + ":"):
-        return
-    _crash_counts[name] = _crash_counts.get(name, 0) + 1
-    if _crash_counts[name] >= int(spec.rsplit(":", 1)[1]):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-_crash_counts: dict[str, int] = {}
 
 
 def stream_for(msg: Message) -> str:
@@ -211,7 +197,7 @@ class Executor:
         events produced so far by this unit of work: the state written never runs ahead of its events."""
         events, self._journal = self._journal, []
         self._write(st, events, self._trigger)
-        _crash_point("after_outbox")
+        crash_point("after_outbox")
 
     def commit(self, st: ExecState, events: list[Message]) -> None:
         """The end of a unit of work: state, the journal and ``events``, their alerts and ledger records
@@ -232,10 +218,10 @@ class Executor:
         if lines:
             pipe.rpush(self.ledger_key, *lines)
         if final:
-            _crash_point("before_commit")
+            crash_point("before_commit")
         pipe.execute()
         if final:
-            _crash_point("after_commit")
+            crash_point("after_commit")
         self.flush_ledger()
 
     def flush_ledger(self) -> None:
