@@ -107,6 +107,22 @@ def alpaca_executor(r: redis.Redis, tmp: Path, standin, *, reconcile: bool = Tru
     return ex
 
 
+def sim_executor(r: redis.Redis, tmp: Path, mode: str = "PAPER_SIM", *, settings: dict[str, object] | None = None,
+                 **bs: object):
+    """An Executor with no broker adapter (PAPER_SIM's simulator, or DRY_RUN) over ``r``."""
+    from services.executor.settings import BrokerSettings
+    from services.executor.worker import Executor
+    from shared.service import make_context
+
+    return Executor(make_context("executor", settings_for(mode, tmp, **(settings or {})), r), BrokerSettings(**bs))
+
+
+def feed(ex, *msgs: Message) -> None:
+    """Hand each message to the executor as the consumer would (no stream entry)."""
+    for m in msgs:
+        ex.handle(m, None)
+
+
 def poll(ex) -> None:
     """One idle round with the poll due now."""
     ex._next_poll = 0.0

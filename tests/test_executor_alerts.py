@@ -21,19 +21,14 @@ from services.executor.worker import (
 from shared.ids import stable_id
 from shared.schemas import Alert
 from tests.executor_helpers import entry, settings_for
+from tests.test_runbook_anchors import anchors
 
 ROOT = Path(__file__).resolve().parent.parent
 D1 = "2018-03-01"
 
 
 def runbook_anchors() -> set[str]:
-    """GitHub's heading anchors: lower case, punctuation dropped (not - or _), spaces -> hyphens."""
-    out = set()
-    for line in (ROOT / "docs" / "runbook.md").read_text().splitlines():
-        m = re.match(r"^#{1,6}\s+(.+?)\s*$", line)
-        if m:
-            out.add(re.sub(r"[^\w\- ]", "", m.group(1).lower()).replace(" ", "-"))
-    return out
+    return anchors(ROOT / "docs" / "runbook.md")
 
 
 def decisions() -> list:

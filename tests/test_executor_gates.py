@@ -14,12 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from services.executor.settings import BrokerSettings
 from services.executor.worker import Executor
 from shared.clock import dt_to_ns, ny_datetime
 from shared.controls import kill_switch_value
 from shared.schemas import Alert
-from shared.service import make_context
 from shared.streams import ALERTS, KILL_SWITCH_KEY
 from tests.executor_helpers import (
     alpaca_executor,
@@ -28,13 +26,14 @@ from tests.executor_helpers import (
     daily,
     entry,
     exit_intent,
+    feed,
     minute,
     orders,
     poll,
     read,
     rejections,
     session,
-    settings_for,
+    sim_executor,
     snapshots,
 )
 from tests.standins.alpaca_api import AlpacaStandIn
@@ -43,13 +42,7 @@ D1, D2 = "2018-03-01", "2018-03-02"
 
 
 def sim(fake_redis, tmp_path: Path, **settings: object) -> Executor:
-    ctx = make_context("executor", settings_for("PAPER_SIM", tmp_path, **settings), fake_redis)
-    return Executor(ctx, BrokerSettings(sim_slippage_bps=0.0))
-
-
-def feed(ex: Executor, *msgs) -> None:
-    for m in msgs:
-        ex.handle(m, None)
+    return sim_executor(fake_redis, tmp_path, settings=settings, sim_slippage_bps=0.0)
 
 
 def kill(r, on: bool = True) -> None:

@@ -11,17 +11,17 @@ from services.executor.worker import Executor
 from shared.artifacts import read_jsonl
 from shared.clock import dt_to_ns, ny_datetime
 from shared.schemas import BrokerSnapshot, OrderEvent, Rejection
-from shared.service import make_context
 from tests.executor_helpers import (
     coid,
     daily,
     entry,
     exit_intent,
+    feed,
     minute,
     orders,
     rejections,
     session,
-    settings_for,
+    sim_executor,
     snapshots,
     stop_place,
     stop_replace,
@@ -31,13 +31,7 @@ D1, D2, D3 = "2018-03-01", "2018-03-02", "2018-03-05"
 
 
 def make(fake_redis, tmp_path: Path, mode: str = "PAPER_SIM", **bs: object) -> Executor:
-    ctx = make_context("executor", settings_for(mode, tmp_path), fake_redis)
-    return Executor(ctx, BrokerSettings(**{"sim_slippage_bps": 10.0, **bs}))
-
-
-def feed(ex: Executor, *msgs) -> None:
-    for m in msgs:
-        ex.handle(m, None)
+    return sim_executor(fake_redis, tmp_path, mode, **{"sim_slippage_bps": 10.0, **bs})
 
 
 def at(d: str, hhmm: str) -> int:

@@ -357,9 +357,10 @@ def test_risk_alerts_name_runbook_sections_that_exist() -> None:
     import re
 
     from services.risk.worker import mode_unknown_alert
+    from tests.test_runbook_anchors import anchors as runbook_anchors
 
     text = (ROOT / "docs" / "runbook.md").read_text()
-    anchors = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.*)$", text, re.M)}
+    anchors = runbook_anchors(ROOT / "docs" / "runbook.md")
     worker_src = (ROOT / "services" / "risk" / "worker.py").read_text()
     used = set(re.findall(r'runbook="([^"]+)"', worker_src)) | {mode_unknown_alert("X").runbook, "invalid-settings"}
     assert used and used <= anchors, used - anchors
