@@ -157,14 +157,10 @@ def final_report(artifacts: Path) -> Path | None:
 
 
 def summarize(out: Path) -> dict[str, object]:
-    """The end-of-replay summary from the artifacts (analytics' summary when it exists)."""
-    try:
-        from services.analytics.report import summarize as analytics_summary
-    except ImportError:
-        analytics_summary = None
-    if analytics_summary is not None:
-        return dict(analytics_summary(out / "artifacts"))
-    return {}
+    """The end-of-replay summary from the artifacts (analytics' run summary)."""
+    from services.analytics.report import summarize as analytics_summary
+
+    return dict(analytics_summary(out / "artifacts"))
 
 
 def print_result(res: ReplayResult) -> None:

@@ -65,13 +65,14 @@ def correlation(a: Sequence[float], b: Sequence[float], min_obs: int) -> float |
     return float(x @ y) / math.sqrt(float(x @ x) * float(y @ y))
 
 
-def _too_correlated(sym: str, others: Iterable[str], returns: Mapping[str, Sequence[float]], g: Guardrails) -> bool:
+def _too_correlated(sym: str, others: Iterable[str], returns: Mapping[str, Sequence[float]], limit: float,
+                    window: int) -> bool:
+    """True when ``sym`` moves with one of ``others`` (correlation >= ``limit``) or that cannot be told."""
     mine = returns.get(sym)
-    min_obs = g.correlation_window // 2
     for o in sorted(set(others) - {sym}):
         theirs = returns.get(o)
-        rho = correlation(mine, theirs, min_obs) if mine is not None and theirs is not None else None
-        if rho is None or rho >= (g.max_correlation if g.max_correlation is not None else math.inf):
+        rho = correlation(mine, theirs, window // 2) if mine is not None and theirs is not None else None
+        if rho is None or rho >= limit:
             return True
     return False
 
@@ -144,7 +145,8 @@ def decide(date: str, batch: CandidateBatch | None, snapshot: PortfolioSnapshot 
                 codes.add("LIMIT_SYMBOL_CONCENTRATION")
             if gross + (allowed + 1) * est > equity * g.max_gross_pct / 100.0 + 1e-9:
                 codes.add("LIMIT_GROSS_EXPOSURE")
-            if g.max_correlation is not None and _too_correlated(c.symbol, [*held, *allowed_syms], returns or {}, g):
+            if g.max_correlation is not None and _too_correlated(c.symbol, [*held, *allowed_syms], returns or {},
+                                                                 g.max_correlation, g.correlation_window):
                 codes.add("LIMIT_CORRELATION")
             if drawdown_pct >= g.drawdown_throttle_pct:
                 codes.add("LIMIT_DRAWDOWN_THROTTLE")
