@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import NoReturn
 
 import redis
@@ -20,6 +21,16 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print one clear line to stderr and exit non-zero."""
     typer.echo(f"avwap: error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def load_bars_or_fail(path: Path, tf: str | None = None):  # noqa: ANN201 - shared.bars.LoadResult
+    """``shared.bars.load_bars``, with an unreadable or malformed file as one clear line."""
+    from shared.bars import load_bars
+
+    try:
+        return load_bars(path, tf=tf)
+    except (OSError, ValueError) as exc:
+        fail(str(exc))
 
 
 def need_redis_url(settings: Settings) -> str:

@@ -154,11 +154,10 @@ def load_bars(path: str | os.PathLike[str], tf: str | None = None) -> LoadResult
     ``timestamp_et,...`` with naive America/New_York END-of-minute timestamps.
     """
     p = Path(path)
-    if p.suffix == ".parquet":
-        raw = _parquet_as_text(pd.read_parquet(p))
-    else:
-        raw = pd.read_csv(p, dtype=str, keep_default_na=False)
+    raw = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p, dtype=str, keep_default_na=False)
     raw.columns = [str(c).strip().lower() for c in raw.columns]
+    if p.suffix == ".parquet":
+        raw = _parquet_as_text(raw)
     if tf is None:
         tf = "1m" if "timestamp_et" in raw.columns else "1d"
     if tf not in TIMEFRAMES:
@@ -201,14 +200,13 @@ def load_bars(path: str | os.PathLike[str], tf: str | None = None) -> LoadResult
     return LoadResult(tf=tf, frame=good[["symbol", "ts", "trade_date", *FIELDS]], rejects=rejects, source=str(p))
 
 
-def _parquet_as_text(raw: pd.DataFrame) -> pd.DataFrame:
-    """A Parquet frame in the CSV reader's shape: the time column as text, numbers kept as numbers.
+def _parquet_as_text(out: pd.DataFrame) -> pd.DataFrame:
+    """A Parquet frame (columns lower-cased) in the CSV reader's shape, in place: the time column as
+    text, numbers kept as numbers.
 
     Parquet stores dates as date/timestamp types; they become ``YYYY-MM-DD`` (daily) or
     ``YYYY-MM-DD HH:MM:SS`` (naive NY intraday) so both formats pass the same checks.
     """
-    out = raw.copy()
-    out.columns = [str(c).strip().lower() for c in out.columns]
     for col, fmt in (("date", "%Y-%m-%d"), ("timestamp_et", "%Y-%m-%d %H:%M:%S")):
         if col in out.columns and not pd.api.types.is_string_dtype(out[col]) and out[col].dtype != object:
             stamps = pd.to_datetime(out[col], errors="coerce")
@@ -218,6 +216,14 @@ def _parquet_as_text(raw: pd.DataFrame) -> pd.DataFrame:
         elif col in out.columns:
             out[col] = out[col].astype(str)
     return out
+
+
+def select_dates(dates: Sequence[str], before: str | None, through: str | None, lookback: int | None) -> list[str]:
+    """The sorted ``dates`` dated before ``before`` and through ``through``, the last ``lookback`` of them."""
+    ds = [d for d in dates if (before is None or d < before) and (through is None or d <= through)]
+    if lookback is not None:
+        ds = ds[-lookback:] if lookback > 0 else []
+    return ds
 
 
 def validate_rows(rows: Sequence[BarRow]) -> tuple[list[BarRow], list[Reject]]:
@@ -290,9 +296,7 @@ class Panel:
             f = f[f["trade_date"] < before]
         if through is not None:
             f = f[f["trade_date"] <= through]
-        ds = sorted(f["trade_date"].unique().tolist())
-        if lookback is not None:
-            ds = ds[-lookback:] if lookback > 0 else []
+        ds = select_dates(sorted(f["trade_date"].unique().tolist()), None, None, lookback)
         f = f[f["trade_date"].isin(ds)] if lookback is not None else f
         syms = sorted(f["symbol"].unique().tolist()) if symbols is None else list(symbols)
         t, s = len(ds), len(syms)
@@ -406,14 +410,7 @@ class BarStore:
         return out
 
     def _select_dates(self, tf: str, before: str | None, through: str | None, lookback: int | None) -> list[str]:
-        ds = self.dates(tf)
-        if before is not None:
-            ds = [d for d in ds if d < before]
-        if through is not None:
-            ds = [d for d in ds if d <= through]
-        if lookback is not None:
-            ds = ds[-lookback:] if lookback > 0 else []
-        return ds
+        return select_dates(self.dates(tf), before, through, lookback)
 
     def _day_array(self, d: str) -> tuple[np.ndarray, np.ndarray, int]:
         """(symbol indices, OHLCV values (5, n), session ts) of one daily file, cached by size."""

@@ -7,21 +7,12 @@ from pathlib import Path
 
 import typer
 
-from avwap.common import fail
+from avwap.common import load_bars_or_fail
 from shared.settings import get_settings
 
 app = typer.Typer()
 data_app = typer.Typer(help="Bar files: import into the bar store, check for defects.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-
-
-def _load(path: Path):  # noqa: ANN202 - LoadResult
-    from shared.bars import load_bars
-
-    try:
-        return load_bars(path)
-    except (OSError, ValueError) as exc:
-        fail(str(exc))
 
 
 def defect_report(res, show: int = 20) -> dict[str, object]:  # noqa: ANN001 - LoadResult
@@ -48,7 +39,7 @@ def check(
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when any row is rejected."),
 ) -> None:
     """Report every defect of FILE (nothing is written): rejected rows by reason, zero-volume days, coverage."""
-    rep = defect_report(_load(file), show)
+    rep = defect_report(load_bars_or_fail(file), show)
     if as_json:
         typer.echo(json.dumps(rep, indent=2, sort_keys=True))
     else:
@@ -72,7 +63,7 @@ def import_(
     """Load FILE's good rows into the bar store (re-importing replaces the same bars); rejects are reported."""
     from shared.bars import BarStore
 
-    res = _load(file)
+    res = load_bars_or_fail(file)
     root = bars_dir if bars_dir is not None else Path(get_settings().core.bars_dir)
     n = BarStore(root).import_result(res)
     counts = res.counts()

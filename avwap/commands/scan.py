@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from avwap.common import fail, need_redis_url
+from avwap.common import fail, load_bars_or_fail, need_redis_url
 from shared.settings import get_settings
 
 app = typer.Typer()
@@ -47,13 +47,10 @@ def scan(
     _check_date(date)
     from services.scanner.artifacts import write_artifacts
     from services.scanner.session import publish_once, scan_for
-    from shared.bars import Panel, load_bars
+    from shared.bars import Panel
 
     settings = get_settings()
-    try:
-        loaded = load_bars(bars, tf="1d")
-    except (OSError, ValueError) as exc:
-        fail(str(exc))
+    loaded = load_bars_or_fail(bars, tf="1d")
     r = None
     if shards > 1 or publish:
         from shared.redis_conn import connect

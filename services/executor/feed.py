@@ -24,7 +24,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Protocol
 
 import redis
@@ -38,6 +37,7 @@ from shared.redis_conn import connect
 from shared.schemas import BarBatch, BarRow, Message, SessionEvent
 from shared.settings import Settings, get_settings
 from shared.streams import ALERTS, BARS_1D, BARS_1M, CLOCK, state_key
+from shared.universe import read_universe
 
 from .settings import BrokerSettings
 
@@ -238,9 +238,8 @@ class Feed:
 def universe(settings: Settings, bs: BrokerSettings, store: BarStore) -> list[str]:
     if bs.feed_symbols.strip():
         return sorted({s.strip().upper() for s in bs.feed_symbols.split(",") if s.strip()})
-    if settings.scanner.scan_universe_file:
-        lines = Path(settings.scanner.scan_universe_file).read_text().splitlines()
-        return sorted({ln.split(",")[0].strip().upper() for ln in lines if ln.strip() and not ln.startswith("#")})
+    if settings.scanner.scan_universe_file:  # the scanner's universe, parsed by the same rules (UniverseError if bad)
+        return list(read_universe(settings.scanner.scan_universe_file))
     dates = store.dates("1d")
     return sorted(set(store.read_day("1d", dates[-1])["symbol"])) if dates else []
 

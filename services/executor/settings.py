@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 from pydantic import Field, SecretStr
 
-from shared.settings.base import Section
+from shared.settings.base import Section, fingerprint
 
 ALPACA_PAPER_URL = "https://paper-api.alpaca.markets"
 ALPACA_LIVE_URL = "https://api.alpaca.markets"
@@ -25,8 +22,7 @@ class BrokerSettings(Section):
 
     def hash(self) -> str:
         """Fingerprint of ``DECISION_FIELDS`` (ledger provenance: ``Settings.hash()`` does not see this section)."""
-        data = {k: getattr(self, k) for k in DECISION_FIELDS}
-        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return fingerprint({k: getattr(self, k) for k in DECISION_FIELDS})
 
     apca_api_key_id: SecretStr | None = Field(None, description="Alpaca API key id (secret; executor only).")
     apca_api_secret_key: SecretStr | None = Field(None, description="Alpaca API secret key (secret; executor only).")

@@ -263,13 +263,16 @@ def universe_hash(universe: Sequence[str], sectors: Mapping[str, str]) -> str:
     return stable_id("", [[s, sectors.get(s, "")] for s in sorted(universe)], length=64)
 
 
-def scan_provenance(panel: Panel, universe: Sequence[str], sectors: Mapping[str, str], p: ScannerSettings) -> dict[str, str]:
-    """Provenance of a scan: content hashes of what it read, the scanner settings hash (no paths, no run ids)."""
+def scan_provenance(panel: Panel, universe: Sequence[str], sectors: Mapping[str, str], p: ScannerSettings,
+                    code: str | None = None) -> dict[str, str]:
+    """Provenance of a scan: content hashes of what it read, the scanner settings hash (no paths, no run ids).
+
+    ``code``: the code version, given by the shell (``shared.artifacts.provenance``'s default otherwise)."""
     used = set(universe) | ({p.scan_market_symbol} if p.scan_market_gate == "symbol" else set())
     hist = f"{panel.dates[0]}..{panel.dates[-1]}" if panel.dates else ""
     read = panel if used >= set(panel.symbols) else panel.select(sorted(used))
     return provenance(p.strategy_hash(), {"bars": read.content_hash(),
-                                          "universe": universe_hash(universe, sectors)}, history=hist)
+                                          "universe": universe_hash(universe, sectors)}, code=code, history=hist)
 
 
 def merge(results: Iterable[SymbolResult], gate: Gate, scan_date: str, universe_size: int,
@@ -312,12 +315,13 @@ def merge(results: Iterable[SymbolResult], gate: Gate, scan_date: str, universe_
 
 
 def scan(panel: Panel, universe: Sequence[str] | None, sectors: Mapping[str, str], scan_date: str,
-         last_session: str, p: ScannerSettings, results: list[SymbolResult] | None = None) -> ScanResult:
+         last_session: str, p: ScannerSettings, results: list[SymbolResult] | None = None,
+         code: str | None = None) -> ScanResult:
     """The whole scan. ``universe`` None: every symbol of the panel. ``results``: the per-symbol
     results when computed elsewhere (shards); else computed here in one process."""
     uni = sorted(panel.symbols) if universe is None else sorted(set(universe))
     if results is None:
         results = symbol_results(panel, uni, sectors, scan_date, last_session, p)
     gate = market_gate(panel, uni, last_session, p)
-    prov = scan_provenance(panel, uni, sectors, p)
+    prov = scan_provenance(panel, uni, sectors, p, code)
     return merge(results, gate, scan_date, len(uni), prov, p, bars_through=panel.dates[-1] if panel.dates else "")

@@ -28,7 +28,8 @@ from shared.clock import NY, WallClock, calendar, ny_trade_date
 from shared.redis_conn import connect
 from shared.settings import Settings, get_settings
 
-from .session import publish_once, scan_for, store_panel, write
+from .artifacts import write_artifacts
+from .session import claim_of, publish_once, scan_for, store_panel
 
 log = logging.getLogger(__name__)
 CRON_NAME = "avwap-premarket-scan"
@@ -74,9 +75,11 @@ def run_scheduled(r, settings: Settings, now_ns: int) -> str:  # noqa: ANN001 - 
     if not calendar().is_session(day):
         log.info("pre-market scan: %s is not an NYSE session; skipped", day)
         return f"skipped: {day} is not a session"
+    if claim_of(r, day) is not None:  # the worker (or the CLI) published it: no second scan, no rewrite
+        return f"already published for {day}; nothing sent"
     store = BarStore(settings.core.bars_dir)
     result = scan_for(store_panel(store, day, settings), day, settings, r=r)
-    write(result, settings.core.artifacts_dir)
+    write_artifacts(settings.core.artifacts_dir, result)
     if publish_once(r, result, owner="cron", ts=now_ns, maxlen=settings.core.bus_maxlen):
         return f"published {result.batch.batch_id} for {day}: {len(result.batch.candidates)} candidates"
     return f"already published for {day}; nothing sent"

@@ -14,10 +14,10 @@ when D is already claimed. The batch is deterministic, so whichever path wins, t
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import redis
 
+from shared.artifacts import code_version
 from shared.bars import BarStore, Panel
 from shared.bus import Emit, fields_of
 from shared.clock import calendar
@@ -49,7 +49,7 @@ def scan_for(panel: Panel, scan_date: str, settings: Settings, r: redis.Redis | 
             sectors = read_universe(ufile)
         except UniverseError as exc:
             log.error("scan %s: %s", scan_date, exc)
-            return failed_scan(scan_date, f"{UNIVERSE_ERROR}: {exc}", p, scan_provenance(panel, [], {}, p))
+            return failed_scan(scan_date, f"{UNIVERSE_ERROR}: {exc}", p, scan_provenance(panel, [], {}, p, code_version()))
         universe = list(sectors)
     last = last_session_before(scan_date)
     n = p.scan_shards if shards is None else shards
@@ -61,7 +61,7 @@ def scan_for(panel: Panel, scan_date: str, settings: Settings, r: redis.Redis | 
 
         uni = sorted(panel.symbols) if universe is None else sorted(universe)
         results = sharded_results(r, panel, uni, sectors, scan_date, last, p, shards=n)
-    return scan(panel, universe, sectors, scan_date, last, p, results=results)
+    return scan(panel, universe, sectors, scan_date, last, p, results=results, code=code_version())
 
 
 def store_panel(store: BarStore, scan_date: str, settings: Settings) -> Panel:
@@ -128,9 +128,3 @@ def publish_batch_once(r: redis.Redis, emits: list[Emit], owner: str, maxlen: in
             except redis.WatchError:
                 continue
     raise RuntimeError(f"scanner: claim of {d} kept conflicting")
-
-
-def write(result: ScanResult, artifacts_dir: str | Path) -> dict[str, Path]:
-    from .artifacts import write_artifacts
-
-    return write_artifacts(artifacts_dir, result)

@@ -20,7 +20,8 @@ from shared.schemas import Message, SessionEvent
 from shared.service import ServiceContext, ServiceSpec, run_service
 from shared.streams import CLOCK
 
-from .session import claim_for_worker, claim_of, outputs, scan_for, store_panel, write
+from .artifacts import write_artifacts
+from .session import claim_for_worker, claim_of, outputs, scan_for, store_panel
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def build(ctx: ServiceContext):
             log.info("scanner: %s batch %s already published (%s %s); nothing to do", day, got[0], got[1], got[2])
             return []
         result = scan_for(store_panel(store, day, settings), day, settings, r=ctx.r)
-        write(result, settings.core.artifacts_dir)
+        write_artifacts(settings.core.artifacts_dir, result)
         if not claim_for_worker(ctx.r, result.batch, d.entry_id):
             return []
         b = result.batch

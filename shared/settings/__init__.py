@@ -7,8 +7,6 @@ classes (``python -m shared.settings.docs``) and a test keeps it current.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from functools import lru_cache
 
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -16,6 +14,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from shared.ids import stable_id
 
 from .analytics import AnalyticsSettings
+from .base import fingerprint
 from .core import EXECUTION_MODES, CoreSettings, ExecutionMode
 from .exits import ExitsSettings
 from .risk import RiskSettings
@@ -47,8 +46,7 @@ class Settings(BaseModel, frozen=True):
         """Fingerprint of the strategy-relevant settings (paths and secrets excluded)."""
         skip = {"redis_url", "artifacts_dir", "ledger_dir", "log_level", "log_format", "consumer_name",
                 "slack_bot_token", "live_confirm_token", "slack_base_url", "bars_dir", "run_id", "analytics_fsync"}
-        data = {k: v for k, v in self.public_dict().items() if k not in skip}
-        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return fingerprint({k: v for k, v in self.public_dict().items() if k not in skip})
 
     def resolved_run_id(self) -> str:
         """``RUN_ID``, else ``run-<hash of the execution mode and the settings hash>`` (deterministic)."""

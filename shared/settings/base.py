@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
+
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def fingerprint(values: Mapping[str, object]) -> str:
+    """sha256 (16 hex) of settings values: the one settings-hash rule of every section."""
+    return hashlib.sha256(json.dumps(dict(values), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class Section(BaseSettings):

@@ -7,13 +7,11 @@ scanner's artifacts carry the same settings hash from the CLI, the worker and a 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Literal
 
 from pydantic import Field
 
-from .base import Section
+from .base import Section, fingerprint
 
 MarketGateMode = Literal["symbol", "universe_proxy", "off"]
 
@@ -75,5 +73,4 @@ class ScannerSettings(Section):
 
     def strategy_hash(self) -> str:
         """sha256 (16 hex) of the fields that change a scan's result."""
-        data = {k: v for k, v in self.model_dump().items() if k not in NON_STRATEGY_FIELDS}
-        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return fingerprint({k: v for k, v in self.model_dump().items() if k not in NON_STRATEGY_FIELDS})
