@@ -273,9 +273,12 @@ class Panel:
         return self.symbols.index(symbol)
 
     def select(self, symbols: Sequence[str]) -> Panel:
-        """The columns of ``symbols`` that the panel has (in the panel's sorted order)."""
+        """The columns of ``symbols`` that the panel has (in the panel's sorted order); the panel
+        itself when that is every column (no copy: callers only read it)."""
         want = set(symbols)
         idx = [j for j, s in enumerate(self.symbols) if s in want]
+        if len(idx) == len(self.symbols):
+            return self
         return Panel(dates=list(self.dates), symbols=[self.symbols[j] for j in idx],
                      **{f: getattr(self, f)[:, idx] for f in FIELDS}, ts=self.ts.copy())
 

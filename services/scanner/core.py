@@ -186,14 +186,10 @@ def symbol_results(panel: Panel, universe: Sequence[str], sectors: Mapping[str, 
     have = set(panel.symbols)
     for sym in sorted(set(universe) - have):
         out.append(SymbolResult(symbol=sym, code=NO_BARS, values={"bars": 0}))
-    wanted = set(universe)
-    cols = [j for j, s in enumerate(panel.symbols) if s in wanted]
-    if cols and panel.dates:
-        every = len(cols) == len(panel.symbols)
-        sub = [getattr(panel, f) if every else getattr(panel, f)[:, cols] for f in ("open", "high", "low", "close", "volume")]
-        cp = compute_blocks(*sub, panel.dates, p)
-        for i, j in enumerate(cols):
-            sym = panel.symbols[j]
+    sub = panel.select(universe)
+    if sub.symbols and panel.dates:
+        cp = compute_blocks(sub.open, sub.high, sub.low, sub.close, sub.volume, panel.dates, p)
+        for i, sym in enumerate(sub.symbols):
             code, values = _first_failure(cp, i, panel.dates, last_session, p)
             if code:
                 out.append(SymbolResult(symbol=sym, code=code, values=values))
@@ -201,8 +197,8 @@ def symbol_results(panel: Panel, universe: Sequence[str], sectors: Mapping[str, 
                 out.append(SymbolResult(symbol=sym, code="", candidate=_candidate(
                     cp, i, sym, sectors.get(sym, ""), panel.dates, scan_date, p)))
     else:
-        for j in cols:
-            out.append(SymbolResult(symbol=panel.symbols[j], code=NO_BAR_LAST_SESSION,
+        for sym in sub.symbols:
+            out.append(SymbolResult(symbol=sym, code=NO_BAR_LAST_SESSION,
                                     values={"last_bar": "", "expected": last_session}))
     return sorted(out, key=lambda r: r.symbol)
 
@@ -224,9 +220,7 @@ def market_gate(panel: Panel, universe: Sequence[str], last_session: str, p: Sca
             return Gate(False, f"{GATE_STALE}: {sym} has no bar on {last_session}")
         series, label = c[~np.isnan(c)], sym
     else:
-        wanted = set(universe)
-        cols = [j for j, s in enumerate(panel.symbols) if s in wanted]
-        c = panel.close[:, cols]
+        c = panel.select(universe).close
         with np.errstate(invalid="ignore", divide="ignore"):
             ret = c[1:] / c[:-1] - 1.0
         counts = (~np.isnan(ret)).sum(axis=1)
@@ -270,7 +264,7 @@ def scan_provenance(panel: Panel, universe: Sequence[str], sectors: Mapping[str,
     ``code``: the code version, given by the shell (``shared.artifacts.provenance``'s default otherwise)."""
     used = set(universe) | ({p.scan_market_symbol} if p.scan_market_gate == "symbol" else set())
     hist = f"{panel.dates[0]}..{panel.dates[-1]}" if panel.dates else ""
-    read = panel if used >= set(panel.symbols) else panel.select(sorted(used))
+    read = panel.select(sorted(used))
     return provenance(p.strategy_hash(), {"bars": read.content_hash(),
                                           "universe": universe_hash(universe, sectors)}, code=code, history=hist)
 
