@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shared.artifacts import code_version, sha256_bytes, write_atomic
+from shared.artifacts import code_version, sha256_bytes, write_atomic_many
 
 from .portfolio import annual_volatility, drawdowns, equity_returns
 
@@ -24,17 +24,19 @@ CHARTS = ("equity", "drawdown", "exposure")
 
 
 def _load(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
+    return _load_with_sha(path)[0]
 
 
-def _sha(path: Path) -> str:
+def _load_with_sha(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """(the JSON of ``path`` or None, the first 16 hex of its sha256 or "" when unreadable), one read."""
     try:
-        return sha256_bytes(path.read_bytes())[:16]
+        raw = path.read_bytes()
     except OSError:
-        return ""
+        return None, ""
+    try:
+        return json.loads(raw), sha256_bytes(raw)[:16]
+    except ValueError:
+        return None, sha256_bytes(raw)[:16]
 
 
 def _dated(root: Path, sub: str, through: str | None = None) -> list[tuple[str, dict[str, Any]]]:
@@ -89,18 +91,18 @@ def report_data(artifacts_dir: str | Path, date: str) -> dict[str, Any]:
     root = Path(artifacts_dir)
     snaps = _dated(root, "portfolio_snapshots", through=date)
     snap = dict(snaps[-1][1]) if snaps and snaps[-1][0] == date else None
-    rej = _load(root / "rejections" / f"{date}.json") or {}
-    trades = _load(root / "trades" / f"{date}.json") or {}
+    rej, rej_sha = _load_with_sha(root / "rejections" / f"{date}.json")
+    trades, trades_sha = _load_with_sha(root / "trades" / f"{date}.json")
     return {
         "date": date,
         "snapshot": snap,
         "curve": [(d, s) for d, s in snaps],
         "decisions": _load(root / "portfolio_decisions" / f"{date}.json"),
         "reconciliation": _load(root / "reconciliation" / f"{date}.json"),
-        "rejections": rej.get("rejections", []),
-        "rejections_sha256": _sha(root / "rejections" / f"{date}.json"),
-        "trades": trades.get("trades", []),
-        "trades_sha256": _sha(root / "trades" / f"{date}.json"),
+        "rejections": (rej or {}).get("rejections", []),
+        "rejections_sha256": rej_sha,
+        "trades": (trades or {}).get("trades", []),
+        "trades_sha256": trades_sha,
     }
 
 
@@ -144,9 +146,9 @@ def build_report(artifacts_dir: str | Path, date: str, fsync: bool = True) -> Pa
     dd = drawdowns([capital, *equity])[1:] if equity else []
     expo = [100.0 * float(s.get("gross_exposure", 0.0)) / float(s["equity"]) if s.get("equity") else 0.0
             for _, s in data["curve"]]
-    write_atomic(out / "equity.png", _chart("equity", dates, equity, "equity ($)"), fsync=fsync)
-    write_atomic(out / "drawdown.png", _chart("drawdown", dates, dd, "drawdown (%)"), fsync=fsync)
-    write_atomic(out / "exposure.png", _chart("exposure", dates, expo, "gross exposure (% equity)"), fsync=fsync)
+    files = {out / "equity.png": _chart("equity", dates, equity, "equity ($)"),
+             out / "drawdown.png": _chart("drawdown", dates, dd, "drawdown (%)"),
+             out / "exposure.png": _chart("exposure", dates, expo, "gross exposure (% equity)")}
 
     snap = data["snapshot"] or {}
     summary = [
@@ -183,7 +185,7 @@ def build_report(artifacts_dir: str | Path, date: str, fsync: bool = True) -> Pa
     md += [f"## Reconciliation: {recon_status}", "", *_table_md(["type", "symbol", "expected", "actual", "detail"], mm_rows)]
     prov = report_provenance(data)
     md += ["---", "", "Provenance: " + " · ".join(f"{k} `{v}`" for k, v in prov.items()), ""]
-    write_atomic(out / "report.md", "\n".join(md).encode(), fsync=fsync)
+    files[out / "report.md"] = "\n".join(md).encode()
 
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>avwap {date}</title>",
              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
@@ -200,7 +202,8 @@ def build_report(artifacts_dir: str | Path, date: str, fsync: bool = True) -> Pa
              "<hr><footer><small>Provenance: " + " · ".join(f"{html.escape(k)} <code>{html.escape(v)}</code>"
                                                            for k, v in prov.items()) + "</small></footer>",
              "</body></html>"]
-    write_atomic(out / "report.html", ("\n".join(parts) + "\n").encode(), fsync=fsync)
+    files[out / "report.html"] = ("\n".join(parts) + "\n").encode()
+    write_atomic_many(files, fsync=fsync)  # in this order, one directory fsync
     return out
 
 

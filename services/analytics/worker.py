@@ -738,18 +738,14 @@ def build(ctx: ServiceContext):
 
 
 def on_idle(ctx: ServiceContext) -> list[Emit]:
-    st = ctx.extra.get("analytics")
-    if isinstance(st, State):
-        flush_dirty(st)
+    flush_dirty(ctx.extra["analytics"])  # type: ignore[arg-type]  # set by ``build``
     return []
 
 
 def on_start(ctx: ServiceContext) -> list[Emit]:
     """Backfill the history ingest logs if needed, and rewrite the ledger files left dirty by a
     predecessor that died before writing them."""
-    if not isinstance(ctx.extra.get("analytics"), State):
-        ctx.extra["analytics"] = State(ctx)
-    st: State = ctx.extra["analytics"]  # type: ignore[assignment]
+    st: State = ctx.extra["analytics"]  # type: ignore[assignment]  # set by ``build`` (make_consumer runs it first)
     st.history.backfill_logs()
     flush_dirty(st)
     return []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, PrivateAttr, SecretStr, ValidationError
 
 from shared.ids import stable_id
 
@@ -42,11 +42,16 @@ class Settings(BaseModel, frozen=True):
                 out[key] = value
         return dict(sorted(out.items()))
 
+    _hash: str | None = PrivateAttr(None)
+
     def hash(self) -> str:
-        """Fingerprint of the strategy-relevant settings (paths and secrets excluded)."""
-        skip = {"redis_url", "artifacts_dir", "ledger_dir", "log_level", "log_format", "consumer_name",
-                "slack_bot_token", "live_confirm_token", "slack_base_url", "bars_dir", "run_id", "analytics_fsync"}
-        return fingerprint({k: v for k, v in self.public_dict().items() if k not in skip})
+        """Fingerprint of the strategy-relevant settings (paths and secrets excluded); computed once
+        per (frozen) settings object, since every artifact's provenance asks for it."""
+        if self._hash is None:
+            skip = {"redis_url", "artifacts_dir", "ledger_dir", "log_level", "log_format", "consumer_name",
+                    "slack_bot_token", "live_confirm_token", "slack_base_url", "bars_dir", "run_id", "analytics_fsync"}
+            self._hash = fingerprint({k: v for k, v in self.public_dict().items() if k not in skip})
+        return self._hash
 
     def resolved_run_id(self) -> str:
         """``RUN_ID``, else ``run-<hash of the execution mode and the settings hash>`` (deterministic)."""
