@@ -13,7 +13,7 @@ from pathlib import Path
 
 import redis
 
-from shared.bus import HEARTBEAT_PREFIX
+from shared.bus import live_consumers
 
 SERVICES = ("scanner", "risk", "executor", "exits", "analytics")
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +55,7 @@ class ServiceProcs:
             for key, proc in self.procs.items():
                 if proc.poll() is not None:
                     raise RuntimeError(f"service {key} exited with {proc.returncode} during start")
-            have = {k.decode().rsplit(":", 1)[-1] for k in r.scan_iter(f"{HEARTBEAT_PREFIX}:*")}
+            have = {consumer for _, consumer in live_consumers(r)}
             if want <= have:
                 return
             time.sleep(0.05)

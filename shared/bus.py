@@ -213,6 +213,17 @@ class Bus:
         return [_s(x) for x in pipe.execute()]
 
 
+def live_consumers(r: redis.Redis, group: str | None = None) -> list[tuple[str, str]]:
+    """Sorted ``(group, consumer)`` of every live heartbeat key ``avwap:hb:<group>:<consumer>``
+    (of one ``group`` when given): the consumers that ran a loop within their heartbeat TTL."""
+    out = []
+    pattern = f"{HEARTBEAT_PREFIX}:{group}:*" if group else f"{HEARTBEAT_PREFIX}:*"
+    for k in r.scan_iter(pattern, count=500):
+        g, _, consumer = _s(k)[len(HEARTBEAT_PREFIX) + 1:].partition(":")
+        out.append((g, consumer))
+    return sorted(out)
+
+
 def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 

@@ -10,7 +10,7 @@ import time
 import typer
 
 from avwap.common import fail, operator_redis
-from shared.bus import HEARTBEAT_PREFIX
+from shared.bus import HEARTBEAT_PREFIX, live_consumers
 from shared.controls import kill_switch_value, parse_kill_switch
 from shared.schemas import SchemaError, decode
 from shared.streams import ALL_STREAMS, DLQ, KILL_SWITCH_KEY
@@ -63,7 +63,7 @@ def streams(as_json: bool = typer.Option(False, "--json", help="Print JSON inste
                 groups.append({"group": _s(g["name"]), "pending": g["pending"], "consumers": g["consumers"],
                                "lag": g.get("lag"), "last_delivered": _s(g["last-delivered-id"])})
             rows.append({"stream": name, "length": info["length"], "last_id": _s(info["last-generated-id"]), "groups": groups})
-        hb = sorted(_s(k) for k in r.scan_iter(f"{HEARTBEAT_PREFIX}:*"))
+        hb = sorted(f"{HEARTBEAT_PREFIX}:{g}:{c}" for g, c in live_consumers(r))
     if as_json:
         typer.echo(json.dumps({"streams": rows, "heartbeats": hb}, indent=2))
         return
@@ -157,7 +157,7 @@ def ks_status() -> None:
 def health(service: str) -> None:
     """Exit 0 when the service has a live heartbeat (compose healthchecks call this)."""
     with operator_redis() as r:
-        keys = list(r.scan_iter(f"{HEARTBEAT_PREFIX}:{service}:*"))
+        keys = live_consumers(r, service)
     if not keys:
         fail(f"{service}: no live heartbeat")
     typer.echo(f"{service}: {len(keys)} live consumer(s)")

@@ -35,7 +35,7 @@ from typing import Any
 import msgspec
 import redis
 
-from shared.bus import HEARTBEAT_PREFIX, Delivery, Emit, fields_of
+from shared.bus import Delivery, Emit, fields_of, live_consumers
 from shared.schemas import Alert, Message, SessionEvent, decode, encode
 from shared.service import ServiceContext, ServiceSpec, run_service
 from shared.streams import ALERTS, CLOCK, DLQ, state_key
@@ -320,8 +320,7 @@ def build_parts(ctx: ServiceContext, sleep: Callable[[float], None] = time.sleep
 def live_heartbeats(r: redis.Redis) -> dict[str, int]:
     """group -> live consumers, from the ``avwap:hb:<group>:<consumer>`` keys."""
     out: dict[str, int] = {}
-    for k in r.scan_iter(f"{HEARTBEAT_PREFIX}:*", count=500):
-        group = (k.decode() if isinstance(k, bytes) else k)[len(HEARTBEAT_PREFIX) + 1:].split(":", 1)[0]
+    for group, _ in live_consumers(r):
         out[group] = out.get(group, 0) + 1
     return out
 
