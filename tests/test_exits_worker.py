@@ -250,3 +250,23 @@ def test_a_replica_keeps_publication_order_by_taking_over_a_dead_replicas_entry(
     assert [i.symbol for i in read(real_redis, INTENTS)] == order
     for s in STREAMS:
         assert real_redis.xpending(s, "exits")["pending"] == 0
+
+
+def test_a_closed_position_is_forgotten_at_a_later_sessions_close(redis_url: str, real_redis: redis.Redis,
+                                                                  tmp_path: Path) -> None:
+    """Through the worker (which loads only the positions the index names): bought, sold, then the CLOSE
+    of a later session deletes the position's key; the CLOSE of the day it closed keeps it."""
+    from tests.exits_helpers import sell_fill
+
+    _, c = worker(redis_url, tmp_path)
+    bus = Bus(real_redis)
+    bus.publish(ORDERS, entry_fill("AAPL", 10, 170.0, at(D0, "10:00"), D0, stop=165.0))
+    bus.publish(ORDERS, sell_fill("AAPL", 10, 171.0, at(D0, "11:00"), D0))
+    bus.publish(CLOCK, session(D0, "CLOSE"))
+    c.run(install_signals=False, until_idle=True)
+    assert decode_position(real_redis.get(pos_key("AAPL"))).closed
+    assert decode_index(real_redis.get(INDEX_KEY)).closed == {"AAPL": D0}
+    bus.publish(CLOCK, session(D1, "CLOSE"))
+    c.run(install_signals=False, until_idle=True)
+    assert real_redis.get(pos_key("AAPL")) is None
+    assert decode_index(real_redis.get(INDEX_KEY)).closed == {}

@@ -133,6 +133,7 @@ class ExitsIndex(msgspec.Struct, kw_only=True):
     last_snapshot_ts: int = 0
     session: str = ""
     orphans: dict[str, Orphan] = {}  # client_order_id -> orphan stop
+    closed: dict[str, str] = {}  # symbol -> NY date its position closed (forgotten at a later session's CLOSE)
 
 
 @dataclass
@@ -380,6 +381,8 @@ def _open(index: ExitsIndex, ev: OrderEvent, hist: History, p: Params, res: Resu
     if ev.symbol not in index.open:
         index.open = sorted([*index.open, ev.symbol])
         res.index_changed = True
+    if index.closed.pop(ev.symbol, None) is not None:  # reopened: the closed state it replaces is gone
+        res.index_changed = True
     return pos
 
 
@@ -407,6 +410,8 @@ def _close(index: ExitsIndex, pos: ExitPositionState, ts: int, trade_date: str, 
     if pos.symbol in index.open:
         index.open = [s for s in index.open if s != pos.symbol]
         res.index_changed = True
+    index.closed[pos.symbol] = trade_date
+    res.index_changed = True
 
 
 # -- messages ------------------------------------------------------------------------------
@@ -469,6 +474,8 @@ def on_session(index: ExitsIndex, positions: dict[str, ExitPositionState], ev: S
             pos = positions[sym]
             if pos.closed and pos.closed_date < ev.trade_date:
                 res.deleted.append(sym)
+                index.closed.pop(sym, None)
+                res.index_changed = True
     return res
 
 

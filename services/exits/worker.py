@@ -133,11 +133,12 @@ class Exits:
         self.claim_idle_ms = ctx.settings.core.bus_claim_idle_ms
         self.wait_max_s = ctx.settings.exits.order_wait_max_s
         self.settings_hash = ctx.settings.hash()
+        self.run_id = ctx.settings.resolved_run_id()
 
     def record_line(self, e: ExitEvent) -> bytes:
         """The event's line in the day's JSONL: the event plus its provenance (code, settings, inputs)."""
         prov = provenance(self.settings_hash, {"position": e.position_id, "event": e.event_id},
-                          run_id=self.settings.resolved_run_id())
+                          run_id=self.run_id)
         return canonical_line({**to_plain(e), "provenance": prov})
 
     # -- the message --------------------------------------------------------------------
@@ -162,7 +163,12 @@ class Exits:
                 try:
                     pipe.watch(INDEX_KEY)
                     index = decode_index(pipe.get(INDEX_KEY))
-                    symbols = [msg.symbol] if isinstance(msg, OrderEvent) else list(index.open)
+                    if isinstance(msg, OrderEvent):
+                        symbols = [msg.symbol]
+                    elif isinstance(msg, SessionEvent) and msg.phase == "CLOSE":  # forgets closed positions too
+                        symbols = sorted({*index.open, *index.closed})
+                    else:
+                        symbols = list(index.open)
                     keys = [pos_key(s) for s in symbols]
                     positions: dict[str, ExitPositionState] = {}
                     if keys:
