@@ -123,14 +123,22 @@ def pivot_lows(bars: Sequence[BarRow] | Sequence[Low]) -> list:
     return [bars[i] for i in range(1, len(bars) - 1) if bars[i].low < bars[i - 1].low and bars[i].low <= bars[i + 1].low]
 
 
-def intraday_higher_low(bars5: Sequence[BarRow], min_bars: int) -> BarRow | None:
-    """The latest pivot low above the pivot low before it (None with fewer than ``min_bars`` bars)."""
-    if len(bars5) < min_bars:
+def intraday_higher_low(bars5: Sequence[BarRow] | Sequence[Low], min_bars: int):  # noqa: ANN201 - BarRow | Low | None
+    """The latest pivot low above the pivot low before it (None with fewer than ``min_bars`` bars).
+
+    Scans back from the end over consecutive pivot lows (``pivot_lows``' rule) and stops at the first
+    answer; works on ``BarRow``s (batch form) and on the tracker's ``Low``s alike.
+    """
+    n = len(bars5)
+    if n < min_bars:
         return None
-    piv = pivot_lows(bars5)
-    for k in range(len(piv) - 1, 0, -1):
-        if piv[k].low > piv[k - 1].low:
-            return piv[k]
+    later = None  # the pivot low after ``b`` in the scan
+    for i in range(n - 2, 0, -1):
+        b = bars5[i]
+        if b.low < bars5[i - 1].low and b.low <= bars5[i + 1].low:
+            if later is not None and later.low > b.low:
+                return later
+            later = b
     return None
 
 
@@ -176,21 +184,6 @@ def _day_start(d: str) -> int:
     return dt_to_ns(ny_datetime(d, "00:00"))
 
 
-def _latest_higher_low(bars5: Sequence[Low], min_bars: int) -> Low | None:
-    """``intraday_higher_low`` over ``Low``s, scanning back from the end (stops at the first answer)."""
-    n = len(bars5)
-    if n < min_bars:
-        return None
-    later: Low | None = None
-    for i in range(n - 2, 0, -1):
-        b = bars5[i]
-        if b.low < bars5[i - 1].low and b.low <= bars5[i + 1].low:
-            if later is not None and later.low > b.low:
-                return later
-            later = b
-    return None
-
-
 def _add_session(tr: StopTracker, d: str, rules: StopRules) -> None:
     if tr.sessions and tr.sessions[-1] >= d:
         return
@@ -201,7 +194,7 @@ def _add_session(tr: StopTracker, d: str, rules: StopRules) -> None:
         cutoff = _day_start(tr.sessions[0]) if tr.sessions else 1 << 62
         if tr.bars5 and tr.bars5[0].ts < cutoff:
             tr.bars5 = [b for b in tr.bars5 if b.ts >= cutoff]
-            tr.hl = _latest_higher_low(tr.bars5, rules.hl_min_bars)
+            tr.hl = intraday_higher_low(tr.bars5, rules.hl_min_bars)
         if tr.part_end and tr.part_end <= cutoff:
             tr.part_end, tr.part_low = 0, 0.0
 
@@ -209,7 +202,7 @@ def _add_session(tr: StopTracker, d: str, rules: StopRules) -> None:
 def _close_part(tr: StopTracker, rules: StopRules) -> None:
     tr.bars5.append(Low(tr.part_end, tr.part_low))
     tr.part_end, tr.part_low = 0, 0.0
-    tr.hl = _latest_higher_low(tr.bars5, rules.hl_min_bars)
+    tr.hl = intraday_higher_low(tr.bars5, rules.hl_min_bars)
 
 
 def track_minute(tr: StopTracker, bar: BarRow, rules: StopRules) -> bool:
