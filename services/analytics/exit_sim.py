@@ -135,22 +135,18 @@ def simulate_exit(entry: Entry, daily: Sequence[BarRow], minutes: Sequence[BarRo
             seen_sessions.append(d)
         w0, _ = cal.window_bounds(d, rules.window_start, rules.window_end)
         window_due = d > entry_date or entry.ts < w0  # this session's WINDOW_OPEN sends the desired stop
-        day_minutes = [b for b in min_by_day.get(d, []) if b.ts > entry.ts]
-        if min_by_day.get(d):
-            for b in day_minutes:
-                if window_due and b.ts > w0:  # WINDOW_OPEN comes after the minutes ending at or before it
-                    go_live(w0)
-                    window_due = False
-                if check_fill(b):
-                    return res
-                ratchet(b.ts, b.close)
-                if cal.in_window(b.ts, rules.window_start, rules.window_end):
-                    go_live(b.ts)
-            if window_due:
+        for b in (x for x in min_by_day.get(d, []) if x.ts > entry.ts):
+            if window_due and b.ts > w0:  # WINDOW_OPEN comes after the minutes ending at or before it
                 go_live(w0)
-        else:
-            if window_due:
-                go_live(w0)  # WINDOW_OPEN
+                window_due = False
+            if check_fill(b):
+                return res
+            ratchet(b.ts, b.close)
+            if cal.in_window(b.ts, rules.window_start, rules.window_end):
+                go_live(b.ts)
+        if window_due:
+            go_live(w0)  # WINDOW_OPEN (after every minute of the day, or on a day without minutes)
+        if not min_by_day.get(d):  # daily bars only this session
             bar = next((b for b in daily if ny_trade_date(b.ts) == d), None)
             if bar is None or bar.ts <= entry.ts:
                 continue  # no bar, or the entry filled on this bar: the position starts after it
