@@ -8,7 +8,14 @@ else is *unreadable*, and every reader treats unreadable as ON (fail closed).
 from __future__ import annotations
 
 import json
+import logging
 from typing import Literal
+
+import redis
+
+from shared.streams import KILL_SWITCH_KEY
+
+log = logging.getLogger(__name__)
 
 KillSwitchState = Literal["on", "off", "unreadable"]
 
@@ -29,9 +36,14 @@ def parse_kill_switch(raw: bytes | str | None) -> KillSwitchState:
     return "unreadable"
 
 
-def kill_switch_blocks(raw: bytes | str | None) -> bool:
-    """True when entries must be blocked: the switch is on or its value is unreadable."""
-    return parse_kill_switch(raw) != "off"
+def read_kill_switch(r: redis.Redis) -> KillSwitchState:
+    """The kill switch as stored in Redis now; a key of the wrong type (WRONGTYPE) is unreadable."""
+    try:
+        raw = r.get(KILL_SWITCH_KEY)
+    except redis.ResponseError as exc:
+        log.error("kill switch key unreadable: %s", exc)
+        return "unreadable"
+    return parse_kill_switch(raw)  # type: ignore[arg-type]
 
 
 def kill_switch_value(on: bool, reason: str, at: float) -> str:

@@ -242,7 +242,10 @@ def test_ledger_torn_line_is_isolated_and_records_land_once(fake_redis, tmp_path
 
 def test_kill_switch_values() -> None:
     """One parser for every reader (risk, executor, CLI); unreadable blocks (fail closed)."""
-    from shared.controls import kill_switch_blocks, kill_switch_value, parse_kill_switch
+    from shared.controls import kill_switch_value, parse_kill_switch
+
+    def kill_switch_blocks(raw: bytes | None) -> bool:  # what every reader does with the state
+        return parse_kill_switch(raw) != "off"
 
     assert not kill_switch_blocks(None) and not kill_switch_blocks(b'{"on": false}') and not kill_switch_blocks(b"0")
     assert kill_switch_blocks(b'{"on": true}') and kill_switch_blocks(b"1") and kill_switch_blocks(b"garbage{")

@@ -11,7 +11,7 @@ import typer
 
 from avwap.common import fail, operator_redis
 from shared.bus import HEARTBEAT_PREFIX, live_consumers
-from shared.controls import kill_switch_value, parse_kill_switch
+from shared.controls import kill_switch_value, read_kill_switch
 from shared.schemas import SchemaError, decode
 from shared.streams import ALL_STREAMS, DLQ, KILL_SWITCH_KEY
 
@@ -145,9 +145,8 @@ def ks_status() -> None:
     from shared.settings import get_settings
 
     with operator_redis() as r:
-        raw = r.get(KILL_SWITCH_KEY)
+        state = read_kill_switch(r)
     env_on = get_settings().core.kill_switch
-    state = parse_kill_switch(raw)
     on = state != "off" or env_on
     note = " — the key is unreadable, which blocks entries like ON" if state == "unreadable" else ""
     typer.echo(f"kill switch: {'ON' if on else 'OFF'} (redis={state}, env={'on' if env_on else 'off'}){note}")

@@ -46,7 +46,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
     and the codes that refuse every entry right now (`every_entry_blocked_by`: empty when none does)."""
     from services.risk.core import Limits, decode_state, global_codes
     from services.risk.gates import ordered
-    from services.risk.worker import STATE_KEY, controls_for, live_token_status, read_kill_switch
+    from services.risk.worker import STATE_KEY, controls_for, live_token_status
+    from shared.controls import read_kill_switch
     from shared.settings import get_settings
 
     settings = get_settings()

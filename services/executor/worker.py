@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from shared.alerts import make_alert
 from shared.bus import Delivery, Emit, fields_of
 from shared.clock import calendar, ny_trade_date
-from shared.controls import kill_switch_blocks
+from shared.controls import read_kill_switch
 from shared.crash import crash_point
 from shared.logs import setup_logging
 from shared.schemas import (
@@ -47,7 +47,6 @@ from shared.streams import (
     BROKER,
     CLOCK,
     INTENTS,
-    KILL_SWITCH_KEY,
     ORDERS,
     REJECTIONS,
     state_key,
@@ -253,7 +252,7 @@ class Executor:
     def gates(self) -> core.Gates:
         """The entry controls now: kill switch (env or Redis key, via ``shared.controls``) and the LIVE
         gate (re-checked, token file re-read). Read at every moment an entry would be sent."""
-        kill = self.ctx.settings.core.kill_switch or kill_switch_blocks(self.r.get(KILL_SWITCH_KEY))
+        kill = self.ctx.settings.core.kill_switch or read_kill_switch(self.r) != "off"
         return core.Gates(kill_switch=kill, live_gate=live_gate(self.ctx.settings))
 
     def on_intent(self, st: ExecState, msg: EntryIntent | StopIntent | ExitIntent) -> Out:

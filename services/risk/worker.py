@@ -28,7 +28,7 @@ import redis
 from shared.alerts import make_alert
 from shared.artifacts import canonical_line, code_version, write_atomic
 from shared.bus import Committed, Delivery, Emit, commit_own, committed
-from shared.controls import parse_kill_switch
+from shared.controls import read_kill_switch
 from shared.schemas import Alert, Message, SessionEvent
 from shared.service import ServiceContext, ServiceSpec, run_service
 from shared.settings import Settings
@@ -54,16 +54,6 @@ ARTIFACT_SUBDIR = "risk_decisions"
 STREAMS = [CLOCK, CANDIDATES, PORTFOLIO, BROKER, ORDERS]
 MAX_TXN_RETRIES = 200
 DLQ_SCAN = 1000
-
-
-def read_kill_switch(r: redis.Redis) -> str:
-    """off | on | unreadable (``shared.controls.parse_kill_switch``); a WRONGTYPE key is unreadable."""
-    try:
-        raw = r.get(KILL_SWITCH_KEY)
-    except redis.ResponseError as exc:  # e.g. WRONGTYPE
-        log.error("kill switch key unreadable: %s", exc)
-        return "unreadable"
-    return parse_kill_switch(raw)
 
 
 def live_token_status(settings: Settings) -> str:
