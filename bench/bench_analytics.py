@@ -57,7 +57,7 @@ from shared.service import make_context  # noqa: E402
 from shared.settings import load_settings  # noqa: E402
 from shared.streams import BARS_1D, BROKER, CANDIDATES, CLOCK, EXITS, INTENTS, ORDERS, REJECTIONS  # noqa: E402
 
-DAILY = ROOT.parent / "shared" / "data" / "sp500_daily_2015_2018.csv.gz"
+DAILY = ROOT / "data" / "reference" / "sp500_daily_2015_2018.csv.gz"
 
 
 def at(d: str, hhmm: str) -> int:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Exits core benchmark: the whole intraday file through ``services.exits.core`` with a position in every symbol.
 
-24 symbols x 5 sessions of real 1-minute bars (``../shared/data/intraday_1min_2019-02-11_15.csv.gz``),
+24 symbols x 5 sessions of real 1-minute bars (``data/reference/intraday_1min_2019-02-11_15.csv.gz``),
 one BarBatch per minute, as the replay driver publishes them. Every symbol is bought at its first
 bar (the tracker seeded from nothing, so the stops come from the bars as they arrive), every stop
 intent is answered at once (accepted / replaced, through ``core.on_order``), and no stop fills, so all
@@ -35,7 +35,7 @@ from shared.schemas import BarBatch, BarRow  # noqa: E402
 from shared.stops import StopRules, candidate_stop  # noqa: E402
 from tests.exits_helpers import entry_fill, session, stop_event  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "intraday_1min_2019-02-11_15.csv.gz"
+DATA = ROOT / "data" / "reference" / "intraday_1min_2019-02-11_15.csv.gz"
 TARGET_S = 1.0
 
 

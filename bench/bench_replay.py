@@ -25,7 +25,7 @@ from avwap.replay_run import iter_sessions, prepare, run_replay  # noqa: E402
 from shared.bus import Bus  # noqa: E402
 from shared.redis_conn import connect, start_redis_server  # noqa: E402
 
-DAILY = ROOT.parent / "shared" / "data" / "sp500_daily_2015_2018.csv.gz"
+DAILY = ROOT / "data" / "reference" / "sp500_daily_2015_2018.csv.gz"
 
 
 def driver_only(inp, url: str) -> float:

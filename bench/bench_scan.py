@@ -40,7 +40,7 @@ from shared.bars import FIELDS, BarStore, LoadResult, Panel, load_bars  # noqa: 
 from shared.clock import calendar  # noqa: E402
 from shared.settings import load_settings  # noqa: E402
 
-DAILY = ROOT.parent / "shared" / "data" / "sp500_daily_2015_2018.csv.gz"
+DAILY = ROOT / "data" / "reference" / "sp500_daily_2015_2018.csv.gz"
 SETTINGS = load_settings(scan_market_gate="off")  # the gate is one SMA: the bench measures the per-symbol work
 P = SETTINGS.scanner
 

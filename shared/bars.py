@@ -3,7 +3,7 @@
 One way to read bars for every service:
 
 - ``load_bars(path)`` reads a vendor file (CSV, CSV.gz or Parquet in the format of
-  ``../shared/data/``), validates every row and returns the good rows plus one ``Reject``
+  ``data/reference/``), validates every row and returns the good rows plus one ``Reject``
   (with a reason) per bad row. It never raises on a bad row.
 - ``validate_rows(rows)`` applies the same rules to bars arriving from a feed.
 - ``BarStore(root)`` keeps bars on disk, one append-only CSV per timeframe and NY trade date

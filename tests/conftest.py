@@ -10,9 +10,9 @@ import pytest
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
-DAILY_FILE = SHARED_DATA / "sp500_daily_2015_2018.csv.gz"
-INTRADAY_FILE = SHARED_DATA / "intraday_1min_2019-02-11_15.csv.gz"
+REFERENCE_DATA = ROOT / "data" / "reference"
+DAILY_FILE = REFERENCE_DATA / "sp500_daily_2015_2018.csv.gz"
+INTRADAY_FILE = REFERENCE_DATA / "intraday_1min_2019-02-11_15.csv.gz"
 SAMPLE_DIR = ROOT / "data" / "sample"
 TEST_DB = 9
 

@@ -24,7 +24,7 @@ from shared.bus import Bus
 from shared.service import make_consumer, make_context
 from shared.settings import load_settings
 from shared.streams import ALERTS
-from tests.standins.slack_api import SlackStandIn
+from standins.slack_api import SlackStandIn
 
 TOKEN = "xoxb-secret-test-token-123"
 
@@ -210,7 +210,7 @@ def chart_sender(slack: SlackStandIn, t: FakeTime, root) -> SlackSender:
 
 def test_daily_report_posts_the_message_then_uploads_the_chart(slack: SlackStandIn, real_redis: redis.Redis,
                                                                tmp_path) -> None:
-    from tests.standins.slack_api import channel_id
+    from standins.slack_api import channel_id
 
     t = FakeTime()
     box = Outbox(real_redis)

@@ -11,7 +11,7 @@ from shared.schemas import Alert, SessionEvent, decode
 from shared.service import make_consumer, make_context
 from shared.settings import load_settings
 from shared.streams import ALERTS, CLOCK, DLQ
-from tests.standins.slack_api import SlackStandIn
+from standins.slack_api import SlackStandIn
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S

@@ -8,10 +8,10 @@ import pytest
 from shared.bars import BarStore, load_bars, validate_rows
 from shared.clock import calendar, ny_time
 from shared.schemas import BarRow
-from tests.conftest import SHARED_DATA
+from tests.conftest import REFERENCE_DATA
 
-DAILY = SHARED_DATA / "sp500_daily_2015_2018.csv.gz"
-INTRADAY = SHARED_DATA / "intraday_1min_2019-02-11_15.csv.gz"
+DAILY = REFERENCE_DATA / "sp500_daily_2015_2018.csv.gz"
+INTRADAY = REFERENCE_DATA / "intraday_1min_2019-02-11_15.csv.gz"
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from shared.bus import (
 from shared.schemas import Alert, Message, encode, replace
 
 ROOT = Path(__file__).resolve().parent.parent
-STANDIN = ROOT / "tests" / "standins" / "bus_consumer.py"
+STANDIN = ROOT / "tests" / "bus_consumer.py"
 IN, OUT = "test:in", "test:out"
 
 

@@ -26,7 +26,7 @@ from tests.executor_helpers import (
     stop_place,
     stop_replace,
 )
-from tests.standins.alpaca_api import AlpacaStandIn
+from standins.alpaca_api import AlpacaStandIn
 
 D1, D2 = "2018-03-01", "2018-03-02"
 

@@ -15,7 +15,7 @@ from shared.settings import load_settings
 from shared.streams import ALERTS, BARS_1D, BARS_1M, CLOCK
 from tests.conftest import INTRADAY_FILE
 from tests.executor_helpers import read
-from tests.standins.alpaca_data import AlpacaDataStandIn
+from standins.alpaca_data import AlpacaDataStandIn
 
 D = "2019-02-11"
 SYMS = ("AAPL", "MSFT")

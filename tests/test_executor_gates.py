@@ -36,7 +36,7 @@ from tests.executor_helpers import (
     sim_executor,
     snapshots,
 )
-from tests.standins.alpaca_api import AlpacaStandIn
+from standins.alpaca_api import AlpacaStandIn
 
 D1, D2 = "2018-03-01", "2018-03-02"
 

@@ -26,7 +26,7 @@ from tests.executor_helpers import (
     session,
     stop_place,
 )
-from tests.standins.alpaca_api import AlpacaStandIn
+from standins.alpaca_api import AlpacaStandIn
 
 D1, D2 = "2018-03-01", "2018-03-02"
 SLOW = 3600.0  # polling slowed to once an hour: what arrives, arrives by the stream

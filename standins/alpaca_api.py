@@ -18,7 +18,7 @@ then that error answered, as a gateway that lost the backend's answer does), ``f
 ``stick_pending_cancel``, ``external_order`` (an order placed outside the system), ``posts``
 (every POST /v2/orders body, to count submissions).
 
-With ``stream=True`` it also runs the trade-update websocket (``tests/standins/alpaca_stream.py``,
+With ``stream=True`` it also runs the trade-update websocket (``standins/alpaca_stream.py``,
 ``stream_url``) and publishes an update on every order change, as Alpaca does: ``new`` (created,
 also outside the system), ``partial_fill``/``fill`` (``fill``), ``pending_cancel``/``canceled``,
 ``replaced`` (the old order) then ``new`` (its replacement).
@@ -36,7 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from tests.standins.alpaca_stream import TradeUpdatesStandIn
+from standins.alpaca_stream import TradeUpdatesStandIn
 
 OPEN_STATES = {"new", "accepted", "pending_new", "partially_filled", "pending_cancel", "pending_replace", "held",
                "accepted_for_bidding"}
