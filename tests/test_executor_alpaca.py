@@ -10,6 +10,7 @@ import pytest
 from services.executor.worker import Executor
 from shared.schemas import Alert, OrderEvent
 from shared.streams import ALERTS
+from standins.alpaca_api import AlpacaStandIn
 from tests.executor_helpers import (
     KEY,
     SECRET,
@@ -26,7 +27,6 @@ from tests.executor_helpers import (
     stop_place,
     stop_replace,
 )
-from standins.alpaca_api import AlpacaStandIn
 
 D1, D2 = "2018-03-01", "2018-03-02"
 

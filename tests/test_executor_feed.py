@@ -13,9 +13,9 @@ from shared.clock import ReplayClock, calendar, dt_to_ns, ny_datetime
 from shared.schemas import Alert, BarBatch, BarRow, SessionEvent
 from shared.settings import load_settings
 from shared.streams import ALERTS, BARS_1D, BARS_1M, CLOCK
+from standins.alpaca_data import AlpacaDataStandIn
 from tests.conftest import INTRADAY_FILE
 from tests.executor_helpers import read
-from standins.alpaca_data import AlpacaDataStandIn
 
 D = "2019-02-11"
 SYMS = ("AAPL", "MSFT")

@@ -19,6 +19,7 @@ from shared.clock import dt_to_ns, ny_datetime
 from shared.controls import kill_switch_value
 from shared.schemas import Alert
 from shared.streams import ALERTS, KILL_SWITCH_KEY
+from standins.alpaca_api import AlpacaStandIn
 from tests.executor_helpers import (
     alpaca_executor,
     clean_ledger,
@@ -36,7 +37,6 @@ from tests.executor_helpers import (
     sim_executor,
     snapshots,
 )
-from standins.alpaca_api import AlpacaStandIn
 
 D1, D2 = "2018-03-01", "2018-03-02"
 

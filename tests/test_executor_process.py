@@ -20,8 +20,8 @@ from shared.bus import HEARTBEAT_PREFIX, Bus
 from shared.ids import client_order_id
 from shared.schemas import Alert
 from shared.streams import ALERTS, BARS_1D, BARS_1M, CLOCK, INTENTS
-from tests.executor_helpers import daily, entry, read, session
 from standins.alpaca_api import AlpacaStandIn
+from tests.executor_helpers import daily, entry, read, session
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY, SECRET = "PKPROCKEY0987654321", "PROCSECRET0987654321zyxwvu"

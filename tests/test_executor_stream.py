@@ -12,6 +12,7 @@ import pytest
 from services.executor.trade_stream import TradeUpdates, stream_url_for
 from services.executor.worker import Executor
 from shared.artifacts import read_jsonl
+from standins.alpaca_api import AlpacaStandIn
 from tests.executor_helpers import (
     KEY,
     SECRET,
@@ -26,7 +27,6 @@ from tests.executor_helpers import (
     session,
     stop_place,
 )
-from standins.alpaca_api import AlpacaStandIn
 
 D1, D2 = "2018-03-01", "2018-03-02"
 SLOW = 3600.0  # polling slowed to once an hour: what arrives, arrives by the stream
