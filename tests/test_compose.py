@@ -36,13 +36,13 @@ def test_each_service_restarts_and_checks_its_heartbeat() -> None:
     assert "rq" in services["rq-worker"]["command"][0]
 
 
-def test_only_the_executor_gets_broker_variables() -> None:
+def test_only_the_executor_and_the_feed_get_broker_variables() -> None:
     compose = _compose()
     for name, svc in compose["services"].items():
         env_files = [e["path"] if isinstance(e, dict) else e for e in svc.get("env_file", [])]
         env = svc.get("environment", {}) or {}
         has_broker = ".env.broker" in env_files or any(k.startswith("APCA_") for k in env)
-        assert has_broker == (name == "executor"), name
+        assert has_broker == (name in ("executor", "feed")), name
     assert "APCA_" not in (ROOT / ".env.example").read_text().split("do NOT go here")[0]
 
 
