@@ -41,6 +41,7 @@ from shared.settings import SECTIONS, Settings, get_settings
 from shared.streams import ALERTS, BARS_1D, BARS_1M, CLOCK, state_key
 from shared.universe import read_universe
 
+from .rate_limit import RateLimiter, from_settings
 from .settings import BrokerSettings
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class AlpacaData:
     """alpaca-py ``StockHistoricalDataClient``; Alpaca stamps bars at their START, we at their END."""
 
     def __init__(self, key: str | None, secret: str | None, *, url: str | None, feed: str, timeout_s: float,
-                 cal: TradingCalendar | None = None) -> None:
+                 cal: TradingCalendar | None = None, limiter: RateLimiter | None = None) -> None:
         import functools
 
         from alpaca.data.historical import StockHistoricalDataClient
@@ -67,6 +68,8 @@ class AlpacaData:
         self.client = StockHistoricalDataClient(key, secret, url_override=url.rstrip("/") if url else None)
         self.client._session.request = functools.partial(self.client._session.request, timeout=timeout_s)  # type: ignore[method-assign]  # noqa: SLF001
         self.client._retry_codes = []  # noqa: SLF001
+        if limiter is not None:  # the shared broker REST limit (429s: paused and retried there)
+            limiter.install(self.client)
         self.feed = feed
         self.cal = cal or calendar()
 
@@ -275,12 +278,13 @@ def build_feed(settings: Settings | None = None, bs: BrokerSettings | None = Non
     bs = bs or BrokerSettings()
     key = bs.apca_api_key_id.get_secret_value() if bs.apca_api_key_id else None
     secret = bs.apca_api_secret_key.get_secret_value() if bs.apca_api_secret_key else None
-    source = AlpacaData(key, secret, url=bs.apca_data_url, feed=bs.feed_data_feed, timeout_s=bs.broker_timeout_s)
-    store = BarStore(settings.core.bars_dir)
     if r is None:
         if not settings.core.redis_url:
             raise SystemExit("feed: REDIS_URL is required")
         r = connect(settings.core.redis_url)
+    source = AlpacaData(key, secret, url=bs.apca_data_url, feed=bs.feed_data_feed, timeout_s=bs.broker_timeout_s,
+                        limiter=from_settings(r, bs))
+    store = BarStore(settings.core.bars_dir)
     return Feed(r, source, store, universe(settings, bs, store), settings=settings, bs=bs)
 
 
