@@ -57,10 +57,12 @@ class DataSource(Protocol):
 
 
 class AlpacaData:
-    """alpaca-py ``StockHistoricalDataClient``; Alpaca stamps bars at their START, we at their END."""
+    """alpaca-py ``StockHistoricalDataClient``; Alpaca stamps bars at their START, we at their END.
+    ``adjustment``: FEED_ADJUSTMENT (split-adjusted by default, the same for the live bars and the backfill)."""
 
     def __init__(self, key: str | None, secret: str | None, *, url: str | None, feed: str, timeout_s: float,
-                 cal: TradingCalendar | None = None, limiter: RateLimiter | None = None) -> None:
+                 cal: TradingCalendar | None = None, limiter: RateLimiter | None = None,
+                 adjustment: str = "split") -> None:
         import functools
 
         from alpaca.data.historical import StockHistoricalDataClient
@@ -71,16 +73,17 @@ class AlpacaData:
         if limiter is not None:  # the shared broker REST limit (429s: paused and retried there)
             limiter.install(self.client)
         self.feed = feed
+        self.adjustment = adjustment
         self.cal = cal or calendar()
 
     def bars(self, symbols: Sequence[str], tf: str, start_ns: int, end_ns: int) -> list[BarRow]:
-        from alpaca.data.enums import DataFeed
+        from alpaca.data.enums import Adjustment, DataFeed
         from alpaca.data.requests import StockBarsRequest
         from alpaca.data.timeframe import TimeFrame
 
         req = StockBarsRequest(symbol_or_symbols=list(symbols), timeframe=TimeFrame.Day if tf == "1d" else TimeFrame.Minute,
                                start=datetime.fromtimestamp(start_ns / NS, tz=UTC), end=datetime.fromtimestamp(end_ns / NS, tz=UTC),
-                               feed=DataFeed(self.feed))
+                               feed=DataFeed(self.feed), adjustment=Adjustment(self.adjustment))
         out: list[BarRow] = []
         for sym, rows in self.client.get_stock_bars(req).data.items():
             for b in rows:
@@ -273,17 +276,22 @@ def missing_keys(bs: BrokerSettings) -> list[str]:
             if v is None or not v.get_secret_value().strip()]
 
 
+def data_source(bs: BrokerSettings, r: redis.Redis | None) -> AlpacaData:
+    """The market-data client of the settings (keys, URL, feed, adjustment), under the shared rate limit."""
+    key = bs.apca_api_key_id.get_secret_value() if bs.apca_api_key_id else None
+    secret = bs.apca_api_secret_key.get_secret_value() if bs.apca_api_secret_key else None
+    return AlpacaData(key, secret, url=bs.apca_data_url, feed=bs.feed_data_feed, timeout_s=bs.broker_timeout_s,
+                      limiter=from_settings(r, bs), adjustment=bs.feed_adjustment)
+
+
 def build_feed(settings: Settings | None = None, bs: BrokerSettings | None = None, r: redis.Redis | None = None) -> Feed:
     settings = settings or get_settings()
     bs = bs or BrokerSettings()
-    key = bs.apca_api_key_id.get_secret_value() if bs.apca_api_key_id else None
-    secret = bs.apca_api_secret_key.get_secret_value() if bs.apca_api_secret_key else None
     if r is None:
         if not settings.core.redis_url:
             raise SystemExit("feed: REDIS_URL is required")
         r = connect(settings.core.redis_url)
-    source = AlpacaData(key, secret, url=bs.apca_data_url, feed=bs.feed_data_feed, timeout_s=bs.broker_timeout_s,
-                        limiter=from_settings(r, bs))
+    source = data_source(bs, r)
     store = BarStore(settings.core.bars_dir)
     return Feed(r, source, store, universe(settings, bs, store), settings=settings, bs=bs)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 
 from shared.settings.base import Section, fingerprint
@@ -49,7 +51,12 @@ class BrokerSettings(Section):
     entry_confirm_minutes: int = Field(10, ge=1, description="Bar length (minutes) of the intraday entry confirmation.")
     feed_symbols: str = Field("", description="Live feed: comma-separated symbols; empty: SCAN_UNIVERSE_FILE, else the symbols in the bar store.")
     feed_intraday: bool = Field(True, description="Live feed: also fetch and publish 1-minute bars.")
-    feed_data_feed: str = Field("iex", description="Alpaca market-data feed: iex (free) or sip.")
+    feed_data_feed: Literal["iex", "sip"] = Field("iex", description="Alpaca market-data feed: iex (free) or sip.")
+    feed_adjustment: Literal["raw", "split", "dividend", "all"] = Field("split", description="Corporate-action adjustment of the bars fetched (feed and backfill); split: history adjusted for splits as of the request (a later split re-fetches the symbol's history).")
+    backfill_batch_symbols: int = Field(100, ge=1, le=1000, description="Backfill: symbols per market-data request (alpaca-py pages through each).")
+    backfill_intraday_sessions: int = Field(5, ge=1, description="Backfill --intraday: sessions of 1-minute bars per chunk (the unit a crash can lose).")
+    backfill_check_sessions: int = Field(5, ge=1, description="Backfill: last stored sessions re-fetched per symbol to detect a split or other adjustment.")
+    feed_backfill_on_start: bool = Field(True, description="The feed backfills daily history at start when the store holds fewer than SCAN_HISTORY_BARS sessions.")
     feed_poll_s: float = Field(5.0, gt=0, description="Live feed: seconds between scheduler ticks.")
     feed_minute_delay_s: int = Field(10, ge=0, description="Live feed: a minute bar is fetched this long after its minute ends.")
     feed_daily_delay_s: int = Field(300, ge=0, description="Live feed: the daily bar (then CLOSE) is fetched this long after the close.")
