@@ -9,8 +9,9 @@ historical.md``, "Multi Bars") and alpaca-py's ``RESTClient._get_marketdata`` us
   response across all symbols, ordered by symbol then time; when more remain, ``next_page_token`` is an
   opaque token the client sends back as ``page_token`` (alpaca-py loops until it is null);
 - ``adjustment``: ``raw`` (the default) or ``split``/``dividend``/``all``; here ``split`` and ``all``
-  apply the stand-in's ``splits`` (symbol -> [(effective NY date, ratio)]: bars before the date have
-  prices divided and volume multiplied by the ratio), ``dividend`` is served as raw;
+  apply the stand-in's ``splits`` (symbol -> [(effective NY date, ratio)]: once ``clock()`` reaches the
+  date, bars before it have prices divided and volume multiplied by the ratio; the bars given are raw),
+  ``dividend`` is served as raw;
 - ``feed``: ``iex``, ``sip`` or ``otc`` (one data set here; anything else is a 400 "invalid feed");
 - errors: 400 on a bad parameter, 422 on a limit out of range, 429 when throttled (``throttle_next``, with
   ``throttle_headers`` such as ``X-RateLimit-Reset``), ``fail_next``: 500.
@@ -117,12 +118,13 @@ class AlpacaDataStandIn:
         self._server.shutdown()
         self._server.server_close()
 
-    def _factor(self, sym: str, d: str, adjustment: str) -> float:
+    def _factor(self, sym: str, d: str, adjustment: str, today: str) -> float:
+        """Split adjustment as of ``today``: splits effective by then divide the prices before them."""
         if adjustment not in ("split", "all"):
             return 1.0
         f = 1.0
         for eff, ratio in self.splits.get(sym, []):
-            if d < eff:
+            if d < eff <= today:
                 f *= ratio
         return f
 
@@ -161,8 +163,9 @@ class AlpacaDataStandIn:
         picked.sort(key=lambda x: (x[0], x[1]))
         page, more = picked[:limit], len(picked) > limit
         out: dict[str, list[dict[str, object]]] = {}
+        today = ns_to_dt(now, NY).date().isoformat()
         for sym, t, b in page:
-            f = self._factor(sym, ns_to_dt(b.ts, NY).date().isoformat(), adjustment)
+            f = self._factor(sym, ns_to_dt(b.ts, NY).date().isoformat(), adjustment, today)
             out.setdefault(sym, []).append({"t": _iso(t), "o": b.open / f, "h": b.high / f, "l": b.low / f,
                                             "c": b.close / f, "v": b.volume * f, "n": 1, "vw": b.close / f})
         return {"bars": out, "next_page_token": _token(page[-1][0], page[-1][1]) if more else None}

@@ -110,13 +110,13 @@ def tick(c, i, n):
     print(f"chunk {i}/{n}", flush=True)
 bf = Backfill(AlpacaData("PKBACKFILL", "SECRET", url=url, feed="iex", timeout_s=10.0), BarStore(root),
               clock=ReplayClock(now), batch=6, on_chunk=tick)
-bf.run(sys.argv[4].split(","), "2018-01-02")
+bf.run(sys.argv[4].split(","), "2018-07-02")
 print("done", flush=True)
 """
 
 
 def test_a_kill_mid_run_loses_and_duplicates_nothing(tmp_path: Path, daily) -> None:
-    """SIGKILL a backfill process (2018, 36 symbols, chunks of 6) as it starts its third chunk of six;
+    """SIGKILL a backfill process (2018 H2, 36 symbols, chunks of 6) as it starts its third chunk of six;
     the rerun completes the store, with every bar exactly once and the same content as an undisturbed run."""
     clock = ReplayClock(NOW)
     syms = sorted({b.symbol for b in daily})
@@ -132,15 +132,15 @@ def test_a_kill_mid_run_loses_and_duplicates_nothing(tmp_path: Path, daily) -> N
                 break
         p.wait(30)
         assert p.returncode == -signal.SIGKILL
-        want = [b for b in daily if ns_to_dt(b.ts).year == 2018]
+        want = [b for b in daily if ns_to_dt(b.ts).date().isoformat() >= "2018-07-02"]
         partial = len(set(_lines(killed)))
         assert 0 < partial < len(want)
         before = len(standin.requests)
-        rep = Backfill(_source(standin.url), killed, clock=clock, batch=6).run(syms, "2018-01-02")
+        rep = Backfill(_source(standin.url), killed, clock=clock, batch=6).run(syms, "2018-07-02")
         # the rest (at most 4 chunks), plus the adjustment check of what was covered: not everything again
         assert rep.chunks <= 4 and len(standin.requests) - before <= 4 + 3
         clean = BarStore(tmp_path / "clean")
-        Backfill(_source(standin.url), clean, clock=clock).run(syms, "2018-01-02")
+        Backfill(_source(standin.url), clean, clock=clock).run(syms, "2018-07-02")
     lines = _lines(killed)
     assert len(lines) == len(set(lines)) == len(want)  # nothing lost, nothing twice
     assert killed.dates("1d") == clean.dates("1d")
@@ -148,3 +148,70 @@ def test_a_kill_mid_run_loses_and_duplicates_nothing(tmp_path: Path, daily) -> N
         a = killed.read_day("1d", d).sort_values("symbol").reset_index(drop=True)
         b = clean.read_day("1d", d).sort_values("symbol").reset_index(drop=True)
         assert a.equals(b), d
+
+
+def test_a_2_for_1_split_while_a_position_is_open(tmp_path: Path, daily, real_redis, redis_url) -> None:
+    """AAPL splits 2:1 on 2018-12-03 while a position is open. The next backfill sees the stored closes at
+    twice the served ones, purges AAPL (only) and re-fetches its whole history (never mixed), alerts with
+    the factor; ``avwap exits rebase`` re-bases the position's stop and state by it."""
+    from typer.testing import CliRunner
+
+    from avwap.cli import app
+    from services.executor.backfill import report_alerts
+    from services.exits.rebase import rebase_position
+    from services.exits.worker import decode_position, pos_key
+    from shared.schemas import ExitPositionState, Low, StopTracker, encode
+
+    eff = "2018-12-03"
+    rows = [b for b in daily if b.symbol in ("AAPL", "MSFT") and ns_to_dt(b.ts).date().isoformat() >= "2018-07-02"]
+    # the crafted world: after the split AAPL trades at half the price, twice the shares (raw bars)
+    raw = [BarRow(symbol=b.symbol, ts=b.ts, open=b.open / 2, high=b.high / 2, low=b.low / 2, close=b.close / 2,
+                  volume=b.volume * 2) if b.symbol == "AAPL" and ns_to_dt(b.ts).date().isoformat() >= eff else b
+           for b in rows]
+    clock = ReplayClock(dt_to_ns(ny_datetime("2018-11-30", "20:00")))
+    store = BarStore(tmp_path / "bars")
+    with _standin(raw, clock) as standin:
+        standin.splits = {"AAPL": [(eff, 2.0)]}
+        bf = Backfill(_source(standin.url), store, clock=clock)
+        assert bf.run(["AAPL", "MSFT"], "2018-07-02").adjusted == {}
+        before = {d: store.read_day("1d", d) for d in store.dates("1d")}
+        msft_before = store.daily("MSFT")
+        clock.set(dt_to_ns(ny_datetime("2018-12-05", "08:00")))
+        rep = bf.run(["AAPL", "MSFT"], "2018-07-02")
+    assert rep.adjusted == {"AAPL": pytest.approx(2.0)}
+    aapl = store.daily("AAPL")
+    by_ts = {b.ts: b for b in rows if b.symbol == "AAPL"}
+    assert len(aapl) == sum(1 for b in by_ts.values() if ns_to_dt(b.ts).date().isoformat() <= "2018-12-04")
+    assert all(b.close == pytest.approx(by_ts[b.ts].close / 2) for b in aapl)  # one adjusted series, not mixed
+    assert store.daily("MSFT")[:len(msft_before)] == msft_before  # the other symbol untouched
+    assert len(store.read_day("1d", "2018-08-01")) == len(before["2018-08-01"]) == 2
+    lines = _lines(store)
+    assert len(lines) == len(set(lines))
+    alerts = report_alerts(rep, "backfill", clock.now_ns())
+    assert [(a.kind, a.severity) for a in alerts] == [("history_adjusted", "critical")]
+    assert "exits rebase AAPL --factor 2" in alerts[0].text
+
+    # the open position: entry 180, stop 170 (desired 172), 10 shares, a live stop at the broker
+    pos = ExitPositionState(position_id="p1", symbol="AAPL", qty=10, avg_entry_price=180.0, opened_ts=1,
+                            opened_date="2018-11-20", initial_stop=168.0, current_stop=170.0, desired_stop=172.0,
+                            live_stop_client_order_id="s1", live_stop_price=170.0, live_stop_qty=10,
+                            stop_ref_low=172.0, entry_qty=10,
+                            tracker=StopTracker(daily=[Low(1, 172.0), Low(2, 175.0)], hl=Low(2, 175.0)))
+    new = rebase_position(pos, rep.adjusted["AAPL"])
+    assert (new.qty, new.avg_entry_price, new.current_stop, new.desired_stop, new.initial_stop) == (20, 90.0, 85.0, 86.0, 84.0)
+    assert (new.live_stop_price, new.live_stop_qty, new.stop_ref_low) == (85.0, 20, 86.0)
+    assert [x.low for x in new.tracker.daily] == [86.0, 87.5] and new.tracker.hl == Low(2, 87.5)
+    assert pos.qty == 10 and pos.current_stop == 170.0  # pure: the input is unchanged
+    # the operator step, on real Redis, with the exits service stopped
+    real_redis.set(pos_key("AAPL"), encode(pos))
+    runner = CliRunner()
+    env = {"REDIS_URL": redis_url}
+    res = runner.invoke(app, ["exits", "rebase", "AAPL", "--factor", "2"], env=env)
+    assert res.exit_code == 0 and "dry run" in res.output and decode_position(real_redis.get(pos_key("AAPL"))) == pos
+    real_redis.set("avwap:hb:exits:x1", "{}", ex=30)  # exits running: refused
+    res = runner.invoke(app, ["exits", "rebase", "AAPL", "--factor", "2", "--yes"], env=env)
+    assert res.exit_code != 0 and decode_position(real_redis.get(pos_key("AAPL"))) == pos
+    real_redis.delete("avwap:hb:exits:x1")
+    res = runner.invoke(app, ["exits", "rebase", "AAPL", "--factor", "2", "--yes"], env=env)
+    assert res.exit_code == 0, res.output
+    assert decode_position(real_redis.get(pos_key("AAPL"))) == new

@@ -34,9 +34,10 @@ from pathlib import Path
 
 import msgspec
 
+from shared.alerts import make_alert
 from shared.bars import BarStore, Reject, validate_rows
 from shared.clock import NS, Clock, TradingCalendar, WallClock, calendar, ny_trade_date
-from shared.schemas import BarRow
+from shared.schemas import Alert, BarRow
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,22 @@ def history_start(cal: TradingCalendar, now_ns: int, sessions: int) -> str:
     for _ in range(sessions - 1):
         d = cal.previous_session(d)
     return d
+
+
+def report_alerts(report: Report, source: str, ts: int) -> list[Alert]:
+    """The operator alerts of a run: one critical ``history_adjusted`` per re-fetched symbol (with the
+    re-base step), one warning for rejected bars."""
+    out = [make_alert(source, "history_adjusted", f"{sym}: price history adjusted by {f:g} (split or other "
+                      "corporate action); its stored history was re-fetched", severity="critical",
+                      text=f"If a position in {sym} is open, re-base its exit state: docker compose stop exits; "
+                      f"bin/avwap exits rebase {sym} --factor {f:g} --yes; docker compose start exits",
+                      ts=ts, dedup=f"adj:{sym}:{f:.6g}", runbook="corporate-actions")
+           for sym, f in sorted(report.adjusted.items())]
+    if report.rejects:
+        out.append(make_alert(source, "bars_rejected", f"backfill: {len(report.rejects)} bars rejected",
+                              severity="warning", text=", ".join(f"{r.symbol}:{r.when}:{r.reason}" for r in report.rejects[:20]),
+                              ts=ts, dedup=f"bfrej:{ts}:{len(report.rejects)}"))
+    return out
 
 
 # -- the shell ----------------------------------------------------------------------------------
