@@ -215,3 +215,36 @@ def test_a_2_for_1_split_while_a_position_is_open(tmp_path: Path, daily, real_re
     res = runner.invoke(app, ["exits", "rebase", "AAPL", "--factor", "2", "--yes"], env=env)
     assert res.exit_code == 0, res.output
     assert decode_position(real_redis.get(pos_key("AAPL"))) == new
+
+
+def test_avwap_data_backfill_command(tmp_path: Path, daily, redis_url, real_redis) -> None:
+    """The operator command: keys from the environment, --symbols, --from; a second run fetches nothing;
+    without keys it names the missing variables."""
+    from typer.testing import CliRunner
+
+    from avwap.cli import app
+    from shared.settings import get_settings
+
+    uni = tmp_path / "universe.txt"
+    uni.write_text("# two names\nAAPL,Tech\nMSFT\n")
+    rows = [b for b in daily if b.symbol in ("AAPL", "MSFT", "SPY")]
+    env = {"APCA_API_KEY_ID": "PKCLI", "APCA_API_SECRET_KEY": "SECRETCLI", "REDIS_URL": redis_url,
+           "BARS_DIR": str(tmp_path / "bars"), "SCAN_MARKET_GATE": "universe_proxy"}
+    runner = CliRunner()
+    get_settings.cache_clear()
+    try:
+        with AlpacaDataStandIn([], rows) as standin:
+            env["APCA_DATA_URL"] = standin.url
+            res = runner.invoke(app, ["data", "backfill", "--from", "2018-12-03", "--symbols", str(uni)], env=env)
+            assert res.exit_code == 0, res.output
+            assert "backfill 2 symbols from 2018-12-03" in res.output and "1d: 1 chunks" in res.output
+            n = len(standin.requests)
+            res = runner.invoke(app, ["data", "backfill", "--from", "2018-12-03", "--symbols", str(uni)], env=env)
+            assert res.exit_code == 0 and "1d: 0 chunks" in res.output and len(standin.requests) == n + 1
+        assert BarStore(tmp_path / "bars").dates("1d")[0] == "2018-12-03"
+        assert "SECRETCLI" not in res.output
+        res = runner.invoke(app, ["data", "backfill", "--symbols", str(uni)],
+                            env={**env, "APCA_API_KEY_ID": "", "APCA_API_SECRET_KEY": ""})
+        assert res.exit_code == 1 and "missing APCA_API_KEY_ID, APCA_API_SECRET_KEY" in res.output
+    finally:
+        get_settings.cache_clear()

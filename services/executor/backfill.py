@@ -322,3 +322,36 @@ class Backfill:
         """Sessions per chunk: a daily chunk takes its whole run (alpaca-py pages through it), an
         intraday chunk BACKFILL_INTRADAY_SESSIONS (a small unit of work to lose in a crash)."""
         return 10**6 if tf == "1d" else self.intraday_sessions
+
+
+def backfill(source, store: BarStore, symbols: Sequence[str], start: str, *, intraday: bool = False,  # noqa: ANN001
+             bs=None, clock: Clock | None = None, progress: bool = False,  # noqa: ANN001 - BrokerSettings
+             on_chunk: Callable[[Chunk, int, int], None] | None = None) -> dict[str, Report]:
+    """Daily (and with ``intraday`` 1-minute) backfill of ``symbols`` from ``start``: what the CLI and the
+    feed run. ``progress``: a rich progress bar on the terminal. Returns the report per timeframe."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    kw = {} if bs is None else {"batch": bs.backfill_batch_symbols, "intraday_sessions": bs.backfill_intraday_sessions,
+                                "check_sessions": bs.backfill_check_sessions}
+    out: dict[str, Report] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  disable=not progress, transient=False) as bar:
+        for tf in ("1d", "1m") if intraday else ("1d",):
+            task = bar.add_task(f"backfill {tf}", total=None)
+
+            def tick(c: Chunk, i: int, n: int, task: int = task) -> None:
+                bar.update(task, completed=i, total=n, description=f"backfill {c.tf} {c.start}..{c.end}")
+                if on_chunk is not None:
+                    on_chunk(c, i, n)
+
+            bf = Backfill(source, store, clock=clock, on_chunk=tick, **kw)
+            out[tf] = bf.run(symbols, start, tf)
+            bar.update(task, total=max(out[tf].chunks, 1), completed=max(out[tf].chunks, 1))
+    return out
+
+
+def history_short(store: BarStore, cal: TradingCalendar, now_ns: int, need: int) -> bool:
+    """True when the store holds fewer than ``need`` of the last ``need`` closed sessions (the scan's window)."""
+    start = history_start(cal, now_ns, need)
+    have = [d for d in store.dates("1d") if d >= start]
+    return len(have) < need

@@ -238,6 +238,37 @@ class Feed:
             backoff, failures, since = 1.0, 0, 0
             self.sleep(self.bs.feed_poll_s)
 
+    def ensure_history(self) -> bool:
+        """At start: when the store holds fewer than SCAN_HISTORY_BARS closed sessions, backfill the daily
+        history (SCAN_HISTORY_BARS + 10 sessions, ``services.executor.backfill``), saying so in the log and
+        with alerts (start, done, failed). The heartbeat is kept during the backfill. True if it ran."""
+        from .backfill import backfill, history_short, history_start, report_alerts
+
+        need, now = self.s.scanner.scan_history_bars, self.clock.now_ns()
+        if not self.symbols or not history_short(self.store, self.cal, now, need):
+            return False
+        start = history_start(self.cal, now, need + 10)
+        msg = (f"bar store holds fewer than {need} daily sessions (SCAN_HISTORY_BARS): backfilling "
+               f"{len(self.symbols)} symbols from {start}")
+        log.warning("feed: %s", msg)
+        self._alert("feed_backfill", f"feed: {msg}", "info", "", now)
+        self.heartbeat()
+        try:
+            rep = backfill(self.source, self.store, self.symbols, start, bs=self.bs, clock=self.clock,
+                           on_chunk=lambda *_: self.heartbeat())["1d"]
+        except Exception as exc:  # noqa: BLE001 - the feed goes on; the scan fails closed on short history
+            log.error("feed: backfill failed: %s: %s", type(exc).__name__, redact(str(exc))[:300])
+            self._alert("feed_backfill_failed", "feed: start-up backfill failed", "warning",
+                        f"{type(exc).__name__}: {redact(str(exc))[:300]}; run `bin/avwap data backfill`", now)
+            return True
+        done = self.clock.now_ns()
+        log.info("feed: backfill done: %d chunks, %d new bars, %d rejected", rep.chunks, rep.written, len(rep.rejects))
+        self._alert("feed_backfill_done", f"feed: backfill done, {rep.written} bars written", "info",
+                    f"{rep.chunks} chunks; rejected {len(rep.rejects)} {rep.reasons() or ''}".strip(), now)
+        for a in report_alerts(rep, GROUP, done):
+            self.r.xadd(ALERTS, fields_of(a), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+        return True
+
     def heartbeat(self) -> None:
         """``avwap:hb:feed:<consumer>`` (TTL HEARTBEAT_TTL_S), refreshed after each good tick (and during a
         start-up backfill): ``avwap health feed``, compose's healthcheck, fails while the feed delivers nothing."""
@@ -317,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
                                f"missing {', '.join(missing)} (the feed's market-data keys: put them in .env.broker)",
                                redis_url=settings.core.redis_url, runbook="invalid-settings")
     feed = build_feed(settings, bs)
+    if bs.feed_backfill_on_start:
+        feed.ensure_history()
     if args.once:
         print("\n".join(feed.tick()))
         return 0
