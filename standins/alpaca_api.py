@@ -36,6 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from standins.alpaca_assets import assets_api
 from standins.alpaca_stream import TradeUpdatesStandIn
 
 OPEN_STATES = {"new", "accepted", "pending_new", "partially_filled", "pending_cancel", "pending_replace", "held",
@@ -222,6 +223,9 @@ class AlpacaStandIn:
             return self._api(method, path, query, body)
 
     def _api(self, method: str, path: str, query: dict[str, list[str]], body: dict[str, Any]) -> tuple[int, Any]:
+        assets = assets_api(method, path, query)  # GET /v2/assets[/{symbol}]: standins/alpaca_assets.py
+        if assets is not None:
+            return assets
         not_found = (404, {"code": 40410000, "message": "order not found"})
         if method == "GET" and path == "/v2/account":
             equity = self.cash + sum(p.qty * p.price for p in self.positions.values())
