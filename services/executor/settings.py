@@ -1,4 +1,4 @@
-"""Broker and executor settings. Only the executor reads them: broker keys never leave this package."""
+"""Broker and executor settings. Only the executor package (executor, feed, backfill) reads them: broker keys never leave it."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ class BrokerSettings(Section):
         """Fingerprint of ``DECISION_FIELDS`` (ledger provenance: ``Settings.hash()`` does not see this section)."""
         return fingerprint({k: getattr(self, k) for k in DECISION_FIELDS})
 
-    apca_api_key_id: SecretStr | None = Field(None, description="Alpaca API key id (secret; executor only).")
-    apca_api_secret_key: SecretStr | None = Field(None, description="Alpaca API secret key (secret; executor only).")
+    apca_api_key_id: SecretStr | None = Field(None, description="Alpaca API key id (secret; the executor package only: executor and feed containers).")
+    apca_api_secret_key: SecretStr | None = Field(None, description="Alpaca API secret key (secret; the executor package only: executor and feed containers).")
     apca_api_base_url: str = Field("https://paper-api.alpaca.markets", description="Alpaca trading API base URL (paper or live).")
     apca_data_url: str | None = Field(None, description="Alpaca market-data base URL override (tests point it at a stand-in).")
     apca_paper_url: str = Field(ALPACA_PAPER_URL, description="The URL that counts as Alpaca's paper endpoint (ALPACA_PAPER must use it; LIVE must not).")
