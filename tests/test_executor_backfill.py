@@ -248,3 +248,25 @@ def test_avwap_data_backfill_command(tmp_path: Path, daily, redis_url, real_redi
         assert res.exit_code == 1 and "missing APCA_API_KEY_ID, APCA_API_SECRET_KEY" in res.output
     finally:
         get_settings.cache_clear()
+
+
+def test_intraday_backfill_in_chunks_of_sessions(tmp_path: Path) -> None:
+    """--intraday: the real 1-minute week in chunks of 2 sessions (latest first when growing backwards),
+    every minute once; a rerun fetches none; a mid-session stand-in clock serves only ended minutes."""
+    from tests.conftest import INTRADAY_FILE
+
+    minute = [b for b in load_bars(INTRADAY_FILE, tf="1m").rows() if b.symbol in ("AAPL", "MSFT")]
+    clock = ReplayClock(dt_to_ns(ny_datetime("2019-02-16", "08:00")))
+    store = BarStore(tmp_path / "bars")
+    with AlpacaDataStandIn(minute, [], clock=lambda: ns_to_dt(clock.now_ns())) as standin:
+        bf = Backfill(_source(standin.url), store, clock=clock, intraday_sessions=2)
+        rep = bf.run(["AAPL", "MSFT"], "2019-02-11", tf="1m")
+        assert rep.chunks == 3 and rep.written == len(minute)
+        assert bf.run(["AAPL", "MSFT"], "2019-02-11", tf="1m").chunks == 0
+        # the stand-in at 10:00:30 on the 13th serves the minutes that ended by then, not the rest of the day
+        clock = ReplayClock(dt_to_ns(ny_datetime("2019-02-13", "10:00")) + 30 * 10**9)  # the stand-in's lambda reads it
+        got = _source(standin.url).bars(["AAPL"], "1m", dt_to_ns(ny_datetime("2019-02-13", "09:30")),
+                                        dt_to_ns(ny_datetime("2019-02-13", "16:00")))
+    assert got and max(b.ts for b in got) == dt_to_ns(ny_datetime("2019-02-13", "10:00"))
+    assert sorted(store.dates("1m")) == ["2019-02-11", "2019-02-12", "2019-02-13", "2019-02-14", "2019-02-15"]
+    assert len(store.intraday("AAPL", 0, 2**62)) == sum(1 for b in minute if b.symbol == "AAPL")
