@@ -89,10 +89,9 @@ def backfill_cmd(
     import datetime as dt
     import sys
 
-    from avwap.common import fail
+    from avwap.common import broker_settings_or_fail, fail
     from services.executor.backfill import backfill, history_start, report_alerts
-    from services.executor.feed import data_source, missing_keys, universe
-    from services.executor.settings import BrokerSettings
+    from services.executor.feed import data_source, universe
     from shared.bars import BarStore
     from shared.bus import fields_of
     from shared.clock import WallClock, calendar
@@ -101,11 +100,7 @@ def backfill_cmd(
     from shared.universe import UniverseError, read_universe
 
     settings = get_settings()
-    bs = BrokerSettings()
-    missing = missing_keys(bs)
-    if missing:
-        fail(f"missing {', '.join(missing)}: the backfill reads Alpaca's market data with the broker keys "
-             "(put them in .env.broker and run `bin/avwap data backfill` on the droplet)")
+    bs = broker_settings_or_fail("data backfill")
     store = BarStore(bars_dir if bars_dir is not None else settings.core.bars_dir)
     try:
         syms = sorted(read_universe(symbols)) if symbols else universe(settings, bs, store)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from avwap.common import fail
+from avwap.common import broker_settings_or_fail, fail
 from shared.settings import get_settings
 
 app = typer.Typer()
@@ -42,8 +42,7 @@ def build(
     scan's price and liquidity filters accept on it, and write them. Same assets and bars: same file."""
     from services.executor.assets import tradable_symbols
     from services.executor.backfill import backfill, history_start
-    from services.executor.feed import data_source, missing_keys
-    from services.executor.settings import BrokerSettings
+    from services.executor.feed import data_source
     from services.scanner.core import liquidity
     from shared.bars import BarStore
     from shared.clock import ReplayClock, WallClock, calendar
@@ -51,11 +50,7 @@ def build(
     from shared.universe import UniverseError, read_universe
 
     settings = get_settings()
-    bs = BrokerSettings()
-    missing = missing_keys(bs)
-    if missing:
-        fail(f"missing {', '.join(missing)}: the universe is built from the broker's assets "
-             "(put the keys in .env.broker and run `bin/avwap universe build` on the droplet)")
+    bs = broker_settings_or_fail("universe build")
     target = out or (Path(settings.scanner.scan_universe_file) if settings.scanner.scan_universe_file else None)
     if target is None:
         fail("no output file: pass --out FILE or set SCAN_UNIVERSE_FILE")
