@@ -42,6 +42,24 @@ def test_bin_avwap_execs_into_the_running_executor_else_runs_a_one_off(tmp_path:
     assert 'cd "$(dirname "$0")/.."' in (ROOT / "bin" / "avwap").read_text()
 
 
+def test_bin_redis_cli_runs_in_the_redis_container_with_its_password(tmp_path: Path) -> None:
+    env = _fake_docker(tmp_path, True)
+    res = subprocess.run([str(ROOT / "bin" / "redis-cli"), "XREVRANGE", "avwap:alerts", "+", "-", "COUNT", "5"], env=env,
+                         cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10)
+    assert res.returncode == 0, res.stderr
+    assert Path(env["LOG"]).read_text().splitlines() == [
+        'compose exec -T redis sh -c REDISCLI_AUTH="${REDIS_PASSWORD:-}" exec redis-cli "$@" redis-cli '
+        "XREVRANGE avwap:alerts + - COUNT 5"]
+    # the inner shell hands redis-cli the password in its environment and the arguments unchanged
+    sh = 'REDISCLI_AUTH="${REDIS_PASSWORD:-}" exec %s'
+    env2 = {"REDIS_PASSWORD": "pw", "PATH": os.environ["PATH"]}
+    got_env = subprocess.run(["sh", "-c", sh % "env", "redis-cli"], env=env2, capture_output=True, text=True, timeout=10)
+    assert "REDISCLI_AUTH=pw" in got_env.stdout.splitlines()
+    got_args = subprocess.run(["sh", "-c", sh % 'printf "%s|" "$@"', "redis-cli", "GET", "a b"], env=env2,
+                              capture_output=True, text=True, timeout=10)
+    assert got_args.stdout == "GET|a b|"
+
+
 def commands(text: str) -> list[str]:
     """Every shell command of a Markdown file: lines of code fences (indented ones too) and inline code."""
     out: list[str] = []
@@ -66,7 +84,7 @@ def test_every_runbook_command_runs_on_the_droplet() -> None:
     dev = [c for c in avwap if c.startswith(".venv/bin/avwap ")]
     assert all("development checkout" in line for line in RUNBOOK.read_text().splitlines()
                if any(d in line for d in dev))  # the one development-checkout line says so
-    redis = [c for c in cmds if "redis-cli" in c and not c.startswith("docker compose exec redis redis-cli ")]
+    redis = [c for c in cmds if "redis-cli" in c and not c.startswith("bin/redis-cli ")]
     assert not redis, redis
 
 
