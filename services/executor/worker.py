@@ -708,7 +708,7 @@ def build_spec(bs: BrokerSettings, broker: Broker | None = None, updates: TradeU
         holder["ex"].stop()
 
     return ServiceSpec(name=GROUP, streams=[INTENTS, CLOCK, BARS_1M, BARS_1D], build=build, on_start=on_start,
-                       on_idle=on_idle, on_stop=on_stop)
+                       on_idle=on_idle, on_stop=on_stop, produces=[ORDERS, REJECTIONS, BROKER, ALERTS])
 
 
 def refuse_to_start(settings: Settings, reason: str) -> int:
