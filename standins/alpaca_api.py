@@ -370,8 +370,7 @@ class AlpacaStandIn:
         elif kind == "replace" and o.status == "pending_replace":
             new = self.orders[o.replaced_by] if o.replaced_by else None
             self._finish(o, "replaced")
-            if new is not None:
-                new.pending = None
+            if new is not None and new.status == "pending_new":
                 if self.market_open() or not self.behaviours.market_hours or self.initial_status is not None:
                     new.status = "new"
                     self._update("new", new)
@@ -669,6 +668,9 @@ class AlpacaStandIn:
                 rows = [o for o in rows if o.status in OPEN_STATES]
             elif status == "closed":
                 rows = [o for o in rows if o.status not in OPEN_STATES]
+            symbols = {x for q in query.get("symbols") or [] for x in q.split(",") if x}
+            if symbols:
+                rows = [o for o in rows if o.symbol in symbols]
             limit = int((query.get("limit") or ["50"])[0])
             return 200, [o.json() for o in rows[:limit]]
         if path == "/v2/orders:by_client_order_id" and method == "GET":

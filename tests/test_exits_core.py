@@ -244,7 +244,8 @@ def test_rejected_stop_is_recorded_alerted_and_not_resent_unchanged_before_the_t
     book = Book()
     res = opened(book)
     (it,) = res.intents
-    r = book.order(stop_event(it, "rejected", reason="BROKER_REJECTED: stop price must be less than the market"))
+    r = book.order(stop_event(it, "rejected", reason="BROKER_REJECTED: stop price must be less than the market",
+                                code="STOP_SIDE"))
     assert [(a.kind, a.severity) for a in r.alerts] == [("exit_stop_rejected", "critical")]  # nothing protects it
     pos = book.positions["T"]
     assert book.kinds()[-1] == "STOP_REJECTED" and pos.pending is None and pos.current_stop == 0.0
@@ -258,7 +259,8 @@ def test_rejected_stop_is_recorded_alerted_and_not_resent_unchanged_before_the_t
 def test_insufficient_qty_rejection_blocks_until_the_other_sell_is_done() -> None:
     book = Book()
     (it,) = opened(book).intents
-    book.order(stop_event(it, "rejected", reason="INSUFFICIENT_QTY: insufficient qty available"))
+    book.order(stop_event(it, "rejected", reason="INSUFFICIENT_QTY: insufficient qty available",
+                           code="INSUFFICIENT_QTY"))
     pos = book.positions["T"]
     assert pos.blocked.startswith("SHARES_HELD_BY_OTHER_SELL") and book.kinds()[-2:] == ["STOP_REJECTED", "STOP_BLOCKED"]
     n = len(book.intents)
@@ -460,7 +462,8 @@ def test_recon_adopts_a_broker_stop_and_stops_retrying_when_the_executor_cannot_
     res = book.snapshot(snapshot(D1, at(D1, "10:00"), {"T": 100}, [stop_order("T", "manual-1", 100, 8.5)]))
     (rep,) = res.intents  # adopted (not a second stop stacked), then raised to the desired 9.00
     assert (rep.action, rep.target_client_order_id, rep.stop_price) == ("replace", "manual-1", 9.0)
-    r = book.order(stop_event(rep, "rejected", reason="TARGET_NOT_OPEN: manual-1 is unknown"))
+    r = book.order(stop_event(rep, "rejected", reason="TARGET_NOT_OPEN: manual-1 is unknown",
+                                 code="TARGET_UNKNOWN"))
     assert pos.blocked.startswith("STOP_NOT_MANAGEABLE") and [e.kind for e in r.events] == ["STOP_REJECTED", "STOP_BLOCKED"]
     n = len(book.intents)
     for k in range(3):  # every later snapshot: no action, no new event
@@ -477,6 +480,7 @@ def test_replace_of_a_stop_that_filled_or_was_cancelled_meanwhile_places_a_new_o
     pos.desired_stop = 9.2
     (rep,) = book.snapshot(snapshot(D0, at(D0, "10:30"), {"T": 100},
                                     [stop_order("T", client_order_id(it.intent_id), 100, 9.0)])).intents
-    r = book.order(stop_event(rep, "rejected", reason=f"TARGET_NOT_OPEN: {rep.target_client_order_id} is cancelled"))
+    r = book.order(stop_event(rep, "rejected", reason=f"TARGET_NOT_OPEN: {rep.target_client_order_id} is cancelled",
+                                 code="TARGET_NOT_OPEN"))
     assert pos.blocked == "" and pos.live_stop_client_order_id == ""
     assert [(i.action, i.stop_price, i.qty) for i in r.intents] == [("place", 9.2, 100)]  # at once, in the window
