@@ -107,6 +107,7 @@ class Behaviours:
     buying_power: bool = True  # [orders] Buying Power: buys need cash net of open buy orders; 403 40310000
     related_orders: bool = True  # the 403 insufficient-qty body lists related_orders (alpaca-py's payload: none)
     unchanged_patch: bool = True  # a PATCH that changes nothing: 403 40310000 "order parameters are not changed"
+    # asynchronous transitions last N steps (each on_bars call, or step(), is one; settle() ends them all)
     replace_steps: int = 0  # [api] patchOrderByOrderId is asynchronous: pending_replace for N steps
     cancel_steps: int = 0  # [orders] pending_cancel for N steps before canceled
     pending_new_steps: int = 0  # [orders] pending_new for N steps before new (rare)
@@ -347,8 +348,12 @@ class AlpacaStandIn:
             o.replaced_at = now
         self._update(status, o)
 
+    def step(self) -> None:
+        """One step of the asynchronous transitions (each ``on_bars`` call is one): the broker catches up."""
+        with self.lock:
+            self._step()
+
     def _step(self) -> None:
-        """One step of the asynchronous transitions (every request and every ``on_bars`` call is one)."""
         for o in list(self.orders.values()):
             if o.pending is None:
                 continue
@@ -593,9 +598,7 @@ class AlpacaStandIn:
     def api(self, method: str, path: str, query: dict[str, list[str]], body: dict[str, Any]) -> tuple[int, Any]:
         with self.lock:
             self._tick()
-            out = self._api(method, path, query, body)
-            self._step()
-            return out
+            return self._api(method, path, query, body)
 
     def _account(self) -> dict[str, Any]:
         equity = self.cash + sum(p.qty * p.price for p in self.positions.values())

@@ -484,3 +484,36 @@ def test_replace_of_a_stop_that_filled_or_was_cancelled_meanwhile_places_a_new_o
                                  code="TARGET_NOT_OPEN"))
     assert pos.blocked == "" and pos.live_stop_client_order_id == ""
     assert [(i.action, i.stop_price, i.qty) for i in r.intents] == [("place", 9.2, 100)]  # at once, in the window
+
+
+def test_exits_branch_on_the_reason_code_never_on_the_text() -> None:
+    """The executor's free text is not a contract: a rejection whose text says INSUFFICIENT_QTY but whose
+    code does not is not a held-shares block, and the code alone is enough."""
+    book = Book()
+    (it,) = opened(book).intents
+    book.order(stop_event(it, "rejected", reason="INSUFFICIENT_QTY (as text only)", code="BROKER_REJECTED"))
+    assert book.positions["T"].blocked == ""
+    book2 = Book()
+    (it2,) = opened(book2).intents
+    book2.order(stop_event(it2, "rejected", reason="", code="INSUFFICIENT_QTY"))
+    assert book2.positions["T"].blocked.startswith("SHARES_HELD_BY_OTHER_SELL")
+
+
+def test_a_reprotect_stop_becomes_the_live_stop() -> None:
+    """The executor re-protected at the last accepted level (``replaced``, REPROTECT, naming the order it
+    replaces): exits track that order as the live stop."""
+    from shared.ids import stable_id
+    from shared.schemas import OrderEvent
+
+    book = Book()
+    res = opened(book)
+    confirm_all(book, res)
+    (it,) = res.intents
+    pos = book.positions["T"]
+    live = pos.live_stop_client_order_id
+    ev = OrderEvent(event_id=stable_id("ev", "rp"), event="replaced", mode="PAPER_SIM", intent_id=it.intent_id,
+                    client_order_id="av-rp", symbol="T", side="sell", kind="stop", qty=100, order_type="stop",
+                    stop_price=pos.live_stop_price, reason_code="REPROTECT", replaces_client_order_id=live,
+                    trade_date=D0, ts=at(D0, "10:01"))
+    book.order(ev)
+    assert pos.live_stop_client_order_id == "av-rp" and pos.live_stop_qty == 100
