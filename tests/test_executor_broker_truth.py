@@ -231,3 +231,29 @@ def test_every_executor_rest_call_goes_through_the_shared_limiter(fake_redis, tm
     broker.list_open()
     broker.positions()
     assert fake_redis.zcard(key_for(KEY)) == 3
+
+
+@pytest.mark.redis
+def test_cli_check_shows_the_coverage_of_each_position(redis_url: str, real_redis, capsys) -> None:
+    from avwap.commands.executor import protection_report
+    from shared.bus import fields_of
+    from shared.schemas import BrokerOrder, BrokerPosition, BrokerSnapshot
+    from shared.streams import BROKER
+
+    def snap(stops: list[int]) -> BrokerSnapshot:
+        return BrokerSnapshot(
+            snapshot_id="bs", mode="ALPACA_PAPER", trade_date=D2, ts=1, equity=1.0, cash=1.0, buying_power=1.0,
+            positions=[BrokerPosition(symbol="AAA", qty=100, avg_entry_price=50.0),
+                       BrokerPosition(symbol="BBB", qty=10, avg_entry_price=5.0)],
+            open_orders=[BrokerOrder(client_order_id=f"c{i}", broker_order_id=f"b{i}", symbol="AAA", side="sell",
+                                     order_type="stop", qty=q, status="new") for i, q in enumerate(stops)]
+            + [BrokerOrder(client_order_id="cb", broker_order_id="bb", symbol="BBB", side="sell", order_type="stop",
+                           qty=10, status="new")],
+            reconciled=True, reason="periodic")
+
+    real_redis.xadd(BROKER, fields_of(snap([100, 50])))
+    assert protection_report("ALPACA_PAPER", redis_url) == 1
+    out = capsys.readouterr().out
+    assert "AAA: 100 shares, stops cover 150: OVER-COVERED" in out and "BBB: 10 shares, stops cover 10: ok" in out
+    real_redis.xadd(BROKER, fields_of(snap([100])))
+    assert protection_report("ALPACA_PAPER", redis_url) == 0
