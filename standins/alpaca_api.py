@@ -234,6 +234,7 @@ class AlpacaStandIn:
         self.orders: dict[str, _Order] = {}
         self.positions: dict[str, _Position] = {}
         self.prices: dict[str, float] = {}  # last price per symbol (from on_bars / set_price)
+        self.short_sells = 0  # sell fills that found fewer shares than they sold
         self.posts: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str]] = []
         self.responses: list[tuple[str, str, int, Any]] = []  # (method, path, status, body) for the contract test
@@ -424,6 +425,8 @@ class AlpacaStandIn:
         qty = left if pct <= 0 else max(1, min(left, int(row.volume * pct / 100.0)))
         if o.side == "sell" and not self.behaviours.shorting_enabled:
             held = self.positions.get(o.symbol)
+            if qty > (held.qty if held else 0):
+                self.short_sells += 1  # a sell that would open a short (the chaos test asserts none)
             qty = min(qty, held.qty if held else 0)
             if qty <= 0:
                 return
