@@ -43,6 +43,7 @@ class CoreSettings(Section):
                         "with the same settings writes the same bytes. Never random, never a clock value.")
     kill_switch: bool = Field(False, description="Env kill switch: blocks every new entry (exits unaffected). Also `avwap kill-switch on`.")
     slack_bot_token: SecretStr | None = Field(None, description="Slack bot token for the notifier; unset: alerts are logged only.")
+    slack_app_token: SecretStr | None = Field(None, description="Slack app-level token (`xapp-...`) for the notifier's Socket Mode commands (`/avwap ...`); unset: no commands. Give it to the notifier's container only.")
     slack_channel: str = Field("#avwap", description="Slack channel the notifier posts to.")
     slack_base_url: str = Field("https://slack.com/api/", description="Slack Web API base URL (tests point it at a local stand-in).")
 
