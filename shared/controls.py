@@ -37,8 +37,8 @@ import redis
 from shared import audit
 from shared.bus import fields_of
 from shared.ids import stable_id
-from shared.schemas import FlattenRequest, TradingState, TradingStateChange
-from shared.schemas.controls import ControlSource, TradingStateName
+from shared.schemas import BreakerRearm, FlattenRequest, TradingState, TradingStateChange
+from shared.schemas.controls import BreakerName, ControlSource, TradingStateName
 from shared.streams import BREAKERS_KEY, CONTROL, LEGACY_KILL_SWITCH_KEY, TRADING_STATE_KEY
 
 log = logging.getLogger(__name__)
@@ -185,40 +185,69 @@ def transition(r: redis.Redis, state: TradingStateName, *, who: str, source: Con
         raise Refused("a reason is required")
 
     def step(pipe: redis.client.Pipeline):  # noqa: ANN202
-        cur = parse_state(pipe.get(TRADING_STATE_KEY))  # type: ignore[arg-type]
         if state == "ACTIVE":
             tripped = _tripped(pipe.get(BREAKERS_KEY))  # type: ignore[arg-type]
             if tripped:
                 raise Refused(f"breaker(s) tripped: {', '.join(tripped)}; "
                               "re-arm with `avwap breakers rearm NAME --reason ...` first")
-        target = state
-        if never_lower and RANK[cur.state] > RANK[state] and cur.state != "UNREADABLE":
-            target = cur.state  # type: ignore[assignment]
-        change = TradingStateChange(
-            change_id=stable_id("tc", who, source, reason, ts, cur.state, target), state=target, previous=cur.state,
-            who=who, source=source, reason=reason, ts=ts, breaker=breaker, figures=dict(figures or {}))  # type: ignore[arg-type]
-        detail = {"state": target, "previous": cur.state, "reason": reason, "source": source, "change_id": change.change_id}
-        if breaker:
-            detail["breaker"] = breaker
-            detail.update({f"figure:{k}": f"{v}" for k, v in sorted((figures or {}).items())})
-        recs = [audit.stage(pipe, "breaker_trip" if breaker else "state_change", who, f"state {target}", ts, detail)]
+        staged = stage_transition(pipe, state, who=who, source=source, reason=reason, ts=ts, breaker=breaker,
+                                  figures=figures, never_lower=never_lower)
+        recs = [staged.record]
         if flatten is not None:
-            recs.append(audit.make(audit.line_of(recs[0]), "flatten", who,
+            recs.append(audit.make(audit.line_of(staged.record), "flatten", who,
                                    "flatten " + (",".join(flatten.symbols) or "ALL"), ts,
                                    {"request_id": flatten.request_id, "reason": flatten.reason}))
-        value = TradingState(state=target, change_id=change.change_id, who=who, source=source, reason=reason, ts=ts)
 
         def write(p: redis.client.Pipeline) -> None:
-            p.set(TRADING_STATE_KEY, msgspec.json.encode(value))
-            p.delete(LEGACY_KILL_SWITCH_KEY)
-            p.xadd(CONTROL, fields_of(change))  # type: ignore[arg-type]
+            staged.write(p, with_record=False)
             if flatten is not None:
                 p.xadd(CONTROL, fields_of(flatten))  # type: ignore[arg-type]
             for x in recs:
                 audit.push(p, x)
-        return change, write
+        return staged.change, write
 
     return audit.transact(r, step, watch=(TRADING_STATE_KEY, BREAKERS_KEY))
+
+
+class Staged(msgspec.Struct, frozen=True, kw_only=True):
+    """A transition read and computed inside a WATCH; ``write`` queues it after MULTI."""
+
+    change: TradingStateChange
+    value: TradingState
+    record: audit.AuditRecord
+
+    def write(self, p: redis.client.Pipeline, *, with_record: bool = True) -> None:
+        p.set(TRADING_STATE_KEY, msgspec.json.encode(self.value))
+        p.delete(LEGACY_KILL_SWITCH_KEY)
+        p.xadd(CONTROL, fields_of(self.change))  # type: ignore[arg-type]
+        if with_record:
+            audit.push(p, self.record)
+
+
+def stage_transition(pipe: redis.client.Pipeline, state: TradingStateName, *, who: str, source: ControlSource,
+                     reason: str, ts: int, breaker: str | None = None, figures: dict[str, float] | None = None,
+                     never_lower: bool = False, after: audit.AuditRecord | None = None) -> Staged:
+    """Inside a WATCH of the state key and the audit log: the change, the new value and its audit
+    record (``after``: a record staged earlier in the same transaction, which this one follows)."""
+    cur = parse_state(pipe.get(TRADING_STATE_KEY))  # type: ignore[arg-type]
+    target = state
+    if never_lower and RANK[cur.state] > RANK[state] and cur.state != "UNREADABLE":
+        target = cur.state  # type: ignore[assignment]
+    change = TradingStateChange(
+        change_id=stable_id("tc", who, source, reason, ts, cur.state, target), state=target, previous=cur.state,
+        who=who, source=source, reason=reason, ts=ts, breaker=breaker, figures=dict(figures or {}))  # type: ignore[arg-type]
+    detail = {"state": target, "previous": cur.state, "reason": reason, "source": source, "change_id": change.change_id}
+    if breaker:
+        detail["breaker"] = breaker
+        detail.update({f"figure:{k}": f"{v}" for k, v in sorted((figures or {}).items())})
+    kind = "breaker_trip" if breaker else "state_change"
+    if after is None:
+        rec = audit.stage(pipe, kind, who, f"state {target}", ts, detail)
+    else:
+        rec = audit.make(audit.line_of(after), kind, who, f"state {target}", ts, detail)
+    value = TradingState(state=target, on=target != "ACTIVE", change_id=change.change_id, who=who, source=source,
+                         reason=reason, ts=ts)
+    return Staged(change=change, value=value, record=rec)
 
 
 def flatten_request(symbols: list[str], *, who: str, source: ControlSource, reason: str, ts: int) -> FlattenRequest:
@@ -235,3 +264,55 @@ def request_flatten(r: redis.Redis, symbols: list[str], *, who: str, source: Con
     req = flatten_request(symbols, who=who, source=source, reason=reason, ts=ts)
     change = transition(r, "REDUCING", who=who, source=source, reason=f"flatten: {reason}", ts=ts, flatten=req)
     return change, req
+
+
+def rearm_breaker(r: redis.Redis, name: BreakerName, *, who: str, source: ControlSource, reason: str,
+                  ts: int) -> BreakerRearm:
+    """Re-arm a tripped breaker (``Refused`` if it is not tripped or no reason is given): the book,
+    a ``BreakerRearm`` on ``avwap:control`` and an audit record in one ``MULTI``. An unreadable book
+    is replaced by a fresh one (every breaker re-armed, measurements from the next figures). The
+    trading state is not changed: ``resume`` is a separate, explicit step."""
+    from shared.breakers import BreakerBook, decode_book, encode_book, rearm
+
+    if not reason.strip():
+        raise Refused("a reason is required")
+
+    def step(pipe: redis.client.Pipeline):  # noqa: ANN202
+        book = decode_book(pipe.get(BREAKERS_KEY))  # type: ignore[arg-type]
+        if book is None:
+            book, note = BreakerBook(), "book was unreadable: replaced by a fresh one"
+        elif not rearm(book, name):
+            raise Refused(f"breaker {name} is not tripped")
+        else:
+            note = ""
+        msg = BreakerRearm(rearm_id=stable_id("ra", name, who, reason, ts), breaker=name, who=who, source=source,
+                           reason=reason, ts=ts)
+        detail = {"breaker": name, "reason": reason, "source": source}
+        if note:
+            detail["note"] = note
+        rec = audit.stage(pipe, "breaker_rearm", who, f"rearm {name}", ts, detail)
+
+        def write(p: redis.client.Pipeline) -> None:
+            p.set(BREAKERS_KEY, encode_book(book))
+            p.xadd(CONTROL, fields_of(msg))  # type: ignore[arg-type]
+            audit.push(p, rec)
+        return msg, write
+
+    return audit.transact(r, step, watch=(BREAKERS_KEY,))
+
+
+def recent_changes(r: redis.Redis, count: int = 5) -> list[TradingStateChange]:
+    """The last ``count`` transitions on ``avwap:control`` (oldest first; undecodable entries skipped)."""
+    from shared.schemas import SchemaError, decode
+
+    out: list[TradingStateChange] = []
+    for _, f in r.xrevrange(CONTROL, count=200):  # type: ignore[union-attr]
+        try:
+            m = decode(f.get(b"data", b""))
+        except SchemaError:
+            continue
+        if isinstance(m, TradingStateChange):
+            out.append(m)
+            if len(out) >= count:
+                break
+    return out[::-1]

@@ -25,6 +25,7 @@ class TradingState(msgspec.Struct, frozen=True, kw_only=True):
     """The value of the trading-state key: the state and the transition that set it."""
 
     state: TradingStateName
+    on: bool = False  # state != ACTIVE: what a reader of the old kill-switch value ({"on": ...}) understands
     change_id: str = ""
     who: str = ""
     source: ControlSource = "cli"
