@@ -9,10 +9,28 @@ import redis
 
 from services.analytics.breaker_hook import BreakerHook
 from shared import audit
-from shared.breakers import BreakerBook, BreakerConfig, decode_book, evaluate, on_bars, on_fill, on_snapshot, rearm
+from shared.breakers import (
+    BreakerBook,
+    BreakerConfig,
+    decode_book,
+    evaluate,
+    on_bars,
+    on_fill,
+    on_snapshot,
+    rearm,
+)
 from shared.controls import read_state, rearm_breaker, transition
 from shared.ids import stable_id
-from shared.schemas import Alert, BarBatch, BarRow, BrokerPosition, BrokerSnapshot, OrderEvent, TradingStateChange, decode
+from shared.schemas import (
+    Alert,
+    BarBatch,
+    BarRow,
+    BrokerPosition,
+    BrokerSnapshot,
+    OrderEvent,
+    TradingStateChange,
+    decode,
+)
 from shared.streams import ALERTS, AUDIT_KEY, BREAKERS_KEY, CONTROL
 
 D1, D2 = "2019-02-11", "2019-02-12"
