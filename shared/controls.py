@@ -226,10 +226,12 @@ class Staged(msgspec.Struct, frozen=True, kw_only=True):
 
 def stage_transition(pipe: redis.client.Pipeline, state: TradingStateName, *, who: str, source: ControlSource,
                      reason: str, ts: int, breaker: str | None = None, figures: dict[str, float] | None = None,
-                     never_lower: bool = False, after: audit.AuditRecord | None = None) -> Staged:
+                     never_lower: bool = False, after: audit.AuditRecord | None = None,
+                     current: TradingStateName | None = None) -> Staged:
     """Inside a WATCH of the state key and the audit log: the change, the new value and its audit
-    record (``after``: a record staged earlier in the same transaction, which this one follows)."""
-    cur = parse_state(pipe.get(TRADING_STATE_KEY))  # type: ignore[arg-type]
+    record (``after``: a record staged earlier in the same transaction, which this one follows;
+    ``current``: the state that earlier change sets, instead of the key's)."""
+    cur = StateView(state=current) if current is not None else parse_state(pipe.get(TRADING_STATE_KEY))  # type: ignore[arg-type]
     target = state
     if never_lower and RANK[cur.state] > RANK[state] and cur.state != "UNREADABLE":
         target = cur.state  # type: ignore[assignment]

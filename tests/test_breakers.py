@@ -164,3 +164,14 @@ def test_hook_is_off_unless_configured_and_fails_closed_on_a_bad_book(real_redis
     assert r.xlen(CONTROL) == 1 and decode_book(r.get(BREAKERS_KEY)) is None
     rearm_breaker(r, "drawdown", who="cli:op", source="cli", reason="fresh book", ts=T0 + 2)
     assert decode_book(r.get(BREAKERS_KEY)) == BreakerBook()
+
+
+def test_two_trips_of_one_message_chain_their_transitions(real_redis: redis.Redis) -> None:
+    r = real_redis
+    hook = BreakerHook(r, BreakerConfig(daily_loss_pct=1.0, max_drawdown_pct=1.0))
+    hook(snap(D1, 100_000.0, T0))
+    trips = hook(snap(D1, 98_000.0, T0 + MIN))
+    assert sorted(t.breaker for t in trips) == ["daily_loss", "drawdown"]
+    ch = [m for _, f in r.xrange(CONTROL) if isinstance(m := decode(f[b"data"]), TradingStateChange)]
+    assert [(c.previous, c.state) for c in ch] == [("ACTIVE", "REDUCING"), ("REDUCING", "REDUCING")]
+    assert audit.verify(audit.read_all(r)) == audit.Verdict(ok=True, records=2)

@@ -108,6 +108,11 @@ def test_a_refused_exit_restores_the_stop_at_once(fake_redis, tmp_path: Path, st
     at_broker = standin.by_client_id(restored.client_order_id)
     assert (at_broker.side, at_broker.type, at_broker.qty, float(at_broker.stop_price)) == ("sell", "stop", 100, 47.0)
     assert at_broker.status in ("accepted", "new")
+    # and if the broker refuses the restored stop too, the operator is told at once (critical)
+    standin.set_status(restored.client_order_id, "rejected")
+    poll(ex)
+    al = [a for _, f in fake_redis.xrange(ALERTS) if isinstance(a := decode(f[b"data"]), Alert) and a.kind == "restore_refused"]
+    assert len(al) == 1 and al[0].severity == "critical" and "NO stop" in al[0].title
 
 
 def test_an_exit_unfilled_too_long_is_cancelled_and_the_stop_restored(fake_redis, tmp_path: Path,

@@ -17,8 +17,16 @@ from shared import audit
 from shared.breakers import BreakerBook, Trip, encode_book
 from shared.bus import fields_of
 from shared.controls import read_state
-from shared.schemas import BrokerOrder, BrokerPosition, BrokerSnapshot, FlattenRequest, decode
-from shared.streams import AUDIT_KEY, BREAKERS_KEY, BROKER, CONTROL
+from shared.schemas import (
+    BrokerOrder,
+    BrokerPosition,
+    BrokerSnapshot,
+    FlattenRequest,
+    OrderEvent,
+    Rejection,
+    decode,
+)
+from shared.streams import AUDIT_KEY, BREAKERS_KEY, BROKER, CONTROL, ORDERS, REJECTIONS
 from standins.slack_api import SlackStandIn
 from standins.slack_socket import SocketModeStandIn
 
@@ -86,8 +94,14 @@ def test_slack_flow_end_to_end(slack, real_redis: redis.Redis) -> None:
                           open_orders=[BrokerOrder(client_order_id="av-1", broker_order_id="b1", symbol="AAPL", side="sell",
                                                    order_type="stop", qty=10, status="accepted", stop_price=165.0)])
     r.xadd(BROKER, fields_of(snap))
+    r.xadd(ORDERS, fields_of(OrderEvent(event_id="ev-1", event="filled", mode="PAPER_SIM", intent_id="in-1",
+                                        client_order_id="av-0", symbol="AAPL", side="buy", kind="entry", qty=10,
+                                        filled_qty=10, fill_qty=10, fill_price=170.0, trade_date="2019-02-11", ts=1)))
+    r.xadd(REJECTIONS, fields_of(Rejection(rejection_id="rj-1", source="risk", symbol="MSFT", trade_date="2019-02-11",
+                                           reasons=["MAX_CONCURRENT_POSITIONS"])))
     st = command(sm, OP, "status")
     assert "*State:* ACTIVE" in st["text"] and "AAPL 10 @ 170.0 — stop 165.0 x10" in st["text"] and "*DLQ:* 0" in st["text"]
+    assert "*Entries today:* AAPL 10@170.0" in st["text"] and "MSFT: MAX_CONCURRENT_POSITIONS" in st["text"]
 
     # refusal for a user not on the allowlist (the command and the button)
     refused = command(sm, STRANGER, "halt now")
@@ -141,3 +155,23 @@ def test_slack_flow_end_to_end(slack, real_redis: redis.Redis) -> None:
     assert audit.verify(audit.read_all(r)).ok
     # the bot token is never used to open the socket, the app token never for chat.postMessage
     assert all(m["channel"] == "C0STANDIN" for m in api.messages)
+
+
+def test_the_notifier_serves_commands_only_with_the_app_token(redis_url: str, real_redis: redis.Redis) -> None:
+    from services.analytics import notifier
+    from shared.service import make_context
+    from shared.settings import load_settings
+
+    with SocketModeStandIn() as sm, SlackStandIn(token=BOT, app_token=APP, socket=sm) as api:
+        base = {"redis_url": redis_url, "slack_bot_token": BOT, "slack_base_url": api.base_url, "slack_allowed_users": OP}
+        ctx = make_context("notifier", load_settings(**base), real_redis)
+        notifier.on_start(ctx)
+        assert "socket_mode" not in ctx.extra and sm.connects == 0  # no app token: no commands
+        ctx = make_context("notifier", load_settings(**base, slack_app_token=APP), real_redis)
+        notifier.on_start(ctx)
+        try:
+            sm.wait_connected(1)
+            assert command(sm, OP, "status")["text"].startswith("*State:* ACTIVE")
+        finally:
+            notifier.on_stop(ctx)
+        assert "socket_mode" not in ctx.extra

@@ -93,9 +93,10 @@ class BreakerHook:
             new = encode_book(book)
             stages = []
             prev: audit.AuditRecord | None = None
-            for t in trips:
+            for t in trips:  # several trips of one message chain: each follows the one before it
                 st = stage_transition(pipe, cfg.trip_state, who=f"breaker:{t.breaker}", source="breaker", reason=t.reason,
-                                      ts=t.ts, breaker=t.breaker, figures=t.figures, never_lower=True, after=prev)
+                                      ts=t.ts, breaker=t.breaker, figures=t.figures, never_lower=True, after=prev,
+                                      current=stages[-1][1].change.state if stages else None)
                 prev = st.record
                 stages.append((t, st))
 

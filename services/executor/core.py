@@ -520,7 +520,20 @@ def on_rejected(st: ExecState, coid: str, reason: str, ctx: Ctx) -> Out:
     restore = restore_stops(st, rec)
     if restore.actions:
         reason = f"{reason}; {STOP_RESTORED}"
-    return Out(events=[order_event(rec, "rejected", ctx, st.mode, reason=reason)]).extend(restore)
+    out = Out(events=[order_event(rec, "rejected", ctx, st.mode, reason=reason)]).extend(restore)
+    out.events.extend(_restore_refused(rec, ctx, reason))
+    return out
+
+
+def _restore_refused(rec: OrderRec, ctx: Ctx, why: str) -> list[Message]:
+    """A stop that was to restore protection after a refused exit was itself refused: a critical alert."""
+    if not rec.restores:
+        return []
+    from shared.alerts import make_alert
+
+    return [make_alert("executor", "restore_refused", f"{rec.symbol}: restoring its stop was refused; the position "
+                       "has NO stop", severity="critical", text=why, trade_date=ctx.trade_date, ts=ctx.ts,
+                       dedup=f"restore:{rec.client_order_id}", runbook="flatten")]
 
 
 def on_view(st: ExecState, view: OrderView, ctx: Ctx) -> Out:
@@ -568,6 +581,7 @@ def on_view(st: ExecState, view: OrderView, ctx: Ctx) -> Out:
         restore = restore_stops(st, rec)
         why = "rejected by broker" + (f"; {STOP_RESTORED}" if restore.actions else "")
         out.events.append(order_event(rec, "rejected", ctx, st.mode, reason=why))
+        out.events.extend(_restore_refused(rec, ctx, why))
         out.extend(restore)
     elif status == "pending_cancel" and rec.status not in DONE:
         rec.status = "pending_cancel"
