@@ -31,6 +31,8 @@ class AlpacaDataStandIn:
         self.minute, self.daily = minute, daily
         self.requests: list[dict[str, list[str]]] = []
         self.fail_next = 0
+        self.throttle_next = 0  # the next N requests answer 429 with ``throttle_headers``
+        self.throttle_headers: dict[str, str] = {}
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -46,13 +48,18 @@ class AlpacaDataStandIn:
                 if standin.fail_next:
                     standin.fail_next -= 1
                     return self._send(500, {"code": 50000000, "message": "internal server error"})
+                if standin.throttle_next:  # Alpaca: 429 "Rate limit exceeded", with its X-RateLimit-* headers
+                    standin.throttle_next -= 1
+                    return self._send(429, {"code": 42910000, "message": "rate limit exceeded"}, standin.throttle_headers)
                 if u.path != "/v2/stocks/bars":
                     return self._send(404, {"code": 40400000, "message": "not found"})
                 self._send(200, standin.bars(q))
 
-            def _send(self, status: int, payload: object) -> None:
+            def _send(self, status: int, payload: object, headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -102,9 +102,10 @@ def test_a_refused_exit_restores_the_stop_at_once(fake_redis, tmp_path: Path, st
     poll(ex)
     tail = orders(fake_redis)[-2:]
     assert [(e.kind, e.event) for e in tail] == [("exit", "rejected"), ("stop", "accepted")]
-    assert "stop restored" in tail[0].reason
+    assert "stop restored" in tail[0].reason and tail[0].reason_code == "STOP_RESTORED"
     restored = tail[1]
-    assert restored.reason.startswith(f"restores {stop}; unprotected ") and restored.stop_price == 47.0 and restored.qty == 100
+    assert restored.reason.startswith(f"restores {stop}; unprotected ") and restored.reason_code == "RESTORES"
+    assert restored.stop_price == 47.0 and restored.qty == 100
     at_broker = standin.by_client_id(restored.client_order_id)
     assert (at_broker.side, at_broker.type, at_broker.qty, float(at_broker.stop_price)) == ("sell", "stop", 100, 47.0)
     assert at_broker.status in ("accepted", "new")
@@ -128,8 +129,8 @@ def test_an_exit_unfilled_too_long_is_cancelled_and_the_stop_restored(fake_redis
     assert standin.by_client_id(exit_coid).status == "canceled"
     tail = orders(fake_redis)[-2:]
     assert [(e.kind, e.event) for e in tail] == [("exit", "cancelled"), ("stop", "accepted")]
-    assert "unprotected for more than 60 s" in tail[0].reason and "stop restored" in tail[0].reason
-    assert tail[1].reason.startswith("restores ")
+    assert "unprotected for more than 60 s" in tail[0].reason and tail[0].reason_code == "STOP_RESTORED"
+    assert tail[1].reason.startswith("restores ") and tail[1].reason_code == "RESTORES"
 
 
 def test_flatten_request_shape() -> None:
@@ -148,19 +149,19 @@ def test_exits_blocks_a_new_stop_during_the_exit_and_adopts_the_restored_one() -
     book.order(stop_event(place, "accepted", t + 1))
     live = book.positions["T"].live_stop_client_order_id
     # the executor cancels the stop for an exit: exits must not place another one meanwhile
-    res = book.order(stop_event(place, "cancelled", t + 2, reason="exit_intent=fx-1", coid=live))
+    res = book.order(stop_event(place, "cancelled", t + 2, reason="exit_intent=fx-1", coid=live, code="EXIT_INTENT"))
     assert res.intents == [] and book.positions["T"].blocked.startswith(exits_core.B_HELD)
     # the exit is refused and the executor restores the stop: still no second stop, then adopted
     from shared.schemas import OrderEvent
 
     rej = OrderEvent(event_id="ev-r", event="rejected", mode="ALPACA_PAPER", intent_id="fx-1", client_order_id="av-x",
                      symbol="T", side="sell", kind="exit", qty=100, reason="rejected by broker; stop restored",
-                     trade_date=d, ts=t + 3)
+                     reason_code="STOP_RESTORED", trade_date=d, ts=t + 3)
     assert book.order(rej).intents == [] and book.positions["T"].blocked
     restored = OrderEvent(event_id="ev-s", event="accepted", mode="ALPACA_PAPER", intent_id="rs-1",
                           client_order_id="av-restored", symbol="T", side="sell", kind="stop", qty=100, order_type="stop",
                           stop_price=9.0, reason=f"restores {live}; unprotected 12 ms since the stop's confirmed cancel",
-                          trade_date=d, ts=t + 4)
+                          reason_code="RESTORES", trade_date=d, ts=t + 4)
     res = book.order(restored)
     pos = book.positions["T"]
     assert (pos.live_stop_client_order_id, pos.live_stop_price, pos.blocked) == ("av-restored", 9.0, "")

@@ -41,7 +41,7 @@ import redis
 from shared.bus import Delivery, Emit, fields_of, live_consumers
 from shared.schemas import Alert, Message, SessionEvent, decode, encode
 from shared.service import ServiceContext, ServiceSpec, run_service
-from shared.streams import ALERTS, CLOCK, DLQ, state_key
+from shared.streams import ALERTS, CLOCK, CONTROL, DLQ, state_key
 
 from .watchdog import WatchState, observe, summary, watched
 
@@ -414,7 +414,8 @@ def on_stop(ctx: ServiceContext) -> None:
         client.close()  # type: ignore[attr-defined]
 
 
-SPEC = ServiceSpec(name=SVC, streams=[ALERTS, CLOCK], build=build, on_start=on_start, on_idle=on_idle, on_stop=on_stop)
+SPEC = ServiceSpec(name=SVC, streams=[ALERTS, CLOCK], build=build, on_start=on_start, on_idle=on_idle, on_stop=on_stop,
+                   produces=[ALERTS, CONTROL])
 
 
 def main() -> int:

@@ -74,6 +74,7 @@ from shared.streams import (
     BROKER,
     CANDIDATES,
     CLOCK,
+    CONTROL,
     DLQ,
     EXITS,
     INTENTS,
@@ -760,7 +761,7 @@ def on_start(ctx: ServiceContext) -> list[Emit]:
 
 
 SPEC = ServiceSpec(name=SVC, streams=[CLOCK, CANDIDATES, INTENTS, REJECTIONS, ORDERS, BROKER, EXITS, ALERTS, BARS_1D, BARS_1M],
-                   build=build, on_start=on_start, on_idle=on_idle)
+                   build=build, on_start=on_start, on_idle=on_idle, produces=[PORTFOLIO, ALERTS, CONTROL])
 
 
 def main() -> int:

@@ -56,3 +56,6 @@ class BrokerSettings(Section):
     feed_daily_delay_s: int = Field(300, ge=0, description="Live feed: the daily bar (then CLOSE) is fetched this long after the close.")
     feed_backoff_max_s: float = Field(60.0, gt=0, description="Live feed: longest wait between reconnection attempts (exponential backoff from 1 s).")
     feed_alert_after_failures: int = Field(3, ge=1, description="Live feed: failed ticks in a row before a feed_failing alert (one per outage; feed_recovered when it ends).")
+    broker_rate_limit_per_min: int = Field(190, ge=1, le=200, description="Broker REST requests per rolling minute, shared by every process with the same key (feed, backfill, executor) through Redis; Alpaca allows 200 per key.")
+    broker_rate_limit_retries: int = Field(5, ge=0, description="Retries of a request the broker answered 429 (after the pause Retry-After / X-RateLimit-Reset asks for).")
+    broker_rate_limit_backoff_max_s: float = Field(60.0, gt=0, description="Longest pause after a 429 (without headers: 1 s doubling up to this).")

@@ -537,7 +537,7 @@ def on_order(index: ExitsIndex, pos: ExitPositionState | None, ev: OrderEvent, p
         else:
             res.count(f"{C_ORDER_OTHER}{ev.kind}:{ev.event}")
         if pos.blocked.startswith(B_HELD) and ev.event in ("filled", "cancelled", "rejected") \
-                and "stop restored" not in ev.reason:  # restored: the restore's accepted event unblocks it
+                and ev.reason_code != "STOP_RESTORED":  # restored: the restore's accepted event unblocks it
             pos.blocked = ""  # the other sell is done; the next snapshot blocks again if shares are still held
         res.touch(pos)
     if in_window(ev.ts, p.rules):
@@ -589,10 +589,11 @@ def _on_stop_event(index: ExitsIndex, pos: ExitPositionState, ev: OrderEvent, p:
             _event(res, pos, "STOP_REJECTED", ev.ts, ev.trade_date, p, stop_price=pend.price,
                    previous_stop=pos.live_stop_price, qty=pend.qty, reason=ev.reason, intent_id=pend.intent_id,
                    client_order_id=coid, source=pos.stop_source)
-            if "INSUFFICIENT_QTY" in ev.reason:
+            if ev.reason_code == "INSUFFICIENT_QTY":
                 _block(pos, f"{B_HELD}: the broker refused the stop (insufficient qty)", ev.ts, ev.trade_date, p, res)
-            elif "TARGET_NOT_OPEN" in ev.reason and pend.target and pend.target == pos.live_stop_client_order_id:
-                if ev.reason.rstrip().endswith("unknown"):  # a stop the executor never made: it cannot change it
+            elif (ev.reason_code in ("TARGET_NOT_OPEN", "TARGET_UNKNOWN") and pend.target
+                  and pend.target == pos.live_stop_client_order_id):
+                if ev.reason_code == "TARGET_UNKNOWN":  # a stop the executor never made: it cannot change it
                     _block(pos, f"{B_FOREIGN}: {pend.target} is not an order of the executor", ev.ts, ev.trade_date,
                            p, res)
                 else:  # the stop we meant to replace is gone (filled or cancelled): place a new one next time
@@ -606,7 +607,7 @@ def _on_stop_event(index: ExitsIndex, pos: ExitPositionState, ev: OrderEvent, p:
             pos.pending = None
             pos.current_stop = pos.live_stop_price
         return
-    if ev.event == "accepted" and ev.reason.startswith("restores ") and not pos.live_stop_client_order_id:
+    if ev.event == "accepted" and ev.reason_code == "RESTORES" and not pos.live_stop_client_order_id:
         # the executor put back a stop it had cancelled for an exit that did not sell (flatten refused)
         pos.live_stop_client_order_id, pos.live_stop_price, pos.live_stop_qty = coid, float(ev.stop_price or 0.0), int(ev.qty)
         pos.current_stop = pos.live_stop_price
@@ -615,11 +616,17 @@ def _on_stop_event(index: ExitsIndex, pos: ExitPositionState, ev: OrderEvent, p:
         _event(res, pos, "STOP_SUBMITTED", ev.ts, ev.trade_date, p, stop_price=pos.live_stop_price, previous_stop=0.0,
                qty=int(ev.qty), reason=ev.reason, client_order_id=coid, source=pos.stop_source)
         return
+    if (ev.event == "replaced" and ev.reason_code == "REPROTECT" and ev.replaces_client_order_id
+            and ev.replaces_client_order_id in (pos.live_stop_client_order_id, pend.target if pend else "")):
+        # the executor re-protected the position at the last accepted level after a refused new stop
+        pos.live_stop_client_order_id, pos.live_stop_qty = coid, int(ev.qty)
+        pos.live_stop_price = pos.current_stop = float(ev.stop_price or pos.live_stop_price)
+        return
     if coid == pos.live_stop_client_order_id and ev.event == "cancelled":
         pos.live_stop_client_order_id, pos.live_stop_price, pos.live_stop_qty = "", 0.0, 0
         if pos.pending is None:
             pos.current_stop = 0.0
-        if ev.reason.startswith("exit_intent="):  # an exit order sells the shares now: no new stop meanwhile
+        if ev.reason_code == "EXIT_INTENT":  # an exit order sells the shares now: no new stop meanwhile
             pos.blocked = f"{B_HELD}: an exit order is selling the shares"
         else:
             _alert(res, "exit_stop_cancelled", f"{pos.symbol}: live stop cancelled outside the exits service",
