@@ -234,6 +234,7 @@ class AlpacaStandIn:
         self.orders: dict[str, _Order] = {}
         self.positions: dict[str, _Position] = {}
         self.prices: dict[str, float] = {}  # last price per symbol (from on_bars / set_price)
+        self.short_sells = 0  # sell fills that found fewer shares than they sold
         self.posts: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str]] = []
         self.responses: list[tuple[str, str, int, Any]] = []  # (method, path, status, body) for the contract test
@@ -424,6 +425,8 @@ class AlpacaStandIn:
         qty = left if pct <= 0 else max(1, min(left, int(row.volume * pct / 100.0)))
         if o.side == "sell" and not self.behaviours.shorting_enabled:
             held = self.positions.get(o.symbol)
+            if qty > (held.qty if held else 0):
+                self.short_sells += 1  # a sell that would open a short (the chaos test asserts none)
             qty = min(qty, held.qty if held else 0)
             if qty <= 0:
                 return
@@ -828,8 +831,11 @@ class AlpacaStandIn:
                     standin.requests.append((self.command, u.path))
                     standin.headers_seen.append(dict(self.headers))
                     allowed = standin._limiter.allow()
-                if not allowed:
-                    return self._send(*standin._error("rate_limit"), path=u.path)
+                if not allowed:  # [api] Rate Limit: 429 with the X-RateLimit-* headers
+                    reset = int(time.time()) + 60
+                    return self._send(*standin._error("rate_limit"), path=u.path,
+                                      headers={"X-RateLimit-Limit": str(standin._limiter.per_min),
+                                               "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)})
                 fault = standin._take_fault(self.command, u.path)
                 kind = fault.kind if fault else None
                 if fault is not None and fault.error is not None:
@@ -853,11 +859,13 @@ class AlpacaStandIn:
                 except (BrokenPipeError, ConnectionResetError):
                     return None
 
-            def _send(self, status: int, payload: Any, *, path: str = "") -> None:
+            def _send(self, status: int, payload: Any, *, path: str = "", headers: dict[str, str] | None = None) -> None:
                 with standin.lock:
                     standin.responses.append((self.command, path, status, payload))
                 data = b"" if payload is None else json.dumps(payload).encode()
                 self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
