@@ -9,9 +9,10 @@ Three breakers, each off unless configured (``BREAKER_*`` settings, docs/runbook
 - ``consecutive_stops``: ``BREAKER_MAX_CONSECUTIVE_STOPS`` positions in a row were closed by their
   stop at a loss (a position closed any other way, or by a stop at a profit, resets the count).
 
-Equity is marked on every broker snapshot (the broker's equity, cash and positions are the truth)
-and on every bar batch (cash + held shares at the bar's close; fills in between move cash and
-shares). An equity that is not a positive finite number trips the equity breakers (fail closed).
+Equity is marked and the breakers evaluated on every broker snapshot (the broker's equity, cash and
+positions are the truth) and on every bar batch (cash + held shares at the bar's close); a fill moves
+cash and shares from the first bar after it (or the snapshot that includes it), so the figures are the
+same whichever of a fill and its bar a consumer reads first (replay = live, one replica = two). An equity that is not a positive finite number trips the equity breakers (fail closed).
 A tripped breaker stays tripped until ``rearm``; re-arming starts its measurement again from the
 current figures (daily loss from the current equity, the high-water mark at the current equity,
 the stop-out count at zero).
@@ -67,6 +68,19 @@ class Holding(msgspec.Struct, kw_only=True):
     last: float
 
 
+class Fill(msgspec.Struct, frozen=True, kw_only=True):
+    """A fill as the breakers keep it until it is applied."""
+
+    event_id: str
+    symbol: str
+    side: str
+    kind: str
+    qty: int
+    price: float
+    fees: float = 0.0
+    ts: int
+
+
 class BreakerBook(msgspec.Struct, kw_only=True):
     """Everything the breakers know (the ``avwap:control:breakers`` key)."""
 
@@ -80,7 +94,10 @@ class BreakerBook(msgspec.Struct, kw_only=True):
     consecutive_stops: int = 0
     tripped: dict[str, Trip] = {}
     last_ts: int = 0
-    seen: list[str] = []  # ids of the fills already applied (redelivery, two replicas)
+    seen: list[str] = []  # ids of the fills already recorded (redelivery, two replicas)
+    deferred: list[Fill] = []  # fills not applied yet (applied at the next bar after them, or a snapshot)
+    snap_ts: int = 0  # the last broker snapshot's ts: fills at or before it are in its figures
+    closed_avg: dict[str, float] = {}  # average entry of positions a snapshot closed (late stop fills)
 
 
 _DEC = msgspec.json.Decoder(BreakerBook)
@@ -122,63 +139,97 @@ def _mark(book: BreakerBook) -> None:
     book.equity = round(book.cash + sum(h.qty * h.last for h in book.holdings.values()), 4)
 
 
+def _apply_fill(book: BreakerBook, ev: Fill) -> None:
+    """Cash and shares; a position closed by its stop below its average entry counts a stop-out."""
+    h = book.holdings.get(ev.symbol)
+    if ev.side == "buy":
+        if h is None:
+            book.holdings[ev.symbol] = Holding(qty=ev.qty, avg=ev.price, last=ev.price)
+        else:
+            h.avg = (h.avg * h.qty + ev.price * ev.qty) / (h.qty + ev.qty)
+            h.qty += ev.qty
+        if book.cash is not None:
+            book.cash -= ev.qty * ev.price + ev.fees
+        return
+    if book.cash is not None:
+        book.cash += ev.qty * ev.price - ev.fees
+    if h is None:
+        return
+    h.qty -= ev.qty
+    if h.qty <= 0:
+        del book.holdings[ev.symbol]
+        _count_close(book, ev, h.avg)
+
+
+def _count_close(book: BreakerBook, ev: Fill, avg: float) -> None:
+    loss_stop = ev.kind == "stop" and ev.price < avg
+    book.consecutive_stops = book.consecutive_stops + 1 if loss_stop else 0
+
+
+def _settle(book: BreakerBook, through_ts: int, *, inclusive: bool) -> None:
+    """Apply the deferred fills up to ``through_ts`` (exclusive for a bar, inclusive for a snapshot), in
+    (ts, id) order: the same book whatever order the fills and the bars arrived in."""
+    due = [f for f in book.deferred if f.ts < through_ts or (inclusive and f.ts == through_ts)]
+    if not due:
+        return
+    book.deferred = [f for f in book.deferred if f not in due]
+    for f in sorted(due, key=lambda f: (f.ts, f.event_id)):
+        _apply_fill(book, f)
+
+
 def on_snapshot(book: BreakerBook, snap: BrokerSnapshot, cfg: BreakerConfig) -> list[Trip]:
-    """The broker's figures replace the marks (new session: its opening equity)."""
+    """The broker's figures replace the marks (new session: its opening equity). Deferred fills the
+    snapshot includes (ts <= its ts) are applied first (stop-out counting), then overwritten."""
+    _settle(book, snap.ts, inclusive=True)
     _new_session(book, snap.trade_date, snap.equity)
+    for sym, h in book.holdings.items():  # positions the snapshot no longer holds: their average, for late fills
+        if sym not in {p.symbol for p in snap.positions if p.qty}:
+            book.closed_avg[sym] = h.avg
     book.cash = snap.cash
     book.holdings = {p.symbol: Holding(qty=p.qty, avg=p.avg_entry_price, last=p.current_price or p.avg_entry_price)
                      for p in snap.positions if p.qty}
     book.equity = snap.equity
+    book.snap_ts = max(book.snap_ts, snap.ts)
+    book.closed_avg = dict(list({k: v for k, v in book.closed_avg.items() if k not in book.holdings}.items())[-200:])
     if book.open_equity is None and _ok(snap.equity) and book.session == snap.trade_date:
         book.open_equity = snap.equity
     return evaluate(book, cfg, snap.ts)
 
 
 def on_bars(book: BreakerBook, batch: BarBatch, cfg: BreakerConfig) -> list[Trip]:
-    """Held symbols are marked at their bar's close."""
+    """Fills before the bar are applied, then held symbols are marked at their bar's close, then the
+    breakers are evaluated (equity is evaluated on bars and snapshots only, never mid-bar)."""
     if not batch.bars:
         return []
-    touched = False
+    ts = max(b.ts for b in batch.bars)
+    _settle(book, ts, inclusive=False)
     for b in batch.bars:
         h = book.holdings.get(b.symbol)
         if h is not None:
-            h.last, touched = b.close, True
-    if touched:
-        _mark(book)
+            h.last = b.close
+    _mark(book)
     _new_session(book, batch.trade_date, book.equity)
-    return evaluate(book, cfg, max(b.ts for b in batch.bars))
+    return evaluate(book, cfg, ts)
 
 
 def on_fill(book: BreakerBook, ev: OrderEvent, cfg: BreakerConfig) -> list[Trip]:
-    """A fill moves cash and shares; a position closed by its stop at a loss counts a stop-out."""
+    """A fill is recorded and applied at the next bar after it (or the snapshot that includes it), so the
+    figures do not depend on whether the fill or its bar arrived first. A fill an earlier snapshot already
+    includes changes no figure, but its stop-out still counts."""
+    del cfg
     if ev.event not in ("filled", "partially_filled") or ev.fill_qty <= 0 or ev.fill_price is None:
         return []
     if ev.event_id in book.seen:
         return []
     book.seen = [*book.seen[-(KEEP_EVENT_IDS - 1):], ev.event_id]
-    qty, px = int(ev.fill_qty), float(ev.fill_price)
-    h = book.holdings.get(ev.symbol)
-    if ev.side == "buy":
-        if h is None:
-            book.holdings[ev.symbol] = Holding(qty=qty, avg=px, last=px)
-        else:
-            h.avg = (h.avg * h.qty + px * qty) / (h.qty + qty)
-            h.qty += qty
-            h.last = px
-        if book.cash is not None:
-            book.cash -= qty * px + ev.fees
-    else:
-        if book.cash is not None:
-            book.cash += qty * px - ev.fees
-        if h is not None:
-            h.qty -= qty
-            h.last = px
-            if h.qty <= 0:
-                del book.holdings[ev.symbol]
-                loss_stop = ev.kind == "stop" and px < h.avg
-                book.consecutive_stops = book.consecutive_stops + 1 if loss_stop else 0
-    _mark(book)
-    return evaluate(book, cfg, ev.ts)
+    f = Fill(event_id=ev.event_id, symbol=ev.symbol, side=ev.side, kind=ev.kind, qty=int(ev.fill_qty),
+             price=float(ev.fill_price), fees=float(ev.fees), ts=ev.ts)
+    if ev.ts <= book.snap_ts:
+        if f.side == "sell" and f.symbol in book.closed_avg and f.symbol not in book.holdings:
+            _count_close(book, f, book.closed_avg[f.symbol])
+        return []
+    book.deferred.append(f)
+    return []
 
 
 def evaluate(book: BreakerBook, cfg: BreakerConfig, ts: int) -> list[Trip]:

@@ -23,7 +23,6 @@ KILL_SWITCH_KEY = TRADING_STATE_KEY
 LEGACY_KILL_SWITCH_KEY = "avwap:control:kill_switch"  # before trading states; still read (ON -> REDUCING)
 BREAKERS_KEY = "avwap:control:breakers"  # the circuit breakers' book (shared.breakers)
 AUDIT_KEY = "avwap:audit"  # the hash-chained audit log (shared.audit)
-FLATTEN_KEY = "avwap:control:flatten"  # last flatten request handled by the executor (status only)
 PAUSE_KEY = "avwap:control:pause"
 
 

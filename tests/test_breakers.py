@@ -101,18 +101,44 @@ def test_consecutive_stop_outs_at_a_loss() -> None:
     book = BreakerBook()
     on_snapshot(book, snap(D1, 100_000.0, T0), cfg)
     ts = T0
-    # loss by stop, then a profitable exit resets, then two losing stops trip
+    # loss by stop, then a profitable exit resets, then two losing stops trip (at the bar after the fill)
     seq = [("AAA", 50.0, 48.0, "stop"), ("BBB", 20.0, 22.0, "exit"), ("CCC", 10.0, 9.5, "stop"), ("DDD", 30.0, 29.0, "stop")]
     got = []
     for n, (sym, buy, sell, kind) in enumerate(seq):
         ts += MIN
-        on_fill(book, fill(sym, "buy", 10, buy, ts, "entry", n), cfg)
+        assert on_fill(book, fill(sym, "buy", 10, buy, ts, "entry", n), cfg) == []
         ts += MIN
-        got.append((book.consecutive_stops, [t.breaker for t in on_fill(book, fill(sym, "sell", 10, sell, ts, kind, n), cfg)]))
-    assert got == [(0, []), (1, []), (0, []), (1, ["consecutive_stops"])]
-    assert book.consecutive_stops == 2
+        assert on_fill(book, fill(sym, "sell", 10, sell, ts, kind, n), cfg) == []  # applied at the next bar
+        ts += MIN
+        trips = on_bars(book, bar("ZZZ", 1.0, ts), cfg)
+        got.append((book.consecutive_stops, [t.breaker for t in trips]))
+    assert got == [(1, []), (0, []), (1, []), (2, ["consecutive_stops"])]
     # a redelivered fill is not counted again
-    assert on_fill(book, fill("DDD", "sell", 10, 29.0, ts, "stop", 3), cfg) == [] and book.consecutive_stops == 2
+    assert on_fill(book, fill("DDD", "sell", 10, 29.0, ts - MIN, "stop", 3), cfg) == []
+    on_bars(book, bar("ZZZ", 1.0, ts + MIN), cfg)
+    assert book.consecutive_stops == 2
+
+
+def test_the_figures_do_not_depend_on_whether_a_fill_or_its_bar_arrives_first() -> None:
+    cfg = BreakerConfig(daily_loss_usd=1_000_000.0)
+    books = []
+    for order in ("bar_first", "fill_first"):
+        book = BreakerBook()
+        on_snapshot(book, snap(D1, 100_000.0, T0), cfg)
+        b1, f1 = bar("AAA", 50.2, T0 + MIN), fill("AAA", "buy", 100, 50.0, T0 + MIN, "entry")
+        msgs = [b1, f1] if order == "bar_first" else [f1, b1]
+        for m in [*msgs, bar("AAA", 50.4, T0 + 2 * MIN)]:
+            (on_bars if isinstance(m, BarBatch) else on_fill)(book, m, cfg)
+        books.append(book)
+    a, b = books
+    assert a.equity == b.equity == 100_000.0 - 100 * 50.0 + 100 * 50.4 and a.holdings == b.holdings
+    # a fill the last snapshot already includes changes nothing, but a stop-out in it still counts
+    book = BreakerBook()
+    on_snapshot(book, snap(D1, 100_000.0, T0, cash=95_000.0, positions=(BrokerPosition(
+        symbol="AAA", qty=100, avg_entry_price=50.0, current_price=50.0),)), cfg)
+    on_snapshot(book, snap(D1, 99_800.0, T0 + 2 * MIN), cfg)  # AAA gone: stopped out before this snapshot
+    on_fill(book, fill("AAA", "sell", 100, 48.0, T0 + MIN, "stop"), cfg)  # ... whose fill arrives late
+    assert book.equity == 99_800.0 and book.consecutive_stops == 1
 
 
 def test_invalid_equity_trips_fail_closed() -> None:

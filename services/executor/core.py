@@ -335,7 +335,7 @@ def on_exit_intent(st: ExecState, intent: ExitIntent, ctx: Ctx, position_qty: in
     qty = min(intent.qty, position_qty) if st.mode != "DRY_RUN" else intent.qty
     rec = OrderRec(client_order_id=coid, intent_id=intent.intent_id, kind="exit", symbol=intent.symbol, side="sell",
                    qty=max(qty, 0), trade_date=intent.trade_date)
-    if st.mode == "DRY_RUN":
+    if st.mode == "DRY_RUN" and not halted:
         return _dry_run_accept(st, rec, ctx)
     if qty <= 0 or halted:
         rec.status = "rejected"
