@@ -63,12 +63,13 @@ def replay(tmp: Path, minutes: list[BarRow], analytics_replicas: int = 1) -> dic
            "STOP_BUFFER": "0.75", **LIMITS}
     procs = ServiceProcs(emb.url, env=env, log_dir=out / "logs")
     store = BarStore(out / "bars")
+    tripped_state = ""
     try:
         procs.start("executor", 0)
         procs.start("exits", 0)
         for i in range(analytics_replicas):
             procs.start("analytics", i)
-        procs.wait_ready()
+        procs.wait_ready(timeout=120)
         driver = Driver(r, procs, store.append, timeout=120)
         groups: dict[int, list[BarRow]] = {}
         for b in minutes:
