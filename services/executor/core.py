@@ -57,6 +57,8 @@ R_EXPIRED = "INTENT_EXPIRED"
 R_NOT_CONFIRMED = "ENTRY_NOT_CONFIRMED"
 R_BAD_QTY = "INVALID_QTY"
 R_LIVE_GATE = "LIVE_GATE_CLOSED"
+R_HALTED = "TRADING_HALTED"  # the trading state is HALTED (shared.controls): entries, exits and stop replaces refused
+STOP_RESTORED = "stop restored"  # in an exit's rejected/cancelled reason: its cancelled stop is being put back
 
 
 class Gates(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,6 +71,7 @@ class Gates(msgspec.Struct, frozen=True, kw_only=True):
 
     kill_switch: bool = False
     live_gate: str = ""
+    halted: bool = False  # trading state HALTED: entries refused with TRADING_HALTED (exits/replaces: see below)
 
 
 OPEN_GATES = Gates()
@@ -127,6 +130,9 @@ class OrderRec(msgspec.Struct, kw_only=True):
     cancel_code: str = ""  # ReasonCode of the cancelled event this cancel produces
     cancel_wanted: bool = False  # a cancel was asked for: re-sent by the poll until the broker confirms it
     reprotect: bool = False  # a stop placed by the executor to restore protection (events: REPROTECT)
+    protects: list[str] = []  # exits: the stops cancelled for it (restored if it is refused or cancelled)
+    restores: str = ""  # stops: the cancelled stop this one puts back (events say "restores <id>")
+    gap_start: int = 0  # exits: event time the last of its stops was confirmed cancelled (unprotected since)
 
 
 class ExecState(msgspec.Struct, kw_only=True):
@@ -233,7 +239,9 @@ def entry_blocks(st: ExecState, gates: Gates, *, reconciling: bool = False) -> l
         reasons.append(R_LIVE_GATE)
     if not st.reconciled and not reconciling:
         reasons.append(R_UNRECONCILED)
-    if gates.kill_switch:
+    if gates.halted:
+        reasons.append(R_HALTED)
+    elif gates.kill_switch:
         reasons.append(R_KILL_SWITCH)
     return reasons
 
@@ -264,7 +272,9 @@ def on_entry_intent(st: ExecState, intent: EntryIntent, ctx: Ctx, *, gates: Gate
     return Out()
 
 
-def on_stop_intent(st: ExecState, intent: StopIntent, ctx: Ctx) -> Out:
+def on_stop_intent(st: ExecState, intent: StopIntent, ctx: Ctx, *, halted: bool = False) -> Out:
+    """Place, replace or cancel a stop. ``halted`` (trading state HALTED): a replace is refused (the live
+    stop stays at the broker); a cancel and a first stop for a position go through."""
     if intent.intent_id in st.handled:
         return Out()
     st.handled[intent.intent_id] = intent.trade_date
@@ -291,6 +301,11 @@ def on_stop_intent(st: ExecState, intent: StopIntent, ctx: Ctx) -> Out:
             why = f"TARGET_NOT_OPEN: {intent.target_client_order_id} is {target.status if target else 'unknown'}"
             code: ReasonCode = "TARGET_NOT_OPEN" if target is not None else "TARGET_UNKNOWN"
             return Out(events=[order_event(rec, "rejected", ctx, st.mode, reason=why, code=code)])
+        if halted:
+            rec.status = "rejected"
+            st.orders[coid] = rec
+            why = f"{R_HALTED}: no stop replace while HALTED; {target.client_order_id} stays at the broker"
+            return Out(events=[order_event(rec, "rejected", ctx, st.mode, reason=why, code="TRADING_HALTED")])
         if st.mode == "DRY_RUN":
             target.status, target.silent_cancel = "replaced", True
             rec.status, rec.announced = "accepted", True
@@ -310,8 +325,11 @@ def on_stop_intent(st: ExecState, intent: StopIntent, ctx: Ctx) -> Out:
     return Out(actions=[Submit(coid)])
 
 
-def on_exit_intent(st: ExecState, intent: ExitIntent, ctx: Ctx, position_qty: int) -> Out:
-    """Cancel the stops holding the shares, then sell market."""
+def on_exit_intent(st: ExecState, intent: ExitIntent, ctx: Ctx, position_qty: int, *, halted: bool = False) -> Out:
+    """Cancel the stops holding the shares, then sell market (once every cancel is confirmed). The
+    cancelled stops are remembered (``protects``): if the exit is refused, or cancelled unfilled,
+    they are put back at once (``restore_stops``). ``halted``: refused (``TRADING_HALTED``), the
+    stops untouched."""
     if intent.intent_id in st.handled:
         return Out()
     st.handled[intent.intent_id] = intent.trade_date
@@ -319,16 +337,20 @@ def on_exit_intent(st: ExecState, intent: ExitIntent, ctx: Ctx, position_qty: in
     qty = min(intent.qty, position_qty) if st.mode != "DRY_RUN" else intent.qty
     rec = OrderRec(client_order_id=coid, intent_id=intent.intent_id, kind="exit", symbol=intent.symbol, side="sell",
                    qty=max(qty, 0), trade_date=intent.trade_date)
-    if st.mode == "DRY_RUN":
+    if st.mode == "DRY_RUN" and not halted:
         return _dry_run_accept(st, rec, ctx)
-    if qty <= 0:
+    if qty <= 0 or halted:
         rec.status = "rejected"
         st.orders[coid] = rec
+        if halted:
+            return Out(events=[order_event(rec, "rejected", ctx, st.mode, reason=f"{R_HALTED}: no exit while HALTED; "
+                                           "the stops stay", code="TRADING_HALTED")])
         return Out(events=[order_event(rec, "rejected", ctx, st.mode, reason="NO_POSITION", code="NO_POSITION")])
     out = Out()
     for stop in sorted(live_stops(st, intent.symbol), key=lambda o: o.client_order_id):
         stop.cancel_reason, stop.cancel_code = f"exit_intent={intent.intent_id}", "EXIT_INTENT"
         rec.waiting_on.append(stop.client_order_id)
+        rec.protects.append(stop.client_order_id)
         out.actions.append(Cancel(stop.client_order_id))
     rec.status = "waiting" if rec.waiting_on else "new"
     st.orders[coid] = rec
@@ -352,6 +374,8 @@ def ready_waiting(st: ExecState, ctx: Ctx) -> Out:
             out.events.append(order_event(rec, "rejected", ctx, st.mode, reason="STOP_FILLED_FIRST",
                                           code="STOP_FILLED_FIRST"))
             continue
+        if rec.kind == "exit" and rec.protects:
+            rec.gap_start = ctx.ts  # the cancels are confirmed: unprotected from now until the fill (or a restore)
         rec.status = "new"
         out.actions.append(Submit(rec.client_order_id))
     return out
@@ -511,6 +535,9 @@ def _announce(st: ExecState, rec: OrderRec, ctx: Ctx) -> list[Message]:
         return [order_event(rec, "replaced", ctx, st.mode, reason=why, code=code)]
     rec.announced = True
     _protected(st, rec)
+    if rec.restores:  # a stop put back after its exit did not sell: the gap ends here
+        why = f"restores {rec.restores}; {_gap_closed(st, rec, ctx)}"
+        return [order_event(rec, "accepted", ctx, st.mode, reason=why, code="RESTORES")]
     return [order_event(rec, "accepted", ctx, st.mode)]
 
 
@@ -540,7 +567,21 @@ def on_rejected(st: ExecState, coid: str, reason: str, ctx: Ctx, code: ReasonCod
     if rec.status in DONE:
         return Out()
     rec.status = "rejected"
-    return Out(events=[order_event(rec, "rejected", ctx, st.mode, reason=reason, code=code)])
+    restore = restore_stops(st, rec)
+    if restore.actions:
+        reason, code = f"{reason}; {STOP_RESTORED}", "STOP_RESTORED"
+    out = Out(events=[order_event(rec, "rejected", ctx, st.mode, reason=reason, code=code)]).extend(restore)
+    out.events.extend(_restore_refused(rec, ctx, reason))
+    return out
+
+
+def _restore_refused(rec: OrderRec, ctx: Ctx, why: str) -> list[Message]:
+    """A stop that was to restore protection after a refused exit was itself refused: a critical alert."""
+    if not rec.restores:
+        return []
+    return [make_alert("executor", "restore_refused", f"{rec.symbol}: restoring its stop was refused; the position "
+                       "has NO stop", severity="critical", text=why, trade_date=ctx.trade_date, ts=ctx.ts,
+                       dedup=f"restore:{rec.client_order_id}", runbook="flatten")]
 
 
 def impossible_alert(rec: OrderRec, exc: lifecycle.ImpossibleTransition, ctx: Ctx, mode: str) -> Message:
@@ -579,8 +620,9 @@ def on_view(st: ExecState, view: OrderView, ctx: Ctx) -> Out:
         event = "filled" if rec.filled_qty >= rec.qty else "partially_filled"
         if rec.status not in DONE:
             rec.status = event
+        gap = _gap_closed(st, rec, ctx) if event == "filled" and rec.kind == "exit" and rec.gap_start else ""
         out.events.append(order_event(rec, event, ctx, st.mode, trade_id=f.trade_id, fill_qty=f.qty,
-                                      fill_price=f.price, fees=f.fees))
+                                      fill_price=f.price, fees=f.fees, reason=gap))
     before = rec.status
     try:
         after = lifecycle.transition(before, view.status)
@@ -596,10 +638,15 @@ def on_view(st: ExecState, view: OrderView, ctx: Ctx) -> Out:
         rec.cancel_wanted = False
     if after in ("cancelled", "expired") and not rec.announced and rec.replaces:
         after = rec.status = "rejected"  # a replacement that never went live
+    # an exit that ended without selling everything puts back the stops cancelled for it, at once
+    restore = restore_stops(st, rec) if after in ("cancelled", "expired", "rejected") else Out()
+    restored = f"; {STOP_RESTORED}" if restore.actions else ""
     if after in ("cancelled", "expired"):
         if not rec.silent_cancel:
             code: ReasonCode = (rec.cancel_code or ("EXPIRED" if after == "expired" else "BROKER_CANCELED"))  # type: ignore[assignment]
-            out.events.append(order_event(rec, "cancelled", ctx, st.mode, reason=rec.cancel_reason or view.status,
+            if restored:
+                code = "STOP_RESTORED"
+            out.events.append(order_event(rec, "cancelled", ctx, st.mode, reason=(rec.cancel_reason or view.status) + restored,
                                           code=code))
         out.events.extend(_announce_replacements(st, rec, ctx))
     elif after == "rejected":
@@ -608,11 +655,14 @@ def on_view(st: ExecState, view: OrderView, ctx: Ctx) -> Out:
             out.events.append(order_event(rec, "rejected", ctx, st.mode, code="FILLED_BEFORE_REPLACE",
                                           reason=f"replacement rejected: {old.client_order_id} filled first"))
         else:
-            out.events.append(order_event(rec, "rejected", ctx, st.mode, reason="rejected by broker",
-                                          code="REPLACE_REFUSED" if rec.replaces else "BROKER_REJECTED"))
+            code = "STOP_RESTORED" if restored else ("REPLACE_REFUSED" if rec.replaces else "BROKER_REJECTED")
+            out.events.append(order_event(rec, "rejected", ctx, st.mode, reason="rejected by broker" + restored,
+                                          code=code))
+            out.events.extend(_restore_refused(rec, ctx, "rejected by broker"))
     elif after == "replaced":
         rec.silent_cancel = True
         out.events.extend(_announce_replacements(st, rec, ctx))
+    out.extend(restore)
     return out
 
 
@@ -780,6 +830,74 @@ def prune(st: ExecState, d: str, keep_days: int = 10) -> None:
     st.session_open = {k: v for k, v in st.session_open.items() if k >= d}
 
 
+# -- flatten and restore ----------------------------------------------------------------
+def restore_stops(st: ExecState, exit_rec: OrderRec) -> Out:
+    """An exit that ended without selling everything (refused, cancelled, expired): put back at once each
+    stop that was cancelled for it, for the shares still held (its quantity less what the exit sold)."""
+    if exit_rec.kind != "exit" or not exit_rec.protects or exit_rec.filled_qty >= exit_rec.qty:
+        return Out()
+    out = Out()
+    left = exit_rec.qty - exit_rec.filled_qty
+    for old_id in exit_rec.protects:
+        old = st.orders.get(old_id)
+        if old is None or old.status != "cancelled" or left <= 0:
+            continue  # a stop that filled (or is still live) needs no restore
+        qty = min(old.qty - old.filled_qty, left)
+        left -= qty
+        iid = stable_id("rs", old.client_order_id, exit_rec.client_order_id)
+        rec = OrderRec(client_order_id=client_order_id(iid), intent_id=iid, kind="stop", symbol=old.symbol, side="sell",
+                       qty=qty, order_type="stop", stop_price=old.stop_price, trade_date=old.trade_date,
+                       restores=old.client_order_id)
+        if rec.client_order_id in st.orders:
+            continue
+        st.orders[rec.client_order_id] = rec
+        out.actions.append(Submit(rec.client_order_id))
+    exit_rec.protects = []
+    return out
+
+
+def _gap_closed(st: ExecState, rec: OrderRec, ctx: Ctx) -> str:
+    """The unprotected gap of an exit, measured from its stops' confirmed cancel to its fill or to the
+    restore of its stop (``rec``: the exit, or the restore), as the event's reason says it."""
+    exit_rec = rec
+    if rec.kind == "stop":  # a restore: the gap of the exit it follows
+        exit_rec = next((o for o in st.orders.values() if o.kind == "exit" and o.gap_start
+                         and rec.intent_id == stable_id("rs", rec.restores, o.client_order_id)), rec)
+    if not exit_rec.gap_start:
+        return "unprotected gap not measured"
+    gap_ms = max(ctx.ts - exit_rec.gap_start, 0) // 1_000_000
+    exit_rec.gap_start = 0
+    return f"unprotected {gap_ms} ms since the stop's confirmed cancel"
+
+
+def overdue_exits(st: ExecState, ctx: Ctx, max_gap_ns: int) -> Out:
+    """Bound the unprotected gap: an exit sent after its stops were cancelled and still unfilled
+    ``max_gap_ns`` of open market later (event time; the gap counts from the session's OPEN for an
+    exit sent outside it) is cancelled; its cancel restores the stops (``on_view``)."""
+    d = ctx.trade_date
+    if f"{d}:OPEN" not in st.sessions or f"{d}:CLOSE" in st.sessions:
+        return Out()  # the market is closed: nothing can fill, neither the exit nor the stop
+    out = Out()
+    for rec in sorted(st.orders.values(), key=lambda o: o.client_order_id):
+        if rec.kind == "exit" and rec.gap_start and rec.status in ("accepted", "partially_filled"):
+            start = max(rec.gap_start, st.session_open.get(d, rec.gap_start))
+            if ctx.ts - start > max_gap_ns:
+                rec.cancel_reason = f"unprotected for more than {max_gap_ns // 1_000_000_000} s: exit cancelled"
+                out.actions.append(Cancel(rec.client_order_id))
+    return out
+
+
+def flatten_intents(req_id: str, symbols: list[str], all_positions: bool, held: dict[str, int], trade_date: str,
+                    reason: str, ts: int) -> tuple[list[ExitIntent], list[str]]:
+    """The exits of a flatten request: one per named (or, for ALL, every) held symbol; and the named
+    symbols that are not held."""
+    want = sorted(held) if all_positions else sorted(set(symbols))
+    intents = [ExitIntent(intent_id=stable_id("fx", req_id, sym), symbol=sym, trade_date=trade_date, qty=held[sym],
+                          reason=f"flatten {req_id}: {reason}", ts=ts)
+               for sym in want if held.get(sym, 0) > 0]
+    return intents, [s for s in want if held.get(s, 0) <= 0]
+
+
 def _days_before(d: str, n: int) -> str:
     from datetime import date, timedelta
 
@@ -789,6 +907,7 @@ def _days_before(d: str, n: int) -> str:
 __all__ = [
     "Action", "BarRow", "Cancel", "CancelForeign", "Gap", "coverage", "repair_protection", "reprotect_rec", "Ctx", "ExecState", "Gates", "OPEN_GATES", "OrderRec", "Out", "Params", "Replace",
     "Submit", "TERMINAL", "batch_id", "confirm_daily", "confirm_intraday", "entry_blocks", "expire_unconfirmed",
+    "flatten_intents", "overdue_exits", "restore_stops",
     "on_broker_update", "on_entry_intent", "on_exit_intent", "on_rejected", "on_stop_intent", "on_submitted", "on_view",
     "prune", "ready_waiting", "request_of", "resend_or_block", "snapshot",
 ]

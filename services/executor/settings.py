@@ -49,6 +49,7 @@ class BrokerSettings(Section):
     entry_confirm_start: str = Field("09:45", description="Intraday entry confirmation window start (NY time, 10-minute bars).")
     entry_confirm_end: str = Field("15:30", description="Intraday entry confirmation window end (NY time).")
     entry_confirm_minutes: int = Field(10, ge=1, description="Bar length (minutes) of the intraday entry confirmation.")
+    exit_max_unprotected_s: float = Field(120.0, gt=0, description="Longest a position may stay without its stop during an exit or flatten (from the stop's confirmed cancel): an exit still unfilled then is cancelled and the stop restored (event time; a simulated market exit fills on the next bar).")
     feed_symbols: str = Field("", description="Live feed: comma-separated symbols; empty: SCAN_UNIVERSE_FILE, else the symbols in the bar store.")
     feed_intraday: bool = Field(True, description="Live feed: also fetch and publish 1-minute bars.")
     feed_data_feed: Literal["iex", "sip"] = Field("iex", description="Alpaca market-data feed: iex (free) or sip.")

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from shared.alerts import make_alert
 from shared.bus import Delivery, Emit, fields_of
 from shared.clock import calendar, ny_trade_date
-from shared.controls import read_kill_switch
+from shared.controls import read_state
 from shared.crash import crash_point
 from shared.logs import setup_logging
 from shared.schemas import (
@@ -32,6 +32,7 @@ from shared.schemas import (
     BarBatch,
     EntryIntent,
     ExitIntent,
+    FlattenRequest,
     Message,
     OrderEvent,
     Rejection,
@@ -46,6 +47,7 @@ from shared.streams import (
     BARS_1M,
     BROKER,
     CLOCK,
+    CONTROL,
     INTENTS,
     ORDERS,
     REJECTIONS,
@@ -129,6 +131,8 @@ def trigger_of(msg: Message) -> str:
         return f"session:{msg.trade_date}:{msg.phase}"
     if isinstance(msg, BarBatch):
         return core.batch_id(msg)
+    if isinstance(msg, FlattenRequest):
+        return msg.request_id
     return msg.intent_id  # type: ignore[union-attr]
 
 
@@ -167,6 +171,7 @@ class Executor:
         self.settings_hash = ctx.settings.hash()
         self.broker_settings_hash = bs.hash()
         self.run_id = ctx.settings.resolved_run_id()
+        self.max_gap_ns = int(bs.exit_max_unprotected_s * 1e9)
         # events of the unit of work in hand (a message, a poll, reconciliation) not committed yet;
         # an outbox write commits them with the state they belong to, the final commit the rest
         self._journal: list[Message] = []
@@ -230,7 +235,7 @@ class Executor:
     def handle(self, msg: Message, d: Delivery | None) -> list[Emit]:
         """Handle one message; state, events, alerts and ledger records are committed together with the
         message's entry id (``applied``), so a redelivery after the commit is recognised and skipped."""
-        if not isinstance(msg, SessionEvent | BarBatch | EntryIntent | StopIntent | ExitIntent):
+        if not isinstance(msg, SessionEvent | BarBatch | EntryIntent | StopIntent | ExitIntent | FlattenRequest):
             return []
         st = self.load(trigger_of(msg))
         if d is not None and _applied(st.applied.get(d.stream, ""), d.entry_id):
@@ -239,6 +244,8 @@ class Executor:
             out = self.on_session(st, msg)
         elif isinstance(msg, BarBatch):
             out = self.on_bars(st, msg)
+        elif isinstance(msg, FlattenRequest):
+            out = self.on_flatten(st, msg)
         else:
             out = self.on_intent(st, msg)
         if d is not None:
@@ -250,10 +257,14 @@ class Executor:
         return max(st.sessions.values(), default="")
 
     def gates(self) -> core.Gates:
-        """The entry controls now: kill switch (env or Redis key, via ``shared.controls``) and the LIVE
-        gate (re-checked, token file re-read). Read at every moment an entry would be sent."""
-        kill = self.ctx.settings.core.kill_switch or read_kill_switch(self.r) != "off"
-        return core.Gates(kill_switch=kill, live_gate=live_gate(self.ctx.settings))
+        """The entry controls now: the trading state (``shared.controls``: REDUCING, the kill switch, env
+        ``KILL_SWITCH`` or an unreadable key block entries; HALTED blocks every new order but cancels) and
+        the LIVE gate (re-checked, token file re-read). Read at every moment an order would be sent."""
+        state = read_state(self.r, env_kill_switch=self.ctx.settings.core.kill_switch).state
+        return core.Gates(kill_switch=state != "ACTIVE", live_gate=live_gate(self.ctx.settings), halted=state == "HALTED")
+
+    def halted(self) -> bool:
+        return read_state(self.r).state == "HALTED"
 
     def on_intent(self, st: ExecState, msg: EntryIntent | StopIntent | ExitIntent) -> Out:
         ctx = Ctx(ts=msg.ts, trade_date=msg.trade_date)
@@ -263,13 +274,38 @@ class Executor:
         if isinstance(msg, EntryIntent):
             return core.on_entry_intent(st, msg, ctx, gates=self.gates(), current_date=self.current_date(st))
         if isinstance(msg, StopIntent):
-            out = core.on_stop_intent(st, msg, ctx)
+            out = core.on_stop_intent(st, msg, ctx, halted=self.halted())
         else:
             held = 0
             if broker is not None:
                 held = sum(p.qty for p in self._positions(broker) if p.symbol == msg.symbol)
-            out = core.on_exit_intent(st, msg, ctx, held)
+            out = core.on_exit_intent(st, msg, ctx, held, halted=self.halted())
         return self.perform(st, broker, out, ctx)
+
+    def on_flatten(self, st: ExecState, req: FlattenRequest) -> Out:
+        """Market-exit the named positions: each one's stops are cancelled (and the cancel confirmed)
+        just before its exit is sent, and restored at once if the exit is refused (``core``)."""
+        trade_date = self.current_date(st) or ny_trade_date(req.ts)
+        ctx = Ctx(ts=req.ts, trade_date=trade_date)
+        broker = self.broker_for(st)
+        if isinstance(broker, Simulator):
+            broker.set_time(req.ts)
+        held: dict[str, int] = {}
+        if broker is not None:
+            for p in self._positions(broker):
+                held[p.symbol] = held.get(p.symbol, 0) + p.qty
+        intents, not_held = core.flatten_intents(req.request_id, req.symbols, req.all_positions, held, trade_date,
+                                                 req.reason, req.ts)
+        halted = self.halted()
+        out = Out()
+        for it in intents:
+            out.extend(self.perform(st, broker, core.on_exit_intent(st, it, ctx, held[it.symbol], halted=halted), ctx))
+        what = ", ".join(f"{i.symbol} {i.qty}" for i in intents) or "nothing held"
+        out.events.append(make_alert(
+            "executor", "flatten", f"flatten {req.request_id}: {what}" + (f"; not held: {', '.join(not_held)}" if not_held else ""),
+            severity="warning", text=f"by {req.who}: {req.reason}", trade_date=trade_date, ts=req.ts,
+            dedup=f"flatten:{req.request_id}", runbook="flatten"))
+        return out
 
     def _positions(self, broker: Broker):
         try:
@@ -329,6 +365,8 @@ class Executor:
             if sim is not None:
                 sim.set_time(ts)
             out.extend(self.perform(st, broker, confirm, ctx))
+        # after this bar's fills: an exit still unfilled too long after its stop's cancel is cancelled (stop restored)
+        out.extend(self.perform(st, broker, core.overdue_exits(st, ctx, self.max_gap_ns), ctx))
         return out
 
     def _after_fills(self, st: ExecState, sim: Simulator, touched: list[str], ctx: Ctx) -> Out:
@@ -692,6 +730,7 @@ class Executor:
         out = Out()
         try:
             self._resolve(st, self.external, ctx)
+            self.perform(st, self.external, core.overdue_exits(st, ctx, self.max_gap_ns), ctx)
             if now >= self._next_snapshot:
                 self._next_snapshot = now + self.bs.broker_snapshot_interval_s
                 out.events.append(self.snapshot(st, ctx, "periodic"))
@@ -770,7 +809,7 @@ def build_spec(bs: BrokerSettings, broker: Broker | None = None, updates: TradeU
     def on_stop(ctx: ServiceContext) -> None:
         holder["ex"].stop()
 
-    return ServiceSpec(name=GROUP, streams=[INTENTS, CLOCK, BARS_1M, BARS_1D], build=build, on_start=on_start,
+    return ServiceSpec(name=GROUP, streams=[INTENTS, CLOCK, BARS_1M, BARS_1D, CONTROL], build=build, on_start=on_start,
                        on_idle=on_idle, on_stop=on_stop, produces=[ORDERS, REJECTIONS, BROKER, ALERTS])
 
 

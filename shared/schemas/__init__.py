@@ -27,6 +27,16 @@ from .base import (
     type_name_of,
 )
 from .broker import BrokerOrder, BrokerPosition, BrokerSnapshot
+from .controls import (
+    BREAKERS,
+    TRADING_STATES,
+    BreakerName,
+    BreakerRearm,
+    FlattenRequest,
+    TradingState,
+    TradingStateChange,
+    TradingStateName,
+)
 from .exits import EXIT_EVENT_KINDS, ExitEvent, ExitPositionState, Low, PendingStop, StopTracker
 from .market import SESSION_PHASES, BarBatch, BarRow, SessionEvent
 from .orders import (
@@ -50,6 +60,8 @@ from .portfolio import (
 from .scanner import Candidate, CandidateBatch
 
 __all__ = [
+    "BREAKERS", "TRADING_STATES", "BreakerName", "BreakerRearm", "FlattenRequest", "TradingState", "TradingStateChange",
+    "TradingStateName",
     "Alert", "AlertV1", "BarBatch", "DailyRejections", "DailyTrades", "Fill", "MISMATCH_TYPES", "Mismatch",
     "Reconciliation", "Trade", "TradeV1", "BarRow", "BrokerOrder", "BrokerPosition", "BrokerSnapshot", "Candidate",
     "CandidateBatch", "DECISION_REASON_ORDER", "EXIT_EVENT_KINDS", "EntryIntent", "ExitEvent",

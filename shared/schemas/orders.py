@@ -97,6 +97,9 @@ ReasonCode = Literal[
     "WASH_TRADE",  # Alpaca 403: potential wash trade
     "PROTECTION_REPAIR",  # cancelled or placed by the executor to make the stops cover the position exactly
     "BROKER_REJECTED",  # any other refusal or rejection by the broker
+    "TRADING_HALTED",  # an exit or a stop replace refused: the trading state is HALTED (shared.controls)
+    "STOP_RESTORED",  # an exit ended without selling (refused, cancelled, expired): its cancelled stop is being put back
+    "RESTORES",  # a stop that puts back one cancelled for an exit that did not sell (``reason``: restores <id>)
 ]
 REASON_CODES: tuple[str, ...] = get_args(ReasonCode)
 
