@@ -63,7 +63,7 @@ def test_processes_sharing_a_key_stay_under_the_limit(redis_url: str, real_redis
     """Three real processes, 10 requests each, limit 10 per (shortened) 1 s window: 30 grants over >= 2 s,
     no 1 s window with more than 10."""
     real_redis.delete("grants")
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # no fork of a parent with live threads (stand-ins, pools)
     procs = [ctx.Process(target=_worker, args=(redis_url, 10, "grants")) for _ in range(3)]
     for p in procs:
         p.start()
