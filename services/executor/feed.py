@@ -28,6 +28,7 @@ from typing import Protocol
 
 import redis
 
+from shared import metrics
 from shared.alerts import make_alert
 from shared.bars import BarStore, validate_rows
 from shared.bus import fields_of
@@ -140,6 +141,8 @@ class Feed:
         for k, v in (extra or {}).items():
             pipe.hset(LAST_MINUTE, k, v)
         pipe.execute()
+        if isinstance(msg, BarBatch) and msg.bars:
+            metrics.feed_published(msg.tf, max(b.ts for b in msg.bars) / 1e9)
 
     def _valid(self, rows: list[BarRow], d: str, ts: int) -> list[BarRow]:
         good, rejects = validate_rows(rows)
@@ -270,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     setup_logging(settings.core.log_level, settings.core.log_format, service="feed")
     feed = build_feed(settings)
+    metrics.serve(settings.core.metrics_port, settings.core.metrics_addr)
     if args.once:
         print("\n".join(feed.tick()))
         return 0
