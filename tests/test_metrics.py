@@ -154,3 +154,39 @@ def test_metered_broker_times_calls_and_counts_errors_by_code() -> None:
     errors = 'avwap_broker_errors_total{call="get_by_client_id",code="NOT_FOUND"}'
     assert count(after, errors) - count(before, errors) == 1
     assert count(after, 'avwap_broker_request_seconds_sum{call="list_open"}') > 0
+
+
+def test_feed_reports_its_last_bar_on_its_endpoint(fake_redis, tmp_path) -> None:  # noqa: ANN001
+    """The live feed (real AlpacaData client against the market-data stand-in) publishes minute bars;
+    its endpoint (the same ``metrics.serve`` its ``main`` starts) shows the last bar's time and age."""
+    from services.executor.feed import AlpacaData, Feed
+    from services.executor.settings import BrokerSettings
+    from shared.bars import BarStore, load_bars
+    from shared.clock import ReplayClock, calendar, dt_to_ns, ny_datetime
+    from shared.redis_conn import free_port
+    from shared.schemas import BarBatch
+    from shared.settings import load_settings
+    from shared.streams import BARS_1M
+    from standins.alpaca_data import AlpacaDataStandIn
+    from tests.conftest import INTRADAY_FILE
+
+    d = "2019-02-11"
+    minute = [b for b in load_bars(INTRADAY_FILE).rows() if b.symbol == "AAPL" and calendar().session_of(b.ts) == d]
+    clock = ReplayClock(dt_to_ns(ny_datetime(d, "09:45")) + 15 * 10**9)
+    with AlpacaDataStandIn(minute, []) as standin:
+        src = AlpacaData("PKFEEDKEY123", "FEEDSECRET123", url=standin.url, feed="iex", timeout_s=2.0)
+        feed = Feed(fake_redis, src, BarStore(tmp_path / "bars"), ["AAPL"], settings=load_settings(),
+                    bs=BrokerSettings(feed_minute_delay_s=10), clock=clock)
+        feed.tick()
+    last = max(b.ts for _, f in fake_redis.xrange(BARS_1M) for b in decode(f[b"data"]).bars  # type: ignore[attr-defined]
+               if isinstance(decode(f[b"data"]), BarBatch))
+    port = free_port()
+    server = metrics.serve(port)
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    finally:
+        server.shutdown()
+    m = {(s.name, tuple(sorted(s.labels.items()))): s.value for fam in text_string_to_metric_families(text)
+         for s in fam.samples}
+    assert value(m, "avwap_feed_last_bar_timestamp_seconds", tf="1m") == last / 1e9
+    assert abs(value(m, "avwap_feed_last_bar_age_seconds", tf="1m") - (time.time() - last / 1e9)) < 30
