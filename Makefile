@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-demo: $(STAMP)
-	$(VENV)/bin/avwap demo
+demo: $(STAMP)  # `make demo ARGS=--serve` leaves the dashboard up on the finished replay
+	$(VENV)/bin/avwap demo $(ARGS)
 
 # Debian's chromium for the browser tests (tests/test_dashboard.py); installed once, where missing (needs root)
 browser:
