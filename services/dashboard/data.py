@@ -23,6 +23,25 @@ from shared.clock import NY, ns_to_dt
 from shared.schemas import BarBatch, BrokerSnapshot, ExitPositionState, SchemaError, decode
 from shared.streams import ALERTS, ALL_STREAMS, BARS_1D, BARS_1M, BROKER, DLQ, state_key
 
+READ_COMMANDS = frozenset({"GET", "MGET", "EXISTS", "SCAN", "TYPE", "TTL", "XLEN", "XRANGE", "XREVRANGE",
+                           "XINFO GROUPS", "XINFO STREAM", "HGET", "HGETALL", "SMEMBERS", "PING"})
+
+
+class ReadOnlyRedis(redis.Redis):
+    """A Redis client that sends only ``READ_COMMANDS``: the dashboard cannot write, even by mistake
+    (anything else raises ``PermissionError`` before it leaves the process)."""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        name = str(args[0]).upper() if args else ""
+        if name not in READ_COMMANDS:
+            raise PermissionError(f"the dashboard is read-only: {name} refused")
+        return super().execute_command(*args, **options)
+
+
+def read_only(url: str) -> ReadOnlyRedis:
+    """A read-only client of ``url`` (the options of ``shared.redis_conn.connect``)."""
+    return ReadOnlyRedis.from_url(url, socket_keepalive=True, health_check_interval=30)
+
 
 def _s(v: Any) -> str:
     return v.decode(errors="replace") if isinstance(v, bytes) else str(v)

@@ -10,11 +10,11 @@ import uvicorn
 from pydantic import ValidationError
 
 from shared.logs import setup_logging
-from shared.redis_conn import connect
 from shared.service import idle_invalid_settings, refuse_and_idle
 from shared.settings import SECTIONS, Settings, get_settings
 
 from .app import create_app
+from .data import read_only
 from .settings import DashboardSettings
 
 NAME = "dashboard"
@@ -25,7 +25,7 @@ def make_server(settings: Settings, ds: DashboardSettings, redis_url: str) -> uv
     """A uvicorn server of the dashboard over ``redis_url`` and the settings' artifact directories
     (access log off: it would record every poll)."""
     c = settings.core
-    app = create_app(connect(redis_url), Path(c.artifacts_dir), Path(c.ledger_dir), Path(c.bars_dir), ds,
+    app = create_app(read_only(redis_url), Path(c.artifacts_dir), Path(c.ledger_dir), Path(c.bars_dir), ds,
                      env_kill=c.kill_switch)
     config = uvicorn.Config(app, host=ds.dashboard_host, port=ds.dashboard_port, access_log=False,
                             log_level="warning", lifespan="off")
