@@ -128,12 +128,16 @@ def test_now_page_shows_each_service_the_streams_the_feed_and_the_broker(page, l
 def test_positions_page_shows_each_position_with_its_live_stop(page, live_system: LiveSystem) -> None:
     positions = {s: p for s, p in load_positions(live_system.r, include_closed=False).items() if p.qty > 0}
     assert positions and any(p.live_stop_price for p in positions.values())  # the replay left protected positions
+    snap = decode(live_system.r.xrevrange("avwap:broker", count=1)[0][1][b"data"])
     assert page.goto("/positions").status == 200
     assert page.locator("#positions tr[data-symbol]").count() == len(positions)
     for sym, p in positions.items():
         row = page.locator(f"#positions tr[data-symbol='{sym}']")
         stop = row.locator("td.stop").inner_text()
         assert stop == (f"{p.live_stop_price:.2f} × {p.live_stop_qty}" if p.live_stop_price else "NONE"), sym
+        broker = [o for o in snap.open_orders if o.symbol == sym and o.side == "sell" and o.stop_price]
+        assert row.locator("td.broker-stop").inner_text() == (
+            ", ".join(f"{o.stop_price:.2f} × {o.qty - o.filled_qty}" for o in broker) or "none")
         text = row.inner_text()
         assert f"{p.avg_entry_price:.2f}" in text and str(p.qty) in text
         assert {"daily_swing_low": "daily swing low", "intraday_higher_low": "5-minute higher low"}.get(

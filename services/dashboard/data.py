@@ -226,6 +226,12 @@ def positions_view(r: redis.Redis, artifacts: Path) -> dict[str, Any]:
     marks = {p["symbol"]: p for p in (snap or {}).get("positions", [])}
     positions = load_positions(r)
     as_of = max((p.last_bar_ts for p in positions), default=0)
+    snap_b = _last_message(r, BROKER)
+    broker_stops: dict[str, list[str]] = {}
+    if isinstance(snap_b, BrokerSnapshot):
+        for o in snap_b.open_orders:
+            if o.side == "sell" and o.stop_price:
+                broker_stops.setdefault(o.symbol, []).append(f"{o.stop_price:.2f} × {o.qty - o.filled_qty}")
     rows = []
     for p in positions:
         m = marks.get(p.symbol, {})
@@ -242,8 +248,10 @@ def positions_view(r: redis.Redis, artifacts: Path) -> dict[str, Any]:
             "source": SOURCE_TEXT.get(p.stop_source, p.stop_source), "ref_bar": when(p.stop_ref_ts),
             "ref_low": p.stop_ref_low or None, "stop_moved": when(p.stop_ts), "stop_age": _age(age_ns),
             "waiting": (f"{p.pending.action} {p.pending.qty}@{p.pending.price}" if p.pending else "") or p.blocked,
+            "broker_stop": ", ".join(broker_stops.get(p.symbol, [])) or "none",
         })
-    return {"rows": rows, "as_of": when(as_of), "snapshot": (snap or {}).get("date", "-")}
+    return {"rows": rows, "as_of": when(as_of), "snapshot": (snap or {}).get("date", "-"),
+            "broker_snapshot": f"{when(snap_b.ts)} ({snap_b.reason})" if isinstance(snap_b, BrokerSnapshot) else "-"}
 
 
 def _age(ns: int) -> str:
