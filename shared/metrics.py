@@ -81,14 +81,25 @@ def serve(port: int, addr: str = "127.0.0.1") -> Any:
 
 # -- hooks the bus calls ----------------------------------------------------------------------------
 
+_children: dict[tuple, Any] = {}  # labelled children by (metric, labels...): the per-message hooks skip labels()
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    key = (id(metric), *labels)
+    c = _children.get(key)
+    if c is None:
+        c = _children[key] = metric.labels(*labels)
+    return c
+
+
 def handled(group: str, stream: str, msg: Message, seconds: float) -> None:
-    HANDLED.labels(group, stream, type_name_of(msg)).inc()
-    HANDLER_SECONDS.labels(group, stream).observe(seconds)
+    _child(HANDLED, group, stream, type_name_of(msg)).inc()
+    _child(HANDLER_SECONDS, group, stream).observe(seconds)
 
 
 def failed(group: str, stream: str, seconds: float) -> None:
-    FAILED.labels(group, stream).inc()
-    HANDLER_SECONDS.labels(group, stream).observe(seconds)
+    _child(FAILED, group, stream).inc()
+    _child(HANDLER_SECONDS, group, stream).observe(seconds)
 
 
 def dead_lettered(group: str, stream: str) -> None:
@@ -107,16 +118,16 @@ def published(service: str, emits: Iterable[tuple[str, Message]]) -> None:
     """Count what ``service`` published (after its commit): per stream and type, plus decisions by
     reason code (intents and rejections), order events by status, exit events by kind."""
     for stream, m in emits:
-        PUBLISHED.labels(service, stream, type_name_of(m)).inc()
+        _child(PUBLISHED, service, stream, type_name_of(m)).inc()
         if isinstance(m, EntryIntent):
-            DECISIONS.labels(service, "intent", "").inc()
+            _child(DECISIONS, service, "intent", "").inc()
         elif isinstance(m, Rejection):
             for reason in m.reasons or ["UNSPECIFIED"]:
-                DECISIONS.labels(service, "rejection", reason).inc()
+                _child(DECISIONS, service, "rejection", reason).inc()
         elif isinstance(m, OrderEvent):
-            ORDER_EVENTS.labels(m.event, m.kind).inc()
+            _child(ORDER_EVENTS, m.event, m.kind).inc()
         elif isinstance(m, ExitEvent):
-            EXIT_EVENTS.labels(m.kind).inc()
+            _child(EXIT_EVENTS, m.kind).inc()
 
 
 # -- the broker and the feed ---------------------------------------------------------------------------
