@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from shared import controls
+from shared import controls, streams
 from shared.bars import BarStore
 from shared.bus import HEARTBEAT_PREFIX, live_consumers
 from shared.clock import NY, ns_to_dt
@@ -113,16 +113,19 @@ class NowView:
     last_bar_ns: int
     broker: dict[str, str]
     alerts: list[dict[str, str]]
+    breakers: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
 
 def trading_state(r: redis.Redis, env_kill: bool) -> tuple[str, str]:
-    """The trading state as ``shared.controls`` reports it (its richer reader when it has one)."""
-    reader = getattr(controls, "read_trading_state", None)
-    if reader is not None:  # the trading-state machine, when present
-        st = reader(r)
-        name = getattr(st, "state", st)
-        return str(name), str(getattr(st, "reason", ""))
+    """The trading state as ``shared.controls`` reports it: its trading-state reader when it has one
+    (ACTIVE / REDUCING / HALTED / UNREADABLE), else the kill switch."""
+    read_state = getattr(controls, "read_state", None)
+    if read_state is not None:
+        view = read_state(r, env_kill_switch=env_kill)
+        rec = getattr(view, "record", None)
+        detail = view.detail or (f"{rec.reason} ({rec.who}, {rec.source})" if rec is not None and rec.reason else "")
+        return str(view.state), detail or ("orders allowed" if view.state == "ACTIVE" else "")
     ks = controls.read_kill_switch(r)
     if env_kill:
         return "KILL_SWITCH_ON", "KILL_SWITCH=1 in the environment"
@@ -130,18 +133,30 @@ def trading_state(r: redis.Redis, env_kill: bool) -> tuple[str, str]:
             "unreadable": ("KILL_SWITCH_UNREADABLE", "the key is unreadable: entries blocked (fail closed)")}[ks]
 
 
+def tripped_breakers(r: redis.Redis) -> list[str]:
+    """Names of the tripped circuit breakers (``shared.breakers``, when the project has them)."""
+    key = getattr(streams, "BREAKERS_KEY", None)
+    try:
+        from shared import breakers  # type: ignore[attr-defined]
+    except ImportError:
+        return []
+    raw = r.get(key) if key else None
+    return list(breakers.tripped_names(raw)) if raw is not None else []
+
+
 def health_problems(v: NowView, expected: Sequence[str], max_lag: int, feed_max_age_s: int = 0,
                     now_ns: int = 0) -> list[str]:
     """Everything unhealthy in ``v`` (pure): missing heartbeats, lagging groups, a non-empty DLQ,
-    trading not active, an unreconciled broker, a stale feed (when ``feed_max_age_s``)."""
+    trading not active, a tripped breaker, an unreconciled broker, a stale feed (when ``feed_max_age_s``)."""
     out = []
     live = {h.group for h in v.heartbeats if h.consumers}
     out += [f"{g}: no live heartbeat" for g in expected if g not in live]
     out += [f"{g.group} lags {g.lag} entries on {g.stream}" for g in v.groups if (g.lag or 0) > max_lag]
     if v.dlq:
         out.append(f"DLQ holds {v.dlq} entries (avwap dlq list)")
-    if v.trading_state not in ("ACTIVE", "NORMAL"):
+    if v.trading_state != "ACTIVE":
         out.append(f"trading state {v.trading_state}: {v.trading_detail}")
+    out += [f"circuit breaker tripped: {b}" for b in v.breakers]
     if v.broker.get("reconciled") == "no":
         out.append("broker positions not reconciled")
     if feed_max_age_s and now_ns and v.last_bar_ns and now_ns - v.last_bar_ns > feed_max_age_s * 1_000_000_000:
@@ -190,7 +205,7 @@ def now_view(r: redis.Redis, expected: Sequence[str], env_kill: bool = False) ->
         except SchemaError:
             continue
     return NowView(state, detail, sorted(by_group.values(), key=lambda h: h.group), groups, lengths,
-                   lengths.get(DLQ, 0), last_bar, last_ns, broker, alerts)
+                   lengths.get(DLQ, 0), last_bar, last_ns, broker, alerts, tripped_breakers(r))
 
 
 # -- Positions -------------------------------------------------------------------------------------
