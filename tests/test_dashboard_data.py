@@ -45,3 +45,22 @@ def test_the_kill_switch_turns_the_banner_red(fake_redis) -> None:  # noqa: ANN0
     assert now_view(fake_redis, []).trading_state != "ACTIVE"
     fake_redis.delete(KILL_SWITCH_KEY)
     assert now_view(fake_redis, [], env_kill=True).trading_state != "ACTIVE"
+
+
+def test_benchmark_is_the_symbol_or_the_equal_weight_universe(tmp_path) -> None:  # noqa: ANN001
+    from services.dashboard.data import benchmark_series
+    from shared.bars import BarStore
+    from shared.clock import calendar
+    from shared.schemas import BarRow
+
+    store = BarStore(tmp_path)
+    days = ["2018-01-02", "2018-01-03", "2018-01-04"]
+    closes = {"AAA": [10.0, 11.0, 12.0], "BBB": [20.0, 20.0, 10.0]}
+    for i, d in enumerate(days):
+        ts = calendar().open_close_ns(d)[1]
+        store.append("1d", [BarRow(symbol=s, ts=ts, open=c[i], high=c[i], low=c[i], close=c[i], volume=1000)
+                            for s, c in closes.items()])
+    growth, label = benchmark_series(store, days[1:], "AAA")
+    assert growth == [1.0, 12 / 11] and label == "AAA buy and hold"
+    growth, label = benchmark_series(store, days, "SPY")
+    assert growth == [1.0, (1.1 + 1.0) / 2, (1.2 + 0.5) / 2] and "equal-weight universe (2 symbols" in label

@@ -8,12 +8,12 @@ the thin readers that gather its inputs and each page's rows.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import redis
 
 from shared import controls, streams
@@ -375,18 +375,19 @@ def benchmark_series(store: BarStore, dates: Sequence[str], symbol: str) -> tupl
     if dates[0] not in cols:
         return [None] * len(dates), "no benchmark (bar store empty)"
     syms = list(panel.symbols)
+    rows = [cols.get(d) for d in dates]
     first = close[cols[dates[0]]]
     if symbol in syms:
         j = syms.index(symbol)
-        out = [float(close[cols[d], j] / first[j]) if d in cols else None for d in dates]
-        return out, f"{symbol} buy and hold"
-    ok = [j for j in range(len(syms)) if not math.isnan(first[j]) and first[j] > 0]
+        return [float(close[i, j] / first[j]) if i is not None else None for i in rows], f"{symbol} buy and hold"
+    ok = np.isfinite(first) & (first > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        growth = close[:, ok] / first[ok]
     out = []
-    for d in dates:
-        row = close[cols[d]] if d in cols else None
-        vals = [row[j] / first[j] for j in ok if row is not None and not math.isnan(row[j])]
-        out.append(float(sum(vals) / len(vals)) if vals else None)
-    return out, f"equal-weight universe ({len(ok)} symbols; {symbol} not in the bar store)"
+    for i in rows:
+        g = growth[i][np.isfinite(growth[i])] if i is not None else growth[:0, 0]
+        out.append(float(g.mean()) if len(g) else None)
+    return out, f"equal-weight universe ({int(ok.sum())} symbols; {symbol} not in the bar store)"
 
 
 # -- Symbol ----------------------------------------------------------------------------------------
