@@ -310,11 +310,10 @@ class Consumer:
         now = time.monotonic()
         if not force and now < self._next_heartbeat:
             return
+        metrics.heartbeat(self.group, self.name, time.time())
         self._next_heartbeat = now + max(1.0, self.heartbeat_ttl_s / 3)
-        at = time.time()
-        payload = json.dumps({"pid": os.getpid(), "handled": self.stats.handled, "ts": at})
+        payload = json.dumps({"pid": os.getpid(), "handled": self.stats.handled, "ts": time.time()})
         self.r.set(self.heartbeat_key, payload, ex=self.heartbeat_ttl_s)
-        metrics.heartbeat(self.group, self.name, at)
 
     def request_stop(self, *_: object) -> None:
         self._stop.set()
