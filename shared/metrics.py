@@ -158,8 +158,9 @@ class MeteredBroker:
 
 
 def feed_published(tf: str, bar_end_s: float) -> None:
-    """The feed published a bar batch whose last bar ends at ``bar_end_s`` (epoch seconds)."""
-    _feed_last[tf] = max(_feed_last.get(tf, 0.0), bar_end_s)
+    """The feed published a bar batch whose last bar ends at ``bar_end_s`` (epoch seconds; the feed
+    publishes in event-time order, so the latest call is the last bar)."""
+    _feed_last[tf] = bar_end_s
     FEED_LAST_BAR.labels(tf).set(_feed_last[tf])
     FEED_LAST_BAR_AGE.labels(tf).set_function(lambda tf=tf: time.time() - _feed_last[tf])
 

@@ -65,6 +65,3 @@ def private_redis(tmp_path: Path):
     emb = start_redis_server(appendonly=True, workdir=str(tmp_path / "redis"))
     yield emb
     emb.stop()
-
-
-from tests.live_system import live_system  # noqa: E402,F401 - the session's live system (dashboard and metrics tests)

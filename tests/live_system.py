@@ -1,9 +1,10 @@
 """A replay whose services stay up afterwards: the system as an operator finds it after a few
-sessions (the dashboard and metrics tests look at it). One per test session (conftest imports it).
+sessions (the dashboard and metrics tests look at it). Each of those modules has its own, as a
+module-scoped fixture, stopped when the module is done (nothing idles through the rest of the suite).
 
 The five real services run as processes on a private redis-server, each with its own metrics
 port (``METRICS_PORT=auto``); the replay driver plays a short span of the bundled sample; the
-services are stopped only at the end of the test session.
+services are stopped at the end of the module.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ class LiveSystem:
                 "LEDGER_DIR": str(self.out / "ledger"), "BARS_DIR": str(self.out / "bars")}
 
 
-@pytest.fixture(scope="session")
-def live_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSystem]:
+def run_live_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSystem]:
+    """The body of each module's ``live_system`` fixture (``yield from run_live_system(...)``)."""
     emb: EmbeddedRedis = start_redis_server(workdir=str(tmp_path_factory.mktemp("live-redis")))
     out = tmp_path_factory.mktemp("live")
     inp = prepare(SAMPLE, None, START, END)

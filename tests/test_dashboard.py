@@ -27,11 +27,16 @@ from shared.redis_conn import free_port
 from shared.schemas import decode
 from shared.streams import ALERTS
 from tests.conftest import ROOT
-from tests.live_system import END, LiveSystem
+from tests.live_system import END, LiveSystem, run_live_system
 
 SHOTS = ROOT / "out" / "test-output" / "dashboard"
 TOKEN = "dash-test-token-7f3a"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def live_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSystem]:
+    yield from run_live_system(tmp_path_factory)
 
 
 def _start(system: LiveSystem, log: Path, **env: str) -> tuple[subprocess.Popen, int]:
@@ -177,8 +182,7 @@ def test_history_page_charts_and_filters_trades(page, live_system: LiveSystem) -
               for t in _json(p)["trades"] if t["status"] == "closed"]
     assert closed
     assert page.goto("/history").status == 200
-    page.wait_for_selector("#chart-equity canvas")
-    assert page.locator(".chart canvas").count() == 3
+    page.wait_for_function("document.querySelectorAll('.chart canvas').length === 3")  # three charts drawn
     assert page.locator("#trades tr[data-symbol]").count() == len(closed)
     shot(page, "history")
     page.select_option("select[name=outcome]", "loss")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -17,9 +18,14 @@ from services.exits.worker import load_positions
 from shared import metrics
 from shared.schemas import decode
 from shared.streams import CANDIDATES, CLOCK, DLQ, INTENTS
-from tests.live_system import LiveSystem
+from tests.live_system import LiveSystem, run_live_system
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+@pytest.fixture(scope="module")
+def live_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSystem]:
+    yield from run_live_system(tmp_path_factory)
 
 
 def scrape(system: LiveSystem, key: str) -> Samples:
@@ -43,7 +49,7 @@ def _jsonl(path) -> list[dict]:  # noqa: ANN001
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
-SERVICES = ("scanner", "risk", "executor", "exits")  # analytics is restarted by the dashboard's banner test
+SERVICES = ("scanner", "risk", "executor", "exits", "analytics")
 
 
 @pytest.mark.parametrize("service", SERVICES)

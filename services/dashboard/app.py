@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 import time
@@ -96,10 +97,12 @@ def create_app(r: redis.Redis, artifacts: Path, ledger: Path, bars: Path, ds: Da
         now.problems = data.health_problems(now, expected, ds.dashboard_max_lag, ds.dashboard_feed_max_age_s,
                                             time.time_ns())
         body = env.get_template(f"{page}.html").render(**ctx, now=now, wall=time.time())
+        live = env.get_template("_banner.html").render(now=now) + body
+        digest = hashlib.sha256(live.encode()).hexdigest()[:16]  # the script swaps content only when it changed
         if fragment:
-            return HTMLResponse(env.get_template("_banner.html").render(now=now) + body)
+            return HTMLResponse(live, headers={"X-Fragment-Hash": digest})
         return HTMLResponse(env.get_template("base.html").render(
-            body=body, now=now, page=page, pages=PAGES, refresh_ms=int(ds.dashboard_refresh_s * 1000),
+            live=live, digest=digest, page=page, pages=PAGES, refresh_ms=int(ds.dashboard_refresh_s * 1000),
             title=dict((p, t) for p, _, t in PAGES)[page]))
 
     def session_of(request: Request) -> tuple[str, list[str]]:

@@ -53,8 +53,8 @@
     try {
       const resp = await fetch(url, { credentials: "same-origin", cache: "no-store" });
       if (!resp.ok) throw new Error("HTTP " + resp.status);
-      const html = await resp.text();
-      if (live.dataset.last !== html) { live.innerHTML = html; live.dataset.last = html; draw(); }
+      const hash = resp.headers.get("X-Fragment-Hash");
+      if (hash !== live.dataset.hash) { live.innerHTML = await resp.text(); live.dataset.hash = hash; draw(); }
       document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
     } catch (e) {
       document.getElementById("updated").textContent = "refresh failed: " + e.message;
