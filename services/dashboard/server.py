@@ -10,14 +10,17 @@ import uvicorn
 from pydantic import ValidationError
 
 from shared.logs import setup_logging
-from shared.service import idle_invalid_settings, refuse_and_idle
+from shared.service import StreamIO, idle_invalid_settings, refuse_and_idle
 from shared.settings import SECTIONS, Settings, get_settings
+from shared.streams import ALERTS
 
 from .app import create_app
 from .data import read_only
 from .settings import DashboardSettings
 
 NAME = "dashboard"
+# reads streams without a consumer group (XINFO, XRANGE); writes only the refusal alert
+STREAM_IO = StreamIO(consumes=(), produces=(ALERTS,))
 log = logging.getLogger(__name__)
 
 
