@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test venv lint bench bench-bus bench-scan bench-exits bench-analytics bench-replay bench-risk clean config-docs
+.PHONY: demo test browser venv lint bench bench-bus bench-scan bench-exits bench-analytics bench-replay bench-risk clean config-docs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,10 +14,16 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-demo: $(STAMP)
-	$(VENV)/bin/avwap demo
+demo: $(STAMP)  # `make demo ARGS=--serve` leaves the dashboard up on the finished replay
+	$(VENV)/bin/avwap demo $(ARGS)
 
-test: $(STAMP)
+# Debian's chromium for the browser tests (tests/test_dashboard.py); installed once, where missing (needs root)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else echo "make browser: chromium missing; run as root or: sudo apt-get install chromium" >&2; exit 1; fi; }
+
+test: $(STAMP) browser
 	$(PY) tests/run_tests.py
 
 lint: $(STAMP)

@@ -14,6 +14,7 @@ from pathlib import Path
 import redis
 
 from shared.bus import live_consumers
+from shared.redis_conn import free_port
 
 SERVICES = ("scanner", "risk", "executor", "exits", "analytics")
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,11 +28,15 @@ class ServiceProcs:
     env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     log_dir: Path | None = None
+    metrics_ports: dict[str, int] = field(default_factory=dict)  # key -> port, with env METRICS_PORT=auto
 
     def start(self, service: str, replica: int = 0) -> subprocess.Popen:
         key = f"{service}-{replica}"
         env = {**os.environ, **self.env, "REDIS_URL": self.redis_url, "CONSUMER_NAME": key,
                "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        if env.get("METRICS_PORT") == "auto":  # one free port per process (docs/dashboard.md, "Metrics")
+            self.metrics_ports[key] = free_port()
+            env["METRICS_PORT"] = str(self.metrics_ports[key])
         out = subprocess.DEVNULL
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,7 +181,10 @@ def _latest_report(out: Path) -> str:
 
 
 def run_replay_cli(bars: Path, intraday: Path | None, start: str, end: str, mode: str, out: Path, equity: float,
-                   replicas: int, env: dict[str, str] | None = None, flush: bool = False) -> ReplayResult:
+                   replicas: int, env: dict[str, str] | None = None, flush: bool = False,
+                   then: Callable[[str, ReplayResult], None] | None = None) -> ReplayResult:
+    """``avwap replay``/``avwap demo``; ``then(redis_url, result)`` runs before the job's Redis stops
+    (``avwap demo --serve`` serves the dashboard there)."""
     try:
         inp = prepare(bars, intraday, start, end)
     except (OSError, ValueError) as exc:
@@ -197,7 +200,9 @@ def run_replay_cli(bars: Path, intraday: Path | None, start: str, end: str, mode
             res = run_replay(inp, cfg, url, progress=True, flush=flush)
         except (RuntimeError, TimeoutError, redis.RedisError) as exc:
             fail(str(exc))
-    print_result(res)
+        print_result(res)
+        if then is not None:
+            then(url, res)
     return res
 
 

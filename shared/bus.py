@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from shared import metrics
 from shared.schemas import Message, SchemaError, decode, encode, type_name_of
 from shared.streams import (
     ALERTS,
@@ -316,6 +317,7 @@ class Consumer:
         now = time.monotonic()
         if not force and now < self._next_heartbeat:
             return
+        metrics.heartbeat(self.group, self.name, time.time())
         self._next_heartbeat = now + max(1.0, self.heartbeat_ttl_s / 3)
         write_heartbeat(self.r, self.group, self.name, self.heartbeat_ttl_s, self.stats.handled)
 
@@ -506,9 +508,11 @@ class Consumer:
                 self._dead_letter(stream, entry_id, fields, f"{exc.code}: {exc.detail}", deliveries)
                 continue
             delivery = Delivery(stream, entry_id, deliveries, self.name)
+            t0 = time.perf_counter()
             try:
                 out = self.handler(msg, delivery)
             except Exception as exc:  # noqa: BLE001 - any handler failure is counted, never fatal
+                metrics.failed(self.group, stream, time.perf_counter() - t0)
                 self.stats.failed += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 if deliveries >= self.max_deliveries:
@@ -524,6 +528,7 @@ class Consumer:
                 self._failure_backoff = min(0.05 * (2 ** (deliveries - 1)), 1.0)
                 break
             self.stats.handled += 1
+            metrics.handled(self.group, stream, msg, time.perf_counter() - t0)
             if isinstance(out, Committed):  # acked (and its outputs written) by the handler's own commit
                 if out.lost_race:
                     self._lost(1)
@@ -541,18 +546,22 @@ class Consumer:
         ]
         if emits:
             work.append(("", "", [], [(out, fields_of(m)) for out, m in emits]))
-        self._commit_blocks(work)
+        if not self._commit_blocks(work):  # every ack won, so every output was published
+            metrics.published(self.group, [*(e for *_, outs in blocks for e in outs), *(emits or [])])
 
-    def _commit_blocks(self, work: list[_Block]) -> None:
+    def _commit_blocks(self, work: list[_Block]) -> int:
+        """Commit ``work``; returns how many of its entries another consumer had acked first."""
         if not work:
-            return
+            return 0
         keys, args = _commit_args(self.group, self.maxlen, work)
         _acked, lost, _emitted = self._commit(keys=keys, args=args)
         if lost:
             self._lost(int(lost))
+        return int(lost)
 
     def _lost(self, n: int) -> None:
         self.stats.lost_races += n
+        metrics.lost_races(self.group, n)
         log.warning("%s/%s: %d entries were already committed by another consumer; their outputs dropped",
                     self.group, self.name, n)
 
@@ -571,4 +580,5 @@ class Consumer:
         )
         self._commit_blocks([(stream, entry_id, [], [(self.dlq, record)])])
         self.stats.dead_lettered += 1
+        metrics.dead_lettered(self.group, stream)
         log.error("%s: dead-lettered %s %s: %s", self.group, stream, entry_id, reason)

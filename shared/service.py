@@ -24,8 +24,9 @@ import redis
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import EnvSettingsSource
 
+from shared import metrics
 from shared.alerts import AlertPublisher
-from shared.bus import Bus, Consumer, Emit, Handler
+from shared.bus import DLQ, Bus, Consumer, Emit, Handler
 from shared.clock import Clock, WallClock
 from shared.logs import redact, setup_logging
 from shared.redis_conn import connect, embedded_redis, redact_url
@@ -184,6 +185,9 @@ def run_service(spec: ServiceSpec, settings: Settings | None = None) -> int:
             log.info("%s stopped before Redis was reachable", spec.name)
             return 0
         consumer.ensure_groups()
+        if settings.core.metrics_port:
+            metrics.watch_redis(r, spec.name, spec.streams, DLQ)
+            metrics.serve(settings.core.metrics_port, settings.core.metrics_addr)
         if spec.on_start is not None:
             ctx.bus.publish_many(list(spec.on_start(ctx) or []))
         log.info("%s started as %s on %s", spec.name, consumer.name, ", ".join(spec.streams))

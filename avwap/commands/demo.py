@@ -96,6 +96,8 @@ def demo(
     start: str = typer.Option("2018-01-02", "--from", help="First session."),
     end: str = typer.Option("2018-12-31", "--to", help="Last session."),
     hops: bool = typer.Option(False, help="Instead: push one candidate through the five services, hop by hop."),
+    serve: bool = typer.Option(False, "--serve", help="Then serve the dashboard on the finished replay "
+                               "(http://127.0.0.1:DASHBOARD_PORT/, this machine only) until Ctrl-C."),
 ) -> None:
     """Replay the bundled sample (36 symbols, 2018) through the five services in PAPER_SIM.
 
@@ -108,4 +110,18 @@ def demo(
     from avwap.replay_run import run_replay_cli
 
     run_replay_cli(bars=SAMPLE, intraday=None, start=start, end=end, mode="PAPER_SIM", out=out, equity=100_000.0,
-                   replicas=1, env=DEMO_ENV)
+                   replicas=1, env=DEMO_ENV, then=(lambda url, _res: serve_replay(url, out)) if serve else None)
+
+
+def serve_replay(redis_url: str, out: Path) -> None:
+    """The dashboard over a finished replay's Redis and ``out``: no token, loopback only; no service
+    is expected to be alive (the replay stopped them), so heartbeats are shown, not required."""
+    from services.dashboard.server import serve
+    from services.dashboard.settings import DashboardSettings
+    from shared.settings import load_settings
+
+    settings = load_settings(redis_url=redis_url, artifacts_dir=str(out / "artifacts"), ledger_dir=str(out / "ledger"),
+                             bars_dir=str(out / "bars"))
+    ds = DashboardSettings(dashboard_local=True, dashboard_host="127.0.0.1", dashboard_token=None, dashboard_services="")
+    typer.echo("dashboard on the finished replay; Ctrl-C stops it (and the replay's Redis)")
+    serve(settings, ds, redis_url)

@@ -29,6 +29,7 @@ from typing import Protocol
 import redis
 from pydantic import ValidationError
 
+from shared import metrics
 from shared.alerts import make_alert
 from shared.bars import BarStore, validate_rows
 from shared.bus import default_consumer_name, fields_of, write_heartbeat
@@ -153,6 +154,8 @@ class Feed:
         for k, v in (extra or {}).items():
             pipe.hset(LAST_MINUTE, k, v)
         pipe.execute()
+        if isinstance(msg, BarBatch) and msg.bars:
+            metrics.feed_published(msg.tf, max(b.ts for b in msg.bars) / 1e9)
 
     def _valid(self, rows: list[BarRow], d: str, ts: int) -> list[BarRow]:
         good, rejects = validate_rows(rows)
@@ -348,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                                f"missing {', '.join(missing)} (the feed's market-data keys: put them in .env.broker)",
                                redis_url=settings.core.redis_url, runbook="invalid-settings")
     feed = build_feed(settings, bs)
+    metrics.serve(settings.core.metrics_port, settings.core.metrics_addr)
     if bs.feed_backfill_on_start:
         feed.ensure_history()
     if args.once:

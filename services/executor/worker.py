@@ -21,6 +21,7 @@ import msgspec
 import redis
 from pydantic import ValidationError
 
+from shared import metrics
 from shared.alerts import make_alert
 from shared.bus import Delivery, Emit, fields_of
 from shared.clock import calendar, ny_trade_date
@@ -224,6 +225,7 @@ class Executor:
         if final:
             crash_point("before_commit")
         pipe.execute()
+        metrics.published(GROUP, [(stream_for(m), m) for m in msgs])
         if final:
             crash_point("after_commit")
         self.flush_ledger()
@@ -775,8 +777,8 @@ def make_broker(settings: Settings, bs: BrokerSettings, r: redis.Redis | None = 
         from .alpaca import AlpacaBroker
         from .rate_limit import from_settings
 
-        return AlpacaBroker.from_settings(bs, paper=settings.core.execution_mode == "ALPACA_PAPER",
-                                          limiter=from_settings(r, bs))
+        return metrics.MeteredBroker(AlpacaBroker.from_settings(bs, paper=settings.core.execution_mode == "ALPACA_PAPER",
+                                                                limiter=from_settings(r, bs)))
     return None
 
 

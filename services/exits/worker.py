@@ -30,6 +30,7 @@ from pathlib import Path
 import msgspec
 import redis
 
+from shared import metrics
 from shared.artifacts import canonical_line, provenance, to_plain, write_atomic
 from shared.bars import BarStore
 from shared.bus import Committed, Delivery, fields_of, publication_order
@@ -201,7 +202,11 @@ class Exits:
                     crash_point("exits_before_exec")
                     replies = pipe.execute()
                     crash_point("exits_after_exec")
-                    return dates, d is not None and replies[-1] == 0
+                    lost = d is not None and replies[-1] == 0
+                    if not lost:
+                        metrics.published(GROUP, [*((INTENTS, i) for i in res.intents), *((EXITS, e) for e in res.events),
+                                                   *((ALERTS, a) for a in res.alerts)])
+                    return dates, lost
                 except redis.WatchError:
                     continue
         raise RuntimeError("exits: state transaction kept conflicting")
@@ -359,11 +364,20 @@ def load_positions(r: redis.Redis, include_closed: bool = True) -> dict[str, Exi
     return out
 
 
+def unprotected_positions(r: redis.Redis) -> int:
+    """Open positions whose shares are not all covered by a live stop at the broker (should be 0
+    inside the stop window; with daily bars only, an entry filled today waits for the next window)."""
+    return sum(1 for p in load_positions(r, include_closed=False).values()
+               if p.qty > 0 and (p.live_stop_price <= 0 or p.live_stop_qty < p.qty))
+
+
 def build_spec() -> ServiceSpec:
     holder: dict[str, Exits] = {}
 
     def build(ctx: ServiceContext):
         ex = holder["ex"] = Exits(ctx)
+        metrics.scrape_gauge("avwap_exits_positions_without_live_stop",
+                             "Open positions not fully covered by a live stop at the broker.", unprotected_positions)
         return ex.handle
 
     def on_start(ctx: ServiceContext):

@@ -25,6 +25,7 @@ from pathlib import Path
 import msgspec
 import redis
 
+from shared import metrics
 from shared.alerts import make_alert
 from shared.artifacts import canonical_line, code_version, write_atomic
 from shared.bus import Committed, Delivery, Emit, commit_own, committed
@@ -248,6 +249,7 @@ def transact(r: redis.Redis, settings: Settings, limits: Limits, msg: Message, d
                 continue
         if answer.lost_race:
             return answer, [], raw or b"", decode_state(raw)
+        metrics.published(GROUP, res.emits)
         return answer, res.dates, new, res.state
     raise RuntimeError("risk: state transaction kept conflicting")
 

@@ -30,6 +30,10 @@ class CoreSettings(Section):
     bus_batch: int = Field(100, ge=1, description="Messages read per XREADGROUP call.")
     bus_claim_idle_ms: int = Field(30_000, ge=100, description="Idle time after which a dead consumer's pending entries are claimed.")
     heartbeat_ttl_s: int = Field(30, ge=2, description="TTL of each consumer's heartbeat key (health checks read it).")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Port of this process's Prometheus endpoint `/metrics` "
+                              "(0: none). Compose sets 9100 in every service (docs/dashboard.md).")
+    metrics_addr: str = Field("127.0.0.1", description="Address the metrics endpoint binds (compose: 0.0.0.0, on the "
+                              "compose network only; no port is published).")
     # A plain str on purpose: an unknown mode must not stop every service at start-up (a restart
     # loop); the gates fail closed on it instead (risk: MODE_UNKNOWN; the executor refuses to start).
     execution_mode: str = Field("DRY_RUN", description="DRY_RUN, PAPER_SIM, ALPACA_PAPER or LIVE. Any other value "

@@ -1,0 +1,3 @@
+from services.dashboard.server import main
+
+raise SystemExit(main())
