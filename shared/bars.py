@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shared.artifacts import under
 from shared.clock import calendar, ny_trade_date
 from shared.schemas import BarRow
 
@@ -327,7 +328,7 @@ class BarStore:
 
     # -- writing --------------------------------------------------------------------------
     def path(self, tf: str, trade_date: str) -> Path:
-        return self.root / tf / f"{trade_date}.csv"
+        return under(self.root, tf, f"{trade_date}.csv")
 
     def append(self, tf: str, rows: Iterable[BarRow]) -> int:
         """Append bars (grouped by NY trade date). Returns the number of rows written."""

@@ -46,6 +46,7 @@ DONE = frozenset({"filled", "cancelled", "rejected", "replaced", "expired"})
 # reason codes of entries the executor refuses
 R_UNRECONCILED = "EXECUTOR_UNRECONCILED"
 R_KILL_SWITCH = "KILL_SWITCH_ON"
+R_KILL_SWITCH_UNREADABLE = "KILL_SWITCH_UNREADABLE"  # the key holds garbage: blocks, named as risk names it
 R_EXPIRED = "INTENT_EXPIRED"
 R_NOT_CONFIRMED = "ENTRY_NOT_CONFIRMED"
 R_BAD_QTY = "INVALID_QTY"
@@ -62,6 +63,7 @@ class Gates(msgspec.Struct, frozen=True, kw_only=True):
 
     kill_switch: bool = False
     live_gate: str = ""
+    kill_switch_unreadable: bool = False  # the key could not be read or parsed (blocks, reported as such)
 
 
 OPEN_GATES = Gates()
@@ -214,7 +216,9 @@ def entry_blocks(st: ExecState, gates: Gates, *, reconciling: bool = False) -> l
         reasons.append(R_LIVE_GATE)
     if not st.reconciled and not reconciling:
         reasons.append(R_UNRECONCILED)
-    if gates.kill_switch:
+    if gates.kill_switch_unreadable:
+        reasons.append(R_KILL_SWITCH_UNREADABLE)
+    elif gates.kill_switch:
         reasons.append(R_KILL_SWITCH)
     return reasons
 

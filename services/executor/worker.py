@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -26,6 +25,7 @@ from shared.bus import Delivery, Emit, fields_of
 from shared.clock import calendar, ny_trade_date
 from shared.controls import read_kill_switch
 from shared.crash import crash_point
+from shared.live_token import read_token_file
 from shared.logs import setup_logging
 from shared.schemas import (
     Alert,
@@ -252,8 +252,10 @@ class Executor:
     def gates(self) -> core.Gates:
         """The entry controls now: kill switch (env or Redis key, via ``shared.controls``) and the LIVE
         gate (re-checked, token file re-read). Read at every moment an entry would be sent."""
-        kill = self.ctx.settings.core.kill_switch or read_kill_switch(self.r) != "off"
-        return core.Gates(kill_switch=kill, live_gate=live_gate(self.ctx.settings))
+        state = read_kill_switch(self.r)
+        kill = self.ctx.settings.core.kill_switch or state != "off"
+        return core.Gates(kill_switch=kill, kill_switch_unreadable=state == "unreadable",
+                          live_gate=live_gate(self.ctx.settings))
 
     def on_intent(self, st: ExecState, msg: EntryIntent | StopIntent | ExitIntent) -> Out:
         ctx = Ctx(ts=msg.ts, trade_date=msg.trade_date)
@@ -644,12 +646,7 @@ class Executor:
 
 # -- process entry points --------------------------------------------------------------
 def _token_on_file(settings: Settings) -> str | None:
-    path = Path(settings.core.live_confirm_token_file)
-    try:
-        return path.read_text().strip() if path.exists() else None
-    except OSError as exc:  # unreadable: the gate is closed
-        log.error("cannot read %s: %s", path, exc)
-        return None
+    return read_token_file(settings.core.live_confirm_token_file)  # unreadable: None, the gate is closed
 
 
 def live_gate(settings: Settings) -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 import msgspec
 import redis
 
-from shared.artifacts import canonical_line, provenance, to_plain, write_atomic
+from shared.artifacts import canonical_line, provenance, to_plain, under, write_atomic
 from shared.bars import BarStore
 from shared.bus import Committed, Delivery, fields_of, publication_order
 from shared.clock import NS, dt_to_ns, ny_datetime, ny_trade_date
@@ -90,7 +90,7 @@ def decode_position(raw: bytes) -> ExitPositionState:
 
 
 def artifact_path(settings: Settings, d: str) -> Path:
-    return Path(settings.core.artifacts_dir) / ARTIFACT_SUBDIR / f"{d}.jsonl"
+    return under(settings.core.artifacts_dir, ARTIFACT_SUBDIR, f"{d}.jsonl")
 
 
 def record_field(e: ExitEvent) -> str:

@@ -16,7 +16,7 @@ import io
 import json
 from pathlib import Path
 
-from shared.artifacts import canonical_json, sha256_bytes, to_plain, write_atomic_many
+from shared.artifacts import canonical_json, sha256_bytes, to_plain, under, write_atomic_many
 from shared.schemas import CandidateBatch
 
 from .core import SETUPS, ScanResult
@@ -28,9 +28,8 @@ CSV_COLUMNS = ("SchemaVersion", "ScanDate", "Symbol", "Direction", "TrendTier", 
 
 
 def paths(root: str | Path, scan_date: str) -> dict[str, Path]:
-    base = Path(root) / SUBDIR
-    return {"batch": base / f"{scan_date}.json", "rejects": base / f"{scan_date}.rejects.json",
-            "csv": base / f"{scan_date}.csv"}
+    return {"batch": under(root, SUBDIR, f"{scan_date}.json"), "rejects": under(root, SUBDIR, f"{scan_date}.rejects.json"),
+            "csv": under(root, SUBDIR, f"{scan_date}.csv")}
 
 
 def csv_bytes(batch: CandidateBatch) -> bytes:
