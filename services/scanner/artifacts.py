@@ -79,4 +79,9 @@ def explain(root: str | Path, symbol: str, scan_date: str) -> tuple[bool, str]:
                        f"daily bar in the history window, or the universe file)")
     vals = json.dumps(to_plain(r["values"]), sort_keys=True)
     gate = "" if batch["market_gate_ok"] else f"; market gate closed ({batch['market_gate_reason']})"
-    return True, f"{sym} was not a candidate on {scan_date}: {r['code']} {vals}{gate}"
+    hint = ""
+    if r["code"] == "STOP_NOT_BELOW_ENTRY":
+        v = r["values"]
+        hint = (f" (its stop {v.get('stop_loss')} is at or above its entry {v.get('entry_level')}: a long with no "
+                "room between entry and stop cannot be traded)")
+    return True, f"{sym} was not a candidate on {scan_date}: {r['code']} {vals}{gate}{hint}"
