@@ -54,7 +54,7 @@ class ScannerSettings(Section):
     scan_swing_confirm_bars: int = Field(
         1, ge=0, description="Bars that must follow a swing low/high before it anchors (the last bar's own "
         "extreme is not yet a swing; 0: the literal lowest low / highest high of the lookback).")
-    scan_max_dist_pct: float = Field(6.0, gt=0, le=1000, description="Maximum distance of close above the AVWAP (%).")
+    scan_max_dist_pct: float = Field(6.0, ge=0, le=1000, description="Maximum distance of close above the AVWAP (%).")
     scan_slope_bars: int = Field(5, ge=1, description="Bars of the AVWAP slope.")
     scan_min_slope_pct: float = Field(-3.0, ge=-1000, le=1000, description="Minimum AVWAP slope (%), waived on a reclaim.")
     scan_trend_slope_bars: int = Field(10, ge=1, description="Bars of the SMA50 % slope in TrendScore.")
