@@ -175,41 +175,62 @@ def test_a_batch_far_from_now_is_out_of_the_live_horizon() -> None:
 
 
 # -- 2. the rq worker runs only the project's jobs ------------------------------------------------------------
+def _compose_worker_class() -> str:
+    """The worker class compose's rq-worker runs (``-w``), rq's plain worker when it names none."""
+    import yaml
+
+    cmd = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["rq-worker"]["command"]
+    return cmd[cmd.index("-w") + 1] if "-w" in cmd else "rq.Worker"
+
+
 def test_the_rq_worker_refuses_any_function_not_on_the_allowlist(redis_url: str, real_redis, tmp_path: Path) -> None:
     from rq import Queue
     from rq.job import Job
-
-    from shared.jobs import job_queue
+    from rq.serializers import JSONSerializer
 
     marker = tmp_path / "pwned"
     pickled = Queue("hostile-q", connection=real_redis).enqueue("os.system", f"touch {marker}")  # rq's default pickle
-    as_json = job_queue("hostile-q", real_redis).enqueue("os.system", f"touch {marker}")
-    callback = job_queue("hostile-q", real_redis).enqueue("services.scanner.schedule.premarket_job",
-                                                          on_failure="os.system")
+    as_json = Queue("hostile-q", connection=real_redis, serializer=JSONSerializer).enqueue("os.system", f"touch {marker}")
+    callback = Queue("hostile-q", connection=real_redis, serializer=JSONSerializer).enqueue(
+        "services.scanner.schedule.premarket_job", on_failure="os.system")
     rq = Path(sys.executable).parent / "rq"
-    out = subprocess.run([str(rq), "worker", "-w", "avwap.rqworker.Worker", "--url", redis_url, "--burst", "hostile-q"],
+    out = subprocess.run([str(rq), "worker", "-w", _compose_worker_class(), "--url", redis_url, "--burst", "hostile-q"],
                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert not marker.exists()  # nothing ran
     for job in (pickled, as_json, callback):
-        assert Job.fetch(job.id, connection=real_redis).get_status() == "failed"
+        assert Job.fetch(job.id, connection=real_redis, serializer=JSONSerializer if job is not pickled else None
+                         ).get_status() == "failed"
     assert "not on the avwap worker's allowlist" in (out.stdout + out.stderr)
 
 
-def test_the_project_enqueues_json_only() -> None:
-    import fakeredis
-    from rq.serializers import JSONSerializer
+def test_the_scanner_enqueues_its_shards_as_json(fake_redis) -> None:
+    from services.scanner.shards import sharded_results
+    from shared.bars import Panel
+    from shared.clock import calendar
+    from shared.settings import load_settings
 
-    from avwap.rqworker import ALLOWED, Worker
-    from shared.jobs import job_queue
+    s = load_settings(scan_rq_queue="json-check")
+    pan = Panel.from_frame(load_bars(SAMPLE).frame, before=D, lookback=120)
+    sharded_results(fake_redis, pan, pan.symbols[:4], {}, D, calendar().previous_session(D), s.scanner, shards=2,
+                    timeout_s=0.01)  # nobody runs them: computed in process, but they were enqueued first
+    datas = [fake_redis.hget(k, "data") for k in fake_redis.scan_iter("rq:job:*") if fake_redis.type(k) == b"hash"]
+    datas = [d for d in datas if d]
+    assert len(datas) == 2
+    for d in datas:
+        func, _instance, args, _kwargs = json.loads(zlib_or_raw(d))
+        assert func == "services.scanner.shards.run_shard" and isinstance(args[0], str)
 
-    r = fakeredis.FakeRedis()
-    assert job_queue("q", r).serializer is JSONSerializer
-    w = Worker(["q"], connection=r, serializer=None)  # a command-line serializer cannot undo it
-    assert w.serializer is JSONSerializer
-    assert {"services.scanner.shards.run_shard", "services.scanner.schedule.premarket_job",
-                       "avwap.sweep.jobs.run_point"} == ALLOWED
+
+def zlib_or_raw(data: bytes) -> bytes:
+    """rq stores job data zlib-compressed when that is smaller."""
+    import zlib
+
+    try:
+        return zlib.decompress(data)
+    except zlib.error:
+        return data
 
 
 def test_compose_redis_requires_a_password_and_publishes_no_port() -> None:
@@ -460,15 +481,27 @@ def test_a_single_service_requires_redis_url() -> None:
     assert out.returncode == 1 and "REDIS_URL is not set" in out.stderr and "embedded" in out.stderr
 
 
-def test_a_service_process_without_redis_url_refuses_and_idles() -> None:
-    import threading
+def test_a_service_process_without_redis_url_refuses_and_idles(tmp_path: Path) -> None:
+    import signal
+    import time
 
-    from shared.service import SETTINGS_INVALID_EXIT, refuse_and_idle
-
-    stop = threading.Event()
-    stop.set()
-    assert refuse_and_idle("risk", "settings_invalid", "t", "REDIS_URL is not set", redis_url=None,
-                           stop=stop) == SETTINGS_INVALID_EXIT
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | {"PYTHONPATH": str(ROOT),
+                                                                      "ARTIFACTS_DIR": str(tmp_path / "a")}
+    err = tmp_path / "err.log"
+    with open(err, "wb") as fh:
+        p = subprocess.Popen([sys.executable, "-m", "services.risk"], cwd=ROOT, env=env, stdout=fh, stderr=fh)
+    try:
+        deadline = time.monotonic() + 60
+        while "REDIS_URL is not set" not in err.read_text() and time.monotonic() < deadline and p.poll() is None:
+            time.sleep(0.1)
+        assert "REDIS_URL is not set" in err.read_text() and "embedded" not in err.read_text().split("not set")[0]
+        assert p.poll() is None  # idling (no crash loop)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=30) == 2
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 def test_the_scanner_never_emits_a_candidate_whose_stop_is_not_below_entry(tmp_path: Path) -> None:
