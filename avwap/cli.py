@@ -6,6 +6,7 @@ import importlib
 import pkgutil
 
 import typer
+from pydantic import ValidationError
 
 import avwap.commands as commands_pkg
 
@@ -32,6 +33,12 @@ def main() -> int:
         return int(exc.exit_code or 0)
     except (typer.Abort, KeyboardInterrupt):
         return 130
+    except ValidationError:  # the environment does not validate: the service's one-line refusal
+        from shared.settings import settings_problems
+
+        problems = "; ".join(settings_problems()) or "the settings did not validate"
+        typer.echo(f"avwap: error: invalid settings: {problems}", err=True)
+        return 2
     except Exception as exc:  # click usage errors and anything unexpected: one line
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click/typer usage errors
             exc.show()

@@ -33,6 +33,26 @@ def load_bars_or_fail(path: Path, tf: str | None = None):  # noqa: ANN201 - shar
         fail(str(exc))
 
 
+def date_or_fail(text: str, option: str = "--date", session: bool = True) -> str:
+    """``text`` when it is a real date ``YYYY-MM-DD`` (and, with ``session``, an NYSE session); else one clear line."""
+    from datetime import date
+
+    from shared.schemas.types import is_date_text
+
+    if not (is_date_text(text) or (len(text) == 10 and text[4] == text[7] == "-" and text.replace("-", "").isdigit())):
+        fail(f"{option} must be a date YYYY-MM-DD, not {text!r}")
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        fail(f"{option} {text!r} is not a date (YYYY-MM-DD with month 01-12 and a day that month has)")
+    if session:
+        from shared.clock import calendar
+
+        if not calendar().is_session(text):
+            fail(f"{text} is not an NYSE session (a weekend or market holiday)")
+    return text
+
+
 def broker_settings_or_fail(command: str):  # noqa: ANN201 - services.executor.settings.BrokerSettings
     """The broker settings, or one line naming the missing key variables (``command``: what needs them)."""
     from services.executor.feed import missing_keys

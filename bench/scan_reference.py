@@ -163,6 +163,8 @@ def scan_symbol(df: pd.DataFrame, last_session: str, p) -> tuple[str, RefCandida
                                 r1=2 * pivot - lo.iloc[-1], r2=pivot + (h.iloc[-1] - lo.iloc[-1]), close=close)
     if best is None:
         return "NO_QUALIFYING_ANCHOR", None
+    if not round(best.stop, 4) < round(best.avwap, 4):  # entry at the AVWAP, stop not below it: untradeable
+        return "STOP_NOT_BELOW_ENTRY", None
     return "", best
 
 

@@ -55,6 +55,31 @@ def canonical_line(obj: Any) -> bytes:
     return canonical_json(obj)
 
 
+class UnsafePath(ValueError):
+    """A path built from message data that would leave its root (or is not a plain name)."""
+
+
+def under(root: str | os.PathLike[str], *parts: str) -> Path:
+    """``root / part / ...``, refusing anything that would leave ``root``: the one way to build a
+    path from message data (dates, modes, symbols).
+
+    Each part must be a non-empty relative name without ``..``, a NUL byte or a backslash; the joined path,
+    resolved (symlinks followed), must stay inside ``root`` resolved. Raises ``UnsafePath``.
+    """
+    base = Path(root)
+    for part in parts:
+        text = str(part)
+        pieces = text.split("/")
+        if (not text or "\x00" in text or "\\" in text or text.startswith("/")
+                or any(x in ("", ".", "..") for x in pieces)):
+            raise UnsafePath(f"unsafe path component {text!r} under {base}")
+    out = base.joinpath(*parts)
+    top = base.resolve()
+    if not out.resolve().is_relative_to(top):
+        raise UnsafePath(f"{out} leaves {base}")
+    return out
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -7,7 +7,9 @@ One way to read bars for every service:
   (with a reason) per bad row. It never raises on a bad row.
 - ``validate_rows(rows)`` applies the same rules to bars arriving from a feed.
 - ``BarStore(root)`` keeps bars on disk, one append-only CSV per timeframe and NY trade date
-  (``<root>/<tf>/<YYYY-MM-DD>.csv``). ``append`` is idempotent (a re-appended bar replaces the
+  (``<root>/<tf>/<YYYY-MM-DD>.csv``, rows ``symbol,ts,open,high,low,close,volume`` without a header,
+  written and read by the ``csv`` module: a field that could break a row is quoted, and ``append``
+  refuses a symbol outside ``SYMBOL_PATTERN`` or a non-finite price anyway). ``append`` is idempotent (a re-appended bar replaces the
   earlier copy of the same ``(symbol, ts)`` on read) and crash-safe (a torn last line is
   skipped on read). ``daily_panel(before=D)`` returns aligned numpy arrays of the sessions
   strictly before ``D`` — the scan for ``D`` cannot see ``D`` or later.
@@ -18,8 +20,13 @@ close (early closes respected), a 1-minute bar's the end of its minute.
 
 from __future__ import annotations
 
+import csv
+import gzip
 import hashlib
+import io
+import math
 import os
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,24 +34,34 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shared.artifacts import under
 from shared.clock import calendar, ny_trade_date
 from shared.schemas import BarRow
+from shared.schemas.types import PRICE_MAX, VOLUME_MAX, is_symbol
 
 TIMEFRAMES = ("1d", "1m")
+INF = float("inf")
 FIELDS = ("open", "high", "low", "close", "volume")
 
 # Reject reasons, in the order they are checked (a row gets the first that applies).
 R_UNPARSABLE = "UNPARSABLE"
+R_BAD_SYMBOL = "BAD_SYMBOL"  # not SYMBOL_PATTERN (upper-case letters, digits, '.', '-'; shared.schemas.types)
 R_NAN = "NAN_VALUE"
+R_NON_FINITE = "NON_FINITE_VALUE"  # inf, -inf, or a number too large for a float (1e400)
 R_NON_POSITIVE = "NON_POSITIVE_PRICE"
+R_OUT_OF_RANGE = "VALUE_OUT_OF_RANGE"  # a price above PRICE_MAX or a volume above VOLUME_MAX
 R_NEGATIVE_VOLUME = "NEGATIVE_VOLUME"
 R_HIGH_LT_LOW = "HIGH_BELOW_LOW"
 R_OPEN_OUTSIDE = "OPEN_OUTSIDE_RANGE"
 R_CLOSE_OUTSIDE = "CLOSE_OUTSIDE_RANGE"
 R_NOT_SESSION = "NOT_A_SESSION"
 R_DUPLICATE = "DUPLICATE_TIMESTAMP"
-REJECT_REASONS = (R_UNPARSABLE, R_NAN, R_NON_POSITIVE, R_NEGATIVE_VOLUME, R_HIGH_LT_LOW, R_OPEN_OUTSIDE,
-                  R_CLOSE_OUTSIDE, R_NOT_SESSION, R_DUPLICATE)
+REJECT_REASONS = (R_UNPARSABLE, R_BAD_SYMBOL, R_NAN, R_NON_FINITE, R_NON_POSITIVE, R_OUT_OF_RANGE,
+                  R_NEGATIVE_VOLUME, R_HIGH_LT_LOW, R_OPEN_OUTSIDE, R_CLOSE_OUTSIDE, R_NOT_SESSION, R_DUPLICATE)
+
+
+class BarFileError(ValueError):
+    """A bar file that cannot be read at all (corrupt or truncated compression, not CSV/Parquet): one line naming it."""
 
 
 @dataclass(frozen=True)
@@ -125,9 +142,14 @@ def _validate(frame: pd.DataFrame, line: np.ndarray, when: pd.Series, reasons: n
     def mark(mask: np.ndarray, reason: str) -> None:
         reasons[(reasons == "") & mask] = reason
 
+    syms = frame["symbol"].to_numpy()
+    ok_sym = {s: is_symbol(s) for s in pd.unique(syms)}
+    mark(~np.fromiter((ok_sym[s] for s in syms), dtype=bool, count=len(syms)), R_BAD_SYMBOL)
     with np.errstate(invalid="ignore"):
         mark(np.isnan(vals).any(axis=1), R_NAN)
+        mark(np.isinf(vals).any(axis=1), R_NON_FINITE)
         mark((o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0), R_NON_POSITIVE)
+        mark((vals[:, :4] > PRICE_MAX).any(axis=1) | (v > VOLUME_MAX), R_OUT_OF_RANGE)
         mark(v < 0, R_NEGATIVE_VOLUME)
         mark(h < lo, R_HIGH_LT_LOW)
         mark((o < lo) | (o > h), R_OPEN_OUTSIDE)
@@ -140,7 +162,6 @@ def _validate(frame: pd.DataFrame, line: np.ndarray, when: pd.Series, reasons: n
         dup[np.flatnonzero(good)] = keys.duplicated(keep="first").to_numpy()
     mark(dup, R_DUPLICATE)
     bad = np.flatnonzero(reasons != "")
-    syms = frame["symbol"].to_numpy()
     whens = when.to_numpy()
     rejects = [Reject(int(line[i]), str(syms[i]), str(whens[i]), str(reasons[i])) for i in bad]
     out = frame.loc[reasons == ""].sort_values(["ts", "symbol"], kind="stable").reset_index(drop=True)
@@ -154,7 +175,7 @@ def load_bars(path: str | os.PathLike[str], tf: str | None = None) -> LoadResult
     ``timestamp_et,...`` with naive America/New_York END-of-minute timestamps.
     """
     p = Path(path)
-    raw = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p, dtype=str, keep_default_na=False)
+    raw = _read_raw(p)
     raw.columns = [str(c).strip().lower() for c in raw.columns]
     if p.suffix == ".parquet":
         raw = _parquet_as_text(raw)
@@ -200,6 +221,28 @@ def load_bars(path: str | os.PathLike[str], tf: str | None = None) -> LoadResult
     return LoadResult(tf=tf, frame=good[["symbol", "ts", "trade_date", *FIELDS]], rejects=rejects, source=str(p))
 
 
+def _read_raw(p: Path) -> pd.DataFrame:
+    """The file as a frame of text columns (Parquet: typed); an unreadable file is one ``BarFileError``."""
+    try:
+        if p.suffix == ".parquet":
+            return pd.read_parquet(p)
+        return pd.read_csv(p, dtype=str, keep_default_na=False)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise BarFileError(f"{p}: truncated or corrupt compressed file ({type(exc).__name__}: {exc})") from None
+    except UnicodeDecodeError:
+        raise BarFileError(f"{p}: not a text CSV bar file (bytes that are not UTF-8)") from None
+    except pd.errors.EmptyDataError:
+        raise BarFileError(f"{p}: empty file (expected a CSV header like date,symbol,open,high,low,close,volume)") from None
+    except pd.errors.ParserError as exc:
+        first = (str(exc).splitlines() or [""])[0].replace("Error tokenizing data. ", "").replace("C error: ", "")
+        raise BarFileError(f"{p}: not a bar CSV file: rows do not match the header ({first})") from None
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
+            raise
+        kind = "Parquet" if p.suffix == ".parquet" else "CSV"
+        raise BarFileError(f"{p}: not a readable {kind} bar file ({type(exc).__name__}: {exc})") from None
+
+
 def _parquet_as_text(out: pd.DataFrame) -> pd.DataFrame:
     """A Parquet frame (columns lower-cased) in the CSV reader's shape, in place: the time column as
     text, numbers kept as numbers.
@@ -241,10 +284,16 @@ def row_problem(bar: BarRow) -> str | None:
     """The reject reason of one bar under the load rules (``validate_rows`` without the duplicate
     check), or None. The per-bar form for hot paths: same codes, no frame."""
     o, h, lo, c, v = bar.open, bar.high, bar.low, bar.close, bar.volume
+    if not is_symbol(bar.symbol):
+        return R_BAD_SYMBOL
     if o != o or h != h or lo != lo or c != c or v != v:  # NaN
         return R_NAN
+    if INF in (abs(o), abs(h), abs(lo), abs(c), abs(v)):
+        return R_NON_FINITE
     if o <= 0 or h <= 0 or lo <= 0 or c <= 0:
         return R_NON_POSITIVE
+    if o > PRICE_MAX or h > PRICE_MAX or lo > PRICE_MAX or c > PRICE_MAX or v > VOLUME_MAX:
+        return R_OUT_OF_RANGE
     if v < 0:
         return R_NEGATIVE_VOLUME
     if h < lo:
@@ -327,19 +376,23 @@ class BarStore:
 
     # -- writing --------------------------------------------------------------------------
     def path(self, tf: str, trade_date: str) -> Path:
-        return self.root / tf / f"{trade_date}.csv"
+        return under(self.root, tf, f"{trade_date}.csv")
 
     def append(self, tf: str, rows: Iterable[BarRow]) -> int:
         """Append bars (grouped by NY trade date). Returns the number of rows written."""
         if tf not in TIMEFRAMES:
             raise ValueError(f"unknown timeframe {tf!r}")
-        by_date: dict[str, list[str]] = {}
+        by_date: dict[str, list[BarRow]] = {}
         for r in rows:
-            d = ny_trade_date(r.ts)
-            by_date.setdefault(d, []).append(
-                f"{r.symbol},{r.ts},{r.open!r},{r.high!r},{r.low!r},{r.close!r},{r.volume!r}\n")
+            problem = _store_problem(r)
+            if problem:
+                raise ValueError(f"bar store: refusing {r.symbol!r} ts={r.ts}: {problem} (validate bars before appending)")
+            by_date.setdefault(ny_trade_date(r.ts), []).append(r)
         n = 0
-        for d, lines in by_date.items():
+        for d, day_rows in by_date.items():
+            buf = io.StringIO()
+            w = csv.writer(buf, lineterminator="\n")
+            w.writerows((r.symbol, r.ts, r.open, r.high, r.low, r.close, r.volume) for r in day_rows)
             p = self.path(tf, d)
             p.parent.mkdir(parents=True, exist_ok=True)
             with open(p, "a+b") as fh:
@@ -348,10 +401,10 @@ class BarStore:
                     fh.seek(-1, os.SEEK_END)
                     if fh.read(1) != b"\n":
                         fh.write(b"\n")  # a torn last line stays torn (skipped on read); start clean
-                fh.write("".join(lines).encode())
+                fh.write(buf.getvalue().encode())
                 fh.flush()
                 os.fsync(fh.fileno())
-            n += len(lines)
+            n += len(day_rows)
         return n
 
     def import_result(self, result: LoadResult) -> int:
@@ -472,26 +525,60 @@ def _empty_frame() -> pd.DataFrame:
                          **{f: pd.Series([], dtype=np.float64) for f in FIELDS}})
 
 
+def _store_problem(r: BarRow) -> str | None:
+    """Why a bar may not enter the store (a symbol outside the pattern, a non-finite value), or None."""
+    if not is_symbol(r.symbol):
+        return R_BAD_SYMBOL
+    vals = (r.open, r.high, r.low, r.close, r.volume)
+    if not all(isinstance(x, int | float) and math.isfinite(x) for x in vals):
+        return R_NON_FINITE
+    return None
+
+
+_KNOWN_SYMBOLS: dict[str, bool] = {}  # symbol text -> matches the pattern (the store repeats a few thousand)
+
+
+def _symbol_ok(s: str) -> bool:
+    ok = _KNOWN_SYMBOLS.get(s)
+    if ok is None:
+        ok = _KNOWN_SYMBOLS[s] = is_symbol(s)
+    return ok
+
+
+def _columns(rows: list[list[str]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(symbols, ts int64, values (n, 5) float64) of parsed csv rows; raises ValueError on a bad number."""
+    cols = list(zip(*rows, strict=True))
+    return list(cols[0]), np.array(cols[1], dtype=np.int64), np.array(cols[2:], dtype=np.float64).T
+
+
 def _parse_day(data: bytes) -> pd.DataFrame:
-    syms: list[str] = []
-    ts: list[int] = []
-    vals: list[tuple[float, ...]] = []
-    for raw in data.split(b"\n"):
-        parts = raw.split(b",")
-        if len(parts) != 7:
-            continue  # empty or torn line
-        try:
-            t = int(parts[1])
-            v = tuple(float(x) for x in parts[2:])
-        except ValueError:
-            continue
-        syms.append(parts[0].decode())
-        ts.append(t)
-        vals.append(v)
-    if not syms:
+    """One store file (csv rows). Torn or malformed rows, symbols outside the pattern and non-finite or
+    non-positive prices are skipped (the writer never writes them; a hand edit might)."""
+    rows = [r for r in csv.reader(io.StringIO(data.decode("utf-8", errors="replace"))) if len(r) == 7]
+    if not rows:
         return _empty_frame()
-    arr = np.array(vals, dtype=np.float64)
-    frame = pd.DataFrame({"symbol": syms, "ts": np.array(ts, dtype=np.int64),
-                          **{f: arr[:, i] for i, f in enumerate(FIELDS)}})
+    try:
+        syms, ts, arr = _columns(rows)
+    except (ValueError, OverflowError):  # a torn or garbled row: keep the rows whose numbers parse
+        good = []
+        for r in rows:
+            try:
+                int(r[1]), [float(x) for x in r[2:]]
+            except (ValueError, OverflowError):
+                continue
+            good.append(r)
+        if not good:
+            return _empty_frame()
+        syms, ts, arr = _columns(good)
+    with np.errstate(invalid="ignore"):
+        keep = np.isfinite(arr).all(axis=1) & (arr[:, :4] > 0).all(axis=1)
+    keep &= np.fromiter((_symbol_ok(x) for x in syms), dtype=bool, count=len(syms))
+    sym_arr = np.array(syms, dtype=object)
+    if not keep.all():
+        sym_arr, ts, arr = sym_arr[keep], ts[keep], arr[keep]
+    frame = pd.DataFrame({"symbol": sym_arr, "ts": ts, **{f: arr[:, i] for i, f in enumerate(FIELDS)}})
+    keys = list(zip(ts.tolist(), sym_arr.tolist(), strict=True))
+    if all(a < b for a, b in zip(keys, keys[1:], strict=False)):  # written once, in order: nothing to do
+        return frame
     frame = frame.drop_duplicates(["symbol", "ts"], keep="last")
     return frame.sort_values(["ts", "symbol"], kind="stable").reset_index(drop=True)

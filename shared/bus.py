@@ -6,7 +6,10 @@ Delivery contract
 - On start a consumer re-reads its own pending entries, then new ones (``>``).
 - Entries of dead consumers idle longer than ``claim_idle_ms`` are taken over with XAUTOCLAIM.
 - A message that does not decode goes to ``avwap:dlq`` at once; one whose handler fails
-  ``max_deliveries`` times goes there too, with the reason and the original fields.
+  ``max_deliveries`` times goes there too, with the reason and the original fields. So does a
+  ``data`` field longer than ``max_payload_bytes`` (``PAYLOAD_TOO_LARGE``: not decoded; the DLQ
+  keeps its first ``DLQ_KEEP_BYTES`` and its size and sha256), and a message whose dates fail
+  ``check`` (default ``session_problem``: ``NOT_A_SESSION`` / ``DATE_OUT_OF_HORIZON``).
 - A batch's outputs are published and its entries acked in one Lua script (atomic, like
   MULTI/EXEC), only after every handler in it succeeded: a crash before the commit
   redelivers the batch, a crash after it leaves nothing pending. The commit is "first
@@ -29,6 +32,7 @@ Delivery contract
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -42,7 +46,19 @@ from dataclasses import dataclass, field
 import redis
 
 from shared import metrics
-from shared.schemas import Message, SchemaError, decode, encode, type_name_of
+from shared.schemas import (
+    BarBatch,
+    CandidateBatch,
+    EntryIntent,
+    Message,
+    PortfolioDecisionBatch,
+    PortfolioSnapshot,
+    SchemaError,
+    SessionEvent,
+    decode,
+    encode,
+    type_name_of,
+)
 from shared.streams import (
     ALERTS,
     BARS_1D,
@@ -73,6 +89,37 @@ log = logging.getLogger(__name__)
 DLQ = "avwap:dlq"
 HEARTBEAT_PREFIX = "avwap:hb"
 DEFAULT_MAXLEN = 200_000
+DEFAULT_MAX_PAYLOAD = 4 * 1024 * 1024  # bytes of one entry's ``data`` (BUS_MAX_PAYLOAD_BYTES)
+DLQ_KEEP_BYTES = 4096  # of an oversized payload, the DLQ keeps this much (and its size and sha256)
+NS_PER_DAY = 86_400 * 1_000_000_000
+
+# The session date of each message that drives a session (consumers check it is an NYSE session).
+_SESSION_DATE: dict[type, str] = {SessionEvent: "trade_date", BarBatch: "trade_date", CandidateBatch: "scan_date",
+                                  PortfolioDecisionBatch: "date", PortfolioSnapshot: "date", EntryIntent: "trade_date"}
+
+
+def session_problem(msg: Message, now_ns: int | None = None, horizon_days: int = 0) -> str | None:
+    """Why the session date of ``msg`` is not acceptable, as ``CODE: detail``, or None.
+
+    ``NOT_A_SESSION``: not a real date, or not an NYSE session; ``DATE_OUT_OF_HORIZON``: with
+    ``horizon_days`` > 0, more than that many days from ``now_ns`` (live services; replays set 0).
+    Messages without a session date (alerts, order events...) pass: their dates are checked for
+    form at decode (``shared.schemas.types.TradeDate``).
+    """
+    attr = _SESSION_DATE.get(type(msg))
+    if attr is None:
+        return None
+    d = getattr(msg, attr)
+    from shared.clock import calendar, dt_to_ns, ny_datetime
+
+    if not calendar().is_session(d):
+        return f"NOT_A_SESSION: {type_name_of(msg)}.{attr}={d!r} is not an NYSE session"
+    if horizon_days > 0 and now_ns is not None:
+        off = abs(dt_to_ns(ny_datetime(d, "12:00")) - now_ns)
+        if off > horizon_days * NS_PER_DAY:
+            return (f"DATE_OUT_OF_HORIZON: {type_name_of(msg)}.{attr}={d} is more than {horizon_days} days "
+                    "from now (MESSAGE_DATE_HORIZON_DAYS)")
+    return None
 
 Emit = tuple[str, Message]
 
@@ -194,6 +241,18 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+class _TooLarge(SchemaError):
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class _Refused(SchemaError):
+    """A decoded message that a consumer-side check refused (``code`` from the check)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        self.code = code
+        super().__init__(detail)
+
+
 class Bus:
     """Publishing side. ``maxlen`` trims streams approximately (``MAXLEN ~``)."""
 
@@ -270,6 +329,8 @@ class Consumer:
         maxlen: int = DEFAULT_MAXLEN,
         dlq: str = DLQ,
         on_idle: Callable[[], Iterable[Emit] | None] | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+        check: Callable[[Message], str | None] | None = session_problem,
     ) -> None:
         self.r = r
         self.group = group
@@ -284,6 +345,8 @@ class Consumer:
         self.maxlen = maxlen
         self.dlq = dlq
         self.on_idle = on_idle
+        self.max_payload_bytes = max_payload_bytes
+        self.check = check
         self.stats = ConsumerStats()
         self._stop = threading.Event()
         self._backlog = True
@@ -501,7 +564,18 @@ class Consumer:
             try:
                 if raw is None:
                     raise SchemaError("entry has no 'data' field")
+                if len(raw) > self.max_payload_bytes:
+                    size = len(raw)
+                    data = raw.encode() if isinstance(raw, str) else raw
+                    fields = {**{k: v for k, v in fields.items() if _s(k) != "data"}, "data": data[:DLQ_KEEP_BYTES],
+                              "dlq_data_bytes": size, "dlq_data_sha256": hashlib.sha256(data).hexdigest()}
+                    raise _TooLarge(f"{size} bytes > BUS_MAX_PAYLOAD_BYTES={self.max_payload_bytes} (not decoded; "
+                                    f"the DLQ keeps the first {DLQ_KEEP_BYTES})")
                 msg = decode(raw)
+                problem = self.check(msg) if self.check is not None else None
+                if problem:
+                    code, _, detail = problem.partition(": ")
+                    raise _Refused(code, detail)
             except SchemaError as exc:
                 self._flush(blocks)
                 blocks = []

@@ -26,13 +26,17 @@ from pydantic_settings import EnvSettingsSource
 
 from shared import metrics
 from shared.alerts import AlertPublisher
-from shared.bus import DLQ, Bus, Consumer, Emit, Handler
+from shared.bus import DLQ, Bus, Consumer, Emit, Handler, session_problem
 from shared.clock import Clock, WallClock
 from shared.logs import redact, setup_logging
 from shared.redis_conn import connect, embedded_redis, redact_url
+from shared.schemas import Message
 from shared.settings import CoreSettings, Settings, get_settings, settings_problems
 
 SETTINGS_INVALID_EXIT = 2  # returned by a service stopped while idling on invalid settings
+NO_REDIS_URL = ("REDIS_URL is not set: a single service must join the system's Redis (e.g. "
+                "REDIS_URL=redis://:PASSWORD@127.0.0.1:6379/0); only whole-system jobs (avwap demo, avwap replay) "
+                "start an embedded one")
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +102,17 @@ def make_context(name: str, settings: Settings, r: redis.Redis, clock: Clock | N
 def make_consumer(spec: ServiceSpec, ctx: ServiceContext, consumer_name: str | None = None) -> Consumer:
     core = ctx.settings.core
     on_idle = (lambda: spec.on_idle(ctx)) if spec.on_idle else None  # noqa: E731
+    horizon = core.message_date_horizon_days
+
+    def check(msg: Message) -> str | None:
+        return session_problem(msg, ctx.clock.now_ns() if horizon else None, horizon)
+
     return Consumer(
         ctx.r, spec.name, spec.streams, spec.build(ctx),
         name=consumer_name or core.consumer_name, max_deliveries=core.bus_max_deliveries,
         block_ms=core.bus_block_ms, count=core.bus_batch, claim_idle_ms=core.bus_claim_idle_ms,
         heartbeat_ttl_s=core.heartbeat_ttl_s, maxlen=core.bus_maxlen, on_idle=on_idle,
+        max_payload_bytes=core.bus_max_payload_bytes, check=check,
     )
 
 
@@ -168,7 +178,7 @@ def idle_invalid_settings(name: str, stop: threading.Event | None = None,
 def run_service(spec: ServiceSpec, settings: Settings | None = None) -> int:
     """Run one service until SIGTERM/SIGINT; returns 0. Waits (never crashes) while Redis is down.
 
-    Settings that do not validate: ``idle_invalid_settings`` (no restart loop).
+    Settings that do not validate, or no ``REDIS_URL``: refuse and idle (no restart loop).
     """
     if settings is None:
         try:
@@ -176,26 +186,29 @@ def run_service(spec: ServiceSpec, settings: Settings | None = None) -> int:
         except ValidationError:
             return idle_invalid_settings(spec.name)
     setup_logging(settings.core.log_level, settings.core.log_format, service=spec.name)
-    with redis_url_for(settings) as url:
-        r = connect(url)
-        ctx = make_context(spec.name, settings, r)
-        consumer = make_consumer(spec, ctx)
-        consumer.install_signal_handlers()
-        if not wait_for_redis(r, consumer, url):
-            log.info("%s stopped before Redis was reachable", spec.name)
-            return 0
-        consumer.ensure_groups()
-        if settings.core.metrics_port:
-            metrics.watch_redis(r, spec.name, spec.streams, DLQ)
-            metrics.serve(settings.core.metrics_port, settings.core.metrics_addr)
-        if spec.on_start is not None:
-            ctx.bus.publish_many(list(spec.on_start(ctx) or []))
-        log.info("%s started as %s on %s", spec.name, consumer.name, ", ".join(spec.streams))
-        try:
-            stats = consumer.run(install_signals=False)
-        finally:
-            if spec.on_stop is not None:
-                spec.on_stop(ctx)
-        log.info("%s stopped: handled=%d failed=%d dlq=%d lost_races=%d", spec.name, stats.handled, stats.failed,
-                 stats.dead_lettered, stats.lost_races)
+    if not settings.core.redis_url:  # an embedded Redis would be private: this service could talk to nobody
+        return refuse_and_idle(spec.name, "settings_invalid", f"{spec.name}: REDIS_URL not set, not started",
+                               NO_REDIS_URL, redis_url=None, runbook="invalid-settings")
+    url = settings.core.redis_url
+    r = connect(url)
+    ctx = make_context(spec.name, settings, r)
+    consumer = make_consumer(spec, ctx)
+    consumer.install_signal_handlers()
+    if not wait_for_redis(r, consumer, url):
+        log.info("%s stopped before Redis was reachable", spec.name)
+        return 0
+    consumer.ensure_groups()
+    if settings.core.metrics_port:
+        metrics.watch_redis(r, spec.name, spec.streams, DLQ)
+        metrics.serve(settings.core.metrics_port, settings.core.metrics_addr)
+    if spec.on_start is not None:
+        ctx.bus.publish_many(list(spec.on_start(ctx) or []))
+    log.info("%s started as %s on %s", spec.name, consumer.name, ", ".join(spec.streams))
+    try:
+        stats = consumer.run(install_signals=False)
+    finally:
+        if spec.on_stop is not None:
+            spec.on_stop(ctx)
+    log.info("%s stopped: handled=%d failed=%d dlq=%d lost_races=%d", spec.name, stats.handled, stats.failed,
+             stats.dead_lettered, stats.lost_races)
     return 0

@@ -17,14 +17,20 @@ def dates(n: int, end: str = END) -> list[str]:
 
 
 def base(n: int = 260, start: float = 50.0, drift: float = 0.002, volume: float = 1e6, r0: float = 0.025,
-         r1: float = 0.015) -> dict[str, np.ndarray]:
-    """A rising symbol: close grows ``drift`` a bar with a small wave; ranges shrink from r0 to r1 (ATR% falls)."""
+         r1: float = 0.015, dip: float = 0.02) -> dict[str, np.ndarray]:
+    """A rising symbol: close grows ``drift`` a bar with a small wave; ranges shrink from r0 to r1 (ATR% falls).
+
+    The second-to-last bar's low dips ``dip`` below its close, so the structural stop (5-day low) sits
+    below the AVWAP entry: without it the stop would be above the entry, an untradeable long the
+    scanner does not emit (``STOP_NOT_BELOW_ENTRY``)."""
     i = np.arange(n, dtype=np.float64)
     close = start * np.exp(drift * i) * (1 + 0.004 * np.sin(i / 3.0))
     rng = r0 + (r1 - r0) * i / max(n - 1, 1)
     high = close * (1 + rng * 0.6)
     low = close * (1 - rng * 0.4)
     open_ = np.concatenate([[close[0]], close[:-1]])
+    if n >= 2 and dip:
+        low[-2] = min(low[-2], close[-2] * (1 - dip))
     open_ = np.clip(open_, low, high)
     return {"open": open_, "high": high, "low": low, "close": close, "volume": np.full(n, volume)}
 

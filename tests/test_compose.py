@@ -62,7 +62,7 @@ def test_the_notifier_runs_in_compose_with_slack_but_never_broker_keys() -> None
     env_files = [e["path"] if isinstance(e, dict) else e for e in svc["env_file"]]
     assert ".env.slack" in env_files and ".env.broker" not in env_files
     env = svc.get("environment", {}) or {}
-    assert not any(k.startswith("APCA_") for k in env) and env["REDIS_URL"] == "redis://redis:6379/0"
+    assert not any(k.startswith("APCA_") for k in env) and env["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD")
     assert "artifacts:/app/artifacts:ro" in svc["volumes"]  # the daily chart it uploads, read-only
     for name, other in compose["services"].items():  # the Slack token reaches the notifier only
         files = [e["path"] if isinstance(e, dict) else e for e in other.get("env_file", [])]

@@ -108,11 +108,12 @@ def test_an_unreadable_switch_or_the_env_switch_blocks_at_submit_time(fake_redis
     ex = sim(fake_redis, tmp_path)
     feed(ex, session(D1, "PRE_MARKET"), it)
     if how == "unreadable":
-        fake_redis.set(KILL_SWITCH_KEY, b"{garbage")  # fail closed: unreadable counts as on
+        fake_redis.set(KILL_SWITCH_KEY, b"{garbage")  # fail closed: unreadable blocks, named as risk names it
     else:  # the process restarted with KILL_SWITCH=1 while the entry was pending
         ex = sim(fake_redis, tmp_path, kill_switch=True)
     feed(ex, daily(D1, ("AAA", 50.5, 52.0, 50.0, 51.0)))
-    assert orders(fake_redis) == [] and [r.reasons for r in rejections(fake_redis)] == [["KILL_SWITCH_ON"]]
+    want = "KILL_SWITCH_UNREADABLE" if how == "unreadable" else "KILL_SWITCH_ON"
+    assert orders(fake_redis) == [] and [r.reasons for r in rejections(fake_redis)] == [[want]]
 
 
 def test_exits_and_stops_still_go_through_with_the_switch_on(fake_redis, tmp_path: Path) -> None:

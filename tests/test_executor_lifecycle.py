@@ -136,7 +136,7 @@ def test_reason_code_is_closed() -> None:
     from shared.schemas import InvalidPayload
 
     ok = OrderEvent(event_id="e", event="rejected", mode="m", intent_id="i", client_order_id="c", symbol="S",
-                    side="sell", kind="stop", qty=1, trade_date="d", ts=1, reason_code="SUB_PENNY")
+                    side="sell", kind="stop", qty=1, trade_date="2018-06-01", ts=1, reason_code="SUB_PENNY")
     raw = encode(ok).replace(b'"SUB_PENNY"', b'"SOMETHING_ELSE"')
     assert "SUB_PENNY" in REASON_CODES
     with pytest.raises(InvalidPayload) as exc:

@@ -39,10 +39,12 @@ def minutes() -> list[BarRow]:
 
 
 def intents_for(d: str) -> list[EntryIntent]:
-    """Entries the executor confirms at the first 10-minute check (entry level far below the price)."""
+    """Entries the executor confirms at the first 10-minute check (entry level a cent above the stop, below
+    the price; a long's stop must be below its entry)."""
     stops = {"AAPL": 165.0, "BAC": 28.0, "MSFT": 103.0, "MU": 37.0, "QQQ": 165.0, "TSLA": 300.0}
     return [EntryIntent(intent_id=stable_id("in", s, d), candidate_id=stable_id("c", s, d), symbol=s, trade_date=d,
-                        qty=10, entry_level=1.0, stop_price=stops[s], risk_per_share=1.0, notional=1000.0, ts=0)
+                        qty=10, entry_level=round(stops[s] + 0.01, 2), stop_price=stops[s], risk_per_share=0.01,
+                        notional=1000.0, ts=0)
             for s in SYMS]
 
 
@@ -180,8 +182,8 @@ def test_daily_replay_every_trade_agrees_with_the_exit_simulator(aof: dict, tmp_
                     for s in DAILY_SYMS:
                         Bus(r).publish(INTENTS, EntryIntent(
                             intent_id=stable_id("in", s, d), candidate_id=stable_id("c", s, d), symbol=s, trade_date=d,
-                            qty=10, entry_level=1.0, stop_price=round(prev_close[s] * 0.93, 2), risk_per_share=1.0,
-                            notional=1000.0))
+                            qty=10, entry_level=round(prev_close[s] * 0.93 + 0.01, 2),
+                            stop_price=round(prev_close[s] * 0.93, 2), risk_per_share=0.01, notional=1000.0))
                     wait_quiescent(r, timeout=60)
     finally:
         codes = procs.stop_all()

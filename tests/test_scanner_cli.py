@@ -75,7 +75,7 @@ def test_scan_refuses_bad_input_with_one_line(tmp_path: Path) -> None:
 
 def test_scan_with_a_universe_file(tmp_path: Path) -> None:
     uni = tmp_path / "u.txt"
-    uni.write_text("AAPL,Technology\nXOM,Energy\n")
+    uni.write_text("MSFT,Technology\nXOM,Energy\n")
     res = run("scan", "--bars", str(SAMPLE), "--date", "2018-06-01", "--universe", str(uni), "--out", str(tmp_path))
     assert res.exit_code == 0, res.output
     batch = json.loads((tmp_path / "candidates" / "2018-06-01.json").read_text())

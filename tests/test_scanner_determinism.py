@@ -3,6 +3,7 @@ to the unsharded bytes; the bench's pandas reference agrees with the vectorized 
 
 from __future__ import annotations
 
+import base64
 import sys
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def test_shards_merge_to_the_unsharded_bytes(real: LoadResult, n: int) -> None:
     results = []
     for part in parts:  # through the job's own encoding, as an rq worker runs it
         payload = shards.encode_payload(pan, part, {}, D, last, p)
-        results.extend(shards._RESULTS.decode(shards.run_shard(payload)))
+        results.extend(shards._RESULTS.decode(base64.b64decode(shards.run_shard(payload))))
     merged = scan(pan, None, {}, D, last, p, results=results)
     assert artifact_bytes(merged) == artifact_bytes(whole)
     assert symbol_results(pan.select(parts[0]), parts[0], {}, D, last, p) == results[:len(parts[0])]

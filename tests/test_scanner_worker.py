@@ -137,7 +137,8 @@ def test_universe_file_restricts_and_names_sectors(redis_url, real_redis, tmp_pa
     assert res.batch.universe_size == 4 and res.rejects["rejects"]["NOPE"]["code"] == "NO_BARS"
     syms = {c.symbol: c.sector for c in res.batch.candidates} | {k: "" for k in res.rejects["rejects"]}
     assert set(syms) == {"AAPL", "MSFT", "JPM", "NOPE"}
-    assert {c.symbol: c.sector for c in res.batch.candidates} == {"AAPL": "Technology", "MSFT": "Technology"}
+    assert {c.symbol: c.sector for c in res.batch.candidates} == {"MSFT": "Technology"}
+    assert res.rejects["rejects"]["AAPL"]["code"] == "STOP_NOT_BELOW_ENTRY"  # on D its stop is above its entry
     assert res.rejects["rejects"]["JPM"]["code"] != "NO_BARS"
 
 
@@ -147,8 +148,9 @@ def _rq_workers(url: str, n: int, queue: str, log_dir: Path) -> list[subprocess.
     procs = []
     for i in range(n):
         log = open(log_dir / f"rq-{i}.log", "wb")  # noqa: SIM115 - closed with the process
-        procs.append(subprocess.Popen([str(rq), "worker", "--url", url, "--name", f"scan-test-{os.getpid()}-{i}",
-                                       queue], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen([str(rq), "worker", "-w", "avwap.rqworker.Worker", "--url", url, "--name",
+                                       f"scan-test-{os.getpid()}-{i}", queue], cwd=ROOT, env=env, stdout=log,
+                                      stderr=subprocess.STDOUT))
     return procs
 
 
@@ -163,8 +165,9 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 
 
 def test_sharded_scan_on_real_rq_workers_is_byte_identical(redis_url, real_redis, tmp_path) -> None:
-    from rq import Queue
     from rq.registry import FinishedJobRegistry
+
+    from shared.jobs import job_queue
 
     real = load_bars(DAILY_FILE)
     s = load_settings(scan_market_gate="universe_proxy", scan_rq_queue="avwap-scan-test", scan_shard_timeout_s=60)
@@ -177,7 +180,7 @@ def test_sharded_scan_on_real_rq_workers_is_byte_identical(redis_url, real_redis
         while len(real_redis.smembers("rq:workers")) < 2 and time.monotonic() - t0 < 30:
             time.sleep(0.1)
         sharded = artifact_bytes(scan_for(pan, d, s, r=real_redis, shards=4))
-        reg = FinishedJobRegistry(queue=Queue("avwap-scan-test", connection=real_redis))
+        reg = FinishedJobRegistry(queue=job_queue("avwap-scan-test", real_redis))
         assert len(reg.get_job_ids()) == 4  # all four shards ran on the rq workers
     finally:
         _stop(workers)
@@ -228,7 +231,8 @@ def test_cron_job_scans_sessions_only_and_never_doubles_a_batch(redis_url, real_
 
 
 def test_rq_cron_scheduler_enqueues_the_job_and_a_real_rq_worker_runs_it(redis_url, real_redis, tmp_path) -> None:
-    from rq import Queue, Worker
+    from avwap.rqworker import Worker
+    from shared.jobs import job_queue
 
     s = load_settings(redis_url=redis_url, scan_rq_queue="avwap-cron-test")
     sched = NYCronScheduler(connection=real_redis, name="test-cron")
@@ -236,7 +240,7 @@ def test_rq_cron_scheduler_enqueues_the_job_and_a_real_rq_worker_runs_it(redis_u
     assert job.next_enqueue_time.astimezone(NY).strftime("%H:%M") == "08:30"
     job.next_enqueue_time = datetime(2000, 1, 1, tzinfo=UTC)  # due now
     assert [j.name for j in sched.enqueue_jobs()] == ["t"]
-    q = Queue("avwap-cron-test", connection=real_redis)
+    q = job_queue("avwap-cron-test", real_redis)
     assert q.count == 1
     env = {"REDIS_URL": redis_url, "BARS_DIR": str(tmp_path / "empty-bars"), "ARTIFACTS_DIR": str(tmp_path / "art"),
            "SCAN_MARKET_GATE": "off"}

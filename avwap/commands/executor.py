@@ -7,7 +7,7 @@ import json
 import msgspec
 import typer
 
-from avwap.common import fail, operator_redis
+from avwap.common import date_or_fail, fail, operator_redis
 from shared.artifacts import read_jsonl
 from shared.settings import get_settings
 from shared.streams import state_key
@@ -111,10 +111,15 @@ def status(mode: str = typer.Option(None, help="Mode whose state to show (defaul
 def ledger(date: str = typer.Argument(..., help="NY trade date YYYY-MM-DD."),
            mode: str = typer.Option(None, help="Mode (default: EXECUTION_MODE).")) -> None:
     """Print one day's execution ledger (torn lines are skipped with a warning)."""
-    from pathlib import Path
 
+    from shared.artifacts import UnsafePath, under
+
+    date_or_fail(date, "DATE", session=False)
     m = _mode(mode)
-    path = Path(get_settings().core.ledger_dir) / m / f"{date}.jsonl"
+    try:
+        path = under(get_settings().core.ledger_dir, m, f"{date}.jsonl")
+    except UnsafePath as exc:
+        fail(str(exc))
     if not path.exists():
         fail(f"no ledger at {path}")
     for rec in read_jsonl(path):

@@ -13,6 +13,7 @@ from avwap.common import fail, operator_redis
 from shared.bus import HEARTBEAT_PREFIX, live_consumers
 from shared.controls import Refused, read_kill_switch, read_state, transition
 from shared.schemas import SchemaError, decode
+from shared.settings import get_settings
 from shared.streams import ALL_STREAMS, DLQ
 
 SERVICES = ("scanner", "risk", "executor", "exits", "analytics")
@@ -45,6 +46,10 @@ def run(service: str = typer.Argument(..., help="scanner | risk | executor | exi
     """Run one service in the foreground (same as `python -m services.<service>`)."""
     if service not in SERVICES:
         fail(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
+    if not get_settings().core.redis_url:
+        from shared.service import NO_REDIS_URL
+
+        fail(NO_REDIS_URL)
     worker = importlib.import_module(f"services.{service}.worker")
     raise typer.Exit(worker.main())
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from avwap.common import fail
+from avwap.common import date_or_fail, fail
 from shared.settings import get_settings
 
 app = typer.Typer()
@@ -22,6 +22,7 @@ def report(
     """Write artifacts/reports/<date>/ (report.html, report.md, equity/drawdown/exposure PNGs)."""
     from services.analytics.report import build_report, summarize
 
+    date_or_fail(date)
     root = artifacts or Path(get_settings().core.artifacts_dir)
     if not (root / "portfolio_snapshots" / f"{date}.json").exists():
         fail(f"no portfolio snapshot for {date} under {root}/portfolio_snapshots (has that session closed?)")

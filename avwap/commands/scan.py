@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import typer
 
-from avwap.common import fail, load_bars_or_fail, need_redis_url
+from avwap.common import date_or_fail, fail, load_bars_or_fail, need_redis_url
 from shared.settings import get_settings
 
 app = typer.Typer()
@@ -15,16 +14,8 @@ scan_app = typer.Typer(help="The daily AVWAP scan (watchlist for session D from 
                        invoke_without_command=True)
 app.add_typer(scan_app, name="scan")
 
-DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
 def _check_date(date: str) -> None:
-    from shared.clock import calendar
-
-    if not DATE.match(date):
-        fail(f"--date must be YYYY-MM-DD, not {date!r}")
-    if not calendar().is_session(date):
-        fail(f"{date} is not an NYSE session; the scan for session D runs on sessions only")
+    date_or_fail(date)  # the scan for session D runs on sessions only
 
 
 @scan_app.callback()
@@ -57,6 +48,10 @@ def scan(
 
         r = connect(need_redis_url(settings))
     panel = Panel.from_frame(loaded.frame, before=date, lookback=settings.scanner.scan_history_bars)
+    if not panel.dates:
+        f = loaded.frame
+        span = f"{f['trade_date'].min()} .. {f['trade_date'].max()}" if len(f) else "no good rows"
+        fail(f"no daily bars before {date} in {bars.name} (it covers {span}); the scan for D reads the bars before D")
     result = scan_for(panel, date, settings, r=r, universe_file=str(universe) if universe else None, shards=shards)
     root = out if out is not None else Path(settings.core.artifacts_dir)
     files = write_artifacts(root, result)
@@ -109,6 +104,7 @@ def why(
     """Why was SYMBOL (not) a candidate for session D? Reads candidates/D.json and D.rejects.json."""
     from services.scanner.artifacts import explain
 
+    _check_date(date)
     root = artifacts if artifacts is not None else Path(get_settings().core.artifacts_dir)
     found, text = explain(root, symbol, date)
     typer.echo(text)

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shared.artifacts import code_version, sha256_bytes, write_atomic_many
+from shared.artifacts import code_version, sha256_bytes, under, write_atomic_many
 
 from .portfolio import annual_volatility, drawdowns, equity_returns
 
@@ -91,14 +91,14 @@ def report_data(artifacts_dir: str | Path, date: str) -> dict[str, Any]:
     root = Path(artifacts_dir)
     snaps = _dated(root, "portfolio_snapshots", through=date)
     snap = dict(snaps[-1][1]) if snaps and snaps[-1][0] == date else None
-    rej, rej_sha = _load_with_sha(root / "rejections" / f"{date}.json")
-    trades, trades_sha = _load_with_sha(root / "trades" / f"{date}.json")
+    rej, rej_sha = _load_with_sha(under(root, "rejections", f"{date}.json"))
+    trades, trades_sha = _load_with_sha(under(root, "trades", f"{date}.json"))
     return {
         "date": date,
         "snapshot": snap,
         "curve": [(d, s) for d, s in snaps],
-        "decisions": _load(root / "portfolio_decisions" / f"{date}.json"),
-        "reconciliation": _load(root / "reconciliation" / f"{date}.json"),
+        "decisions": _load(under(root, "portfolio_decisions", f"{date}.json")),
+        "reconciliation": _load(under(root, "reconciliation", f"{date}.json")),
         "rejections": (rej or {}).get("rejections", []),
         "rejections_sha256": rej_sha,
         "trades": (trades or {}).get("trades", []),
@@ -139,7 +139,7 @@ def report_provenance(data: dict[str, Any]) -> dict[str, str]:
 def build_report(artifacts_dir: str | Path, date: str, fsync: bool = True) -> Path:
     """Write ``reports/<date>/`` from the artifacts of ``date`` and before. Returns the directory."""
     data = report_data(artifacts_dir, date)
-    out = Path(artifacts_dir) / "reports" / date
+    out = under(artifacts_dir, "reports", date)
     dates = [d for d, _ in data["curve"]]
     equity = [float(s.get("equity", 0.0)) for _, s in data["curve"]]
     capital = float(data["curve"][0][1].get("capital", 0.0)) if data["curve"] else 0.0

@@ -38,6 +38,7 @@ from shared.artifacts import (
     code_version,
     provenance,
     to_plain,
+    under,
     write_atomic,
     write_json_artifact,
 )
@@ -504,7 +505,7 @@ def _decisions(st: State, date: str, batch: CandidateBatch | None, key: str, can
                  provenance=prov, returns=returns)
     st.ctx.r.hsetnx(DECISIONS_KEY, key, msgspec.json.encode(out))
     out = decode(st.ctx.r.hget(DECISIONS_KEY, key), PortfolioDecisionBatch)  # type: ignore[arg-type,assignment]
-    write_json_artifact(Path(s.core.artifacts_dir) / decision_artifact(date), out, fsync=st.fsync)
+    write_json_artifact(under(s.core.artifacts_dir, decision_artifact(date)), out, fsync=st.fsync)
     return out
 
 
@@ -612,7 +613,7 @@ def process_close(st: State, date: str) -> list[Emit]:
     psnap = build_snapshot(date, s.analytics.starting_capital, fills, trades, marks, _stops(trades, events), prior,
                            s.analytics.rolling_vol_window, prov)
     store.snapshot_cache.put(date, psnap)
-    write_json_artifact(art / "portfolio_snapshots" / f"{date}.json", psnap, fsync=st.fsync)
+    write_json_artifact(under(art, "portfolio_snapshots", f"{date}.json"), psnap, fsync=st.fsync)
     internal = {t.symbol: InternalPosition(symbol=t.symbol, qty=t.qty_open, avg_entry_price=t.avg_entry_price,
                                            opened_ts=t.opened_ts, position_id=t.position_id)
                 for t in trades if t.status == "open"}
@@ -622,14 +623,14 @@ def process_close(st: State, date: str) -> list[Emit]:
         w0 = snap.ts
     recon = reconcile(date, internal, snap, st.history.known(date), w0, s.analytics.recon_price_tolerance,
                       provenance(s.hash(), {"broker_snapshot": snap.snapshot_id, "portfolio_snapshot": psnap.snapshot_id}))
-    write_json_artifact(art / "reconciliation" / f"{date}.json", recon, fsync=st.fsync)
+    write_json_artifact(under(art, "reconciliation", f"{date}.json"), recon, fsync=st.fsync)
     day_trades = [t for t in trades if t.status == "open" or t.closed_date == date]
-    write_json_artifact(art / "trades" / f"{date}.json", DailyTrades(
+    write_json_artifact(under(art, "trades", f"{date}.json"), DailyTrades(
         date=date, trades=day_trades, fills=[f for f in fills if f.trade_date == date],
         provenance=provenance(s.hash(), {**st.history.digests(date), "broker_snapshot": snap.snapshot_id},
                               bars=f"bars:1d:{date}")), fsync=st.fsync)
     rejections: list[Rejection] = sorted(_decode_day(records, "rejection"), key=lambda r: r.rejection_id)
-    write_json_artifact(art / "rejections" / f"{date}.json", DailyRejections(
+    write_json_artifact(under(art, "rejections", f"{date}.json"), DailyRejections(
         date=date, rejections=rejections,
         provenance=provenance(s.hash(), {"rejections": stable_id("rjs", [r.rejection_id for r in rejections])})),
         fsync=st.fsync)
@@ -657,8 +658,7 @@ def process_close(st: State, date: str) -> list[Emit]:
 
 
 def ledger_path(s: Settings, date: str, name: str) -> Path:
-    root = Path(s.core.ledger_dir) / "analytics"
-    return root / (f"{date}.jsonl" if name == "ledger" else f"{date}.journal.jsonl")
+    return under(s.core.ledger_dir, "analytics", f"{date}.jsonl" if name == "ledger" else f"{date}.journal.jsonl")
 
 
 def _line(st: State, key: str, rec: bytes, prov: bytes) -> bytes:

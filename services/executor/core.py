@@ -53,6 +53,7 @@ RUNBOOK_PROTECTION = "executor-protection"
 # reason codes of entries the executor refuses
 R_UNRECONCILED = "EXECUTOR_UNRECONCILED"
 R_KILL_SWITCH = "KILL_SWITCH_ON"
+R_KILL_SWITCH_UNREADABLE = "KILL_SWITCH_UNREADABLE"  # the key holds garbage: blocks, named as risk names it
 R_EXPIRED = "INTENT_EXPIRED"
 R_NOT_CONFIRMED = "ENTRY_NOT_CONFIRMED"
 R_BAD_QTY = "INVALID_QTY"
@@ -72,6 +73,7 @@ class Gates(msgspec.Struct, frozen=True, kw_only=True):
     kill_switch: bool = False
     live_gate: str = ""
     halted: bool = False  # trading state HALTED: entries refused with TRADING_HALTED (exits/replaces: see below)
+    kill_switch_unreadable: bool = False  # the key could not be read or parsed (blocks, reported as such)
 
 
 OPEN_GATES = Gates()
@@ -241,6 +243,8 @@ def entry_blocks(st: ExecState, gates: Gates, *, reconciling: bool = False) -> l
         reasons.append(R_UNRECONCILED)
     if gates.halted:
         reasons.append(R_HALTED)
+    if gates.kill_switch_unreadable:
+        reasons.append(R_KILL_SWITCH_UNREADABLE)
     elif gates.kill_switch:
         reasons.append(R_KILL_SWITCH)
     return reasons

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 import redis
 
-from shared.artifacts import append_jsonl, canonical_line, provenance, read_jsonl, to_plain
+from shared.artifacts import append_jsonl, canonical_line, provenance, read_jsonl, to_plain, under
 from shared.schemas import Message, OrderEvent, Rejection, type_name_of
 
 
@@ -55,7 +55,7 @@ def record_of(msg: Message, prov: Provenance) -> dict[str, Any] | None:
 
 
 def ledger_path(ledger_dir: str | Path, mode: str, trade_date: str) -> Path:
-    return Path(ledger_dir) / mode / f"{trade_date}.jsonl"
+    return under(ledger_dir, mode, f"{trade_date}.jsonl")
 
 
 def queue_lines(msgs: list[Message], prov: Provenance) -> list[bytes]:

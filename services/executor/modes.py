@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
+from shared.live_token import token_status
+
 from .settings import ALPACA_LIVE_URL, ALPACA_PAPER_URL
 
 MODES = ("DRY_RUN", "PAPER_SIM", "ALPACA_PAPER", "LIVE")
@@ -29,6 +31,10 @@ def start_check(mode: str, *, base_url: str, paper_url: str = ALPACA_PAPER_URL, 
     if not has_keys:
         return f"{mode} needs APCA_API_KEY_ID and APCA_API_SECRET_KEY"
     local = allow_local and is_local(base_url)
+    if not local and urlparse(base_url).scheme != "https":
+        return f"{mode} must use an https:// endpoint, not {base_url}"
+    if stream_url and not (allow_local and is_local(stream_url)) and urlparse(stream_url).scheme != "wss":
+        return f"APCA_STREAM_URL must be wss://, not {stream_url}"
     paper = _host(base_url) == _host(paper_url)
     if stream_url and _host(stream_url) != _host(base_url) and not (allow_local and is_local(stream_url)):
         return f"APCA_STREAM_URL {stream_url} is not on the trading endpoint's host {_host(base_url)}"
@@ -47,8 +53,9 @@ def live_gate_check(*, live_trading: bool, live_token: str | None, token_on_file
     """The LIVE gate alone (checked at start, and again before every LIVE entry is sent): None when open."""
     if not live_trading:
         return "LIVE gate closed: LIVE_TRADING is not 1"
-    if not token_on_file:
+    status = token_status(live_token, token_on_file)
+    if status == "file_missing":
         return "LIVE gate closed: no confirmation token on file (LIVE_CONFIRM_TOKEN_FILE)"
-    if not live_token or live_token.strip() != token_on_file.strip():
+    if status != "ok":
         return "LIVE gate closed: LIVE_CONFIRM_TOKEN does not match the token on file"
     return None

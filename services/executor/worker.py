@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -27,6 +26,7 @@ from shared.bus import Delivery, Emit, fields_of
 from shared.clock import calendar, ny_trade_date
 from shared.controls import read_state
 from shared.crash import crash_point
+from shared.live_token import read_token_file
 from shared.logs import setup_logging
 from shared.schemas import (
     Alert,
@@ -263,7 +263,8 @@ class Executor:
         ``KILL_SWITCH`` or an unreadable key block entries; HALTED blocks every new order but cancels) and
         the LIVE gate (re-checked, token file re-read). Read at every moment an order would be sent."""
         state = read_state(self.r, env_kill_switch=self.ctx.settings.core.kill_switch).state
-        return core.Gates(kill_switch=state != "ACTIVE", live_gate=live_gate(self.ctx.settings), halted=state == "HALTED")
+        return core.Gates(kill_switch=state != "ACTIVE", kill_switch_unreadable=state == "UNREADABLE",
+                          live_gate=live_gate(self.ctx.settings), halted=state == "HALTED")
 
     def halted(self) -> bool:
         return read_state(self.r).state == "HALTED"
@@ -744,12 +745,7 @@ class Executor:
 
 # -- process entry points --------------------------------------------------------------
 def _token_on_file(settings: Settings) -> str | None:
-    path = Path(settings.core.live_confirm_token_file)
-    try:
-        return path.read_text().strip() if path.exists() else None
-    except OSError as exc:  # unreadable: the gate is closed
-        log.error("cannot read %s: %s", path, exc)
-        return None
+    return read_token_file(settings.core.live_confirm_token_file)  # unreadable: None, the gate is closed
 
 
 def live_gate(settings: Settings) -> str:

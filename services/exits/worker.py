@@ -31,7 +31,7 @@ import msgspec
 import redis
 
 from shared import metrics
-from shared.artifacts import canonical_line, provenance, to_plain, write_atomic
+from shared.artifacts import canonical_line, provenance, to_plain, under, write_atomic
 from shared.bars import BarStore
 from shared.bus import Committed, Delivery, fields_of, publication_order
 from shared.clock import NS, dt_to_ns, ny_datetime, ny_trade_date
@@ -103,7 +103,7 @@ def decode_position(raw: bytes) -> ExitPositionState:
 
 
 def artifact_path(settings: Settings, d: str) -> Path:
-    return Path(settings.core.artifacts_dir) / ARTIFACT_SUBDIR / f"{d}.jsonl"
+    return under(settings.core.artifacts_dir, ARTIFACT_SUBDIR, f"{d}.jsonl")
 
 
 def record_field(e: ExitEvent) -> str:

@@ -17,7 +17,6 @@ gets shorter (``never_shorter``: records the state lost are kept, logged and ale
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 import logging
 from pathlib import Path
@@ -27,9 +26,10 @@ import redis
 
 from shared import metrics
 from shared.alerts import make_alert
-from shared.artifacts import canonical_line, code_version, write_atomic
+from shared.artifacts import canonical_line, code_version, under, write_atomic
 from shared.bus import Committed, Delivery, Emit, commit_own, committed
 from shared.controls import read_state
+from shared.live_token import read_token_file, token_status
 from shared.schemas import Alert, Message, SessionEvent
 from shared.service import ServiceContext, ServiceSpec, run_service
 from shared.settings import Settings
@@ -65,15 +65,7 @@ def live_token_status(settings: Settings) -> str:
     if core.execution_mode != "LIVE":
         return "n/a"
     token = core.live_confirm_token.get_secret_value() if core.live_confirm_token else ""
-    if not token:
-        return "missing"
-    try:
-        expected = Path(core.live_confirm_token_file).read_text().strip()
-    except OSError:
-        return "file_missing"
-    if not expected:
-        return "file_missing"
-    return "ok" if hmac.compare_digest(token.encode(), expected.encode()) else "mismatch"
+    return token_status(token, read_token_file(core.live_confirm_token_file))
 
 
 def dead_lettered_decisions(r: redis.Redis) -> tuple[tuple[int, str, str], ...]:
@@ -113,7 +105,7 @@ def controls_for(r: redis.Redis, settings: Settings, msg: Message | None) -> Con
 
 
 def artifact_path(settings: Settings, session: str) -> Path:
-    return Path(settings.core.artifacts_dir) / ARTIFACT_SUBDIR / f"{session}.jsonl"
+    return under(settings.core.artifacts_dir, ARTIFACT_SUBDIR, f"{session}.jsonl")
 
 
 _LINES: dict[bytes, bytes] = {}  # msgspec JSON of a record -> its canonical line (canonical_json is the slow part)

@@ -16,7 +16,7 @@ import io
 import json
 from pathlib import Path
 
-from shared.artifacts import canonical_json, sha256_bytes, to_plain, write_atomic_many
+from shared.artifacts import canonical_json, sha256_bytes, to_plain, under, write_atomic_many
 from shared.schemas import CandidateBatch
 
 from .core import SETUPS, ScanResult
@@ -28,9 +28,8 @@ CSV_COLUMNS = ("SchemaVersion", "ScanDate", "Symbol", "Direction", "TrendTier", 
 
 
 def paths(root: str | Path, scan_date: str) -> dict[str, Path]:
-    base = Path(root) / SUBDIR
-    return {"batch": base / f"{scan_date}.json", "rejects": base / f"{scan_date}.rejects.json",
-            "csv": base / f"{scan_date}.csv"}
+    return {"batch": under(root, SUBDIR, f"{scan_date}.json"), "rejects": under(root, SUBDIR, f"{scan_date}.rejects.json"),
+            "csv": under(root, SUBDIR, f"{scan_date}.csv")}
 
 
 def csv_bytes(batch: CandidateBatch) -> bytes:
@@ -80,4 +79,9 @@ def explain(root: str | Path, symbol: str, scan_date: str) -> tuple[bool, str]:
                        f"daily bar in the history window, or the universe file)")
     vals = json.dumps(to_plain(r["values"]), sort_keys=True)
     gate = "" if batch["market_gate_ok"] else f"; market gate closed ({batch['market_gate_reason']})"
-    return True, f"{sym} was not a candidate on {scan_date}: {r['code']} {vals}{gate}"
+    hint = ""
+    if r["code"] == "STOP_NOT_BELOW_ENTRY":
+        v = r["values"]
+        hint = (f" (its stop {v.get('stop_loss')} is at or above its entry {v.get('entry_level')}: a long with no "
+                "room between entry and stop cannot be traded)")
+    return True, f"{sym} was not a candidate on {scan_date}: {r['code']} {vals}{gate}{hint}"

@@ -38,11 +38,12 @@ ATR_BELOW_MIN = "ATR_BELOW_MIN"
 ATR_PCT_ABOVE_MAX = "ATR_PCT_ABOVE_MAX"
 ATR_PCT_ABOVE_MEDIAN = "ATR_PCT_ABOVE_MEDIAN"
 NO_QUALIFYING_ANCHOR = "NO_QUALIFYING_ANCHOR"
+STOP_NOT_BELOW_ENTRY = "STOP_NOT_BELOW_ENTRY"  # the structural stop is at or above the AVWAP entry: untradeable long
 MARKET_GATE_CLOSED = "MARKET_GATE_CLOSED"
 BELOW_TOP_N = "BELOW_TOP_N"
 REJECT_CODES = (NO_BARS, NO_BAR_LAST_SESSION, INSUFFICIENT_HISTORY, PRICE_BELOW_MIN, AVG_VOLUME_LOW,
                 AVG_DOLLAR_VOLUME_LOW, WEEKLY_TREND_DOWN, DAILY_TREND_FAIL, ATR_BELOW_MIN, ATR_PCT_ABOVE_MAX,
-                ATR_PCT_ABOVE_MEDIAN, NO_QUALIFYING_ANCHOR, MARKET_GATE_CLOSED, BELOW_TOP_N)
+                ATR_PCT_ABOVE_MEDIAN, NO_QUALIFYING_ANCHOR, STOP_NOT_BELOW_ENTRY, MARKET_GATE_CLOSED, BELOW_TOP_N)
 CANDIDATE = "CANDIDATE"
 
 # Market gate reason codes (``market_gate_reason`` is "CODE: detail").
@@ -193,9 +194,14 @@ def symbol_results(panel: Panel, universe: Sequence[str], sectors: Mapping[str, 
             code, values = _first_failure(cp, i, panel.dates, last_session, p)
             if code:
                 out.append(SymbolResult(symbol=sym, code=code, values=values))
+                continue
+            cand = _candidate(cp, i, sym, sectors.get(sym, ""), panel.dates, scan_date, p)
+            if not cand.stop_loss < cand.entry_level:  # a long whose stop is not below its entry cannot be traded
+                out.append(SymbolResult(symbol=sym, code=STOP_NOT_BELOW_ENTRY, values={
+                    "entry_level": cand.entry_level, "stop_loss": cand.stop_loss, "anchor": cand.anchor,
+                    "anchor_date": cand.anchor_date, "close": cand.price}))
             else:
-                out.append(SymbolResult(symbol=sym, code="", candidate=_candidate(
-                    cp, i, sym, sectors.get(sym, ""), panel.dates, scan_date, p)))
+                out.append(SymbolResult(symbol=sym, code="", candidate=cand))
     else:
         for sym in sub.symbols:
             out.append(SymbolResult(symbol=sym, code=NO_BAR_LAST_SESSION,

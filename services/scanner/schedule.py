@@ -8,8 +8,8 @@ current NY date if it is a session (holidays are skipped) and publishes the batc
 session is already claimed (``session.publish_once``) — so running the cron next to the
 scanner worker (which scans on the feed's PRE_MARKET) never gives a session two batches.
 
-    avwap scan cron          # the scheduler (one process)
-    rq worker avwap-scan     # workers (the cron job and the scan shards)
+    avwap scan cron                                 # the scheduler (one process)
+    rq worker -w avwap.rqworker.Worker avwap-scan   # workers (the cron job and the scan shards; allowlist)
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from rq.utils import now as rq_now
 
 from shared.bars import BarStore
 from shared.clock import NY, WallClock, calendar, ny_trade_date
+from shared.jobs import job_queue
 from shared.redis_conn import connect
 from shared.service import StreamIO
 from shared.settings import Settings, get_settings
@@ -52,6 +53,21 @@ class NYCronJob(CronJob):
         super().__init__(*args, **kwargs)
         if self.cron:
             self.next_enqueue_time = next_ny_run(self.cron, rq_now())
+
+    def enqueue(self, connection):  # noqa: ANN001, ANN201 - rq's signature
+        """Enqueue on a JSON queue (``shared.jobs``; rq's own cron job uses pickle), recording the run in the
+        cron job's history and registry as rq does."""
+        from rq import cron_job_registry
+
+        queue = job_queue(self.queue_name, connection)
+        with connection.pipeline() as pipe:
+            job = queue.enqueue(self.func, *self.args, **self.kwargs, **self.job_options, pipeline=pipe)
+            at = job.enqueued_at.timestamp() if job.enqueued_at else rq_now().timestamp()
+            pipe.zadd(self.job_history_key, {job.id: at})
+            cron_job_registry.add(self.name, pipe, enqueue_timestamp=at)
+            pipe.execute()
+        log.info("enqueued %s on %s (JSON)", self.func_name, self.queue_name)
+        return job
 
     def get_next_enqueue_time(self) -> datetime:
         if self.cron:

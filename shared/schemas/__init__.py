@@ -58,6 +58,7 @@ from .portfolio import (
     PositionMark,
 )
 from .scanner import Candidate, CandidateBatch
+from .types import OptTradeDate, Price, Qty, Shares, Symbol, TradeDate
 
 __all__ = [
     "BREAKERS", "TRADING_STATES", "BreakerName", "BreakerRearm", "FlattenRequest", "TradingState", "TradingStateChange",
@@ -69,5 +70,5 @@ __all__ = [
     "PendingStop", "PortfolioDecision", "PortfolioDecisionBatch", "PortfolioSnapshot", "PositionMark", "Rejection",
     "SESSION_PHASES", "SEVERITIES", "SchemaError", "SessionEvent", "StopIntent", "StopTracker", "UnknownType", "UnknownVersion", "current_class",
     "decode", "encode", "normalize_severity", "register", "register_legacy", "registered_types", "replace",
-    "type_name_of",
+    "type_name_of", "OptTradeDate", "Price", "Qty", "Shares", "Symbol", "TradeDate",
 ]

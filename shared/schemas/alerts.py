@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Literal
 
 from .base import Message, register, register_legacy
+from .types import OptTradeDate
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
@@ -38,7 +39,7 @@ class Alert(Message, frozen=True, kw_only=True, tag="alert"):
     title: str
     text: str = ""
     fields: dict[str, str] = {}
-    trade_date: str = ""
+    trade_date: OptTradeDate = ""
     ts: int = 0
     runbook: str = ""  # docs/runbook.md section (anchor) for the operator; "" if none
 

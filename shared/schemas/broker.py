@@ -5,10 +5,11 @@ from __future__ import annotations
 import msgspec
 
 from .base import Message, register
+from .types import Symbol, TradeDate
 
 
 class BrokerPosition(msgspec.Struct, frozen=True, kw_only=True):
-    symbol: str
+    symbol: Symbol
     qty: int
     avg_entry_price: float
     market_value: float = 0.0
@@ -18,7 +19,7 @@ class BrokerPosition(msgspec.Struct, frozen=True, kw_only=True):
 class BrokerOrder(msgspec.Struct, frozen=True, kw_only=True):
     client_order_id: str
     broker_order_id: str
-    symbol: str
+    symbol: Symbol
     side: str
     order_type: str  # market | limit | stop | stop_limit
     qty: int
@@ -32,7 +33,7 @@ class BrokerOrder(msgspec.Struct, frozen=True, kw_only=True):
 class BrokerSnapshot(Message, frozen=True, kw_only=True, tag="broker_snapshot"):
     snapshot_id: str
     mode: str
-    trade_date: str
+    trade_date: TradeDate
     ts: int
     equity: float
     cash: float

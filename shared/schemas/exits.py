@@ -11,6 +11,7 @@ from __future__ import annotations
 import msgspec
 
 from .base import Message, register
+from .types import Symbol, TradeDate
 
 EXIT_EVENT_KINDS = (
     "STOP_RESOLVED",
@@ -31,9 +32,9 @@ class ExitEvent(Message, frozen=True, kw_only=True, tag="exit_event"):
 
     event_id: str
     kind: str  # one of EXIT_EVENT_KINDS
-    symbol: str
+    symbol: Symbol
     position_id: str
-    trade_date: str
+    trade_date: TradeDate
     ts: int
     stop_price: float = 0.0
     previous_stop: float = 0.0

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 from .base import Message, register
+from .types import Price, Symbol, TradeDate, Volume
 
 
 class BarRow(msgspec.Struct, frozen=True, kw_only=True):
     """One OHLCV bar. ``ts`` is the bar's END time in UTC epoch ns (daily: the session close)."""
 
-    symbol: str
+    symbol: Symbol
     ts: int
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Volume
 
 
 @register
@@ -27,8 +30,8 @@ class BarBatch(Message, frozen=True, kw_only=True, tag="bar_batch"):
     ``final`` marks the last batch of a session for this timeframe (replay and feed set it).
     """
 
-    tf: str  # "1d" | "1m"
-    trade_date: str
+    tf: Literal["1d", "1m"]
+    trade_date: TradeDate
     bars: list[BarRow]
     source: str = "feed"
     final: bool = False
@@ -45,6 +48,6 @@ class SessionEvent(Message, frozen=True, kw_only=True, tag="session_event"):
     as their clock. See docs/ARCHITECTURE.md "One session, event by event".
     """
 
-    trade_date: str
-    phase: str
+    trade_date: TradeDate
+    phase: Literal["PRE_MARKET", "OPEN", "WINDOW_OPEN", "CLOSE"]  # SESSION_PHASES
     ts: int

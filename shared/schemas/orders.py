@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 from .base import Message, register, register_legacy
+from .types import Money, OptPrice, Price, Qty, Shares, Symbol, TradeDate, long_stop_problem
 
 
 @register
@@ -13,18 +14,25 @@ class EntryIntent(Message, frozen=True, kw_only=True, tag="entry_intent"):
 
     intent_id: str
     candidate_id: str
-    symbol: str
-    trade_date: str
-    side: str = "buy"
-    qty: int
-    order_type: str = "market"  # market | limit
-    limit_price: float | None = None
-    entry_level: float
-    stop_price: float
-    risk_per_share: float
-    notional: float
+    symbol: Symbol
+    trade_date: TradeDate
+    side: Literal["buy"] = "buy"  # long only
+    qty: Qty
+    order_type: Literal["market", "limit"] = "market"
+    limit_price: Price | None = None
+    entry_level: Price
+    stop_price: Price
+    risk_per_share: Price
+    notional: Money
     gates_passed: list[str] = []
     ts: int = 0
+
+    def __post_init__(self) -> None:
+        # invariants of a long entry; raised on decode too (msgspec turns it into a ValidationError,
+        # so the bus dead-letters the intent instead of the executor sending it)
+        problem = long_stop_problem(self.entry_level, self.stop_price, self.risk_per_share)
+        if problem:
+            raise ValueError(f"invalid entry intent {self.symbol}: {problem}")
 
 
 @register
@@ -32,11 +40,11 @@ class StopIntent(Message, frozen=True, kw_only=True, tag="stop_intent"):
     """Place, replace or cancel the protective stop of a position (from exits; never gated)."""
 
     intent_id: str
-    symbol: str
-    trade_date: str
-    action: str  # place | replace | cancel
-    qty: int = 0
-    stop_price: float = 0.0
+    symbol: Symbol
+    trade_date: TradeDate
+    action: Literal["place", "replace", "cancel"]
+    qty: Shares = 0
+    stop_price: OptPrice = 0.0
     target_client_order_id: str = ""  # the live stop to replace or cancel
     reason: str = ""
     ts: int = 0
@@ -47,9 +55,9 @@ class ExitIntent(Message, frozen=True, kw_only=True, tag="exit_intent"):
     """Sell a position (market). The executor cancels a stop holding the shares first."""
 
     intent_id: str
-    symbol: str
-    trade_date: str
-    qty: int
+    symbol: Symbol
+    trade_date: TradeDate
+    qty: Qty
     reason: str = ""
     ts: int = 0
 
@@ -60,8 +68,8 @@ class Rejection(Message, frozen=True, kw_only=True, tag="rejection"):
 
     rejection_id: str
     source: str  # risk | executor
-    symbol: str
-    trade_date: str
+    symbol: Symbol
+    trade_date: TradeDate
     reasons: list[str]
     candidate_id: str = ""
     intent_id: str = ""
@@ -111,10 +119,10 @@ class _OrderEventFields(Message, frozen=True, kw_only=True):
     intent_id: str
     client_order_id: str
     broker_order_id: str = ""
-    symbol: str
+    symbol: Symbol
     side: str  # buy | sell
     kind: str  # entry | stop | exit
-    qty: int
+    qty: Shares
     order_type: str = "market"
     stop_price: float | None = None  # stop orders: the trigger; entries: the intent's protective stop
     limit_price: float | None = None
@@ -125,7 +133,7 @@ class _OrderEventFields(Message, frozen=True, kw_only=True):
     trade_id: str = ""
     fees: float = 0.0
     reason: str = ""
-    trade_date: str
+    trade_date: TradeDate
     ts: int
 
 

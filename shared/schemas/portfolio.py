@@ -5,10 +5,11 @@ from __future__ import annotations
 import msgspec
 
 from .base import Message, register
+from .types import Symbol, TradeDate
 
 
 class PositionMark(msgspec.Struct, frozen=True, kw_only=True):
-    symbol: str
+    symbol: Symbol
     qty: int
     avg_entry_price: float
     mark: float
@@ -20,7 +21,7 @@ class PositionMark(msgspec.Struct, frozen=True, kw_only=True):
 @register
 class PortfolioSnapshot(Message, frozen=True, kw_only=True, tag="portfolio_snapshot"):
     snapshot_id: str
-    date: str
+    date: TradeDate
     capital: float
     cash: float
     equity: float
@@ -57,7 +58,7 @@ DECISION_REASON_ORDER = (
 
 class PortfolioDecision(msgspec.Struct, frozen=True, kw_only=True):
     decision_id: str
-    symbol: str
+    symbol: Symbol
     candidate_id: str
     decision: str  # ALLOW | BLOCK
     reason_codes: list[str]
@@ -74,7 +75,7 @@ class PortfolioDecisionBatch(Message, frozen=True, kw_only=True, tag="portfolio_
     """
 
     batch_id: str
-    date: str
+    date: TradeDate
     decisions: list[PortfolioDecision]
     snapshot_id: str = ""
     candidates_batch_id: str = ""

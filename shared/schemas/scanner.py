@@ -5,21 +5,22 @@ from __future__ import annotations
 import msgspec
 
 from .base import Message, register
+from .types import OptTradeDate, Price, Symbol, TradeDate
 
 
 class Candidate(msgspec.Struct, frozen=True, kw_only=True):
     candidate_id: str
-    scan_date: str
-    symbol: str
+    scan_date: TradeDate
+    symbol: Symbol
     direction: str = "LONG"
     trend_tier: str = ""
-    price: float
+    price: Price
     anchor: str  # anchor kind, e.g. YTD, GAP, VOL_BREAKOUT, MTD, SWING_LOW, SWING_HIGH
-    anchor_date: str
-    avwap: float
-    entry_level: float
+    anchor_date: TradeDate
+    avwap: Price
+    entry_level: Price
     entry_dist_pct: float
-    stop_loss: float
+    stop_loss: Price
     target_r1: float
     target_r2: float
     trend_score: float
@@ -42,7 +43,7 @@ class CandidateBatch(Message, frozen=True, kw_only=True, tag="candidate_batch"):
     """One scan's result. With ``market_gate_ok`` false the batch carries no candidates."""
 
     batch_id: str
-    scan_date: str
+    scan_date: TradeDate
     market_gate_ok: bool
     market_gate_reason: str = ""
     candidates: list[Candidate]
@@ -50,4 +51,4 @@ class CandidateBatch(Message, frozen=True, kw_only=True, tag="candidate_batch"):
     provenance: dict[str, str] = {}
     counts: dict[str, int] = {}  # symbols per outcome: CANDIDATE or the first failing filter's code
     market_gate_mode: str = ""  # symbol | universe_proxy | off
-    bars_through: str = ""  # the last session of daily bars the scan read (the session before scan_date)
+    bars_through: OptTradeDate = ""  # the last session of daily bars the scan read (the session before scan_date)

@@ -5,8 +5,27 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from typing import Annotated
 
+from pydantic import BeforeValidator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_TRUE, _FALSE = ("1", "true"), ("0", "false")
+
+
+def _strict_flag(value: object) -> object:
+    """A boolean setting is ``1``/``0`` or ``true``/``false`` (any case), nothing else (not yes/on/t)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError("must be 1 or 0 (or true / false)")
+
+
+# every boolean setting: strict, so a typo cannot silently turn a gate on or off
+Flag = Annotated[bool, BeforeValidator(_strict_flag)]
 
 
 def fingerprint(values: Mapping[str, object]) -> str:
@@ -15,7 +34,10 @@ def fingerprint(values: Mapping[str, object]) -> str:
 
 
 class Section(BaseSettings):
-    """A settings section. Every field has a default and a ``description`` (docs are generated)."""
+    """A settings section. Every field has a default and a ``description`` (docs are generated).
+
+    Floats must be finite (``nan``/``inf`` refuse to start); booleans are ``Flag`` (strict).
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="",
@@ -23,4 +45,5 @@ class Section(BaseSettings):
         extra="ignore",
         frozen=True,
         env_file=None,
+        allow_inf_nan=False,
     )

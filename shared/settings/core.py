@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
-from .base import Section
+from .base import Flag, Section
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 ExecutionMode = Literal["DRY_RUN", "PAPER_SIM", "ALPACA_PAPER", "LIVE"]
 EXECUTION_MODES: tuple[str, ...] = get_args(ExecutionMode)
@@ -24,6 +26,15 @@ class CoreSettings(Section):
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
     log_format: Literal["console", "json"] = Field("console", description="Log output: human console lines or JSON lines.")
     consumer_name: str | None = Field(None, description="Consumer name in the service's groups (default: hostname-pid).")
+    bus_max_payload_bytes: int = Field(
+        4 * 1024 * 1024, ge=65_536, le=512 * 1024 * 1024,
+        description="Largest `data` field (bytes) a consumer decodes; a longer entry is dead-lettered as "
+        "`PAYLOAD_TOO_LARGE` (the DLQ keeps its first 4 KiB, size and sha256).")
+    message_date_horizon_days: int = Field(
+        0, ge=0, le=3660,
+        description="Consumers dead-letter a session-driving message (session event, bars, candidates, decisions, "
+        "portfolio snapshot, entry intent) dated more than this many days from now (`DATE_OUT_OF_HORIZON`). 0: off "
+        "(replays and tests run past dates); compose sets 7. A date that is not an NYSE session is always refused.")
     bus_maxlen: int = Field(200_000, ge=1000, description="Approximate MAXLEN each stream is trimmed to on publish.")
     bus_max_deliveries: int = Field(5, ge=1, description="Deliveries after which a failing message goes to the DLQ.")
     bus_block_ms: int = Field(1000, ge=1, description="How long a consumer blocks waiting for new messages.")
@@ -39,17 +50,24 @@ class CoreSettings(Section):
     execution_mode: str = Field("DRY_RUN", description="DRY_RUN, PAPER_SIM, ALPACA_PAPER or LIVE. Any other value "
                                 "is not a start-up error: risk refuses every entry (`MODE_UNKNOWN`) and alerts, the "
                                 "executor refuses to start.")
-    live_trading: bool = Field(False, description="Must be 1 (with a matching confirmation token) for LIVE entries.")
+    live_trading: Flag = Field(False, description="Must be 1 (with a matching confirmation token) for LIVE entries.")
     live_confirm_token: SecretStr | None = Field(None, description="Operator's live confirmation token; must match the token on file.")
     live_confirm_token_file: str = Field("state/live_confirm_token", description="File holding the expected live confirmation token.")
     run_id: str = Field("", description="Identifier of this run written into artifact provenance (e.g. `live-2019`, "
                         "`replay-2018q4`). Empty: derived from the execution mode and the settings hash, so a rerun "
                         "with the same settings writes the same bytes. Never random, never a clock value.")
-    kill_switch: bool = Field(False, description="Env kill switch: raises an ACTIVE trading state to REDUCING for this service (blocks every new entry; exits unaffected). Also `avwap kill-switch on` / `avwap state reduce`.")
+    kill_switch: Flag = Field(False, description="Env kill switch: raises an ACTIVE trading state to REDUCING for this service (blocks every new entry; exits unaffected). Also `avwap kill-switch on` / `avwap state reduce`.")
     slack_bot_token: SecretStr | None = Field(None, description="Slack bot token for the notifier; unset: alerts are logged only.")
     slack_app_token: SecretStr | None = Field(None, description="Slack app-level token (`xapp-...`) for the notifier's Socket Mode commands (`/avwap ...`); unset: no commands. Give it to the notifier's container only.")
     slack_channel: str = Field("#avwap", description="Slack channel the notifier posts to.")
     slack_base_url: str = Field("https://slack.com/api/", description="Slack Web API base URL (tests point it at a local stand-in).")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str | None) -> str | None:
+        if v is not None and v.strip() and not v.strip().startswith(REDIS_SCHEMES):
+            raise ValueError("must be a Redis URL: redis://[:PASSWORD@]HOST:PORT/DB (or rediss://, unix://)")
+        return v.strip() if v and v.strip() else None
 
     @property
     def mode_known(self) -> bool:

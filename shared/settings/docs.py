@@ -18,6 +18,11 @@ HEADER = """# Configuration
 Every setting is read from the environment (case-insensitive), typed and defaulted.
 This file is generated from the settings classes: `python -m shared.settings.docs > docs/configuration.md`
 (a test fails when it is out of date). Secrets are read only from the environment and never logged.
+
+Booleans are `1`/`0` or `true`/`false` (any case), nothing else; numbers must be finite (`nan`/`inf`
+are refused) and inside the range shown. A service whose environment does not validate refuses to
+start: one log line naming each bad variable and a `settings_invalid` alert, then it idles without a
+heartbeat until it is fixed and restarted (no restart loop); the CLI prints the same line and exits 2.
 """
 
 
@@ -45,6 +50,20 @@ def _sections() -> list[type[BaseSettings]]:
     return [*SECTIONS, *registered_sections()]
 
 
+_BOUNDS = (("gt", "> "), ("ge", ">= "), ("lt", "< "), ("le", "<= "))
+
+
+def _range(field: object) -> str:
+    """`` Range: >= 1, <= 100.`` from the field's numeric constraints ("" when it has none)."""
+    parts = []
+    for item in getattr(field, "metadata", []):
+        for attr, sign in _BOUNDS:
+            value = getattr(item, attr, None)
+            if value is not None:
+                parts.append(f"{sign}{value:g}" if isinstance(value, float) else f"{sign}{value}")
+    return f" Range: {', '.join(parts)}." if parts else ""
+
+
 def render() -> str:
     lines = [HEADER]
     for cls in _sections():
@@ -63,7 +82,7 @@ def render() -> str:
                 shown = '""'
             else:
                 shown = f"`{default}`"
-            desc = (field.description or "").replace("|", "\\|")
+            desc = ((field.description or "") + _range(field)).replace("|", "\\|")
             lines.append(f"| `{env}` | {typ} | {shown} | {desc} |")
     return "\n".join(lines) + "\n"
 
