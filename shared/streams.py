@@ -10,10 +10,11 @@ ORDERS = "avwap:orders"
 BROKER = "avwap:broker"
 EXITS = "avwap:exits"
 PORTFOLIO = "avwap:portfolio"
+REGIME = "avwap:regime"
 ALERTS = "avwap:alerts"
 DLQ = "avwap:dlq"
 
-ALL_STREAMS = (BARS_1D, BARS_1M, CLOCK, CANDIDATES, INTENTS, REJECTIONS, ORDERS, BROKER, EXITS, PORTFOLIO, ALERTS, DLQ)
+ALL_STREAMS = (BARS_1D, BARS_1M, CLOCK, CANDIDATES, INTENTS, REJECTIONS, ORDERS, BROKER, EXITS, PORTFOLIO, REGIME, ALERTS, DLQ)
 
 KILL_SWITCH_KEY = "avwap:control:kill_switch"
 PAUSE_KEY = "avwap:control:pause"

@@ -15,7 +15,7 @@ from shared.controls import kill_switch_value, read_kill_switch
 from shared.schemas import SchemaError, decode
 from shared.streams import ALL_STREAMS, DLQ, KILL_SWITCH_KEY
 
-SERVICES = ("scanner", "risk", "executor", "exits", "analytics")
+SERVICES = ("scanner", "regime", "risk", "executor", "exits", "analytics")
 
 app = typer.Typer(no_args_is_help=True)
 dlq_app = typer.Typer(help="Inspect and requeue dead-lettered messages.", no_args_is_help=True)
