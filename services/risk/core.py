@@ -602,7 +602,8 @@ def _decide(st: RiskState, batches: Iterable[CandidateBatch], session: str, ref:
                 codes |= size_codes
             if eff is not None:
                 qty, regime_codes = _modulate(eff, c, book, limits, codes, qty)
-                codes |= set(regime_codes)
+                if qty <= 0:
+                    codes |= set(regime_codes)  # the modulation turned an intent into a rejection
         elif book is None and not prereq:
             codes.add("SNAPSHOT_MISSING")  # defensive: never size without a snapshot
         # with enforcement off the decision batch is not an input (whether it arrived yet is a race)
