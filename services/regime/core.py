@@ -87,7 +87,7 @@ def _market(close: np.ndarray, symbols: Sequence[str], cols: list[int], p: Param
     if p.market_symbol in symbols:
         c = close[:, list(symbols).index(p.market_symbol)]
         if len(c) and math.isfinite(c[-1]):
-            return c[np.isfinite(c)], "symbol"
+            return c[~np.isnan(c)], "symbol"  # missing bars skipped; an infinite close stays (NON_FINITE)
     if not cols:
         return None, "none"
     return equal_weight_index(close[:, cols]), "universe_proxy"
@@ -130,10 +130,11 @@ def evaluate(close: np.ndarray, dates: Sequence[str], symbols: Sequence[str], as
         label = p.market_symbol if market == "symbol" else "universe proxy"
         return _unknown("MARKET_SHORT", f"{label} has {len(series)} closes through {asof}, the features need {need}",
                         feats, market, len(uni))
-    ret = series[-p.vol_window:] / series[-p.vol_window - 1:-1] - 1.0
-    vol = float(np.std(ret, ddof=1)) * ANNUAL
-    dd = float(series[-1] / np.max(series[-p.dd_window:]) - 1.0)
-    trend = float(np.mean(series[-p.trend_fast:]) / np.mean(series[-p.trend_slow:]) - 1.0)
+    with np.errstate(all="ignore"):  # a non-finite input gives a non-finite feature: NON_FINITE below
+        ret = series[-p.vol_window:] / series[-p.vol_window - 1:-1] - 1.0
+        vol = float(np.std(ret, ddof=1)) * ANNUAL
+        dd = float(series[-1] / np.max(series[-p.dd_window:]) - 1.0)
+        trend = float(np.mean(series[-p.trend_fast:]) / np.mean(series[-p.trend_slow:]) - 1.0)
     feats = RegimeFeatures(realized_vol=round(vol, 8), drawdown=round(dd, 8), trend=round(trend, 8),
                            breadth=None if breadth is None else round(breadth, 8), breadth_symbols=k)
     if not all(math.isfinite(x) for x in (vol, dd, trend)):
