@@ -166,9 +166,10 @@ def _html(result: dict[str, Any], svg: str) -> str:
 
 
 def validate(bars: Path, start: str, end: str, out: Path, settings: Settings, redis_url: str, *, equity: float = 100_000.0,
-             env: dict[str, str] | None = None, progress: bool = False) -> dict[str, Any]:
+             env: dict[str, str] | None = None, progress: bool = False, replicas: int = 1) -> dict[str, Any]:
     """Label every session, replay the bars twice (REGIME_MODULATION=0, then 1) and write
-    ``regime_validate.json`` / ``.md`` / ``.html`` under ``out``. Returns the result."""
+    ``regime_validate.json`` / ``.md`` / ``.html`` under ``out``. Returns the result. ``replicas``:
+    of regime, risk, exits and analytics in both replays (the outputs do not depend on it)."""
     from avwap.replay import ReplayConfig
     from avwap.replay_run import prepare, run_replay
 
@@ -181,11 +182,11 @@ def validate(bars: Path, start: str, end: str, out: Path, settings: Settings, re
     result: dict[str, Any] = {"from": inp.sessions[0], "to": inp.sessions[-1], "bars": bars.name,
                               "regimes": regime_summary([r for r in labels if r.date >= inp.sessions[0]])}
     for name, flag in (("off", "0"), ("on", "1")):
-        cfg = ReplayConfig(start=start, end=end, out=out / name, equity=equity,
+        cfg = ReplayConfig(start=start, end=end, out=out / name, equity=equity, replicas=replicas,
                            env={**(env or {}), "REGIME_MODULATION": flag})
-        run_replay(inp, cfg, redis_url, flush=True, progress=progress)
+        res = run_replay(inp, cfg, redis_url, flush=True, progress=progress)
         art = out / name / "artifacts"
-        result[name] = run_metrics(art)
+        result[name] = {**run_metrics(art), "dlq": res.dlq}
         from services.analytics.report import _dated
 
         curves[name] = [(d, float(x.get("equity", 0.0))) for d, x in _dated(art, "portfolio_snapshots")]

@@ -125,7 +125,7 @@ def start_services(redis_url: str, cfg: ReplayConfig) -> ServiceProcs:
     }
     procs = ServiceProcs(redis_url, env=env, log_dir=cfg.out / "logs")
     for s in SERVICES:
-        n = cfg.replicas if s in ("risk", "exits", "analytics") else 1
+        n = cfg.replicas if s in ("regime", "risk", "exits", "analytics") else 1
         for i in range(n):
             procs.start(s, i)
     procs.wait_ready()

@@ -213,3 +213,17 @@ def test_the_worker_and_the_offline_labeler_agree_and_ignore_the_future(sp500) -
     perturbed.loc[later, ["open", "high", "low", "close"]] *= 0.5
     again = {r.date: r for r in label_sessions(perturbed, d, "2018-12-31", s)}[d]
     assert canonical_json(again) == canonical_json(offline)
+
+
+def test_the_daily_report_says_in_words_since_when_the_label_holds(tmp_path) -> None:
+    from services.analytics.report import regime_lines
+    from shared.artifacts import write_json_artifact
+
+    c, syms = closes("dd12", 0.5)
+    for i in range(T - 12, T - 1):
+        r = classify(c[: i + 1], DATES[: i + 1], syms, DATES[i], DATES[i + 1], None, P)
+        write_json_artifact(tmp_path / "regimes" / f"{r.date}.json", r)
+    lines = regime_lines(tmp_path, D)
+    assert lines[0].startswith(f"regime of {D}: RISK_OFF by RISK_OFF_DRAWDOWN (as of {DATES[-2]}")
+    assert re.fullmatch(r"RISK_OFF since \d{4}-\d\d-\d\d: drawdown -10\.\d% ≤ -10%", lines[1])
+    assert regime_lines(tmp_path, "2019-06-03")[0].startswith("regime of 2019-06-03: missing")

@@ -45,6 +45,10 @@ def _samples() -> list[Message]:
         S.Reconciliation(recon_id="rc", date="2018-06-01", snapshot_id="bs", status="mismatch",
                          mismatches=[S.Mismatch(type="QUANTITY", symbol="AAPL", expected="10", actual="8")],
                          positions_internal=1, positions_broker=1, open_orders=0),
+        S.Regime(regime_id="rg-1", date="2018-06-01", session="2018-06-04", label="RISK_OFF", rule="RISK_OFF_DRAWDOWN",
+                 reason="drawdown -10.4% ≤ -10%", confidence=0.6, features=S.RegimeFeatures(drawdown=-0.104, breadth=0.4),
+                 market="universe_proxy", universe_size=30, previous_label="NEUTRAL",
+                 change="RISK_OFF since 2018-06-01: drawdown -10.4% ≤ -10%"),
     ]
 
 
