@@ -4,7 +4,9 @@ and returns the ``Regime`` for S on ``avwap:regime`` (docs/regime.md).
 It reads the bar store (``BARS_DIR``, the last ``REGIME_HISTORY_BARS`` daily sessions before S),
 writes ``<ARTIFACTS_DIR>/regimes/<D>.json`` (D = the as-of date; canonical bytes, so a redelivery or
 a second replica rewrites the same file) and returns the message for the bus to commit with the ack.
-Every PRE_MARKET gets one Regime, REGIME_UNKNOWN with a reason when the bars are missing, stale or
+Each session gets one Regime (the claim ``avwap:state:regime:published`` maps S to the PRE_MARKET
+entry that publishes it: a redelivery of that entry returns the same message, a repeated clock
+event returns nothing). It is REGIME_UNKNOWN, with a reason, when the bars are missing, stale or
 short. Risk and analytics wait for it (with ``REGIME_MODULATION=1``) until the session's OPEN, as
 risk waits for the broker snapshot, and then fail closed.
 """
@@ -23,7 +25,7 @@ from shared.clock import calendar
 from shared.schemas import Message, Regime, SessionEvent
 from shared.service import ServiceContext, ServiceSpec, run_service
 from shared.settings import Settings
-from shared.streams import CLOCK, REGIME
+from shared.streams import CLOCK, REGIME, state_key
 from shared.universe import UniverseError, read_universe
 
 from .core import Params, classify
@@ -31,6 +33,7 @@ from .core import Params, classify
 log = logging.getLogger(__name__)
 
 ARTIFACT_SUBDIR = "regimes"
+CLAIM_KEY = state_key("regime", "published")  # session -> the PRE_MARKET entry id that publishes its Regime
 
 
 def params_for(settings: Settings) -> Params:
@@ -67,6 +70,12 @@ def build(ctx: ServiceContext):
     def handle(msg: Message, d: Delivery) -> list[Emit]:
         if not isinstance(msg, SessionEvent) or msg.phase != "PRE_MARKET":
             return []
+        mine = d.entry_id
+        ctx.r.hsetnx(CLAIM_KEY, msg.trade_date, mine)
+        owner = ctx.r.hget(CLAIM_KEY, msg.trade_date)
+        if owner is not None and owner.decode() != mine:
+            log.info("regime: %s already published for PRE_MARKET entry %s; nothing to do", msg.trade_date, owner.decode())
+            return []  # a repeated clock event gives no second Regime (a redelivery of the same entry does)
         panel = store.daily_panel(before=msg.trade_date, lookback=settings.regime.regime_history_bars)
         reg = regime_for(panel, msg.trade_date, settings, ts=msg.ts)
         write_json_artifact(artifact_path(settings.core.artifacts_dir, reg.date), reg)
