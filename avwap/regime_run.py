@@ -165,13 +165,27 @@ def _html(result: dict[str, Any], svg: str) -> str:
             f"settings_hash <code>{html.escape(result['provenance']['settings_hash'])}</code></small></footer></body></html>\n")
 
 
+def _replay_side(cfg: Any, inp: Any, redis_url: str, progress: bool) -> tuple[dict[str, Any], list[tuple[str, float]]]:
+    """One replay of the validation: its metrics and its equity curve (a module function: it may run
+    in a child process)."""
+    from avwap.replay_run import run_replay
+    from services.analytics.report import _dated
+
+    res = run_replay(inp, cfg, redis_url, flush=True, progress=progress)
+    art = cfg.out / "artifacts"
+    curve = [(d, float(x.get("equity", 0.0))) for d, x in _dated(art, "portfolio_snapshots")]
+    return {**run_metrics(art), "dlq": res.dlq}, curve
+
+
 def validate(bars: Path, start: str, end: str, out: Path, settings: Settings, redis_url: str, *, equity: float = 100_000.0,
-             env: dict[str, str] | None = None, progress: bool = False, replicas: int = 1) -> dict[str, Any]:
+             env: dict[str, str] | None = None, progress: bool = False, replicas: int = 1,
+             parallel: bool = False) -> dict[str, Any]:
     """Label every session, replay the bars twice (REGIME_MODULATION=0, then 1) and write
     ``regime_validate.json`` / ``.md`` / ``.html`` under ``out``. Returns the result. ``replicas``:
-    of regime, risk, exits and analytics in both replays (the outputs do not depend on it)."""
+    of regime, risk, exits and analytics in both replays; ``parallel``: run the two replays at once, the
+    second on a private redis-server (the outputs depend on neither)."""
     from avwap.replay import ReplayConfig
-    from avwap.replay_run import prepare, run_replay
+    from avwap.replay_run import prepare
 
     inp = prepare(bars, None, start, end)
     if not inp.sessions:
@@ -181,15 +195,27 @@ def validate(bars: Path, start: str, end: str, out: Path, settings: Settings, re
     curves: dict[str, list[tuple[str, float]]] = {}
     result: dict[str, Any] = {"from": inp.sessions[0], "to": inp.sessions[-1], "bars": bars.name,
                               "regimes": regime_summary([r for r in labels if r.date >= inp.sessions[0]])}
-    for name, flag in (("off", "0"), ("on", "1")):
-        cfg = ReplayConfig(start=start, end=end, out=out / name, equity=equity, replicas=replicas,
-                           env={**(env or {}), "REGIME_MODULATION": flag})
-        res = run_replay(inp, cfg, redis_url, flush=True, progress=progress)
-        art = out / name / "artifacts"
-        result[name] = {**run_metrics(art), "dlq": res.dlq}
-        from services.analytics.report import _dated
+    jobs = [(name, inp, ReplayConfig(start=start, end=end, out=out / name, equity=equity, replicas=replicas,
+                                     env={**(env or {}), "REGIME_MODULATION": flag}))
+            for name, flag in (("off", "0"), ("on", "1"))]
+    if parallel:  # both replays at once, each in its own process, the second on a private redis-server
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-        curves[name] = [(d, float(x.get("equity", 0.0))) for d, x in _dated(art, "portfolio_snapshots")]
+        from shared.redis_conn import start_redis_server
+
+        emb = start_redis_server()
+        try:
+            with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futs = [pool.submit(_replay_side, cfg, i, url, False)
+                        for (_, i, cfg), url in zip(jobs, (redis_url, emb.url), strict=True)]
+                sides = [f.result() for f in futs]
+        finally:
+            emb.stop()
+    else:
+        sides = [_replay_side(cfg, i, redis_url, progress) for _, i, cfg in jobs]
+    for (name, _, _), (metrics, curve) in zip(jobs, sides, strict=True):
+        result[name], curves[name] = metrics, curve
     result["provenance"] = {"code_version": code_version(), "settings_hash": settings.hash()}
     svg = _chart_svg(curves, governing(labels))
     write_atomic_many({out / "regime_validate.json": canonical_json(result),

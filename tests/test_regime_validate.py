@@ -47,15 +47,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory):
     emb = start_redis_server(appendonly=False, workdir=str(tmp_path_factory.mktemp("redis")))
     try:
         outs = [tmp_path_factory.mktemp(f"validate{i}") for i in (1, 2)]
-        # the rerun uses two replicas of regime, risk, exits and analytics: reruns and replicas at once
+        # the rerun uses two replicas of regime, risk, exits and analytics and runs both replays at once
+        # (--parallel): reruns, replicas and the parallel mode at the same time
         results = [validate(SAMPLE, START, END, o, load_settings(scan_market_gate="universe_proxy"), emb.url, env=ENV,
-                            replicas=n) for o, n in zip(outs, (1, 2), strict=True)]
+                            replicas=n, parallel=n == 2) for o, n in zip(outs, (1, 2), strict=True)]
         yield outs, results
     finally:
         emb.stop()
 
 
-def test_the_side_by_side_is_reproducible_byte_for_byte_across_reruns_and_replicas(runs) -> None:
+def test_the_side_by_side_is_reproducible_byte_for_byte_across_reruns_replicas_and_parallel(runs) -> None:
     (a, b), (ra, rb) = runs
     for name in OUTPUTS:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name

@@ -47,6 +47,8 @@ def validate(
     end: str = typer.Option(..., "--to", help="Last session, YYYY-MM-DD."),
     out: Path = typer.Option(Path("out/regime"), help="Output directory (off/, on/, regime_validate.{json,md,html})."),
     equity: float = typer.Option(100_000.0, help="Starting equity of both replays."),
+    parallel: bool = typer.Option(False, help="Run the two replays at the same time (the second on a private "
+                                  "redis-server); the outputs are the same bytes."),
 ) -> None:
     """Label every session, replay the bars with the modulation off and on, print them side by side."""
     from avwap.common import job_redis
@@ -57,7 +59,8 @@ def validate(
         fail(f"--from {start} is after --to {end}")
     with job_redis() as url:
         try:
-            res = run_validate(bars, start, end, out, get_settings(), url, equity=equity, progress=True)
+            res = run_validate(bars, start, end, out, get_settings(), url, equity=equity, progress=True,
+                               parallel=parallel)
         except (OSError, ValueError, RuntimeError, TimeoutError) as exc:
             fail(str(exc))
     typer.echo(side_by_side_md(res), nl=False)
