@@ -128,5 +128,9 @@ def start_services(redis_url: str, cfg: ReplayConfig) -> ServiceProcs:
         n = cfg.replicas if s in ("regime", "risk", "exits", "analytics") else 1
         for i in range(n):
             procs.start(s, i)
-    procs.wait_ready()
+    try:
+        procs.wait_ready(timeout=120.0)  # a loaded machine imports slowly
+    except BaseException:
+        procs.stop_all()  # never leave services behind
+        raise
     return procs
