@@ -67,3 +67,12 @@ def test_with_the_modulation_off_the_regime_is_not_waited_for(redis_url: str, re
     steps(c, real_redis, [(CLOCK, session(D, "PRE_MARKET"))], [(CANDIDATES, cands())], [(REGIME, regime("STRESSED"))])
     (b,) = decision_batches(real_redis)
     assert [d.decision for d in b.decisions] == ["ALLOW"] * 3 and "input:regime" not in b.provenance
+
+
+def test_a_batch_after_the_open_is_decided_at_once_without_a_regime(redis_url: str, real_redis: redis.Redis,
+                                                                    tmp_path: Path) -> None:
+    c = consumer(redis_url, tmp_path)
+    steps(c, real_redis, [(CLOCK, session(D, "PRE_MARKET"))], [(CLOCK, session(D, "OPEN"))], [(CANDIDATES, cands())])
+    missing, late = decision_batches(real_redis)
+    assert missing.reason_codes == ["CANDIDATES_MISSING"]
+    assert {d.decision for d in late.decisions} == {"BLOCK"} and late.candidates_batch_id == cands().batch_id

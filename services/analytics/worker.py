@@ -744,9 +744,10 @@ def build(ctx: ServiceContext):
         emits: list[Emit] = []
         with st.locked(date):  # the last writer of D's files has read every record of D
             if isinstance(msg, CandidateBatch):
-                # with the modulation on, D's decisions wait for D's Regime (until OPEN); a batch
-                # another replica already decided (on the Regime's arrival) is not published twice
-                waits = modulating and regime_of(st, date) is None
+                # with the modulation on, D's decisions wait for D's Regime until OPEN (a batch after OPEN is
+                # decided at once); a batch another replica already decided on the Regime's arrival is not
+                # published twice
+                waits = modulating and regime_of(st, date) is None and ctx.r.zscore(OPENS_KEY, date) is None
                 if not waits and (d.deliveries > 1 or not ctx.r.hexists(DECISIONS_KEY, msg.batch_id)):
                     emits.append(decisions_for(st, msg))
             elif isinstance(msg, Regime):
