@@ -1,6 +1,8 @@
-"""A local stand-in of the Slack Web API on 127.0.0.1: ``chat.postMessage`` and the three steps of
+"""A local stand-in of the Slack Web API on 127.0.0.1: ``chat.postMessage``, the three steps of
 ``files_upload_v2`` (``files.getUploadURLExternal``, the upload POST to the returned URL,
-``files.completeUploadExternal``).
+``files.completeUploadExternal``), and ``apps.connections.open`` (Socket Mode: called with the
+app-level token, answers the WebSocket URL of a ``standins.slack_socket.SocketModeStandIn``;
+https://api.slack.com/methods/apps.connections.open).
 
 Modes: ``ok`` (default), ``down`` (503 for every call, uploads included), a queue of forced 429s
 (``rate_limit(n, retry_after)``: the next ``n`` API calls answer 429 with ``Retry-After``),
@@ -27,8 +29,11 @@ def channel_id(name: str) -> str:
 
 
 class SlackStandIn:
-    def __init__(self, token: str = "xoxb-test-token") -> None:
+    def __init__(self, token: str = "xoxb-test-token", app_token: str = "xapp-test-token",
+                 socket: Any = None) -> None:
         self.token = token
+        self.app_token = app_token
+        self.socket = socket  # a standins.slack_socket.SocketModeStandIn: apps.connections.open issues its URLs
         self.messages: list[dict[str, Any]] = []
         self.files: list[dict[str, Any]] = []  # completed uploads: id, title, channel, filename, data, initial_comment
         self.calls: list[tuple[str, int]] = []  # (path, status answered)
@@ -116,9 +121,16 @@ class SlackStandIn:
                 self.calls.append((path, 429))
                 return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(ra)}
             self.calls.append((path, 200))
+            method = path.rsplit("/", 1)[-1]
+            if method == "apps.connections.open":
+                # app-level token only (Slack: "not_allowed_token_type" for a bot token)
+                if auth == f"Bearer {self.token}":
+                    return 200, {"ok": False, "error": "not_allowed_token_type"}, {}
+                if auth != f"Bearer {self.app_token}" or self.socket is None:
+                    return 200, {"ok": False, "error": "invalid_auth"}, {}
+                return 200, {"ok": True, "url": self.socket.new_url()}, {}
             if auth != f"Bearer {self.token}":
                 return 200, {"ok": False, "error": "invalid_auth"}, {}
-            method = path.rsplit("/", 1)[-1]
             if method == "chat.postMessage":
                 if not payload.get("channel"):
                     return 200, {"ok": False, "error": "channel_not_found"}, {}

@@ -15,8 +15,10 @@ from shared.settings import load_settings
 from tests.conftest import SAMPLE_DIR
 
 SAMPLE = SAMPLE_DIR / "daily_2017_2018.csv.gz"
-START, END = "2018-10-01", "2018-10-19"
+START, END = "2018-10-08", "2018-10-19"
 ENV = {"SCAN_MARKET_GATE": "universe_proxy"}
+# four replays in one fixture: allow for a loaded shared machine (the project default is 300 s per test)
+pytestmark = pytest.mark.timeout(900)
 OUTPUTS = ("regime_validate.json", "regime_validate.md", "regime_validate.html")
 
 

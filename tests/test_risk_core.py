@@ -50,6 +50,8 @@ CASES: dict[str, tuple] = {
     "KILL_SWITCH_ON redis": (lambda: happy(), {"kill_switch": "on"}, {}, ["KILL_SWITCH_ON"]),
     "KILL_SWITCH_ON env": (lambda: happy(), {"kill_switch_env": True}, {}, ["KILL_SWITCH_ON"]),
     "KILL_SWITCH_UNREADABLE": (lambda: happy(), {"kill_switch": "unreadable"}, {}, ["KILL_SWITCH_UNREADABLE"]),
+    "TRADING_HALTED": (lambda: happy(), {"kill_switch": "on", "trading_state": "HALTED"}, {}, ["TRADING_HALTED"]),
+    "REDUCING": (lambda: happy(), {"kill_switch": "on", "trading_state": "REDUCING"}, {}, ["KILL_SWITCH_ON"]),
     "MODE_UNKNOWN": (lambda: happy(), {"mode": "YOLO"}, {}, ["MODE_UNKNOWN"]),
     "LIVE ok": (lambda: happy(), {"mode": "LIVE", "live_trading": True, "live_token": "ok"}, {}, []),
     "LIVE_TRADING_DISABLED": (lambda: happy(), {"mode": "LIVE", "live_token": "ok"}, {}, ["LIVE_TRADING_DISABLED"]),

@@ -423,7 +423,8 @@ def test_cli_gates_and_status(redis_url: str, real_redis: redis.Redis, tmp_path:
 
 
 def test_live_token_status_and_kill_switch_parsing(tmp_path: Path, fake_redis: redis.Redis) -> None:
-    from services.risk.worker import live_token_status, read_kill_switch
+    from services.risk.worker import live_token_status
+    from shared.controls import read_kill_switch
 
     tok = tmp_path / "token"
     base = {"execution_mode": "LIVE", "live_confirm_token_file": str(tok)}

@@ -49,6 +49,10 @@ def _samples() -> list[Message]:
                  reason="drawdown -10.4% ≤ -10%", confidence=0.6, features=S.RegimeFeatures(drawdown=-0.104, breadth=0.4),
                  market="universe_proxy", universe_size=30, previous_label="NEUTRAL",
                  change="RISK_OFF since 2018-06-01: drawdown -10.4% ≤ -10%"),
+        S.TradingStateChange(change_id="tc", state="HALTED", previous="UNREADABLE", who="breaker:drawdown", source="breaker",
+                             reason="dd", ts=5, breaker="drawdown", figures={"drawdown_pct": 5.1}),
+        S.FlattenRequest(request_id="fl", symbols=["AAPL"], who="slack:U1", source="slack", reason="x", ts=5),
+        S.BreakerRearm(rearm_id="ra", breaker="daily_loss", who="cli:op", source="cli", reason="ok", ts=5),
     ]
 
 
@@ -111,3 +115,15 @@ def test_upcasting_old_versions_to_current() -> None:
     assert S.decode(msgspec.json.encode(WidgetV3(name="b", size=1, unit="em"))) == WidgetV3(name="b", size=1, unit="em")
     with pytest.raises(S.UnknownVersion):
         S.decode(b'{"type":"test_widget","v":4,"name":"a"}')
+
+
+def test_control_messages_have_closed_types() -> None:
+    """A state, source or breaker outside its Literal does not decode (the contract is the type, not text)."""
+    good = S.encode(S.TradingStateChange(change_id="tc", state="ACTIVE", previous="HALTED", who="cli:op", source="cli",
+                                         reason="r", ts=1))
+    for field, bad in ((b'"state":"ACTIVE"', b'"state":"PAUSED"'), (b'"source":"cli"', b'"source":"email"')):
+        with pytest.raises(S.SchemaError):
+            S.decode(good.replace(field, bad))
+    with pytest.raises(S.SchemaError):
+        S.decode(S.encode(S.BreakerRearm(rearm_id="r", breaker="drawdown", who="w", source="cli", reason="r", ts=1))
+                 .replace(b'"drawdown"', b'"vibes"'))

@@ -11,15 +11,16 @@ import typer
 
 from avwap.common import fail, operator_redis
 from shared.bus import HEARTBEAT_PREFIX, live_consumers
-from shared.controls import kill_switch_value, read_kill_switch
+from shared.controls import Refused, read_kill_switch, read_state, transition
 from shared.schemas import SchemaError, decode
-from shared.streams import ALL_STREAMS, DLQ, KILL_SWITCH_KEY
+from shared.streams import ALL_STREAMS, DLQ
 
 SERVICES = ("scanner", "regime", "risk", "executor", "exits", "analytics")
 
 app = typer.Typer(no_args_is_help=True)
 dlq_app = typer.Typer(help="Inspect and requeue dead-lettered messages.", no_args_is_help=True)
-ks_app = typer.Typer(help="Kill switch: blocks every new entry, never an exit.", no_args_is_help=True)
+ks_app = typer.Typer(help="Kill switch (alias of `avwap state reduce|resume`): blocks every new entry, never an exit.",
+                      no_args_is_help=True)
 
 
 _STREAM_ID = re.compile(r"^\d+(-\d+)?$")
@@ -125,31 +126,41 @@ def dlq_requeue(entry_id: str, delete: bool = typer.Option(True, help="Remove it
 
 @ks_app.command("on")
 def ks_on(reason: str = typer.Option("operator", help="Why (recorded with the switch).")) -> None:
-    """Block every new entry from the next message on."""
-    with operator_redis() as r:
-        r.set(KILL_SWITCH_KEY, kill_switch_value(True, reason, time.time()))
-    typer.echo("kill switch: ON (new entries blocked; exits unaffected)")
+    """Block every new entry from the next message on (= `avwap state reduce`)."""
+    _ks_change("REDUCING", reason)
+    typer.echo("kill switch: ON (new entries blocked; exits unaffected) — trading state REDUCING")
 
 
 @ks_app.command("off")
-def ks_off() -> None:
-    """Allow new entries again (other gates still apply)."""
+def ks_off(reason: str = typer.Option("operator", help="Why (recorded).")) -> None:
+    """Allow new entries again (= `avwap state resume`; other gates still apply)."""
+    _ks_change("ACTIVE", reason)
+    typer.echo("kill switch: OFF — trading state ACTIVE")
+
+
+def _ks_change(state: str, reason: str) -> None:
+    from avwap.commands.state import operator
+
     with operator_redis() as r:
-        r.set(KILL_SWITCH_KEY, kill_switch_value(False, "operator", time.time()))
-    typer.echo("kill switch: OFF")
+        try:
+            transition(r, state, who=operator(), source="cli", reason=reason, ts=time.time_ns())  # type: ignore[arg-type]
+        except Refused as exc:
+            fail(f"refused: {exc}")
 
 
 @ks_app.command("status")
 def ks_status() -> None:
-    """Show the kill switch (the env KILL_SWITCH=1 also blocks entries)."""
+    """Show the kill switch: ON when the trading state is not ACTIVE (the env KILL_SWITCH=1 also blocks entries)."""
     from shared.settings import get_settings
 
     with operator_redis() as r:
         state = read_kill_switch(r)
+        view = read_state(r)
     env_on = get_settings().core.kill_switch
     on = state != "off" or env_on
     note = " — the key is unreadable, which blocks entries like ON" if state == "unreadable" else ""
-    typer.echo(f"kill switch: {'ON' if on else 'OFF'} (redis={state}, env={'on' if env_on else 'off'}){note}")
+    typer.echo(f"kill switch: {'ON' if on else 'OFF'} (redis={state}, env={'on' if env_on else 'off'}) "
+               f"trading state {view.state}{note}")
 
 
 @app.command("health")

@@ -42,8 +42,11 @@ def gates(as_json: bool = typer.Option(False, "--json", help="Print JSON instead
 
 @risk_app.command("status")
 def status(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text.")) -> None:
-    """Current session, snapshot, held batches, entries today, pending entries, kill switch, gate settings,
-    and the codes that refuse every entry right now (`every_entry_blocked_by`: empty when none does)."""
+    """Current session, snapshot, held batches, entries today, pending entries, trading state, gate settings,
+    and the codes that refuse every entry right now (`every_entry_blocked_by`: the global gates, and
+    SESSION_NOT_STARTED / SNAPSHOT_MISSING / SNAPSHOT_UNRECONCILED while the session's prerequisites are
+    missing; empty when none does)."""
+    from avwap.commands.state import plain
     from services.risk.core import Limits, decode_state, global_codes
     from services.risk.gates import ordered
     from services.risk.worker import STATE_KEY, controls_for, live_token_status
@@ -59,6 +62,12 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
     st = decode_state(raw)
     limits = Limits.from_settings(settings.risk)
     snap = st.broker
+    # what a batch of the current session would wait for or be refused by now (the decision step's prerequisites)
+    waits = set() if st.session and "PRE_MARKET" in st.clock.get(st.session, {}) else {"SESSION_NOT_STARTED"}
+    if snap is None or snap.trade_date != st.session:
+        waits.add("SNAPSHOT_MISSING")
+    elif not snap.reconciled:
+        waits.add("SNAPSHOT_UNRECONCILED")
     info = {
         "session": st.session or "-",
         "phases_seen": sorted(k for k in st.clock.get(st.session, {}) if not k.endswith("_ms")),
@@ -69,10 +78,11 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
         "entries_by_ny_day": st.entries_by_day,
         "pending_entries": sorted(f"{p.symbol}:{p.qty}:{p.status}" for p in st.pending.values()),
         "decided_today": len(st.decided.get(st.session, {})),
+        "trading_state": controls.trading_state,
         "kill_switch": {"redis": ks, "env": settings.core.kill_switch},
         "execution_mode": settings.core.execution_mode,
         "execution_mode_known": settings.core.mode_known,
-        "every_entry_blocked_by": ordered(global_codes(controls, limits, st.session)),
+        "every_entry_blocked_by": ordered(global_codes(controls, limits, st.session) | waits),
         "live_gate": live_token_status(settings),
         "enforce_portfolio_decisions": limits.enforce,
         "phase_c": {"enabled": limits.phase_c_enabled, "date": limits.phase_c_enable_date, "allowlist": list(limits.phase_c_allowlist)},
@@ -82,7 +92,9 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
         typer.echo(json.dumps(info, indent=2, sort_keys=True))
         return
     for k, v in info.items():
-        typer.echo(f"{k:<28} {v}")
+        typer.echo(f"{k:<28} {plain(v)}")
+    if not info["every_entry_blocked_by"]:
+        typer.echo("no gate refuses every entry right now (each candidate is still gated on its own)")
 
 
 app.add_typer(risk_app, name="risk")

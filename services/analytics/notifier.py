@@ -20,6 +20,9 @@ The notifier also owns the heartbeat watchdog (``watchdog.py``): every ``HEARTBE
 reads the live ``avwap:hb:*`` keys and raises ``heartbeat_missing`` / ``heartbeat_recovered``
 alerts (state and alerts in one MULTI/EXEC, so replicas raise each transition once), and at
 each session's PRE_MARKET it posts the ``heartbeat`` system-alive summary.
+
+With ``SLACK_APP_TOKEN`` it also serves the ``/avwap`` commands over Socket Mode (``slack_control.py``):
+this container is the only one with Slack tokens; the commands reach the services through Redis.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import redis
 from shared.bus import Delivery, Emit, fields_of, live_consumers
 from shared.schemas import Alert, Message, SessionEvent, decode, encode
 from shared.service import ServiceContext, ServiceSpec, run_service
-from shared.streams import ALERTS, CLOCK, DLQ, state_key
+from shared.streams import ALERTS, CLOCK, CONTROL, DLQ, state_key
 
 from .watchdog import WatchState, observe, summary, watched
 
@@ -387,7 +390,32 @@ def on_idle(ctx: ServiceContext) -> list[Emit]:
     return []
 
 
-SPEC = ServiceSpec(name=SVC, streams=[ALERTS, CLOCK], build=build, on_idle=on_idle)
+def on_start(ctx: ServiceContext) -> list[Emit]:
+    """With ``SLACK_APP_TOKEN`` (and the bot token): serve ``/avwap`` commands over Socket Mode."""
+    core, a = ctx.settings.core, ctx.settings.analytics
+    app = core.slack_app_token.get_secret_value() if core.slack_app_token else ""
+    bot = core.slack_bot_token.get_secret_value() if core.slack_bot_token else ""
+    if app and bot:
+        from .slack_control import start_socket_mode
+
+        base = core.slack_base_url if core.slack_base_url.endswith("/") else core.slack_base_url + "/"
+        ctx.extra["socket_mode"] = start_socket_mode(ctx.r, app, bot, base, core.slack_channel, a.slack_allowed_users,
+                                                     a.slack_confirm_ttl_s)
+        log.info("slack commands: Socket Mode connected (%d allowed users)",
+                 len([u for u in a.slack_allowed_users.split(",") if u.strip()]))
+    elif app:
+        log.warning("slack commands: SLACK_APP_TOKEN is set but SLACK_BOT_TOKEN is not; commands are off")
+    return []
+
+
+def on_stop(ctx: ServiceContext) -> None:
+    client = ctx.extra.pop("socket_mode", None)
+    if client is not None:
+        client.close()  # type: ignore[attr-defined]
+
+
+SPEC = ServiceSpec(name=SVC, streams=[ALERTS, CLOCK], build=build, on_start=on_start, on_idle=on_idle, on_stop=on_stop,
+                   produces=[ALERTS, CONTROL])
 
 
 def main() -> int:

@@ -42,11 +42,13 @@ from shared.artifacts import (
     write_json_artifact,
 )
 from shared.bars import BarStore, frame_to_rows
+from shared.breakers import BreakerConfig
 from shared.bus import Delivery, Emit
 from shared.clock import calendar
 from shared.ids import client_order_id, stable_id
 from shared.regime import Table, effect
 from shared.schemas import (
+    BarBatch,
     BarRow,
     BrokerSnapshot,
     CandidateBatch,
@@ -70,9 +72,11 @@ from shared.settings import Settings
 from shared.streams import (
     ALERTS,
     BARS_1D,
+    BARS_1M,
     BROKER,
     CANDIDATES,
     CLOCK,
+    CONTROL,
     DLQ,
     EXITS,
     INTENTS,
@@ -83,6 +87,7 @@ from shared.streams import (
     state_key,
 )
 
+from .breaker_hook import BreakerHook
 from .decisions import Guardrails, decide
 from .ledger import HISTORY_TYPES, ledger_file_of, ledger_record, record_key
 from .portfolio import build_snapshot, initial_snapshot
@@ -724,8 +729,12 @@ def build(ctx: ServiceContext):
     ctx.extra["analytics"] = st
     store = st.store
     modulating = ctx.settings.regime.regime_modulation
+    breakers = BreakerHook(ctx.r, BreakerConfig.from_settings(ctx.settings.analytics))
 
     def handle(msg: Message, d: Delivery) -> list[Emit]:
+        breakers(msg)  # circuit breakers on live equity (off unless configured; idempotent on redelivery)
+        if isinstance(msg, BarBatch) and msg.tf == "1m":
+            return []  # minute bars only mark equity for the breakers
         got = store.ingest(msg)
         if got is None:
             return []
@@ -782,8 +791,8 @@ def on_start(ctx: ServiceContext) -> list[Emit]:
     return []
 
 
-SPEC = ServiceSpec(name=SVC, streams=[CLOCK, CANDIDATES, INTENTS, REJECTIONS, ORDERS, BROKER, EXITS, ALERTS, BARS_1D, REGIME],
-                   build=build, on_start=on_start, on_idle=on_idle)
+SPEC = ServiceSpec(name=SVC, streams=[CLOCK, CANDIDATES, INTENTS, REJECTIONS, ORDERS, BROKER, EXITS, ALERTS, BARS_1D, BARS_1M, REGIME],
+                   build=build, on_start=on_start, on_idle=on_idle, produces=[PORTFOLIO, ALERTS, CONTROL])
 
 
 def main() -> int:

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from shared.alerts import make_alert
 from shared.bus import Delivery, Emit, fields_of
 from shared.clock import calendar, ny_trade_date
-from shared.controls import read_kill_switch
+from shared.controls import read_state
 from shared.crash import crash_point
 from shared.logs import setup_logging
 from shared.schemas import (
@@ -32,6 +32,7 @@ from shared.schemas import (
     BarBatch,
     EntryIntent,
     ExitIntent,
+    FlattenRequest,
     Message,
     OrderEvent,
     Rejection,
@@ -46,6 +47,7 @@ from shared.streams import (
     BARS_1M,
     BROKER,
     CLOCK,
+    CONTROL,
     INTENTS,
     ORDERS,
     REJECTIONS,
@@ -63,7 +65,7 @@ from .broker import (
     ReplaceForbidden,
     UnknownOutcome,
 )
-from .core import DONE, OPEN_LOCAL, Cancel, Ctx, ExecState, Out, Replace, Submit
+from .core import DONE, OPEN_LOCAL, Cancel, CancelForeign, Ctx, ExecState, Out, Replace, Submit
 from .modes import live_gate_check, start_check
 from .settings import BrokerSettings
 from .simulator import SimCosts, SimState, Simulator
@@ -129,6 +131,8 @@ def trigger_of(msg: Message) -> str:
         return f"session:{msg.trade_date}:{msg.phase}"
     if isinstance(msg, BarBatch):
         return core.batch_id(msg)
+    if isinstance(msg, FlattenRequest):
+        return msg.request_id
     return msg.intent_id  # type: ignore[union-attr]
 
 
@@ -167,6 +171,7 @@ class Executor:
         self.settings_hash = ctx.settings.hash()
         self.broker_settings_hash = bs.hash()
         self.run_id = ctx.settings.resolved_run_id()
+        self.max_gap_ns = int(bs.exit_max_unprotected_s * 1e9)
         # events of the unit of work in hand (a message, a poll, reconciliation) not committed yet;
         # an outbox write commits them with the state they belong to, the final commit the rest
         self._journal: list[Message] = []
@@ -230,7 +235,7 @@ class Executor:
     def handle(self, msg: Message, d: Delivery | None) -> list[Emit]:
         """Handle one message; state, events, alerts and ledger records are committed together with the
         message's entry id (``applied``), so a redelivery after the commit is recognised and skipped."""
-        if not isinstance(msg, SessionEvent | BarBatch | EntryIntent | StopIntent | ExitIntent):
+        if not isinstance(msg, SessionEvent | BarBatch | EntryIntent | StopIntent | ExitIntent | FlattenRequest):
             return []
         st = self.load(trigger_of(msg))
         if d is not None and _applied(st.applied.get(d.stream, ""), d.entry_id):
@@ -239,6 +244,8 @@ class Executor:
             out = self.on_session(st, msg)
         elif isinstance(msg, BarBatch):
             out = self.on_bars(st, msg)
+        elif isinstance(msg, FlattenRequest):
+            out = self.on_flatten(st, msg)
         else:
             out = self.on_intent(st, msg)
         if d is not None:
@@ -250,10 +257,14 @@ class Executor:
         return max(st.sessions.values(), default="")
 
     def gates(self) -> core.Gates:
-        """The entry controls now: kill switch (env or Redis key, via ``shared.controls``) and the LIVE
-        gate (re-checked, token file re-read). Read at every moment an entry would be sent."""
-        kill = self.ctx.settings.core.kill_switch or read_kill_switch(self.r) != "off"
-        return core.Gates(kill_switch=kill, live_gate=live_gate(self.ctx.settings))
+        """The entry controls now: the trading state (``shared.controls``: REDUCING, the kill switch, env
+        ``KILL_SWITCH`` or an unreadable key block entries; HALTED blocks every new order but cancels) and
+        the LIVE gate (re-checked, token file re-read). Read at every moment an order would be sent."""
+        state = read_state(self.r, env_kill_switch=self.ctx.settings.core.kill_switch).state
+        return core.Gates(kill_switch=state != "ACTIVE", live_gate=live_gate(self.ctx.settings), halted=state == "HALTED")
+
+    def halted(self) -> bool:
+        return read_state(self.r).state == "HALTED"
 
     def on_intent(self, st: ExecState, msg: EntryIntent | StopIntent | ExitIntent) -> Out:
         ctx = Ctx(ts=msg.ts, trade_date=msg.trade_date)
@@ -263,13 +274,38 @@ class Executor:
         if isinstance(msg, EntryIntent):
             return core.on_entry_intent(st, msg, ctx, gates=self.gates(), current_date=self.current_date(st))
         if isinstance(msg, StopIntent):
-            out = core.on_stop_intent(st, msg, ctx)
+            out = core.on_stop_intent(st, msg, ctx, halted=self.halted())
         else:
             held = 0
             if broker is not None:
                 held = sum(p.qty for p in self._positions(broker) if p.symbol == msg.symbol)
-            out = core.on_exit_intent(st, msg, ctx, held)
+            out = core.on_exit_intent(st, msg, ctx, held, halted=self.halted())
         return self.perform(st, broker, out, ctx)
+
+    def on_flatten(self, st: ExecState, req: FlattenRequest) -> Out:
+        """Market-exit the named positions: each one's stops are cancelled (and the cancel confirmed)
+        just before its exit is sent, and restored at once if the exit is refused (``core``)."""
+        trade_date = self.current_date(st) or ny_trade_date(req.ts)
+        ctx = Ctx(ts=req.ts, trade_date=trade_date)
+        broker = self.broker_for(st)
+        if isinstance(broker, Simulator):
+            broker.set_time(req.ts)
+        held: dict[str, int] = {}
+        if broker is not None:
+            for p in self._positions(broker):
+                held[p.symbol] = held.get(p.symbol, 0) + p.qty
+        intents, not_held = core.flatten_intents(req.request_id, req.symbols, req.all_positions, held, trade_date,
+                                                 req.reason, req.ts)
+        halted = self.halted()
+        out = Out()
+        for it in intents:
+            out.extend(self.perform(st, broker, core.on_exit_intent(st, it, ctx, held[it.symbol], halted=halted), ctx))
+        what = ", ".join(f"{i.symbol} {i.qty}" for i in intents) or "nothing held"
+        out.events.append(make_alert(
+            "executor", "flatten", f"flatten {req.request_id}: {what}" + (f"; not held: {', '.join(not_held)}" if not_held else ""),
+            severity="warning", text=f"by {req.who}: {req.reason}", trade_date=trade_date, ts=req.ts,
+            dedup=f"flatten:{req.request_id}", runbook="flatten"))
+        return out
 
     def _positions(self, broker: Broker):
         try:
@@ -329,6 +365,8 @@ class Executor:
             if sim is not None:
                 sim.set_time(ts)
             out.extend(self.perform(st, broker, confirm, ctx))
+        # after this bar's fills: an exit still unfilled too long after its stop's cancel is cancelled (stop restored)
+        out.extend(self.perform(st, broker, core.overdue_exits(st, ctx, self.max_gap_ns), ctx))
         return out
 
     def _after_fills(self, st: ExecState, sim: Simulator, touched: list[str], ctx: Ctx) -> Out:
@@ -344,11 +382,14 @@ class Executor:
             return core.snapshot(self.mode, ctx.trade_date, ctx.ts, reason, core.dry_run_account(self.starting_cash),
                                  [], [], st.reconciled)
         try:
-            return core.snapshot(self.mode, ctx.trade_date, ctx.ts, reason, broker.account(), broker.positions(),
+            snap = core.snapshot(self.mode, ctx.trade_date, ctx.ts, reason, broker.account(), broker.positions(),
                                  broker.list_open(), st.reconciled)
         except BrokerError as exc:
             log.error("snapshot failed: %s", exc)
             return core.snapshot(self.mode, ctx.trade_date, ctx.ts, reason, core.dry_run_account(0.0), [], [], False)
+        if broker.external:  # the protection invariant, checked (and repaired) at every broker snapshot
+            self.perform(st, broker, core.repair_protection(st, snap, ctx), ctx)
+        return snap
 
     # -- actions -------------------------------------------------------------------
     def perform(self, st: ExecState, broker: Broker | None, out: Out, ctx: Ctx) -> Out:
@@ -368,6 +409,13 @@ class Executor:
                 step = self._cancel(st, broker, a.client_order_id, ctx)
             elif isinstance(a, Replace):
                 step = self._replace(st, broker, a.old_client_order_id, a.new_client_order_id, ctx)
+            elif isinstance(a, CancelForeign):
+                step = Out()
+                try:
+                    broker.cancel(a.broker_order_id)
+                    log.warning("cancelled broker order %s (unknown to the executor): protection repair", a.broker_order_id)
+                except BrokerError as exc:
+                    log.warning("cannot cancel %s: %s", a.broker_order_id, exc)
             else:  # pragma: no cover
                 continue
             self._journal.extend(step.events)
@@ -410,20 +458,45 @@ class Executor:
         except InsufficientQty as exc:
             return self._held_by_others(st, broker, rec, exc, ctx)
         except BrokerError as exc:
-            return core.on_rejected(st, coid, f"{exc.code}: {exc.detail}", ctx)
+            out = core.on_rejected(st, coid, f"{exc.code}: {exc.detail}", ctx, exc.reason)  # type: ignore[arg-type]
+            return out.extend(self._reprotect(st, rec, ctx))
         return core.on_submitted(st, coid, view, ctx)
+
+    def _reprotect(self, st: ExecState, refused: core.OrderRec, ctx: Ctx) -> Out:
+        """A new stop of cancel-and-new was refused after the old one was cancelled: protect the position
+        again at once at the last accepted level (the old stop's), and alert."""
+        old = st.orders.get(refused.replaces) if refused.kind == "stop" and refused.replaces else None
+        if old is None or old.status not in ("cancelled", "expired") or old.filled_qty >= old.qty:
+            return Out()
+        rec = core.reprotect_rec(st, old, refused)
+        alert = make_alert("executor", "stop_reprotected",
+                           f"{self.mode} {refused.symbol}: new stop {refused.stop_price} refused after the old one was "
+                           f"cancelled; " + (f"re-protecting at {rec.stop_price}" if rec else "NO level to re-protect at"),
+                           severity="critical", trade_date=ctx.trade_date, ts=ctx.ts,
+                           fields={"client_order_id": refused.client_order_id, "symbol": refused.symbol},
+                           dedup=f"reprotect:{refused.client_order_id}", runbook=core.RUNBOOK_PROTECTION)
+        return Out(events=[alert], actions=[Submit(rec.client_order_id)] if rec else [])
 
     def _held_by_others(self, st: ExecState, broker: Broker, rec: core.OrderRec, exc: InsufficientQty, ctx: Ctx) -> Out:
         """403 insufficient qty on a sell: for an exit, cancel whatever holds the shares and retry."""
-        if rec.kind != "exit" or rec.attempts >= 1 or not exc.related:
-            return core.on_rejected(st, rec.client_order_id, f"{exc.code}: {exc.detail}", ctx)
+        related = list(exc.related)
+        if rec.kind == "exit" and rec.attempts < 1 and not related:
+            # ``related_orders`` is optional in Alpaca's body (alpaca-py's recorded payload has none):
+            # the symbol's open sell orders are what holds the shares
+            try:
+                related = [v.broker_order_id for v in broker.list_open(rec.symbol)
+                           if v.side == "sell" and v.symbol == rec.symbol and v.client_order_id != rec.client_order_id]
+            except BrokerError as e2:
+                log.warning("cannot list the orders holding %s: %s", rec.symbol, e2)
+        if rec.kind != "exit" or rec.attempts >= 1 or not related:
+            return core.on_rejected(st, rec.client_order_id, f"{exc.code}: {exc.detail}", ctx, "INSUFFICIENT_QTY")
         rec.attempts += 1
         out = Out()
         by_broker_id = {o.broker_order_id: o for o in st.orders.values() if o.broker_order_id}
-        for bid in sorted(exc.related):
+        for bid in sorted(related):
             known = by_broker_id.get(bid)
             if known is not None and known.status not in DONE:
-                known.cancel_reason = f"exit_intent={rec.intent_id}"
+                known.cancel_reason, known.cancel_code = f"exit_intent={rec.intent_id}", "EXIT_INTENT"
                 rec.waiting_on.append(known.client_order_id)
                 out.actions.append(Cancel(known.client_order_id))
             elif known is None:
@@ -449,15 +522,18 @@ class Executor:
                 rec.status = "cancelled"
                 if rec.silent_cancel:
                     return Out()
-                return Out(events=[core.order_event(rec, "cancelled", ctx, st.mode, reason=rec.cancel_reason or "cancelled before submit")])
+                return Out(events=[core.order_event(rec, "cancelled", ctx, st.mode, code="CANCELLED_BEFORE_SUBMIT",
+                                                    reason=rec.cancel_reason or "cancelled before submit")])
             rec.broker_order_id = view.broker_order_id
+        core.mark_cancel_requested(st, coid)
         try:
             broker.cancel(rec.broker_order_id)
-        except (NotCancelable, NotFound):
-            pass
-        except UnknownOutcome as exc:
-            log.warning("cancel %s: unknown outcome (%s); the poll resolves it", coid, exc.code)
-        core.mark_cancel_requested(st, coid)
+        except (NotCancelable, NotFound) as exc:
+            # final already, or changing (Alpaca: pending_replace "will reject cancel request"): the order's
+            # view decides; a cancel still wanted is sent again by the poll
+            log.info("cancel %s refused (%s); reading the order", coid, exc.code)
+        except BrokerError as exc:
+            log.warning("cancel %s: %s; the poll retries", coid, exc.code)
         try:
             view = broker.get(rec.broker_order_id)
         except BrokerError:
@@ -465,11 +541,18 @@ class Executor:
         return core.on_view(st, view, ctx)
 
     def _replace(self, st: ExecState, broker: Broker, old: str, new: str, ctx: Ctx) -> Out:
+        """Native replace (PATCH). A 200 does not replace anything yet (Alpaca: "does NOT guarantee the
+        existing open order has been replaced"): the old stop stays live (``pending_replace``) until the
+        broker shows it ``replaced``; the replacement is announced then. If the old one fills first, its
+        fill is booked and the replacement ends ``rejected`` (FILLED_BEFORE_REPLACE). A refused PATCH keeps
+        the old stop (only a status refusal turns into cancel-and-new)."""
         old_rec, new_rec = st.orders[old], st.orders[new]
         if new_rec.status not in OPEN_LOCAL:
             return Out()
         if not old_rec.broker_order_id or old_rec.status in ("new", "unknown"):
             return self._cancel_and_new(st, old_rec, new_rec)
+        if old_rec.status in DONE:
+            return core.on_rejected(st, new, f"TARGET_NOT_OPEN: {old} is {old_rec.status}", ctx, "TARGET_NOT_OPEN")
         if broker.external:
             self.save_outbox(st)
         try:
@@ -484,12 +567,17 @@ class Executor:
         except ReplaceForbidden:
             return self._cancel_and_new(st, old_rec, new_rec)
         except BrokerError as exc:
-            out = core.on_rejected(st, new, f"{exc.code}: {exc.detail}", ctx)
+            code = "REPLACE_REFUSED" if exc.reason == "BROKER_REJECTED" else exc.reason
+            out = core.on_rejected(st, new, f"{exc.code}: {exc.detail}", ctx, code)  # type: ignore[arg-type]
             with contextlib.suppress(BrokerError):
                 out.extend(core.on_view(st, broker.get(old_rec.broker_order_id), ctx))
             return out
-        old_rec.status, old_rec.silent_cancel = "replaced", True
-        return core.on_submitted(st, new, view, ctx)
+        if old_rec.status not in DONE:
+            old_rec.status = "pending_replace"
+        out = core.on_submitted(st, new, view, ctx)
+        with contextlib.suppress(BrokerError):  # where the old order is now (the poll and the stream follow up)
+            out.extend(core.on_view(st, broker.get(old_rec.broker_order_id), ctx))
+        return out
 
     def _cancel_and_new(self, st: ExecState, old_rec: core.OrderRec, new_rec: core.OrderRec) -> Out:
         old_rec.silent_cancel = True
@@ -562,10 +650,15 @@ class Executor:
 
     def _resolve(self, st: ExecState, broker: Broker, ctx: Ctx, *, reconciling: bool = False) -> None:
         """Bring every unfinished record up to the broker's view: look up records without an answer
-        (resending, re-gated, those the broker never got), refresh the others by broker id. Events go
-        to the journal at once, so a broker failure half-way loses none of them."""
+        (resending, re-gated, those the broker never got), refresh the others from ONE list of the open
+        orders (a GET by id only for those that left it: the request count per poll does not grow with the
+        number of open stops), re-send cancels still wanted. Events go to the journal at once, so a broker
+        failure half-way loses none of them."""
         actions: list[core.Action] = []
         gates: core.Gates | None = None
+        live = [c for c, o in st.orders.items() if o.status not in DONE and o.status not in core.LOOKUP
+                and o.broker_order_id]
+        open_views = {v.client_order_id: v for v in broker.list_open()} if live else {}
         for coid in sorted(st.orders):
             rec = st.orders[coid]
             if rec.status in core.LOOKUP:
@@ -578,7 +671,11 @@ class Executor:
                 else:
                     continue
             elif rec.status not in DONE and rec.broker_order_id:
-                step = core.on_view(st, broker.get(rec.broker_order_id), ctx)
+                view = open_views.get(coid)
+                step = core.on_view(st, view if view is not None else broker.get(rec.broker_order_id), ctx)
+                if rec.cancel_wanted and rec.status not in DONE and rec.status not in ("pending_cancel",
+                                                                                      "pending_replace"):
+                    step.actions.append(Cancel(coid))
             else:
                 continue
             self._journal.extend(step.events)
@@ -633,6 +730,7 @@ class Executor:
         out = Out()
         try:
             self._resolve(st, self.external, ctx)
+            self.perform(st, self.external, core.overdue_exits(st, ctx, self.max_gap_ns), ctx)
             if now >= self._next_snapshot:
                 self._next_snapshot = now + self.bs.broker_snapshot_interval_s
                 out.events.append(self.snapshot(st, ctx, "periodic"))
@@ -670,11 +768,15 @@ def refusal(settings: Settings, bs: BrokerSettings) -> str | None:
         token_on_file=_token_on_file(settings), stream_url=bs.apca_stream_url if bs.broker_trade_stream else None)
 
 
-def make_broker(settings: Settings, bs: BrokerSettings) -> Broker | None:
+def make_broker(settings: Settings, bs: BrokerSettings, r: redis.Redis | None = None) -> Broker | None:
+    """The broker adapter of the mode; in ALPACA modes every REST call goes through the limiter shared
+    (in Redis) with every other process of the key (``rate_limit``)."""
     if settings.core.execution_mode in ("ALPACA_PAPER", "LIVE"):
         from .alpaca import AlpacaBroker
+        from .rate_limit import from_settings
 
-        return AlpacaBroker.from_settings(bs, paper=settings.core.execution_mode == "ALPACA_PAPER")
+        return AlpacaBroker.from_settings(bs, paper=settings.core.execution_mode == "ALPACA_PAPER",
+                                          limiter=from_settings(r, bs))
     return None
 
 
@@ -692,7 +794,7 @@ def build_spec(bs: BrokerSettings, broker: Broker | None = None, updates: TradeU
     holder: dict[str, Executor] = {}
 
     def build(ctx: ServiceContext):
-        ex = Executor(ctx, bs, broker if broker is not None else make_broker(ctx.settings, bs),
+        ex = Executor(ctx, bs, broker if broker is not None else make_broker(ctx.settings, bs, ctx.r),
                       updates if updates is not None else make_updates(ctx.settings, bs))
         holder["ex"] = ex
         return ex.handle
@@ -707,8 +809,8 @@ def build_spec(bs: BrokerSettings, broker: Broker | None = None, updates: TradeU
     def on_stop(ctx: ServiceContext) -> None:
         holder["ex"].stop()
 
-    return ServiceSpec(name=GROUP, streams=[INTENTS, CLOCK, BARS_1M, BARS_1D], build=build, on_start=on_start,
-                       on_idle=on_idle, on_stop=on_stop)
+    return ServiceSpec(name=GROUP, streams=[INTENTS, CLOCK, BARS_1M, BARS_1D, CONTROL], build=build, on_start=on_start,
+                       on_idle=on_idle, on_stop=on_stop, produces=[ORDERS, REJECTIONS, BROKER, ALERTS])
 
 
 def refuse_to_start(settings: Settings, reason: str) -> int:

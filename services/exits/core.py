@@ -100,6 +100,7 @@ C_TIMEOUT = "intent_timeout"
 B_HELD = "SHARES_HELD_BY_OTHER_SELL"  # blocked: another sell order holds the shares
 B_FOREIGN = "STOP_NOT_MANAGEABLE"  # blocked: the live stop is not an order of the executor
 C_REJECT_WAIT = "send_wait:same_intent_rejected"
+C_HALTED = "send_wait:trading_halted"
 
 
 class Params(msgspec.Struct, frozen=True, kw_only=True):
@@ -107,6 +108,9 @@ class Params(msgspec.Struct, frozen=True, kw_only=True):
 
     rules: StopRules = StopRules()
     intent_timeout_s: int = 300
+    # the trading state is HALTED for this message (read by the shell): a live stop is not replaced
+    # (it stays at the broker; the desired stop waits), a position without one still gets its first stop
+    halted: bool = False
 
     @classmethod
     def from_settings(cls, exits: object) -> Params:
@@ -285,6 +289,9 @@ def sync(pos: ExitPositionState, ts: int, trade_date: str, p: Params, res: Resul
     if live and abs(pos.live_stop_price - price) < EPS and pos.live_stop_qty == pos.qty:
         return
     action = "replace" if live else "place"
+    if p.halted and live:
+        res.count(C_HALTED)
+        return
     rj = pos.last_reject
     if rj is not None and rj.action == action and abs(rj.price - price) < EPS and rj.qty == pos.qty \
             and ts - rj.ts < p.intent_timeout_s * NS:
@@ -529,7 +536,8 @@ def on_order(index: ExitsIndex, pos: ExitPositionState | None, ev: OrderEvent, p
             _sell(index, pos, ev, p, res, kind=None)
         else:
             res.count(f"{C_ORDER_OTHER}{ev.kind}:{ev.event}")
-        if pos.blocked.startswith(B_HELD) and ev.event in ("filled", "cancelled", "rejected"):
+        if pos.blocked.startswith(B_HELD) and ev.event in ("filled", "cancelled", "rejected") \
+                and ev.reason_code != "STOP_RESTORED":  # restored: the restore's accepted event unblocks it
             pos.blocked = ""  # the other sell is done; the next snapshot blocks again if shares are still held
         res.touch(pos)
     if in_window(ev.ts, p.rules):
@@ -581,10 +589,11 @@ def _on_stop_event(index: ExitsIndex, pos: ExitPositionState, ev: OrderEvent, p:
             _event(res, pos, "STOP_REJECTED", ev.ts, ev.trade_date, p, stop_price=pend.price,
                    previous_stop=pos.live_stop_price, qty=pend.qty, reason=ev.reason, intent_id=pend.intent_id,
                    client_order_id=coid, source=pos.stop_source)
-            if "INSUFFICIENT_QTY" in ev.reason:
+            if ev.reason_code == "INSUFFICIENT_QTY":
                 _block(pos, f"{B_HELD}: the broker refused the stop (insufficient qty)", ev.ts, ev.trade_date, p, res)
-            elif "TARGET_NOT_OPEN" in ev.reason and pend.target and pend.target == pos.live_stop_client_order_id:
-                if ev.reason.rstrip().endswith("unknown"):  # a stop the executor never made: it cannot change it
+            elif (ev.reason_code in ("TARGET_NOT_OPEN", "TARGET_UNKNOWN") and pend.target
+                  and pend.target == pos.live_stop_client_order_id):
+                if ev.reason_code == "TARGET_UNKNOWN":  # a stop the executor never made: it cannot change it
                     _block(pos, f"{B_FOREIGN}: {pend.target} is not an order of the executor", ev.ts, ev.trade_date,
                            p, res)
                 else:  # the stop we meant to replace is gone (filled or cancelled): place a new one next time
@@ -598,11 +607,28 @@ def _on_stop_event(index: ExitsIndex, pos: ExitPositionState, ev: OrderEvent, p:
             pos.pending = None
             pos.current_stop = pos.live_stop_price
         return
+    if ev.event == "accepted" and ev.reason_code == "RESTORES" and not pos.live_stop_client_order_id:
+        # the executor put back a stop it had cancelled for an exit that did not sell (flatten refused)
+        pos.live_stop_client_order_id, pos.live_stop_price, pos.live_stop_qty = coid, float(ev.stop_price or 0.0), int(ev.qty)
+        pos.current_stop = pos.live_stop_price
+        if pos.blocked.startswith(B_HELD):
+            pos.blocked = ""
+        _event(res, pos, "STOP_SUBMITTED", ev.ts, ev.trade_date, p, stop_price=pos.live_stop_price, previous_stop=0.0,
+               qty=int(ev.qty), reason=ev.reason, client_order_id=coid, source=pos.stop_source)
+        return
+    if (ev.event == "replaced" and ev.reason_code == "REPROTECT" and ev.replaces_client_order_id
+            and ev.replaces_client_order_id in (pos.live_stop_client_order_id, pend.target if pend else "")):
+        # the executor re-protected the position at the last accepted level after a refused new stop
+        pos.live_stop_client_order_id, pos.live_stop_qty = coid, int(ev.qty)
+        pos.live_stop_price = pos.current_stop = float(ev.stop_price or pos.live_stop_price)
+        return
     if coid == pos.live_stop_client_order_id and ev.event == "cancelled":
         pos.live_stop_client_order_id, pos.live_stop_price, pos.live_stop_qty = "", 0.0, 0
         if pos.pending is None:
             pos.current_stop = 0.0
-        if not ev.reason.startswith("exit_intent="):
+        if ev.reason_code == "EXIT_INTENT":  # an exit order sells the shares now: no new stop meanwhile
+            pos.blocked = f"{B_HELD}: an exit order is selling the shares"
+        else:
             _alert(res, "exit_stop_cancelled", f"{pos.symbol}: live stop cancelled outside the exits service",
                    "warning", pos, ev.ts, ev.trade_date, text=ev.reason, dedup=["cancelled", coid])
         return

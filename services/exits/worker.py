@@ -34,6 +34,7 @@ from shared.artifacts import canonical_line, provenance, to_plain, write_atomic
 from shared.bars import BarStore
 from shared.bus import Committed, Delivery, fields_of, publication_order
 from shared.clock import NS, dt_to_ns, ny_datetime, ny_trade_date
+from shared.controls import orders_allowed, read_state
 from shared.crash import crash_point
 from shared.schemas import (
     BarBatch,
@@ -50,7 +51,18 @@ from shared.schemas import (
 )
 from shared.service import ServiceContext, ServiceSpec, run_service
 from shared.settings import Settings
-from shared.streams import ALERTS, BARS_1D, BARS_1M, BROKER, CLOCK, EXITS, INTENTS, ORDERS, state_key
+from shared.streams import (
+    ALERTS,
+    BARS_1D,
+    BARS_1M,
+    BROKER,
+    CLOCK,
+    EXITS,
+    INTENTS,
+    ORDERS,
+    TRADING_STATE_KEY,
+    state_key,
+)
 
 from . import core
 from .core import ExitsIndex, History, Params, Result
@@ -161,8 +173,10 @@ class Exits:
         for _ in range(MAX_TXN_RETRIES):
             with self.r.pipeline(transaction=True) as pipe:
                 try:
-                    pipe.watch(INDEX_KEY)
+                    pipe.watch(INDEX_KEY, TRADING_STATE_KEY)
                     index = decode_index(pipe.get(INDEX_KEY))
+                    # the trading state, read for this message (HALTED: no stop replace; shared.controls)
+                    halted = not orders_allowed(read_state(pipe))  # type: ignore[arg-type]
                     if isinstance(msg, OrderEvent):
                         symbols = [msg.symbol]
                     elif isinstance(msg, SessionEvent) and msg.phase == "CLOSE":  # forgets closed positions too
@@ -179,7 +193,7 @@ class Exits:
                     old_dates: list[str] = []
                     if isinstance(msg, SessionEvent) and msg.phase == "CLOSE":
                         old_dates = sorted(x.decode() for x in pipe.smembers(EVENT_DATES_KEY))
-                    res = self.step(index, positions, msg, hist_cache)
+                    res = self.step(index, positions, msg, hist_cache, halted=halted)
                     pipe.multi()
                     dates = self.queue(pipe, index, res, msg, old_dates)
                     if d is not None:
@@ -193,8 +207,8 @@ class Exits:
         raise RuntimeError("exits: state transaction kept conflicting")
 
     def step(self, index: ExitsIndex, positions: dict[str, ExitPositionState], msg: Message,
-             hist_cache: dict[tuple[str, int], History]) -> Result:
-        p = self.params
+             hist_cache: dict[tuple[str, int], History], *, halted: bool = False) -> Result:
+        p = msgspec.structs.replace(self.params, halted=True) if halted else self.params
         if isinstance(msg, BarBatch):
             return core.on_bars(index, positions, msg, p)
         if isinstance(msg, SessionEvent):
@@ -356,7 +370,7 @@ def build_spec() -> ServiceSpec:
         holder["ex"].start()
         return []
 
-    return ServiceSpec(name=GROUP, streams=STREAMS, build=build, on_start=on_start)
+    return ServiceSpec(name=GROUP, streams=STREAMS, build=build, on_start=on_start, produces=[INTENTS, EXITS, ALERTS])
 
 
 SPEC = build_spec()

@@ -85,7 +85,7 @@ def build(ctx: ServiceContext):
     return handle
 
 
-SPEC = ServiceSpec(name="regime", streams=[CLOCK], build=build)
+SPEC = ServiceSpec(name="regime", streams=[CLOCK], build=build, produces=[REGIME])
 
 
 def main() -> int:

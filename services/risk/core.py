@@ -100,8 +100,9 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
 class Controls(msgspec.Struct, frozen=True, kw_only=True):
     """Control inputs the shell reads at each step (never cached)."""
 
-    kill_switch: str = "off"  # off | on | unreadable
+    kill_switch: str = "off"  # off | on | unreadable (the trading state's entry view, shared.controls)
     kill_switch_env: bool = False
+    trading_state: str = "ACTIVE"  # ACTIVE | REDUCING | HALTED | UNREADABLE
     mode: str = "DRY_RUN"
     live_trading: bool = False
     live_token: str = "n/a"  # n/a (not LIVE) | ok | missing | file_missing | mismatch
@@ -490,7 +491,9 @@ def _advance(st: RiskState, controls: Controls, limits: Limits, out: Step) -> No
 def global_codes(controls: Controls, limits: Limits, today: str) -> set[str]:
     """The codes that refuse every entry right now (kill switch, mode, live gate, Phase C date/allowlist)."""
     codes: set[str] = set()
-    if controls.kill_switch == "on" or controls.kill_switch_env:
+    if controls.trading_state == "HALTED":
+        codes.add("TRADING_HALTED")
+    elif controls.kill_switch == "on" or controls.kill_switch_env:
         codes.add("KILL_SWITCH_ON")
     if controls.kill_switch not in ("on", "off"):
         codes.add("KILL_SWITCH_UNREADABLE")
@@ -635,7 +638,7 @@ def _decide(st: RiskState, batches: Iterable[CandidateBatch], session: str, ref:
             out.emits.append((REJECTIONS, rej))
             recs[c.candidate_id] = DecisionRecord(outcome="rejection", message_id=rej.rejection_id, reasons=reasons,
                                                   entry_level=c.entry_level, stop_price=c.stop_loss, **base)  # type: ignore[arg-type]
-            if set(reasons) & (FAIL_CLOSED | ENFORCEMENT | {"KILL_SWITCH_ON"}):
+            if set(reasons) & (FAIL_CLOSED | ENFORCEMENT | {"KILL_SWITCH_ON", "TRADING_HALTED"}):
                 blocked.append((c.symbol, reasons))
             continue
         notional = round(qty * c.entry_level, 4)

@@ -17,10 +17,11 @@ class Gate(NamedTuple):
 
 
 GATES: tuple[Gate, ...] = (
-    Gate("KILL_SWITCH_ON", "kill_switch", "the kill switch is on (Redis key `avwap:control:kill_switch` or `KILL_SWITCH=1`)",
-         "`avwap kill-switch on|off`; env `KILL_SWITCH`"),
-    Gate("KILL_SWITCH_UNREADABLE", "kill_switch", "the control key cannot be read or parsed (Redis error, wrong type, bad JSON)",
-         "fix or `avwap kill-switch off` (rewrites the key)"),
+    Gate("KILL_SWITCH_ON", "kill_switch", "the trading state is REDUCING (the kill switch; key `avwap:control:trading_state`) or `KILL_SWITCH=1`",
+         "`avwap state reduce|resume` (alias `avwap kill-switch on|off`); env `KILL_SWITCH`"),
+    Gate("KILL_SWITCH_UNREADABLE", "kill_switch", "the trading-state key cannot be read or parsed (Redis error, wrong type, bad JSON)",
+         "fix, or `avwap state reduce|resume` (rewrites the key)"),
+    Gate("TRADING_HALTED", "kill_switch", "the trading state is HALTED (no new orders of any kind)", "`avwap state halt|resume`"),
     Gate("MODE_UNKNOWN", "mode", "`EXECUTION_MODE` is not DRY_RUN, PAPER_SIM, ALPACA_PAPER or LIVE", "`EXECUTION_MODE`"),
     Gate("LIVE_TRADING_DISABLED", "live_gate", "mode is LIVE and `LIVE_TRADING` is not 1", "`LIVE_TRADING=1`"),
     Gate("LIVE_TOKEN_MISSING", "live_gate", "mode is LIVE and `LIVE_CONFIRM_TOKEN` is unset", "`LIVE_CONFIRM_TOKEN`"),

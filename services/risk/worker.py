@@ -28,7 +28,7 @@ import redis
 from shared.alerts import make_alert
 from shared.artifacts import canonical_line, code_version, write_atomic
 from shared.bus import Committed, Delivery, Emit, commit_own, committed
-from shared.controls import read_kill_switch
+from shared.controls import read_state
 from shared.regime import Table
 from shared.schemas import Alert, Message, SessionEvent
 from shared.service import ServiceContext, ServiceSpec, run_service
@@ -39,10 +39,13 @@ from shared.streams import (
     CANDIDATES,
     CLOCK,
     DLQ,
-    KILL_SWITCH_KEY,
+    INTENTS,
+    LEGACY_KILL_SWITCH_KEY,
     ORDERS,
     PORTFOLIO,
     REGIME,
+    REJECTIONS,
+    TRADING_STATE_KEY,
     state_key,
 )
 
@@ -104,7 +107,9 @@ def controls_for(r: redis.Redis, settings: Settings, msg: Message | None) -> Con
     dlq: tuple[tuple[int, str, str], ...] = ()
     if settings.risk.portfolio_decision_enforce and isinstance(msg, SessionEvent) and msg.phase != "PRE_MARKET":
         dlq = dead_lettered_decisions(r)
-    return Controls(kill_switch=read_kill_switch(r), kill_switch_env=core.kill_switch, mode=core.execution_mode,
+    state = read_state(r).state
+    kill = {"ACTIVE": "off", "REDUCING": "on", "HALTED": "on"}.get(state, "unreadable")
+    return Controls(kill_switch=kill, kill_switch_env=core.kill_switch, trading_state=state, mode=core.execution_mode,
                     live_trading=core.live_trading, live_token=live_token_status(settings), decision_dlq=dlq)
 
 
@@ -233,7 +238,7 @@ def transact(r: redis.Redis, settings: Settings, limits: Limits, msg: Message, d
     for _ in range(MAX_TXN_RETRIES):
         with r.pipeline(transaction=True) as pipe:
             try:
-                pipe.watch(STATE_KEY, KILL_SWITCH_KEY)
+                pipe.watch(STATE_KEY, TRADING_STATE_KEY, LEGACY_KILL_SWITCH_KEY)
                 raw = pipe.get(STATE_KEY)
                 controls = controls_for(pipe, settings, msg)  # type: ignore[arg-type]
                 res = step(decode_state(raw), msg, controls, limits, entry_ms=entry_ms, copy=False)  # a fresh decode
@@ -297,7 +302,7 @@ def on_start(ctx: ServiceContext) -> list[Emit]:
     return []
 
 
-SPEC = ServiceSpec(name=GROUP, streams=STREAMS, build=build, on_start=on_start)
+SPEC = ServiceSpec(name=GROUP, streams=STREAMS, build=build, on_start=on_start, produces=[INTENTS, REJECTIONS, ALERTS])
 
 
 def main() -> int:

@@ -27,9 +27,29 @@ from .base import (
     type_name_of,
 )
 from .broker import BrokerOrder, BrokerPosition, BrokerSnapshot
+from .controls import (
+    BREAKERS,
+    TRADING_STATES,
+    BreakerName,
+    BreakerRearm,
+    FlattenRequest,
+    TradingState,
+    TradingStateChange,
+    TradingStateName,
+)
 from .exits import EXIT_EVENT_KINDS, ExitEvent, ExitPositionState, Low, PendingStop, StopTracker
 from .market import SESSION_PHASES, BarBatch, BarRow, SessionEvent
-from .orders import ORDER_EVENTS, EntryIntent, ExitIntent, OrderEvent, Rejection, StopIntent
+from .orders import (
+    ORDER_EVENTS,
+    REASON_CODES,
+    EntryIntent,
+    ExitIntent,
+    OrderEvent,
+    OrderEventV1,
+    ReasonCode,
+    Rejection,
+    StopIntent,
+)
 from .portfolio import (
     DECISION_REASON_ORDER,
     PortfolioDecision,
@@ -41,10 +61,12 @@ from .regime import REGIME_LABELS, Regime, RegimeFeatures, RegimeLabel
 from .scanner import Candidate, CandidateBatch
 
 __all__ = [
+    "BREAKERS", "TRADING_STATES", "BreakerName", "BreakerRearm", "FlattenRequest", "TradingState", "TradingStateChange",
+    "TradingStateName",
     "Alert", "AlertV1", "BarBatch", "DailyRejections", "DailyTrades", "Fill", "MISMATCH_TYPES", "Mismatch",
     "Reconciliation", "Trade", "TradeV1", "BarRow", "BrokerOrder", "BrokerPosition", "BrokerSnapshot", "Candidate",
     "CandidateBatch", "DECISION_REASON_ORDER", "EXIT_EVENT_KINDS", "EntryIntent", "ExitEvent",
-    "ExitIntent", "ExitPositionState", "InvalidPayload", "Low", "Message", "ORDER_EVENTS", "OrderEvent",
+    "ExitIntent", "ExitPositionState", "InvalidPayload", "Low", "Message", "ORDER_EVENTS", "OrderEvent", "OrderEventV1", "REASON_CODES", "ReasonCode",
     "PendingStop", "PortfolioDecision", "PortfolioDecisionBatch", "PortfolioSnapshot", "PositionMark", "REGIME_LABELS", "Regime", "RegimeFeatures", "RegimeLabel", "Rejection",
     "SESSION_PHASES", "SEVERITIES", "SchemaError", "SessionEvent", "StopIntent", "StopTracker", "UnknownType", "UnknownVersion", "current_class",
     "decode", "encode", "normalize_severity", "register", "register_legacy", "registered_types", "replace",

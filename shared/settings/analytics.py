@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from .base import Section
@@ -31,3 +33,10 @@ class AnalyticsSettings(Section):
     heartbeat_check_s: float = Field(15.0, description="Notifier watchdog: seconds between heartbeat checks.")
     heartbeat_summary: bool = Field(True, description="Notifier: post a `heartbeat` system-alive summary (every watched service and its consumers) at each session's PRE_MARKET.")
     slack_runbook_base_url: str = Field("", description="Notifier: URL the docs/ paths of runbook links are appended to (e.g. https://github.com/ORG/avwap/blob/main/); empty: links are shown as paths.")
+    breaker_daily_loss_pct: float | None = Field(None, gt=0, description="Circuit breaker `daily_loss`: trip when mark-to-market equity is this % below the session's opening equity (unset: off, unless `BREAKER_DAILY_LOSS_USD`).")
+    breaker_daily_loss_usd: float | None = Field(None, gt=0, description="Circuit breaker `daily_loss`: trip when equity is this many dollars below the session's opening equity (unset: off).")
+    breaker_max_drawdown_pct: float | None = Field(None, gt=0, description="Circuit breaker `drawdown`: trip when equity is this % below its high-water mark (unset: off).")
+    breaker_max_consecutive_stops: int | None = Field(None, ge=1, description="Circuit breaker `consecutive_stops`: trip after this many positions in a row closed by their stop at a loss (unset: off).")
+    breaker_trip_state: Literal["REDUCING", "HALTED"] = Field("REDUCING", description="Trading state a tripped breaker sets (a HALTED state is never lowered).")
+    slack_allowed_users: str = Field("", description="Slack commands: comma-separated Slack user ids allowed to act (`/avwap status` too); empty: nobody.")
+    slack_confirm_ttl_s: float = Field(120.0, gt=0, description="Slack commands: seconds a confirmation button stays valid (one use).")

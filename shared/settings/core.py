@@ -41,8 +41,9 @@ class CoreSettings(Section):
     run_id: str = Field("", description="Identifier of this run written into artifact provenance (e.g. `live-2019`, "
                         "`replay-2018q4`). Empty: derived from the execution mode and the settings hash, so a rerun "
                         "with the same settings writes the same bytes. Never random, never a clock value.")
-    kill_switch: bool = Field(False, description="Env kill switch: blocks every new entry (exits unaffected). Also `avwap kill-switch on`.")
+    kill_switch: bool = Field(False, description="Env kill switch: raises an ACTIVE trading state to REDUCING for this service (blocks every new entry; exits unaffected). Also `avwap kill-switch on` / `avwap state reduce`.")
     slack_bot_token: SecretStr | None = Field(None, description="Slack bot token for the notifier; unset: alerts are logged only.")
+    slack_app_token: SecretStr | None = Field(None, description="Slack app-level token (`xapp-...`) for the notifier's Socket Mode commands (`/avwap ...`); unset: no commands. Give it to the notifier's container only.")
     slack_channel: str = Field("#avwap", description="Slack channel the notifier posts to.")
     slack_base_url: str = Field("https://slack.com/api/", description="Slack Web API base URL (tests point it at a local stand-in).")
 

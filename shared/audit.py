@@ -1,0 +1,138 @@
+"""The audit trail: append-only, hash-chained records of every operator action and control change.
+
+Records live in the Redis list ``avwap:audit`` (``RPUSH`` only, never trimmed), one canonical JSON
+line each; ``avwap audit export`` writes them as a JSONL file. Each record carries ``prev``, the
+``hash`` of the record before it (64 zeros for the first), and its own ``hash``: the sha256 of its
+canonical JSON without the ``hash`` field. Changing, inserting or removing a record breaks the chain
+at that record; ``verify`` recomputes it and names the first record that does not match.
+
+Several processes append (CLI, notifier, analytics): ``stage`` reads the tip under ``WATCH`` and the
+caller's ``MULTI`` pushes the record together with the change it records (a trading-state
+transition, a breaker trip), so a record exists if and only if its change was committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from typing import Literal, TypeVar
+
+import msgspec
+import redis
+
+from shared.artifacts import canonical_json
+from shared.streams import AUDIT_KEY
+
+GENESIS = "0" * 64
+AuditKind = Literal["state_change", "breaker_trip", "breaker_rearm", "flatten", "command", "confirmation", "refusal"]
+MAX_TXN_RETRIES = 100
+
+T = TypeVar("T")
+
+
+class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
+    seq: int
+    ts: int  # UTC epoch ns of the action (event time for breakers in replay)
+    kind: AuditKind
+    actor: str  # cli:<user> | slack:<user id> | breaker:<name> | executor
+    action: str  # e.g. "halt", "rearm daily_loss", "/avwap flatten AAPL"
+    detail: dict[str, str] = {}
+    prev: str
+    hash: str = ""
+
+
+def record_hash(rec: AuditRecord) -> str:
+    body = msgspec.to_builtins(rec)
+    body.pop("hash", None)
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def line_of(rec: AuditRecord) -> bytes:
+    return canonical_json(msgspec.to_builtins(rec))
+
+
+def make(tip: bytes | None, kind: AuditKind, actor: str, action: str, ts: int,
+         detail: dict[str, str] | None = None) -> AuditRecord:
+    """The record that follows ``tip`` (the last line of the log, or None for the first)."""
+    if tip is None:
+        seq, prev = 0, GENESIS
+    else:
+        last = msgspec.json.decode(tip, type=AuditRecord)
+        seq, prev = last.seq + 1, last.hash
+    rec = AuditRecord(seq=seq, ts=ts, kind=kind, actor=actor, action=action,
+                      detail={k: str(v) for k, v in sorted((detail or {}).items())}, prev=prev)
+    return msgspec.structs.replace(rec, hash=record_hash(rec))
+
+
+def stage(pipe: redis.client.Pipeline, kind: AuditKind, actor: str, action: str, ts: int,
+          detail: dict[str, str] | None = None) -> AuditRecord:
+    """Inside a ``WATCH`` (``pipe`` in immediate mode, ``AUDIT_KEY`` watched): the next record.
+    The caller pushes it with ``push`` after ``pipe.multi()``."""
+    return make(pipe.lindex(AUDIT_KEY, -1), kind, actor, action, ts, detail)  # type: ignore[arg-type]
+
+
+def push(pipe: redis.client.Pipeline, rec: AuditRecord) -> None:
+    pipe.rpush(AUDIT_KEY, line_of(rec))
+
+
+def transact(r: redis.Redis, step: Callable[[redis.client.Pipeline], tuple[T, Callable[[redis.client.Pipeline], None]]],
+             watch: Iterable[str] = ()) -> T:
+    """Run ``step`` under ``WATCH AUDIT_KEY + watch`` until its ``MULTI`` commits (optimistic retry).
+
+    ``step(pipe)`` reads what it needs (immediate mode) and returns ``(result, write)``; ``write``
+    queues the writes after ``MULTI``.
+    """
+    keys = (AUDIT_KEY, *watch)
+    for _ in range(MAX_TXN_RETRIES):
+        with r.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(*keys)
+                result, write = step(pipe)
+                pipe.multi()
+                write(pipe)
+                pipe.execute()
+                return result
+            except redis.WatchError:
+                continue
+    raise RuntimeError(f"audit: {MAX_TXN_RETRIES} lost races on {keys}")
+
+
+def append(r: redis.Redis, kind: AuditKind, actor: str, action: str, ts: int,
+           detail: dict[str, str] | None = None) -> AuditRecord:
+    """Append one record on its own (a command, a confirmation, a refusal)."""
+    def step(pipe: redis.client.Pipeline) -> tuple[AuditRecord, Callable[[redis.client.Pipeline], None]]:
+        rec = stage(pipe, kind, actor, action, ts, detail)
+        return rec, lambda p: push(p, rec)
+
+    return transact(r, step)
+
+
+class Verdict(msgspec.Struct, frozen=True, kw_only=True):
+    ok: bool
+    records: int
+    first_bad: int | None = None  # index (0-based line number) of the first broken record
+    why: str = ""
+
+
+def verify(lines: Iterable[bytes | str]) -> Verdict:
+    """Recompute the chain over the log's lines; the first record that does not decode, is out of
+    sequence, does not point at its predecessor's hash, or whose hash is not its content's, breaks it."""
+    prev, count = GENESIS, 0
+    for n, raw in enumerate(lines):
+        data = raw.encode() if isinstance(raw, str) else raw
+        try:
+            rec = msgspec.json.decode(data.strip(), type=AuditRecord)
+        except msgspec.DecodeError as exc:
+            return Verdict(ok=False, records=n, first_bad=n, why=f"record {n} does not decode: {exc}")
+        if rec.seq != n:
+            return Verdict(ok=False, records=n, first_bad=n, why=f"record {n} has seq {rec.seq}")
+        if rec.prev != prev:
+            return Verdict(ok=False, records=n, first_bad=n, why=f"record {n} does not point at record {n - 1}'s hash")
+        if record_hash(rec) != rec.hash:
+            return Verdict(ok=False, records=n, first_bad=n, why=f"record {n}'s hash does not match its content")
+        prev, count = rec.hash, n + 1
+    return Verdict(ok=True, records=count)
+
+
+def read_all(r: redis.Redis) -> list[bytes]:
+    return list(r.lrange(AUDIT_KEY, 0, -1))  # type: ignore[arg-type]
