@@ -1,4 +1,4 @@
-"""Start and stop the five services as separate processes (demo, replay, tests)."""
+"""Start and stop the services as separate processes (demo, replay, tests)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import redis
 from shared.bus import live_consumers
 from shared.redis_conn import free_port
 
-SERVICES = ("scanner", "risk", "executor", "exits", "analytics")
+SERVICES = ("scanner", "regime", "risk", "executor", "exits", "analytics")
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -125,8 +125,12 @@ def start_services(redis_url: str, cfg: ReplayConfig) -> ServiceProcs:
     }
     procs = ServiceProcs(redis_url, env=env, log_dir=cfg.out / "logs")
     for s in SERVICES:
-        n = cfg.replicas if s in ("risk", "exits", "analytics") else 1
+        n = cfg.replicas if s in ("regime", "risk", "exits", "analytics") else 1
         for i in range(n):
             procs.start(s, i)
-    procs.wait_ready()
+    try:
+        procs.wait_ready(timeout=120.0)  # a loaded machine imports slowly
+    except BaseException:
+        procs.stop_all()  # never leave services behind
+        raise
     return procs

@@ -10,11 +10,12 @@ ORDERS = "avwap:orders"
 BROKER = "avwap:broker"
 EXITS = "avwap:exits"
 PORTFOLIO = "avwap:portfolio"
+REGIME = "avwap:regime"
 ALERTS = "avwap:alerts"
 DLQ = "avwap:dlq"
 CONTROL = "avwap:control"  # trading-state transitions, flatten requests, breaker re-arms (shared/schemas/controls.py)
 
-ALL_STREAMS = (BARS_1D, BARS_1M, CLOCK, CANDIDATES, INTENTS, REJECTIONS, ORDERS, BROKER, EXITS, PORTFOLIO, ALERTS, DLQ, CONTROL)
+ALL_STREAMS = (BARS_1D, BARS_1M, CLOCK, CANDIDATES, INTENTS, REJECTIONS, ORDERS, BROKER, EXITS, PORTFOLIO, REGIME, ALERTS, DLQ, CONTROL)
 
 # The trading state (ACTIVE | REDUCING | HALTED): one key every gate reads (shared.controls). The kill
 # switch is the REDUCING state: ``KILL_SWITCH_KEY`` is the same key.

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ("scanner", "risk", "executor", "exits", "analytics")
+SERVICES = ("scanner", "regime", "risk", "executor", "exits", "analytics")
 
 
 def _compose() -> dict:

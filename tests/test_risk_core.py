@@ -10,7 +10,8 @@ import pytest
 from services.risk.core import Controls, Limits, RiskState, build_book, ny_day, size, step
 from services.risk.gates import CODES, GATES, gates_table_md
 from services.risk.worker import artifact_bytes
-from shared.schemas import Alert, ExitIntent, StopIntent
+from shared.regime import Row, Table
+from shared.schemas import Alert, ExitIntent, Regime, StopIntent
 from tests.test_risk_support import (
     D,
     batch,
@@ -27,6 +28,15 @@ from tests.test_risk_support import (
 
 ROOT = Path(__file__).resolve().parent.parent
 PREV = "2018-11-30"
+
+
+def _table(max_entries: int = 1) -> Table:
+    row = Row(risk_mult=0.25, gross_mult=0.25, max_entries=max_entries)
+    return Table(rows={k: row for k in ("RISK_ON", "NEUTRAL", "RISK_OFF", "STRESSED")})
+
+
+def _regime(label: str) -> Regime:
+    return Regime(regime_id="rg-1", date=PREV, session=D, label=label, rule=label, reason="")  # type: ignore[arg-type]
 
 
 def happy(c=None, snap=None, extra=()):
@@ -109,6 +119,13 @@ CASES: dict[str, tuple] = {
                                ["MAX_GROSS_EXPOSURE"]),
     "MAX_GROSS_EXPOSURE pct": (lambda: happy(), {}, {"max_gross_exposure_pct": 0.05}, ["MAX_GROSS_EXPOSURE"]),
     "INSUFFICIENT_CASH": (lambda: happy(snap=snapshot(cash=99.0)), {}, {}, ["INSUFFICIENT_CASH"]),
+    # regime modulation (tests/test_regime_modulation.py has the rest)
+    "REGIME_ENTRY_CAP": (lambda: happy(extra=[_regime("STRESSED")]), {}, {"modulation": _table(max_entries=0)},
+                         ["REGIME_ENTRY_CAP"]),
+    "REGIME_THROTTLED": (lambda: happy(extra=[_regime("STRESSED")]), {}, {"modulation": _table(), "max_risk_per_trade": 3.0},
+                         ["REGIME_THROTTLED"]),
+    "REGIME_UNKNOWN": (lambda: [*happy(), session(phase="OPEN")], {}, {"modulation": _table(), "max_risk_per_trade": 3.0},
+                       ["REGIME_UNKNOWN", "REGIME_THROTTLED"]),
 }
 
 

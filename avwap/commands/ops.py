@@ -16,7 +16,7 @@ from shared.schemas import SchemaError, decode
 from shared.settings import get_settings
 from shared.streams import ALL_STREAMS, DLQ
 
-SERVICES = ("scanner", "risk", "executor", "exits", "analytics")
+SERVICES = ("scanner", "regime", "risk", "executor", "exits", "analytics")
 
 app = typer.Typer(no_args_is_help=True)
 dlq_app = typer.Typer(help="Inspect and requeue dead-lettered messages.", no_args_is_help=True)

@@ -18,6 +18,11 @@ Guardrails (settings ``ANALYTICS_GUARD_*``), evaluated per candidate in order of
   (fewer than half the window of common returns: fail closed). ``returns`` holds each symbol's
   close-to-close returns over the same sessions before D (NaN where a bar is missing).
 - LIMIT_DRAWDOWN_THROTTLE: the snapshot's drawdown (peak to trough) >= the throttle.
+- With the regime modulation (``modulation``, a ``shared.regime.Effect``; REGIME_MODULATION=1), on a
+  candidate the guardrails above would ALLOW: REGIME_ENTRY_CAP when ALLOWs so far >= the regime's
+  cap on new entries, REGIME_THROTTLED when the gross check fails against the gross limit times
+  the regime's (and the drawdown curve's) multiplier, plus REGIME_UNKNOWN when the regime was
+  unknown (the most conservative row). A decision the modulation does not change has no such code.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.ids import stable_id
+from shared.regime import Effect, changed_codes
 from shared.schemas import (
     DECISION_REASON_ORDER,
     Candidate,
@@ -94,7 +100,8 @@ def _snapshot_ok(s: PortfolioSnapshot) -> bool:
 def decide(date: str, batch: CandidateBatch | None, snapshot: PortfolioSnapshot | None, g: Guardrails,
            *, snapshot_problem: str = "", candidates_problem: str = "",
            provenance: Mapping[str, str] | None = None,
-           returns: Mapping[str, Sequence[float]] | None = None) -> PortfolioDecisionBatch:
+           returns: Mapping[str, Sequence[float]] | None = None,
+           modulation: Effect | None = None) -> PortfolioDecisionBatch:
     """Decisions for date D. ``snapshot_problem`` forces a snapshot code (MISSING/INVALID).
 
     ``batch=None``: no candidate batch of D by its OPEN: a batch without decisions carrying the
@@ -150,6 +157,10 @@ def decide(date: str, batch: CandidateBatch | None, snapshot: PortfolioSnapshot 
                 codes.add("LIMIT_CORRELATION")
             if drawdown_pct >= g.drawdown_throttle_pct:
                 codes.add("LIMIT_DRAWDOWN_THROTTLE")
+            if modulation is not None and not codes:
+                capped = allowed >= modulation.max_entries
+                throttled = gross + (allowed + 1) * est > equity * g.max_gross_pct * modulation.gross_mult / 100.0 + 1e-9
+                codes.update(changed_codes(modulation, throttled=throttled and not capped, capped=capped))
         if not codes:
             codes.add("ALLOW_WITHIN_LIMITS")
             allowed += 1

@@ -21,6 +21,7 @@ from shared.schemas import (
     OrderEvent,
     PortfolioDecisionBatch,
     PortfolioSnapshot,
+    Regime,
     Rejection,
     SessionEvent,
     StopIntent,
@@ -70,6 +71,8 @@ def _record_key(msg: Message) -> tuple[str, str] | None:
             if msg.tf != "1d":
                 return None
             return msg.trade_date, f"{t}:1d:{stable_id('', [(b.symbol, b.ts) for b in msg.bars])}"
+        case Regime():
+            return msg.session, f"{t}:{msg.regime_id}"
         case PortfolioSnapshot() | PortfolioDecisionBatch():
             return None
     return None

@@ -103,7 +103,34 @@ def report_data(artifacts_dir: str | Path, date: str) -> dict[str, Any]:
         "rejections_sha256": rej_sha,
         "trades": (trades or {}).get("trades", []),
         "trades_sha256": trades_sha,
+        "regime": regime_lines(root, date),
     }
+
+
+def regime_lines(root: Path, date: str, lookback: int = 400) -> list[str]:
+    """The regime section: the label that governed ``date`` (``regimes/<previous session>.json``)
+    and, in words, since when it holds (the latest as-of date whose label changed)."""
+    d = root / "regimes"
+    if not d.is_dir():
+        return []
+    files = sorted(p for p in d.glob("*.json") if p.stem < date)[-lookback:]
+    if not files:
+        return [f"regime of {date}: missing (no regimes/ artifact before {date})"]
+    cur = _load(files[-1])
+    if cur is None:
+        return [f"regime of {date}: unreadable ({files[-1].name})"]
+    if cur.get("session") != date:
+        return [f"regime of {date}: missing (the latest is as of {files[-1].stem}, for {cur.get('session', '?')})"]
+    out = [f"regime of {date}: {cur.get('label')} by {cur.get('rule')} (as of {cur.get('date')}, confidence "
+           f"{cur.get('confidence')}): {cur.get('reason')}"]
+    for p in reversed(files):
+        rec = _load(p)
+        if rec is None or rec.get("label") != cur.get("label"):
+            break
+        if rec.get("change"):
+            out.append(str(rec["change"]))
+            break
+    return out
 
 
 def _table_md(head: list[str], rows: list[list[str]]) -> list[str]:
@@ -183,6 +210,8 @@ def build_report(artifacts_dir: str | Path, date: str, fsync: bool = True) -> Pa
     md += ["## Decisions", "", *_table_md(["symbol", "decision", "reasons"], dec_rows)]
     md += ["## Rejections", "", *_table_md(["symbol", "source", "reasons", "detail"], rej_rows)]
     md += [f"## Reconciliation: {recon_status}", "", *_table_md(["type", "symbol", "expected", "actual", "detail"], mm_rows)]
+    if data["regime"]:
+        md += ["## Regime", "", *[f"- {line}" for line in data["regime"]], ""]
     prov = report_provenance(data)
     md += ["---", "", "Provenance: " + " · ".join(f"{k} `{v}`" for k, v in prov.items()), ""]
     files[out / "report.md"] = "\n".join(md).encode()
@@ -199,6 +228,8 @@ def build_report(artifacts_dir: str | Path, date: str, fsync: bool = True) -> Pa
              "<h2>Rejections</h2>", _table_html(["symbol", "source", "reasons", "detail"], rej_rows),
              f"<h2>Reconciliation: {html.escape(recon_status)}</h2>",
              _table_html(["type", "symbol", "expected", "actual", "detail"], mm_rows),
+             *(["<h2>Regime</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in data["regime"]) + "</ul>"]
+               if data["regime"] else []),
              "<hr><footer><small>Provenance: " + " · ".join(f"{html.escape(k)} <code>{html.escape(v)}</code>"
                                                            for k, v in prov.items()) + "</small></footer>",
              "</body></html>"]

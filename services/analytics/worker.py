@@ -47,6 +47,7 @@ from shared.breakers import BreakerConfig
 from shared.bus import Delivery, Emit
 from shared.clock import calendar
 from shared.ids import client_order_id, stable_id
+from shared.regime import Table, effect
 from shared.schemas import (
     BarBatch,
     BarRow,
@@ -60,6 +61,7 @@ from shared.schemas import (
     OrderEvent,
     PortfolioDecisionBatch,
     PortfolioSnapshot,
+    Regime,
     Rejection,
     SessionEvent,
     Trade,
@@ -81,6 +83,7 @@ from shared.streams import (
     INTENTS,
     ORDERS,
     PORTFOLIO,
+    REGIME,
     REJECTIONS,
     state_key,
 )
@@ -497,16 +500,33 @@ def _decisions(st: State, date: str, batch: CandidateBatch | None, key: str, can
     prov = provenance(s.hash(), {"candidates": candidates_input, "snapshot": snap.snapshot_id if snap else ""},
                       decision_artifact=decision_artifact(date))
     g = guardrails(s)
+    modulation = None
+    if s.regime.regime_modulation:
+        regime = regime_of(st, date)
+        modulation = effect(Table.from_settings(s.regime), regime, 100.0 * snap.drawdown if snap and not problem else None)
+        prov["input:regime"] = regime.regime_id if regime is not None else "missing"
     returns = None
     if g.max_correlation is not None and batch is not None and snap is not None:
         symbols = sorted({c.symbol for c in batch.candidates} | {p.symbol for p in snap.positions if p.qty})
         returns = st.bars.returns(symbols, date, g.correlation_window)
     out = decide(date, batch, snap, g, snapshot_problem=problem, candidates_problem=candidates_problem,
-                 provenance=prov, returns=returns)
+                 provenance=prov, returns=returns, modulation=modulation)
     st.ctx.r.hsetnx(DECISIONS_KEY, key, msgspec.json.encode(out))
     out = decode(st.ctx.r.hget(DECISIONS_KEY, key), PortfolioDecisionBatch)  # type: ignore[arg-type,assignment]
     write_json_artifact(under(s.core.artifacts_dir, decision_artifact(date)), out, fsync=st.fsync)
     return out
+
+
+def regime_of(st: State, date: str) -> Regime | None:
+    """The Regime of session ``date`` in the day's records (the first by key; None: not arrived)."""
+    regimes = _decode_day(st.store.day(date), "regime")
+    return regimes[0] if regimes else None
+
+
+def undecided(st: State, date: str) -> list[Emit]:
+    """Decisions of the candidate batches of ``date`` still waiting for the session's Regime (modulation on)."""
+    batches = sorted(_decode_day(st.store.day(date), "candidate_batch"), key=lambda b: b.batch_id)
+    return [decisions_for(st, b) for b in batches if not st.ctx.r.hexists(DECISIONS_KEY, b.batch_id)]
 
 
 def decisions_for(st: State, batch: CandidateBatch) -> Emit:
@@ -708,6 +728,7 @@ def build(ctx: ServiceContext):
     st = State(ctx)
     ctx.extra["analytics"] = st
     store = st.store
+    modulating = ctx.settings.regime.regime_modulation
     breakers = BreakerHook(ctx.r, BreakerConfig.from_settings(ctx.settings.analytics))
 
     def handle(msg: Message, d: Delivery) -> list[Emit]:
@@ -725,15 +746,25 @@ def build(ctx: ServiceContext):
             ctx.r.sadd(CLOSED_KEY, date)
             with st.locked(date):
                 return process_close(st, date)
-        decides = isinstance(msg, CandidateBatch) or (isinstance(msg, SessionEvent) and msg.phase == "OPEN")
+        decides = isinstance(msg, CandidateBatch) or (isinstance(msg, SessionEvent) and msg.phase == "OPEN") or (
+            modulating and isinstance(msg, Regime))
         if not decides and not closed:
             return []  # an open day's ledger files are rewritten when the worker is idle or at its CLOSE
         emits: list[Emit] = []
         with st.locked(date):  # the last writer of D's files has read every record of D
             if isinstance(msg, CandidateBatch):
-                emits.append(decisions_for(st, msg))
+                # with the modulation on, D's decisions wait for D's Regime until OPEN (a batch after OPEN is
+                # decided at once); a batch another replica already decided on the Regime's arrival is not
+                # published twice
+                waits = modulating and regime_of(st, date) is None and ctx.r.zscore(OPENS_KEY, date) is None
+                if not waits and (d.deliveries > 1 or not ctx.r.hexists(DECISIONS_KEY, msg.batch_id)):
+                    emits.append(decisions_for(st, msg))
+            elif isinstance(msg, Regime):
+                emits += undecided(st, date)
             elif isinstance(msg, SessionEvent):
                 emits += on_open(st, msg, d)
+                if modulating:
+                    emits += undecided(st, date)  # the Regime never came: the most conservative row
             if closed:
                 # a late record of a closed day (its CLOSE was processed before this record was
                 # stored, else that processing read it): rewrite D's artifacts, or just its ledger
@@ -760,7 +791,7 @@ def on_start(ctx: ServiceContext) -> list[Emit]:
     return []
 
 
-SPEC = ServiceSpec(name=SVC, streams=[CLOCK, CANDIDATES, INTENTS, REJECTIONS, ORDERS, BROKER, EXITS, ALERTS, BARS_1D, BARS_1M],
+SPEC = ServiceSpec(name=SVC, streams=[CLOCK, CANDIDATES, INTENTS, REJECTIONS, ORDERS, BROKER, EXITS, ALERTS, BARS_1D, BARS_1M, REGIME],
                    build=build, on_start=on_start, on_idle=on_idle, produces=[PORTFOLIO, ALERTS, CONTROL])
 
 

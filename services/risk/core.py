@@ -24,6 +24,7 @@ from shared.alerts import make_alert
 from shared.artifacts import provenance
 from shared.clock import ny_trade_date
 from shared.ids import client_order_id, stable_id
+from shared.regime import Effect, Table, changed_codes, effect
 from shared.schemas import (
     DECISION_REASON_ORDER,
     Alert,
@@ -36,6 +37,7 @@ from shared.schemas import (
     PortfolioDecision,
     PortfolioDecisionBatch,
     PortfolioSnapshot,
+    Regime,
     Rejection,
     SessionEvent,
 )
@@ -75,6 +77,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     settings_hash: str = ""
     code_version: str = ""  # recorded in each telemetry line's provenance (the shell reads it)
     run_id: str = ""  # ditto (``Settings.resolved_run_id()``)
+    modulation: Table | None = None  # REGIME_MODULATION=1: the regime table (shared.regime); None: off
 
     @classmethod
     def from_settings(cls, rs: object, settings_hash: str = "", code_version: str = "", run_id: str = "") -> Limits:
@@ -176,6 +179,7 @@ class RiskState(msgspec.Struct, kw_only=True):
     shadow: dict[str, dict[str, ShadowRecord]] = {}  # date -> decision_id -> record
     entries_by_day: dict[str, int] = {}  # NY date -> entry intents sent
     pending: dict[str, PendingEntry] = {}  # intent_id -> entry not yet in a snapshot
+    regimes: dict[str, Regime] = {}  # session -> its Regime (the first one received)
     seq: int = 0
 
 
@@ -284,6 +288,10 @@ def step(state: RiskState, msg: Message, controls: Controls, limits: Limits, ent
     elif isinstance(msg, OrderEvent):
         _on_order(st, msg)
         return out
+    elif isinstance(msg, Regime):
+        if msg.session in st.regimes or (st.session and msg.session < st.session):
+            return out
+        st.regimes[msg.session] = msg
     else:
         return out  # intents, exits, bars...: never gated here
     _advance(st, controls, limits, out)
@@ -316,6 +324,7 @@ def _prune(st: RiskState) -> None:
     st.decided = {d: v for d, v in st.decided.items() if d >= cutoff}
     st.shadow = {d: v for d, v in st.shadow.items() if d >= cutoff}
     st.decision_batches = {k: b for k, b in st.decision_batches.items() if b.date >= cutoff}
+    st.regimes = {k: g for k, g in st.regimes.items() if k >= cutoff}
     days = sorted(st.entries_by_day)[-KEEP_DAYS:]
     st.entries_by_day = {d: st.entries_by_day[d] for d in days}
 
@@ -456,6 +465,8 @@ def _advance(st: RiskState, controls: Controls, limits: Limits, out: Step) -> No
         waiting = True
     elif not snap.reconciled:
         prereq.add("SNAPSHOT_UNRECONCILED")
+    if limits.modulation is not None and session not in st.regimes:
+        waiting = True  # the session's Regime: wait until OPEN, then the most conservative row (REGIME_UNKNOWN)
     ready: list[tuple[CandidateBatch, PortfolioDecisionBatch | None, str | None]] = []
     for b in current:
         dec = _find_decisions(st, b)
@@ -550,6 +561,7 @@ def _decide(st: RiskState, batches: Iterable[CandidateBatch], session: str, ref:
     snap = st.broker
     book = build_book(st, snap, today) if snapshot_ok and snap is not None else None
     recs = st.decided.setdefault(session, {})
+    eff = effect(limits.modulation, st.regimes.get(session), _drawdown_pct(st, session)) if limits.modulation else None
     items: list[tuple[Candidate, CandidateBatch]] = []
     seen: set[str] = set()
     for b in batches:
@@ -579,6 +591,7 @@ def _decide(st: RiskState, batches: Iterable[CandidateBatch], session: str, ref:
                     elif pd.decision == "BLOCK":
                         codes.add("DECISION_BLOCK")
         qty, terms = 0, {}
+        regime_codes: list[str] = []
         if book is not None and "INVALID_CANDIDATE" not in codes:
             sym = c.symbol
             if sym in book.open_symbols:
@@ -590,14 +603,20 @@ def _decide(st: RiskState, batches: Iterable[CandidateBatch], session: str, ref:
             if "STOP_NOT_BELOW_ENTRY" not in codes:
                 qty, size_codes, terms = size(c.entry_level, c.stop_loss, book, limits, sym)
                 codes |= size_codes
+            if eff is not None:
+                qty, regime_codes = _modulate(eff, c, book, limits, codes, qty)
+                if qty <= 0:
+                    codes |= set(regime_codes)  # the modulation turned an intent into a rejection
         elif book is None and not prereq:
             codes.add("SNAPSHOT_MISSING")  # defensive: never size without a snapshot
         # with enforcement off the decision batch is not an input (whether it arrived yet is a race)
         applied = dec_b if limits.enforce else None
-        prov = line_provenance(limits, {
-            "candidates": b.batch_id,
-            "broker_snapshot": snap.snapshot_id if (snap is not None and snapshot_ok) else UNKNOWN,
-            "portfolio_decisions": applied.batch_id if applied is not None else UNKNOWN}, applied, pd)
+        inputs = {"candidates": b.batch_id,
+                  "broker_snapshot": snap.snapshot_id if (snap is not None and snapshot_ok) else UNKNOWN,
+                  "portfolio_decisions": applied.batch_id if applied is not None else UNKNOWN}
+        if eff is not None:
+            inputs["regime"] = eff.regime_id or UNKNOWN
+        prov = line_provenance(limits, inputs, applied, pd)
         rps = round(c.entry_level - c.stop_loss, 4) if "INVALID_CANDIDATE" not in codes else 0.0
         base = {"ord": len(recs), "session": session, "trade_date": c.scan_date, "candidate_id": c.candidate_id,
                 "symbol": c.symbol, "batch_id": b.batch_id, "decision_ts": ts, "ny_day": today,
@@ -612,6 +631,8 @@ def _decide(st: RiskState, batches: Iterable[CandidateBatch], session: str, ref:
                 detail = "portfolio: " + ",".join(pd.reason_codes)
             if terms:
                 detail = (detail + "; " if detail else "") + "sizing: " + ",".join(f"{k}={v}" for k, v in sorted(terms.items()))
+            if regime_codes and eff is not None:
+                detail = (detail + "; " if detail else "") + _regime_detail(eff)
             rej = Rejection(rejection_id=stable_id("rj", c.candidate_id, c.scan_date, reasons), source="risk", symbol=c.symbol,
                             trade_date=c.scan_date, reasons=reasons, candidate_id=c.candidate_id, detail=detail, ts=ts)
             out.emits.append((REJECTIONS, rej))
@@ -627,7 +648,7 @@ def _decide(st: RiskState, batches: Iterable[CandidateBatch], session: str, ref:
                              gates_passed=_passed(limits), ts=ts)
         out.emits.append((INTENTS, intent))
         recs[c.candidate_id] = DecisionRecord(outcome="intent", message_id=intent.intent_id, qty=qty, notional=notional,
-                                              entry_level=c.entry_level, stop_price=c.stop_loss,
+                                              entry_level=c.entry_level, stop_price=c.stop_loss, reasons=ordered(regime_codes),
                                               gates_passed=intent.gates_passed, **base)  # type: ignore[arg-type]
         st.pending[intent.intent_id] = PendingEntry(intent_id=intent.intent_id, client_order_id=client_order_id(intent.intent_id),
                                                     symbol=c.symbol, trade_date=c.scan_date, qty=qty, notional=notional)
@@ -642,6 +663,44 @@ def _decide(st: RiskState, batches: Iterable[CandidateBatch], session: str, ref:
         out.dates.append(session)
     if blocked:
         out.emits.append((ALERTS, blocked_alert(session, ts, blocked)))
+
+
+def _drawdown_pct(st: RiskState, session: str) -> float | None:
+    """The portfolio's drawdown (%) from its high-water mark before ``session``: analytics' latest
+    snapshot; 0 on the very first session (no earlier session seen); None (unknown) otherwise."""
+    if st.portfolio is not None and st.portfolio.date < session:
+        return 100.0 * st.portfolio.drawdown
+    if not any(d < session for d in st.clock):
+        return 0.0
+    return None
+
+
+def _modulate(eff: Effect, c: Candidate, book: Book, limits: Limits, codes: set[str], qty: int) -> tuple[int, list[str]]:
+    """(shares, regime codes) of one candidate under the regime's row and the drawdown multiplier.
+
+    The regime's entries cap blocks (REGIME_ENTRY_CAP) only where the base cap did not; the size is
+    re-computed with the risk budget and the gross cap multiplied; a size smaller than the base one
+    (or zero) is REGIME_THROTTLED. Codes appear only on a decision the modulation changed.
+    """
+    capped = book.entries_today >= eff.max_entries and "MAX_NEW_ENTRIES_PER_DAY" not in codes
+    throttled = False
+    new_qty = qty
+    if "STOP_NOT_BELOW_ENTRY" not in codes and "INVALID_CANDIDATE" not in codes:
+        scaled = msgspec.structs.replace(
+            limits, max_risk_per_trade=limits.max_risk_per_trade * eff.risk_mult,
+            max_risk_per_trade_pct=limits.max_risk_per_trade_pct * eff.risk_mult,
+            max_gross_exposure=limits.max_gross_exposure * eff.gross_mult,
+            max_gross_exposure_pct=limits.max_gross_exposure_pct * eff.gross_mult)
+        new_qty, _, _ = size(c.entry_level, c.stop_loss, book, scaled, c.symbol)
+        throttled = qty > 0 and new_qty < qty and not codes
+    if capped and not codes:
+        new_qty = 0
+    return new_qty, changed_codes(eff, throttled=throttled and not capped, capped=capped and not codes)
+
+
+def _regime_detail(eff: Effect) -> str:
+    return (f"regime: {eff.label} risk x{eff.risk_mult:g} gross x{eff.gross_mult:g} entries/day {eff.max_entries} "
+            f"(drawdown x{eff.dd_mult:g})")
 
 
 def _passed(limits: Limits) -> list[str]:

@@ -68,6 +68,12 @@ GATES: tuple[Gate, ...] = (
     Gate("MAX_GROSS_EXPOSURE", "sizing", "min(`MAX_GROSS_EXPOSURE`, `MAX_GROSS_EXPOSURE_PCT`% of equity) - gross / entry < 1 share",
          "`MAX_GROSS_EXPOSURE`, `MAX_GROSS_EXPOSURE_PCT`"),
     Gate("INSUFFICIENT_CASH", "sizing", "(cash - open and pending entry notional) / entry < 1 share", "always on"),
+    Gate("REGIME_UNKNOWN", "regime", "modulation on and the session's regime is unknown or never arrived by OPEN: the most "
+         "conservative row applied, and it changed this decision (with one of the two codes below)", "`REGIME_MODULATION`"),
+    Gate("REGIME_ENTRY_CAP", "regime", "modulation on and entries sent this NY day >= the regime's cap "
+         "(`REGIME_MAX_ENTRIES_<LABEL>`)", "`REGIME_MODULATION`"),
+    Gate("REGIME_THROTTLED", "regime", "modulation on and the regime / drawdown multipliers cut the size (an intent "
+         "with fewer shares lists it in its decision record; zero shares: a rejection)", "`REGIME_MODULATION`"),
 )
 
 CODES: tuple[str, ...] = tuple(g.code for g in GATES)

@@ -30,6 +30,7 @@ from shared.artifacts import canonical_line, code_version, under, write_atomic
 from shared.bus import Committed, Delivery, Emit, commit_own, committed
 from shared.controls import read_state
 from shared.live_token import read_token_file, token_status
+from shared.regime import Table
 from shared.schemas import Alert, Message, SessionEvent
 from shared.service import ServiceContext, ServiceSpec, run_service
 from shared.settings import Settings
@@ -43,6 +44,7 @@ from shared.streams import (
     LEGACY_KILL_SWITCH_KEY,
     ORDERS,
     PORTFOLIO,
+    REGIME,
     REJECTIONS,
     TRADING_STATE_KEY,
     state_key,
@@ -55,7 +57,7 @@ log = logging.getLogger(__name__)
 GROUP = "risk"
 STATE_KEY = state_key("risk", "state")
 ARTIFACT_SUBDIR = "risk_decisions"
-STREAMS = [CLOCK, CANDIDATES, PORTFOLIO, BROKER, ORDERS]
+STREAMS = [CLOCK, CANDIDATES, PORTFOLIO, REGIME, BROKER, ORDERS]
 MAX_TXN_RETRIES = 200
 DLQ_SCAN = 1000
 
@@ -248,8 +250,11 @@ def transact(r: redis.Redis, settings: Settings, limits: Limits, msg: Message, d
 
 def limits_for(settings: Settings) -> Limits:
     """The core's limits, with what every telemetry line records: settings hash, code version, run id."""
-    return Limits.from_settings(settings.risk, settings.hash(), code_version=code_version(),
-                                run_id=settings.resolved_run_id())
+    limits = Limits.from_settings(settings.risk, settings.hash(), code_version=code_version(),
+                                  run_id=settings.resolved_run_id())
+    if settings.regime.regime_modulation:
+        limits = msgspec.structs.replace(limits, modulation=Table.from_settings(settings.regime))
+    return limits
 
 
 def build(ctx: ServiceContext):

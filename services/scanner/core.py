@@ -20,6 +20,7 @@ from shared.alerts import make_alert
 from shared.artifacts import provenance
 from shared.bars import Panel
 from shared.ids import stable_id
+from shared.market import equal_weight_index
 from shared.schemas import Alert, Candidate, CandidateBatch
 from shared.settings import ScannerSettings
 
@@ -239,12 +240,7 @@ def market_gate(panel: Panel, universe: Sequence[str], last_session: str, p: Sca
             return Gate(False, f"{GATE_STALE}: {sym} has no bar on {last_session}")
         series, label = c[~np.isnan(c)], sym
     else:
-        c = panel.select(universe).close
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ret = c[1:] / c[:-1] - 1.0
-        counts = (~np.isnan(ret)).sum(axis=1)
-        mean = np.where(counts > 0, np.nansum(ret, axis=1) / np.maximum(counts, 1), 0.0)
-        series, label = np.concatenate([[1.0], np.cumprod(1.0 + mean)]), "universe proxy"
+        series, label = equal_weight_index(panel.select(universe).close), "universe proxy"
     if len(series) < n:
         return Gate(False, f"{GATE_SHORT}: {label} has {len(series)} bars, SMA{n} needs {n}")
     last, sma = float(series[-1]), float(series[-n:].sum() / n)

@@ -57,6 +57,7 @@ from .portfolio import (
     PortfolioSnapshot,
     PositionMark,
 )
+from .regime import REGIME_LABELS, Regime, RegimeFeatures, RegimeLabel
 from .scanner import Candidate, CandidateBatch
 from .types import OptTradeDate, Price, Qty, Shares, Symbol, TradeDate
 
@@ -67,7 +68,7 @@ __all__ = [
     "Reconciliation", "Trade", "TradeV1", "BarRow", "BrokerOrder", "BrokerPosition", "BrokerSnapshot", "Candidate",
     "CandidateBatch", "DECISION_REASON_ORDER", "EXIT_EVENT_KINDS", "EntryIntent", "ExitEvent",
     "ExitIntent", "ExitPositionState", "InvalidPayload", "Low", "Message", "ORDER_EVENTS", "OrderEvent", "OrderEventV1", "REASON_CODES", "ReasonCode",
-    "PendingStop", "PortfolioDecision", "PortfolioDecisionBatch", "PortfolioSnapshot", "PositionMark", "Rejection",
+    "PendingStop", "PortfolioDecision", "PortfolioDecisionBatch", "PortfolioSnapshot", "PositionMark", "REGIME_LABELS", "Regime", "RegimeFeatures", "RegimeLabel", "Rejection",
     "SESSION_PHASES", "SEVERITIES", "SchemaError", "SessionEvent", "StopIntent", "StopTracker", "UnknownType", "UnknownVersion", "current_class",
     "decode", "encode", "normalize_severity", "register", "register_legacy", "registered_types", "replace",
     "type_name_of", "OptTradeDate", "Price", "Qty", "Shares", "Symbol", "TradeDate",

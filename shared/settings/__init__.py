@@ -17,10 +17,11 @@ from .analytics import AnalyticsSettings
 from .base import fingerprint
 from .core import EXECUTION_MODES, CoreSettings, ExecutionMode
 from .exits import ExitsSettings
+from .regime import RegimeSettings
 from .risk import RiskSettings
 from .scanner import ScannerSettings
 
-SECTIONS = (CoreSettings, ScannerSettings, RiskSettings, ExitsSettings, AnalyticsSettings)
+SECTIONS = (CoreSettings, ScannerSettings, RiskSettings, ExitsSettings, AnalyticsSettings, RegimeSettings)
 
 
 class Settings(BaseModel, frozen=True):
@@ -29,6 +30,7 @@ class Settings(BaseModel, frozen=True):
     risk: RiskSettings
     exits: ExitsSettings
     analytics: AnalyticsSettings
+    regime: RegimeSettings
 
     def public_dict(self) -> dict[str, object]:
         """Every non-secret value (secrets show as set/unset only)."""
@@ -61,7 +63,7 @@ class Settings(BaseModel, frozen=True):
 def load_settings(**overrides: object) -> Settings:
     """Read every section from the environment; ``overrides`` are field=value pairs."""
     parts = {}
-    for cls, name in zip(SECTIONS, ("core", "scanner", "risk", "exits", "analytics"), strict=True):
+    for cls, name in zip(SECTIONS, ("core", "scanner", "risk", "exits", "analytics", "regime"), strict=True):
         mine = {k: v for k, v in overrides.items() if k in cls.model_fields}
         parts[name] = cls(**mine)
     unknown = set(overrides) - {k for cls in SECTIONS for k in cls.model_fields}
@@ -96,5 +98,5 @@ def get_settings() -> Settings:
 
 __all__ = [
     "AnalyticsSettings", "CoreSettings", "EXECUTION_MODES", "ExecutionMode", "ExitsSettings", "RiskSettings",
-    "ScannerSettings", "Settings", "SECTIONS", "get_settings", "load_settings", "settings_problems",
+    "RegimeSettings", "ScannerSettings", "Settings", "SECTIONS", "get_settings", "load_settings", "settings_problems",
 ]

@@ -1,0 +1,1 @@
+"""The regime classifier: one label per session from daily bars (docs/regime.md)."""
