@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test venv lint bench bench-bus bench-scan bench-exits bench-analytics bench-replay bench-risk clean config-docs
+.PHONY: demo test venv lint rehearse faketime bench bench-bus bench-scan bench-exits bench-analytics bench-replay bench-risk clean config-docs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,15 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/avwap demo
 
-test: $(STAMP)
+# the rehearsal's warped clock is Debian's libfaketime: installed here when missing (needs root, as in CI)
+faketime:
+	@command -v faketime >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq faketime >/dev/null; } \
+	  || { echo "make rehearse needs libfaketime: apt-get install -y faketime (as root)" >&2; exit 1; }
+
+rehearse: $(STAMP) faketime
+	$(VENV)/bin/avwap rehearse
+
+test: $(STAMP) faketime
 	$(PY) tests/run_tests.py
 
 lint: $(STAMP)
