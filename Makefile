@@ -17,10 +17,12 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/avwap demo
 
-# the rehearsal's warped clock is Debian's libfaketime: installed here when missing (needs root, as in CI)
+# the rehearsal's warped clock is Debian's libfaketime (+ a C compiler for its shim, avwap/rehearsal/warp.py):
+# installed here when missing (needs root, as in CI)
 faketime:
-	@command -v faketime >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq faketime >/dev/null; } \
-	  || { echo "make rehearse needs libfaketime: apt-get install -y faketime (as root)" >&2; exit 1; }
+	@{ command -v faketime && command -v cc; } >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
+	  && apt-get install -y -qq faketime gcc >/dev/null; } \
+	  || { echo "make rehearse needs libfaketime and a C compiler: apt-get install -y faketime gcc (as root)" >&2; exit 1; }
 
 rehearse: $(STAMP) faketime
 	$(VENV)/bin/avwap rehearse

@@ -39,7 +39,12 @@ DAILY_HISTORY = REFERENCE / "sp500_daily_2015_2018.csv.gz"
 DAILY_BRIDGE = REFERENCE / "daily_2019-01-02_2019-02-15_intraday_symbols.csv.gz"
 INTRADAY = REFERENCE / "intraday_1min_2019-02-11_15.csv.gz"
 # the pre-market runs slowly: from 08:29:45 at x5 until the day's decisions are made
-PRE_MARKET_FROM, PRE_MARKET_SPEED = "08:29:45", 5.0
+PRE_MARKET_SPEED = 5.0
+
+
+def pre_market_from(d: str) -> int:
+    return dt_to_ns(ny_datetime(d, "08:29")) + 45 * NS
+
 KEY, SECRET, SLACK_TOKEN = "PKREHEARSAL0000000000", "rehearsal-secret-not-a-real-key", "xoxb-rehearsal-token"
 
 
@@ -105,6 +110,21 @@ def rehearsal_symbols() -> list[str]:
     import pandas as pd
 
     return sorted(set(pd.read_csv(DAILY_BRIDGE, usecols=["symbol"])["symbol"]))
+
+
+def write_daily(path: Path, symbols: list[str], before: str | None = None, through: str | None = None) -> Path:
+    """The daily history of ``symbols`` (the 2015-2018 file, then the 2019 bridge), optionally only the
+    sessions before ``before`` / through ``through``, as one CSV."""
+    import pandas as pd
+
+    frame = pd.concat([pd.read_csv(p) for p in (DAILY_HISTORY, DAILY_BRIDGE)])
+    keep = frame["symbol"].isin(symbols)
+    if before:
+        keep &= frame["date"] < before
+    if through:
+        keep &= frame["date"] <= through
+    frame[keep].sort_values(["symbol", "date"]).to_csv(path, index=False)
+    return path
 
 
 def timing_env(speed: float) -> dict[str, str]:
@@ -228,22 +248,21 @@ class Rehearsal:
         for name, svc in services.items():
             env = {**base, **(self.warp.redis_env() if name == redis_name else {}), **service_env(svc, host)}
             sup.add(name, local_command(svc, host), env, svc.restart, ROOT)
-        sup.start(redis_name)
-        url = f"redis://127.0.0.1:{port}/0"
-        r = redis.Redis.from_url(url)
-        self._wait(lambda: _ping(r), 60, "redis did not answer")
-        self.r = r
-        self._calibrate()
         self.app_services = [n for n in services if n != redis_name]
-        self._history(services, host, base)
-        t = self._phase("history", t)
-        for name in self.app_services:  # compose order; each depends on redis being healthy
-            sup.start(name)
-        want = {svc.health_target() for n, svc in services.items() if n in self.app_services} - {None}
-        self._wait(lambda: want <= self._alive(), 300, f"services not healthy: {sorted(want - self._alive())}")
-        t = self._phase("start stack", t)
-        self._retime(dt_to_ns(ny_datetime(self.sessions[0], PRE_MARKET_FROM)), PRE_MARKET_SPEED)
         try:
+            sup.start(redis_name)
+            r = redis.Redis.from_url(f"redis://127.0.0.1:{port}/0")
+            self._wait(lambda: _ping(r), 60, "redis did not answer")
+            self.r = r
+            self._calibrate()
+            self._history(services, host, base)
+            t = self._phase("history", t)
+            for name in self.app_services:  # compose order; each depends on redis being healthy
+                sup.start(name)
+            want = {svc.health_target() for n, svc in services.items() if n in self.app_services} - {None}
+            self._wait(lambda: want <= self._alive(), 300, f"services not healthy: {sorted(want - self._alive())}")
+            t = self._phase("start stack", t)
+            self._retime(pre_market_from(self.sessions[0]), PRE_MARKET_SPEED)
             self._sessions(standin)
             t = self._phase("sessions", t)
             streams = collect_streams(r)
@@ -266,14 +285,7 @@ class Rehearsal:
         feed's environment (its BARS_DIR volume)."""
         if (ROOT / "services" / "executor" / "backfill.py").exists():
             return
-        import pandas as pd
-
-        first = self.sessions[0]
-        frames = [pd.read_csv(p) for p in (DAILY_HISTORY, DAILY_BRIDGE)]
-        hist = pd.concat(frames)
-        hist = hist[hist["symbol"].isin(self.symbols) & (hist["date"] < first)].sort_values(["symbol", "date"])
-        path = self.project / "history.csv.gz"
-        hist.to_csv(path, index=False)
+        path = write_daily(self.project / "history.csv.gz", self.symbols, before=self.sessions[0])
         feed = services.get("feed") or services[self.app_services[0]]
         env = {**base, **service_env(feed, host)}
         out = subprocess.run([str(Path(sys.executable).parent / "avwap"), "data", "import", str(path)], cwd=ROOT,
@@ -364,7 +376,7 @@ class Rehearsal:
             self.lag[d] = round(time.monotonic() - t0, 1)
             self.cfg.log(f"  session {d}: closed and reported ({self.lag[d]:.0f}s wall)")
             if i + 1 < len(self.sessions):
-                nxt = dt_to_ns(ny_datetime(self.sessions[i + 1], PRE_MARKET_FROM))
+                nxt = pre_market_from(self.sessions[i + 1])
                 self._retime(nxt if self.cfg.skip_idle else None, PRE_MARKET_SPEED if self.cfg.skip_idle else speed)
 
     def _quiet(self, timeout: float, strict: bool = True) -> None:

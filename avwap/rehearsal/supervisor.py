@@ -58,7 +58,8 @@ class Supervisor:
     def add(self, name: str, cmd: list[str], env: dict[str, str], restart: str, cwd: Path) -> Managed:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         m = Managed(name=name, cmd=cmd, env=env, restart=restart, cwd=cwd, log=self.log_dir / f"{name}.log")
-        self.procs[name] = m
+        with self.lock:
+            self.procs[name] = m
         return m
 
     def start(self, name: str) -> None:
@@ -82,7 +83,7 @@ class Supervisor:
         while not self._stop.is_set():
             now = time.monotonic()
             with self.lock:
-                for m in self.procs.values():
+                for m in list(self.procs.values()):
                     if m.proc is None:
                         continue
                     code = m.proc.poll()

@@ -16,6 +16,10 @@ How libfaketime (0.9.10) is used, and why:
   hangs). Preloading glibc's ``libc_malloc_debug.so.0`` ahead of libfaketime gives Redis glibc's
   allocator and avoids the recursion (``redis_preload``).
 
+- ``semclock.c`` (compiled at start with the system C compiler into the clock directory, preloaded
+  before libfaketime): 0.9.10 does not wrap ``sem_clockwait``, through which CPython >= 3.11 waits on
+  every lock with a timeout (``Event.wait``, ``queue.get``), so such a wait never ended; and its
+  ``sem_timedwait`` scales the wrong way. The shim converts both to a real-time wait.
 - ``NO_FAKE_STAT=1``: libfaketime would otherwise take its cross-process semaphore on every
   ``stat()`` to fake file times, and the processes deadlocked on it within minutes; file times stay
   real (no project code compares a file time with the clock).
@@ -36,7 +40,8 @@ from pathlib import Path
 LIBDIRS = ("/usr/lib/x86_64-linux-gnu/faketime", "/usr/lib/aarch64-linux-gnu/faketime", "/usr/lib/faketime")
 MALLOC_DEBUG = ("/usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0", "/usr/lib/aarch64-linux-gnu/libc_malloc_debug.so.0",
                 "/lib/x86_64-linux-gnu/libc_malloc_debug.so.0")
-INSTALL_HINT = "apt-get update && apt-get install -y faketime  (as root; Debian/Ubuntu package of libfaketime)"
+INSTALL_HINT = "apt-get update && apt-get install -y faketime gcc  (as root; Debian/Ubuntu)"
+SHIM_SOURCE = Path(__file__).with_name("semclock.c")
 
 
 class WarpError(RuntimeError):
@@ -53,9 +58,19 @@ def find_libfaketime() -> str | None:
 
 def require_faketime() -> str:
     lib = find_libfaketime()
-    if lib is None or shutil.which("faketime") is None:
-        raise WarpError(f"the rehearsal needs libfaketime: {INSTALL_HINT}")
+    if lib is None or shutil.which("faketime") is None or shutil.which("cc") is None:
+        raise WarpError(f"the rehearsal needs libfaketime and a C compiler: {INSTALL_HINT}")
     return lib
+
+
+def build_shim(workdir: Path) -> str:
+    """Compile ``semclock.c`` into ``workdir`` (once per rehearsal; a second or so)."""
+    out = workdir / "semclock.so"
+    res = subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(out), str(SHIM_SOURCE), "-ldl"],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        raise WarpError(f"could not build the sem_clockwait shim: {res.stderr.strip()[:500]}")
+    return str(out)
 
 
 def spec(start: datetime, speed: float) -> str:
@@ -72,6 +87,7 @@ class Warp:
     workdir: Path
     _keeper: subprocess.Popen | None = None
     lib: str = ""
+    shim: str = ""
 
     @property
     def spec_file(self) -> Path:
@@ -80,6 +96,7 @@ class Warp:
     def __enter__(self) -> Warp:
         self.lib = require_faketime()
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.shim = build_shim(self.workdir)
         self._anchor = self.start
         self.spec_file.write_text(spec(self.start, self.speed) + "\n")
         self._keeper = subprocess.Popen(["faketime", "-f", spec(self.start, self.speed), "cat"], stdin=subprocess.PIPE,
@@ -107,7 +124,7 @@ class Warp:
         """What a child needs to live on the warped clock."""
         assert self._keeper is not None, "enter the Warp first"
         pid = self._keeper.pid
-        return {"LD_PRELOAD": self.lib, "FAKETIME_SHARED": f"/faketime_sem_{pid} /faketime_shm_{pid}",
+        return {"LD_PRELOAD": f"{self.shim}:{self.lib}", "FAKETIME_SHARED": f"/faketime_sem_{pid} /faketime_shm_{pid}",
                 "FAKETIME_TIMESTAMP_FILE": str(self.spec_file), "FAKETIME_DONT_RESET": "1",
                 "FAKETIME_CACHE_DURATION": "1", "NO_FAKE_STAT": "1", "TZ": "UTC"}
 

@@ -1,0 +1,95 @@
+"""The rehearsal in `make test`, shortened to one session: 2019-02-13 (the first session of the bundled
+week whose scan has candidates; the universe-proxy gate is closed on 02-11 and 02-12), the 12 S&P 500
+names of the intraday file, the compose stack as local processes on the warped clock (x300), with the
+seeded fault plan: SIGKILL of every service in turn during market hours, a Redis restart, the broker
+refusing connections for 10 minutes, the trade-updates websocket open but silent for 20 minutes.
+
+It proves, for that session: every expectation of `avwap rehearse` (clock events, one scan, orders
+through alpaca-py, fills over the websocket, stops placed and ratcheted, analytics' snapshot,
+reconciliation and report, Slack messages, no DLQ, every killed service restarted), no duplicate broker
+order, no lost fill, every open position covered by a stop at the broker whenever the stop window is
+open within the documented bound, and the same canonical artifacts (candidates, decisions, intents,
+order sequence, fills, stop levels) as `avwap replay --intraday` of the same session. The undisturbed
+full week (`make rehearse`) is compared with its replay the same way, so the faulted session has the
+artifacts of the undisturbed one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from avwap.rehearsal.parity import canonical, differences
+from avwap.rehearsal.report import expectations, summary
+from avwap.rehearsal.run import INTRADAY, Rehearsal, RehearsalConfig, fault_plan, rehearsal_symbols, write_daily
+from avwap.rehearsal.warp import find_libfaketime
+
+SESSION = "2019-02-13"
+SPEED = 300.0
+BOUND_WALL_S = 5.0
+
+pytestmark = pytest.mark.skipif(find_libfaketime() is None, reason="libfaketime missing (make test installs it)")
+
+
+@pytest.fixture(scope="module")
+def faulted(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    from avwap.procs import ROOT
+    from avwap.rehearsal.compose import load_compose
+
+    out = tmp_path_factory.mktemp("rehearsal")
+    services = [n for n, s in load_compose(ROOT / "docker-compose.yml").items() if s.command[0] != "redis-server"]
+    cfg = RehearsalConfig(out=out, start=SESSION, end=SESSION, speed=SPEED, faults=fault_plan(SESSION, services),
+                          log=lambda s: None)
+    return Rehearsal(cfg).run()
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from avwap.replay import ReplayConfig
+    from avwap.replay_run import prepare, run_replay
+    from shared.redis_conn import start_redis_server
+
+    out = tmp_path_factory.mktemp("replay")
+    daily = write_daily(out / "daily.csv.gz", rehearsal_symbols(), through=SESSION)
+    emb = start_redis_server()
+    try:
+        run_replay(prepare(daily, INTRADAY, SESSION, SESSION),
+                   ReplayConfig(start=SESSION, end=SESSION, out=out / "run", env=replay_env()), emb.url, flush=True)
+    finally:
+        emb.stop()
+    return out / "run"
+
+
+def replay_env() -> dict[str, str]:
+    """The rehearsal's decision settings for the replay: the same market gate, and the stand-in's fill
+    model (no simulated slippage: the Alpaca stand-in fills at the bar's price)."""
+    return {"SCAN_MARKET_GATE": "universe_proxy", "SIM_SLIPPAGE_BPS": "0"}
+
+
+def test_faulted_session_meets_every_expectation(faulted) -> None:  # noqa: ANN001
+    checks = expectations(faulted, bound_s=BOUND_WALL_S * SPEED, faults=True)
+    bad = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
+    assert not bad, (bad, summary(faulted))
+    kinds = {f["fault"].split(" ", 2)[2].split(":")[0] for f in faulted.faults_done}
+    assert kinds == {"kill", "restart", "refuse", "silence"}
+    assert all(faulted.restarts.get(s, 0) >= 1 for s in ("executor", "exits", "feed", "risk", "scanner", "analytics"))
+
+
+def test_no_duplicate_order_no_lost_fill_and_protection_bound(faulted) -> None:  # noqa: ANN001
+    st = faulted.standin
+    coids = [o["client_order_id"] for o in st["orders"]]
+    assert len(coids) == len(set(coids))
+    fills = {o["client_order_id"] for o in st["orders"] if float(o["filled_qty"] or 0) > 0}
+    on_stream = {m["client_order_id"] for m in faulted.streams["avwap:orders"] if m.get("event") == "filled"}
+    assert fills and fills <= on_stream
+    prot = st["protection"]
+    assert prot["samples"] > 100
+    assert prot["max_seconds"] <= BOUND_WALL_S * SPEED, prot["worst"]
+
+
+def test_live_equals_replay(faulted, replayed: Path) -> None:  # noqa: ANN001
+    live = canonical(Path(faulted.out) / "volumes", [SESSION])
+    replay = canonical(replayed, [SESSION])
+    assert live["orders"] and live["fills"] and live["stops"]
+    assert differences(live, replay) == []
