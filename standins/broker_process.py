@@ -189,12 +189,14 @@ class BrokerProcess:
                         "qty": u.get("qty")} for u in t.updates]
             positions = {s: {"qty": p.qty, "avg": round(p.avg, 4)} for s, p in sorted(t.positions.items())}
             posts = list(t.posts)
+            refused = [{"method": m, "path": p, "status": st, "message": (b or {}).get("message") if isinstance(b, dict) else None}
+                       for m, p, st, b in t.responses if st >= 400]
         stream = t.stream
         return {"now": _iso(time.time_ns()), "orders": orders, "posts": posts, "updates": updates, "positions": positions,
                 "cash": round(t.cash, 2), "printed_minutes": self.printed,
                 "stream": {"connects": stream.connects if stream else 0, "lost": stream.lost if stream else 0,
                            "sent": len(stream.sent) if stream else 0},
-                "refused": self.refused,
+                "refused": self.refused, "errors": refused,
                 "slack": {"messages": [{k: m.get(k) for k in ("channel", "text")} for m in self.slack.messages],
                           "files": [{k: f.get(k) for k in ("title", "filename", "channel")} for f in self.slack.files]},
                 "data_requests": len(self.data.requests), "protection": self.protection.json()}

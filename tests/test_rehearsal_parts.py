@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from avwap.rehearsal.compose import ComposeService, EnvFile, LocalHost, load_compose, local_command, service_env
+from avwap.rehearsal.compose import (
+    ComposeService,
+    EnvFile,
+    LocalHost,
+    load_compose,
+    local_command,
+    service_env,
+)
 from avwap.rehearsal.supervisor import Supervisor
 from avwap.rehearsal.warp import Warp, find_libfaketime
 from shared.redis_conn import free_port

@@ -22,11 +22,15 @@ ORDER_KEYS = ("trade_date", "client_order_id", "intent_id", "kind", "symbol", "s
 ORDER_EVENTS = {"filled", "partially_filled", "replaced", "canceled", "rejected", "expired"}
 
 
-def _clean(obj: Any) -> Any:
+# the portfolio decision batch's id hashes its inputs, the broker snapshot among them (broker ids)
+DECISION_DROP = DROP | {"batch_id"}
+
+
+def _clean(obj: Any, drop: set[str] = DROP) -> Any:
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in sorted(obj.items()) if k not in DROP}
+        return {k: _clean(v, drop) for k, v in sorted(obj.items()) if k not in drop}
     if isinstance(obj, list):
-        return [_clean(v) for v in obj]
+        return [_clean(v, drop) for v in obj]
     return obj
 
 
@@ -44,10 +48,10 @@ def canonical(root: Path, sessions: list[str]) -> dict[str, Any]:
             out["candidates"][d] = _clean(json.loads(c.read_text()))
         p = art / "portfolio_decisions" / f"{d}.json"
         if p.exists():
-            out["decisions"][d] = _clean(json.loads(p.read_text()))
+            out["decisions"][d] = _clean(json.loads(p.read_text()), DECISION_DROP)
         r = art / "risk_decisions" / f"{d}.jsonl"
         if r.exists():
-            out["risk"][d] = [_clean(x) for x in _jsonl(r)]
+            out["risk"][d] = [_clean(x, DECISION_DROP) for x in _jsonl(r)]
         x = art / "exit_events" / f"{d}.jsonl"
         if x.exists():
             out["stops"] += [{k: e.get(k) for k in ("trade_date", "symbol", "kind", "stop_price", "previous_stop", "qty",

@@ -218,7 +218,8 @@ class Rehearsal:
     def _start_standin(self, base: dict[str, str]) -> subprocess.Popen:
         ready = self.cfg.out / "standin.ready.json"
         ready.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "standins.broker_process", "--daily", str(DAILY_HISTORY), "--daily", str(DAILY_BRIDGE),
+        daily = write_daily(self.project / "market_daily.csv.gz", self.symbols)  # what the market-data API serves
+        cmd = [sys.executable, "-m", "standins.broker_process", "--daily", str(daily),
                "--intraday", str(INTRADAY), "--symbols", ",".join(self.symbols), "--key", KEY, "--secret", SECRET,
                "--slack-token", SLACK_TOKEN, "--ready", str(ready), "--state-out", str(self.cfg.out / "standin_state.json")]
         log = open(self.logs / "standin.log", "ab")  # noqa: SIM115
@@ -340,6 +341,7 @@ class Rehearsal:
     def _seed(self, f: Fault, key: str) -> None:
         kind, _, arg = f.action.partition(":")
         at = _ny(self.now_ns())
+        self.faults_done.append({"fault": key, "at": at})  # first: the waits below tick again
         if kind == "kill":
             self.sup.kill(arg, signal.SIGKILL)
         elif kind == "restart":
@@ -349,7 +351,6 @@ class Rehearsal:
         elif kind in ("refuse", "silence"):
             req = urllib.request.Request(f"{self.urls['control']}/{kind}?seconds={arg}", method="POST")
             urllib.request.urlopen(req, timeout=10).read()
-        self.faults_done.append({"fault": key, "at": at})
         self.cfg.log(f"  fault {at}: {f.action}")
 
     # -- sessions --------------------------------------------------------------------------------

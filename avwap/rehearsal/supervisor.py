@@ -4,10 +4,14 @@
 stopped it; ``on-failure[:N]`` restarts it on a non-zero exit (at most N times); ``no`` never. Like
 Docker, a restart waits a delay that doubles from 100 ms (capped at 60 s) and resets once the process
 has run 10 s. Every start and exit is recorded (wall time, exit code) for the rehearsal's report.
+Each process leads its own process group, the local stand-in for a container: a kill, a stop or the
+exit of the main process ends every process of the group (the rq worker pool's children included).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import threading
@@ -45,6 +49,12 @@ class Managed:
         if policy == "on-failure":
             return code != 0 and (not limit or len(self.exits) <= int(limit))
         return False
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL what is left of a process group (each managed process leads its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 class Supervisor:
@@ -89,6 +99,7 @@ class Supervisor:
                     code = m.proc.poll()
                     if code is not None and m.due == 0.0:
                         m.exits.append((time.time(), code))
+                        _kill_group(m.proc.pid)  # a container's processes end with its main process
                         if m.wants_restart(code):
                             ran = now - m.started_at
                             m.delay = FIRST_DELAY_S if ran >= RESET_AFTER_S or m.delay == 0 else min(m.delay * 2, MAX_DELAY_S)
@@ -109,7 +120,10 @@ class Supervisor:
         with self.lock:
             m = self.procs[name]
             if m.proc is not None and m.proc.poll() is None:
-                m.proc.send_signal(sig)
+                if sig == signal.SIGKILL:  # `docker kill`: every process of the container
+                    _kill_group(m.proc.pid)
+                else:
+                    m.proc.send_signal(sig)
 
     def stop(self, name: str, timeout: float = 20.0) -> int | None:
         """`docker stop`: SIGTERM, SIGKILL after ``timeout``; no restart afterwards."""
@@ -127,6 +141,7 @@ class Supervisor:
         except subprocess.TimeoutExpired:
             proc.kill()
             code = proc.wait()
+        _kill_group(proc.pid)
         return code
 
     def stop_all(self, order: list[str] | None = None, timeout: float = 20.0) -> dict[str, int | None]:
