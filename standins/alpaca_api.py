@@ -107,6 +107,7 @@ class Behaviours:
     buying_power: bool = True  # [orders] Buying Power: buys need cash net of open buy orders; 403 40310000
     related_orders: bool = True  # the 403 insufficient-qty body lists related_orders (alpaca-py's payload: none)
     unchanged_patch: bool = True  # a PATCH that changes nothing: 403 40310000 "order parameters are not changed"
+    # asynchronous transitions last N steps (each on_bars call, or step(), is one; settle() ends them all)
     replace_steps: int = 0  # [api] patchOrderByOrderId is asynchronous: pending_replace for N steps
     cancel_steps: int = 0  # [orders] pending_cancel for N steps before canceled
     pending_new_steps: int = 0  # [orders] pending_new for N steps before new (rare)
@@ -233,6 +234,7 @@ class AlpacaStandIn:
         self.orders: dict[str, _Order] = {}
         self.positions: dict[str, _Position] = {}
         self.prices: dict[str, float] = {}  # last price per symbol (from on_bars / set_price)
+        self.short_sells = 0  # sell fills that found fewer shares than they sold
         self.posts: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str]] = []
         self.responses: list[tuple[str, str, int, Any]] = []  # (method, path, status, body) for the contract test
@@ -347,8 +349,12 @@ class AlpacaStandIn:
             o.replaced_at = now
         self._update(status, o)
 
+    def step(self) -> None:
+        """One step of the asynchronous transitions (each ``on_bars`` call is one): the broker catches up."""
+        with self.lock:
+            self._step()
+
     def _step(self) -> None:
-        """One step of the asynchronous transitions (every request and every ``on_bars`` call is one)."""
         for o in list(self.orders.values()):
             if o.pending is None:
                 continue
@@ -370,8 +376,7 @@ class AlpacaStandIn:
         elif kind == "replace" and o.status == "pending_replace":
             new = self.orders[o.replaced_by] if o.replaced_by else None
             self._finish(o, "replaced")
-            if new is not None:
-                new.pending = None
+            if new is not None and new.status == "pending_new":
                 if self.market_open() or not self.behaviours.market_hours or self.initial_status is not None:
                     new.status = "new"
                     self._update("new", new)
@@ -420,6 +425,8 @@ class AlpacaStandIn:
         qty = left if pct <= 0 else max(1, min(left, int(row.volume * pct / 100.0)))
         if o.side == "sell" and not self.behaviours.shorting_enabled:
             held = self.positions.get(o.symbol)
+            if qty > (held.qty if held else 0):
+                self.short_sells += 1  # a sell that would open a short (the chaos test asserts none)
             qty = min(qty, held.qty if held else 0)
             if qty <= 0:
                 return
@@ -594,9 +601,7 @@ class AlpacaStandIn:
     def api(self, method: str, path: str, query: dict[str, list[str]], body: dict[str, Any]) -> tuple[int, Any]:
         with self.lock:
             self._tick()
-            out = self._api(method, path, query, body)
-            self._step()
-            return out
+            return self._api(method, path, query, body)
 
     def _account(self) -> dict[str, Any]:
         equity = self.cash + sum(p.qty * p.price for p in self.positions.values())
@@ -669,6 +674,9 @@ class AlpacaStandIn:
                 rows = [o for o in rows if o.status in OPEN_STATES]
             elif status == "closed":
                 rows = [o for o in rows if o.status not in OPEN_STATES]
+            symbols = {x for q in query.get("symbols") or [] for x in q.split(",") if x}
+            if symbols:
+                rows = [o for o in rows if o.symbol in symbols]
             limit = int((query.get("limit") or ["50"])[0])
             return 200, [o.json() for o in rows[:limit]]
         if path == "/v2/orders:by_client_order_id" and method == "GET":
@@ -823,8 +831,11 @@ class AlpacaStandIn:
                     standin.requests.append((self.command, u.path))
                     standin.headers_seen.append(dict(self.headers))
                     allowed = standin._limiter.allow()
-                if not allowed:
-                    return self._send(*standin._error("rate_limit"), path=u.path)
+                if not allowed:  # [api] Rate Limit: 429 with the X-RateLimit-* headers
+                    reset = int(time.time()) + 60
+                    return self._send(*standin._error("rate_limit"), path=u.path,
+                                      headers={"X-RateLimit-Limit": str(standin._limiter.per_min),
+                                               "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)})
                 fault = standin._take_fault(self.command, u.path)
                 kind = fault.kind if fault else None
                 if fault is not None and fault.error is not None:
@@ -848,11 +859,13 @@ class AlpacaStandIn:
                 except (BrokenPipeError, ConnectionResetError):
                     return None
 
-            def _send(self, status: int, payload: Any, *, path: str = "") -> None:
+            def _send(self, status: int, payload: Any, *, path: str = "", headers: dict[str, str] | None = None) -> None:
                 with standin.lock:
                     standin.responses.append((self.command, path, status, payload))
                 data = b"" if payload is None else json.dumps(payload).encode()
                 self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

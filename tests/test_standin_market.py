@@ -154,3 +154,36 @@ def test_calendar_is_nyse_with_early_closes(standin: AlpacaStandIn) -> None:
     days = client(standin).get_calendar(GetCalendarRequest(start="2018-11-21", end="2018-11-26"))
     assert [(str(d.date), d.close.strftime("%H:%M")) for d in days] == [
         ("2018-11-21", "16:00"), ("2018-11-23", "13:00"), ("2018-11-26", "16:00")]
+
+
+def test_the_stand_in_answers_429_beyond_its_rate_limit(clock: Clock) -> None:
+    import requests
+
+    with AlpacaStandIn(clock=clock, behaviours=Behaviours(rate_limit_per_min=5)) as s:
+        got = [requests.get(f"{s.url}/v2/clock", timeout=5) for _ in range(6)]
+    assert [r.status_code for r in got] == [200] * 5 + [429]
+    assert got[-1].json()["code"] == 42910000 and int(got[-1].headers["X-RateLimit-Reset"]) > 0
+
+
+def test_documented_validations_answer_alpacas_error_bodies(standin: AlpacaStandIn) -> None:
+    from alpaca.common.exceptions import APIError
+
+    c = client(standin)
+    standin.set_position("AAA", 10, 50.0)
+    standin.on_bars([bar("AAA", "10:00", 50.0, 50.2, 49.9, 50.0)])
+
+    def refused(req) -> tuple[int | None, int, str]:
+        with pytest.raises(APIError) as exc:
+            c.submit_order(req)
+        return exc.value.status_code, exc.value.code, exc.value.message
+
+    sell_stop = dict(symbol="AAA", qty=10, side=OrderSide.SELL, time_in_force=TimeInForce.GTC)
+    assert refused(StopOrderRequest(stop_price=48.123, **sell_stop))[:2] == (422, 42210000)  # sub-penny
+    assert "sub-penny" in refused(StopOrderRequest(stop_price=48.123, **sell_stop))[2]
+    assert refused(StopOrderRequest(stop_price=50.5, **sell_stop))[:2] == (422, 42210000)  # above the price
+    assert refused(MarketOrderRequest(symbol="AAA", qty=5_000_000, side=OrderSide.BUY,
+                                      time_in_force=TimeInForce.DAY)) == (403, 40310000, "insufficient buying power")
+    assert refused(MarketOrderRequest(symbol="AAA", qty=11, side=OrderSide.SELL, time_in_force=TimeInForce.DAY))[:2] == (
+        403, 40310000)  # more than held, no shorting
+    ok = c.submit_order(StopOrderRequest(stop_price=0.5001, **sell_stop))  # < $1: four decimals allowed
+    assert ok.status.value == "new"
