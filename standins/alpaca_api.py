@@ -58,6 +58,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from shared.clock import NS, calendar, dt_to_ns, ny_trade_date
+from standins.alpaca_assets import assets_api
 from standins.alpaca_stream import TradeUpdatesStandIn
 
 # [orders] "Order Lifecycle": every status an order can have; the open ones are those GET ?status=open lists.
@@ -644,6 +645,9 @@ class AlpacaStandIn:
         return out
 
     def _api(self, method: str, path: str, query: dict[str, list[str]], body: dict[str, Any]) -> tuple[int, Any]:
+        assets = assets_api(method, path, query)  # GET /v2/assets[/{symbol}]: standins/alpaca_assets.py
+        if assets is not None:
+            return assets
         if method == "GET" and path == "/v2/account":
             return 200, self._account()
         if method == "GET" and path == "/v2/clock":

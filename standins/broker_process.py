@@ -49,20 +49,6 @@ def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / NS, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class EndedBars(AlpacaDataStandIn):
-    """Market data as of the process clock: a bar is served once it has ended (bar END ts <= now)."""
-
-    def bars(self, q: dict[str, list[str]]) -> dict[str, object]:
-        now = time.time_ns()
-        full_m, full_d = self.minute, self.daily
-        try:
-            self.minute = [b for b in full_m if b.ts <= now]
-            self.daily = [b for b in full_d if b.ts <= now]
-            return super().bars(q)
-        finally:
-            self.minute, self.daily = full_m, full_d
-
-
 class Protection:
     """Uncovered stretches of each position while the stop window is open (warped ns)."""
 
@@ -106,7 +92,7 @@ class BrokerProcess:
     def __init__(self, minutes: Sequence[BarRow], daily: Sequence[BarRow], *, keys: tuple[str, str], slack_token: str,
                  cash: float, window: tuple[str, str]) -> None:
         self.trading = AlpacaStandIn(cash=cash, stream=True, keys=keys)
-        self.data = EndedBars(list(minutes), list(daily))
+        self.data = AlpacaDataStandIn(list(minutes), list(daily))  # serves only bars ended by its clock
         self.slack = SlackStandIn(token=slack_token)
         self.minutes = sorted(minutes, key=lambda r: (r.ts, r.symbol))
         self.protection = Protection(window)

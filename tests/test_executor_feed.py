@@ -177,3 +177,22 @@ def test_the_feed_fetches_the_market_gate_symbol_and_keeps_a_heartbeat(fake_redi
         feed.run(stop_after=1)
     assert live_consumers(fake_redis, "feed") == [("feed", "feed-1")]
     assert 0 < fake_redis.ttl("avwap:hb:feed:feed-1") <= 30
+
+
+def test_the_feed_backfills_a_short_store_at_start_and_says_so(fake_redis, tmp_path: Path) -> None:
+    from shared.bus import live_consumers
+    from tests.conftest import SAMPLE_DIR
+
+    daily = [b for b in load_bars(SAMPLE_DIR / "daily_2017_2018.csv.gz", tf="1d").rows() if b.symbol in SYMS]
+    clock = ReplayClock(dt_to_ns(ny_datetime("2019-01-02", "08:00")))
+    store = BarStore(tmp_path / "bars")
+    s = load_settings(scan_history_bars=80, consumer_name="feed-1")
+    with AlpacaDataStandIn([], daily) as standin:
+        src = AlpacaData("PKFEEDKEY123", "FEEDSECRET123", url=standin.url, feed="iex", timeout_s=5.0)
+        feed = Feed(fake_redis, src, store, list(SYMS), settings=s, bs=BrokerSettings(), clock=clock)
+        assert feed.ensure_history() is True
+        assert live_consumers(fake_redis, "feed") == [("feed", "feed-1")]  # alive while it backfilled
+        assert feed.ensure_history() is False  # enough history now: nothing to do
+    assert len(store.dates("1d")) == 90 and store.dates("1d")[-1] == "2018-12-31"
+    kinds = [a.kind for a in read(fake_redis, ALERTS) if isinstance(a, Alert)]
+    assert kinds == ["feed_backfill", "feed_backfill_done"]

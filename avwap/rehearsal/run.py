@@ -263,6 +263,12 @@ class Rehearsal:
             want = {svc.health_target() for n, svc in services.items() if n in self.app_services} - {None}
             self._wait(lambda: want <= self._alive(), 300, f"services not healthy: {sorted(want - self._alive())}")
             t = self._phase("start stack", t)
+            if self.feed_backfills:
+                self._wait(lambda: self._alert_seen("feed_backfill_done", "feed_backfill_failed"), 600,
+                           "the feed's start-up backfill did not finish")
+                if self._alert_seen("feed_backfill_failed"):
+                    raise RuntimeError(f"the feed's start-up backfill failed (see {self.logs / 'feed.log'})")
+                t = self._phase("backfill", t)
             self._retime(pre_market_from(self.sessions[0]), PRE_MARKET_SPEED)
             self._sessions(standin)
             t = self._phase("sessions", t)
@@ -284,7 +290,8 @@ class Rehearsal:
         backfill (FEED_BACKFILL_ON_START, services/executor/backfill.py) the feed does it at start from
         the market-data stand-in; without it the operator's `avwap data import` runs here with the
         feed's environment (its BARS_DIR volume)."""
-        if (ROOT / "services" / "executor" / "backfill.py").exists():
+        self.feed_backfills = (ROOT / "services" / "executor" / "backfill.py").exists()
+        if self.feed_backfills:
             return
         path = write_daily(self.project / "history.csv.gz", self.symbols, before=self.sessions[0])
         feed = services.get("feed") or services[self.app_services[0]]
@@ -394,6 +401,15 @@ class Rehearsal:
                     return
             except redis.RedisError:
                 time.sleep(0.1)
+
+    def _alert_seen(self, *kinds: str) -> bool:
+        from shared.streams import ALERTS
+
+        try:
+            rows = self.r.xrange(ALERTS)
+        except redis.RedisError:
+            return False
+        return any(json.loads(f[b"data"]).get("kind") in kinds for _, f in rows if b"data" in f)
 
     def _alive(self) -> set[str]:
         from shared.bus import live_consumers

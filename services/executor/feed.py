@@ -57,10 +57,12 @@ class DataSource(Protocol):
 
 
 class AlpacaData:
-    """alpaca-py ``StockHistoricalDataClient``; Alpaca stamps bars at their START, we at their END."""
+    """alpaca-py ``StockHistoricalDataClient``; Alpaca stamps bars at their START, we at their END.
+    ``adjustment``: FEED_ADJUSTMENT (split-adjusted by default, the same for the live bars and the backfill)."""
 
     def __init__(self, key: str | None, secret: str | None, *, url: str | None, feed: str, timeout_s: float,
-                 cal: TradingCalendar | None = None, limiter: RateLimiter | None = None) -> None:
+                 cal: TradingCalendar | None = None, limiter: RateLimiter | None = None,
+                 adjustment: str = "split") -> None:
         import functools
 
         from alpaca.data.historical import StockHistoricalDataClient
@@ -71,16 +73,17 @@ class AlpacaData:
         if limiter is not None:  # the shared broker REST limit (429s: paused and retried there)
             limiter.install(self.client)
         self.feed = feed
+        self.adjustment = adjustment
         self.cal = cal or calendar()
 
     def bars(self, symbols: Sequence[str], tf: str, start_ns: int, end_ns: int) -> list[BarRow]:
-        from alpaca.data.enums import DataFeed
+        from alpaca.data.enums import Adjustment, DataFeed
         from alpaca.data.requests import StockBarsRequest
         from alpaca.data.timeframe import TimeFrame
 
         req = StockBarsRequest(symbol_or_symbols=list(symbols), timeframe=TimeFrame.Day if tf == "1d" else TimeFrame.Minute,
                                start=datetime.fromtimestamp(start_ns / NS, tz=UTC), end=datetime.fromtimestamp(end_ns / NS, tz=UTC),
-                               feed=DataFeed(self.feed))
+                               feed=DataFeed(self.feed), adjustment=Adjustment(self.adjustment))
         out: list[BarRow] = []
         for sym, rows in self.client.get_stock_bars(req).data.items():
             for b in rows:
@@ -235,6 +238,37 @@ class Feed:
             backoff, failures, since = 1.0, 0, 0
             self.sleep(self.bs.feed_poll_s)
 
+    def ensure_history(self) -> bool:
+        """At start: when the store holds fewer than SCAN_HISTORY_BARS closed sessions, backfill the daily
+        history (SCAN_HISTORY_BARS + 10 sessions, ``services.executor.backfill``), saying so in the log and
+        with alerts (start, done, failed). The heartbeat is kept during the backfill. True if it ran."""
+        from .backfill import backfill, history_short, history_start, report_alerts
+
+        need, now = self.s.scanner.scan_history_bars, self.clock.now_ns()
+        if not self.symbols or not history_short(self.store, self.cal, now, need):
+            return False
+        start = history_start(self.cal, now, need + 10)
+        msg = (f"bar store holds fewer than {need} daily sessions (SCAN_HISTORY_BARS): backfilling "
+               f"{len(self.symbols)} symbols from {start}")
+        log.warning("feed: %s", msg)
+        self._alert("feed_backfill", f"feed: {msg}", "info", "", now)
+        self.heartbeat()
+        try:
+            rep = backfill(self.source, self.store, self.symbols, start, bs=self.bs, clock=self.clock,
+                           on_chunk=lambda *_: self.heartbeat())["1d"]
+        except Exception as exc:  # noqa: BLE001 - the feed goes on; the scan fails closed on short history
+            log.error("feed: backfill failed: %s: %s", type(exc).__name__, redact(str(exc))[:300])
+            self._alert("feed_backfill_failed", "feed: start-up backfill failed", "warning",
+                        f"{type(exc).__name__}: {redact(str(exc))[:300]}; run `bin/avwap data backfill`", now)
+            return True
+        done = self.clock.now_ns()
+        log.info("feed: backfill done: %d chunks, %d new bars, %d rejected", rep.chunks, rep.written, len(rep.rejects))
+        self._alert("feed_backfill_done", f"feed: backfill done, {rep.written} bars written", "info",
+                    f"{rep.chunks} chunks; rejected {len(rep.rejects)} {rep.reasons() or ''}".strip(), now)
+        for a in report_alerts(rep, GROUP, done):
+            self.r.xadd(ALERTS, fields_of(a), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+        return True
+
     def heartbeat(self) -> None:
         """``avwap:hb:feed:<consumer>`` (TTL HEARTBEAT_TTL_S), refreshed after each good tick (and during a
         start-up backfill): ``avwap health feed``, compose's healthcheck, fails while the feed delivers nothing."""
@@ -273,17 +307,22 @@ def missing_keys(bs: BrokerSettings) -> list[str]:
             if v is None or not v.get_secret_value().strip()]
 
 
+def data_source(bs: BrokerSettings, r: redis.Redis | None) -> AlpacaData:
+    """The market-data client of the settings (keys, URL, feed, adjustment), under the shared rate limit."""
+    key = bs.apca_api_key_id.get_secret_value() if bs.apca_api_key_id else None
+    secret = bs.apca_api_secret_key.get_secret_value() if bs.apca_api_secret_key else None
+    return AlpacaData(key, secret, url=bs.apca_data_url, feed=bs.feed_data_feed, timeout_s=bs.broker_timeout_s,
+                      limiter=from_settings(r, bs), adjustment=bs.feed_adjustment)
+
+
 def build_feed(settings: Settings | None = None, bs: BrokerSettings | None = None, r: redis.Redis | None = None) -> Feed:
     settings = settings or get_settings()
     bs = bs or BrokerSettings()
-    key = bs.apca_api_key_id.get_secret_value() if bs.apca_api_key_id else None
-    secret = bs.apca_api_secret_key.get_secret_value() if bs.apca_api_secret_key else None
     if r is None:
         if not settings.core.redis_url:
             raise SystemExit("feed: REDIS_URL is required")
         r = connect(settings.core.redis_url)
-    source = AlpacaData(key, secret, url=bs.apca_data_url, feed=bs.feed_data_feed, timeout_s=bs.broker_timeout_s,
-                        limiter=from_settings(r, bs))
+    source = data_source(bs, r)
     store = BarStore(settings.core.bars_dir)
     return Feed(r, source, store, universe(settings, bs, store), settings=settings, bs=bs)
 
@@ -309,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
                                f"missing {', '.join(missing)} (the feed's market-data keys: put them in .env.broker)",
                                redis_url=settings.core.redis_url, runbook="invalid-settings")
     feed = build_feed(settings, bs)
+    if bs.feed_backfill_on_start:
+        feed.ensure_history()
     if args.once:
         print("\n".join(feed.tick()))
         return 0
