@@ -75,16 +75,13 @@ def replay_env() -> dict[str, str]:
     return {"SCAN_MARKET_GATE": "universe_proxy", "SIM_SLIPPAGE_BPS": "0"}
 
 
-PROTECTION = "every position protected in the stop window"
-
-
 def test_faulted_session_meets_every_expectation(faulted) -> None:  # noqa: ANN001
-    """Every expectation but the protection bound (its own test below)."""
     checks = expectations(faulted, bound_s=BOUND_WALL_S * SPEED, faults=True)
-    bad = [f"{c.name}: {c.detail}" for c in checks if not c.ok and not c.name.startswith(PROTECTION)]
+    bad = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
     assert not bad, (bad, summary(faulted))
     kinds = {f["fault"].split(" ", 2)[2].split(":")[0] for f in faulted.faults_done}
     assert kinds == {"kill", "restart", "refuse", "silence"}
+    assert faulted.standin["refused"] == 1 and faulted.standin["stream"]["lost"] >= 0
     assert all(faulted.restarts.get(s, 0) >= 1 for s in ("executor", "exits", "feed", "risk", "scanner", "analytics"))
 
 
@@ -103,10 +100,9 @@ def test_protection_is_measured_through_the_session(faulted) -> None:  # noqa: A
     assert all(i["seconds"] >= 0 and i["from"] <= i["to"] for i in prot["intervals"])
 
 
-@pytest.mark.xfail(reason="known gap (docs/rehearsal.md, Protection): on this shared 2-core machine at x300 the "
-                          "executor's stop placement lags the entry fill by minutes of warped time, and stop replacements "
-                          "meet 403 insufficient-qty retries; the longest gap exceeds the bound", strict=False)
 def test_protection_bound(faulted) -> None:  # noqa: ANN001
+    """Whenever the stop window is open every position is covered by a stop at the broker, but for gaps
+    no longer than the documented bound (docs/rehearsal.md, Protection), faults included."""
     prot = faulted.standin["protection"]
     assert prot["max_seconds"] <= BOUND_WALL_S * SPEED, prot["worst"]
 

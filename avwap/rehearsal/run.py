@@ -256,19 +256,17 @@ class Rehearsal:
             self._wait(lambda: _ping(r), 60, "redis did not answer")
             self.r = r
             self._calibrate()
-            self._history(services, host, base)
-            t = self._phase("history", t)
             for name in self.app_services:  # compose order; each depends on redis being healthy
                 sup.start(name)
             want = {svc.health_target() for n, svc in services.items() if n in self.app_services} - {None}
             self._wait(lambda: want <= self._alive(), 300, f"services not healthy: {sorted(want - self._alive())}")
             t = self._phase("start stack", t)
-            if self.feed_backfills:
-                self._wait(lambda: self._alert_seen("feed_backfill_done", "feed_backfill_failed"), 600,
-                           "the feed's start-up backfill did not finish")
-                if self._alert_seen("feed_backfill_failed"):
-                    raise RuntimeError(f"the feed's start-up backfill failed (see {self.logs / 'feed.log'})")
-                t = self._phase("backfill", t)
+            # an empty bar store: the feed backfills the daily history from the market-data stand-in
+            self._wait(lambda: self._alert_seen("feed_backfill_done", "feed_backfill_failed"), 600,
+                       "the feed's start-up backfill did not finish")
+            if self._alert_seen("feed_backfill_failed"):
+                raise RuntimeError(f"the feed's start-up backfill failed (see {self.logs / 'feed.log'})")
+            t = self._phase("backfill", t)
             self._retime(pre_market_from(self.sessions[0]), PRE_MARKET_SPEED)
             self._sessions(standin)
             t = self._phase("sessions", t)
@@ -284,23 +282,6 @@ class Rehearsal:
         return RehearsalResult(out=cfg.out, sessions=self.sessions, phases=self.phases, streams=streams, standin=state,
                                restarts=sup.restarts(), exits={n: m.exits for n, m in sup.procs.items()},
                                faults_done=self.faults_done, lag=self.lag)
-
-    def _history(self, services: dict, host: LocalHost, base: dict[str, str]) -> None:
-        """Daily history before the first session into the (empty) bar store. With the feed's own
-        backfill (FEED_BACKFILL_ON_START, services/executor/backfill.py) the feed does it at start from
-        the market-data stand-in; without it the operator's `avwap data import` runs here with the
-        feed's environment (its BARS_DIR volume)."""
-        self.feed_backfills = (ROOT / "services" / "executor" / "backfill.py").exists()
-        if self.feed_backfills:
-            return
-        path = write_daily(self.project / "history.csv.gz", self.symbols, before=self.sessions[0])
-        feed = services.get("feed") or services[self.app_services[0]]
-        env = {**base, **service_env(feed, host)}
-        out = subprocess.run([str(Path(sys.executable).parent / "avwap"), "data", "import", str(path)], cwd=ROOT,
-                             env=env, capture_output=True, text=True, timeout=600)
-        if out.returncode != 0:
-            raise RuntimeError(f"avwap data import failed: {out.stderr.strip()[-500:]}")
-        self.cfg.log(f"  history: {out.stdout.strip()}")
 
     # -- time ----------------------------------------------------------------------------------
     def _retime(self, target_ns: int | None, speed: float) -> None:
