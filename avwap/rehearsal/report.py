@@ -148,6 +148,8 @@ def expectations(res: Any, bound_s: float, faults: bool = False) -> list[Check]:
           prot.get("max_seconds", 0.0) <= bound_s, f"longest {prot.get('max_seconds', 0.0)} s: {prot.get('worst')}")
     msgs = st.get("slack", {}).get("messages", [])
     check("Slack got the day's messages", len(msgs) >= len(res.sessions), f"{len(msgs)} messages")
+    files = st.get("slack", {}).get("files", [])
+    check("Slack got each day's report chart", len(files) >= len(res.sessions), f"{len(files)} files")
     check("no message dead-lettered", not s.get(DLQ), f"{len(s.get(DLQ, []))} in the DLQ")
     if faults:
         kills = [f for f in res.faults_done if " kill:" in f["fault"]]
