@@ -20,15 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from avwap.rehearsal.parity import canonical, differences
+from avwap.rehearsal.parity import canonical, differences, replay_sessions
 from avwap.rehearsal.report import expectations, summary
 from avwap.rehearsal.run import (
-    INTRADAY,
     Rehearsal,
     RehearsalConfig,
     fault_plan,
     rehearsal_symbols,
-    write_daily,
 )
 from avwap.rehearsal.warp import find_libfaketime
 
@@ -54,25 +52,7 @@ def faulted(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
 @pytest.fixture(scope="module")
 def replayed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from avwap.replay import ReplayConfig
-    from avwap.replay_run import prepare, run_replay
-    from shared.redis_conn import start_redis_server
-
-    out = tmp_path_factory.mktemp("replay")
-    daily = write_daily(out / "daily.csv.gz", rehearsal_symbols(), through=SESSION)
-    emb = start_redis_server()
-    try:
-        run_replay(prepare(daily, INTRADAY, SESSION, SESSION),
-                   ReplayConfig(start=SESSION, end=SESSION, out=out / "run", env=replay_env()), emb.url, flush=True)
-    finally:
-        emb.stop()
-    return out / "run"
-
-
-def replay_env() -> dict[str, str]:
-    """The rehearsal's decision settings for the replay: the same market gate, and the stand-in's fill
-    model (no simulated slippage: the Alpaca stand-in fills at the bar's price)."""
-    return {"SCAN_MARKET_GATE": "universe_proxy", "SIM_SLIPPAGE_BPS": "0"}
+    return replay_sessions(tmp_path_factory.mktemp("replay"), SESSION, SESSION, rehearsal_symbols())
 
 
 PROTECTION = "every position protected in the stop window"

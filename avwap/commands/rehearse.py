@@ -25,13 +25,15 @@ def rehearse(
     out: Path = typer.Option(Path("out/rehearsal"), help="Output directory (volumes, logs, env files, state)."),
     faults: bool = typer.Option(False, help="Seed the fault plan into the first session (docs/rehearsal.md)."),
     symbols: str = typer.Option("", help="Comma-separated symbols (default: the 12 S&P 500 names of the intraday file)."),
+    parity: bool = typer.Option(False, help="Then replay the same sessions (`avwap replay --intraday`) and compare "
+                                            "the canonical artifacts (docs/replay.md, Live = replay); about 2 min more."),
 ) -> None:
     """Run docker-compose.yml's services as local processes on a warped clock through the week; print the
     timeline, the summary and the expectations; exit 1 if any expectation failed."""
     from avwap.procs import ROOT
     from avwap.rehearsal.compose import load_compose
     from avwap.rehearsal.report import expectations, render
-    from avwap.rehearsal.run import Rehearsal, RehearsalConfig, fault_plan
+    from avwap.rehearsal.run import Rehearsal, RehearsalConfig, fault_plan, rehearsal_symbols
     from avwap.rehearsal.warp import WarpError, require_faketime
 
     try:
@@ -54,6 +56,13 @@ def rehearse(
     checks = expectations(res, bound_s=UNPROTECTED_BOUND_WALL_S * speed, faults=faults)
     render(res, checks, echo=typer.echo)
     bad = [c for c in checks if not c.ok]
+    if parity:
+        from avwap.rehearsal.parity import compare, replay_sessions
+
+        typer.echo("\nlive = replay (canonical artifacts; docs/replay.md, Live = replay):")
+        root = replay_sessions(out / "replay", start, end, cfg.symbols or rehearsal_symbols())
+        for kind, diffs in compare(out / "volumes", root, res.sessions).items():
+            typer.echo(f"  {kind}: {'same' if not diffs else f'{len(diffs)} differences; first: {diffs[0][:300]}'}")
     typer.echo(f"\nrehearsal: {len(checks) - len(bad)}/{len(checks)} expectations met in {time.monotonic() - t0:.0f}s wall "
                f"(phases: {', '.join(f'{k} {v:.0f}s' for k, v in res.phases.items())})")
     if bad:

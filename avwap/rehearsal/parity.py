@@ -107,3 +107,32 @@ def _first_diff(x: Any, y: Any, names: tuple[str, str]) -> str:
                 return f"item {i}: {names[0]} {json.dumps(p, sort_keys=True)[:400]} != {names[1]} {json.dumps(q, sort_keys=True)[:400]}"
         return f"{names[0]} has {len(x)} items, {names[1]} {len(y)}"
     return f"{names[0]} {json.dumps(x, sort_keys=True)[:400]} != {names[1]} {json.dumps(y, sort_keys=True)[:400]}"
+
+
+# the rehearsal's decision settings for the replay: the same market gate (the data has no SPY), and the
+# stand-in's fill model (no simulated slippage: the Alpaca stand-in fills at the bar's price)
+REPLAY_ENV = {"SCAN_MARKET_GATE": "universe_proxy", "SIM_SLIPPAGE_BPS": "0"}
+
+
+def replay_sessions(out: Path, start: str, end: str, symbols: list[str]) -> Path:
+    """``avwap replay --intraday`` of the rehearsed sessions (same symbols, same history) into ``out/run``."""
+    from avwap.rehearsal.run import INTRADAY, write_daily
+    from avwap.replay import ReplayConfig
+    from avwap.replay_run import prepare, run_replay
+    from shared.redis_conn import start_redis_server
+
+    out.mkdir(parents=True, exist_ok=True)
+    daily = write_daily(out / "daily.csv.gz", symbols, through=end)
+    emb = start_redis_server()
+    try:
+        run_replay(prepare(daily, INTRADAY, start, end), ReplayConfig(start=start, end=end, out=out / "run", env=REPLAY_ENV),
+                   emb.url, flush=True)
+    finally:
+        emb.stop()
+    return out / "run"
+
+
+def compare(rehearsal_root: Path, replay_root: Path, sessions: list[str]) -> dict[str, list[str]]:
+    """Per kind of artifact, the differences (empty: the same)."""
+    a, b = canonical(rehearsal_root, sessions), canonical(replay_root, sessions)
+    return {k: differences({k: a[k]}, {k: b[k]}) for k in a}
