@@ -142,3 +142,36 @@ def _ping(r: redis.Redis) -> bool:
         return bool(r.ping())
     except redis.RedisError:
         return False
+
+
+def _run_root(root: Path, broker_id: str, fill: float, mode: str) -> Path:
+    import json
+
+    art, led = root / "artifacts", root / "ledger" / mode
+    for sub in ("candidates", "portfolio_decisions", "risk_decisions", "exit_events"):
+        (art / sub).mkdir(parents=True, exist_ok=True)
+    led.mkdir(parents=True)
+    d = "2019-02-13"
+    (art / "candidates" / f"{d}.json").write_text(json.dumps({"scan_date": d, "candidates": [{"symbol": "AMT"}],
+                                                               "provenance": {"run_id": broker_id}}))
+    (art / "portfolio_decisions" / f"{d}.json").write_text(json.dumps({"batch_id": broker_id, "decisions": [1]}))
+    (art / "risk_decisions" / f"{d}.jsonl").write_text(json.dumps({"outcome": "intent", "provenance": {"m": mode}}) + "\n")
+    (art / "exit_events" / f"{d}.jsonl").write_text(json.dumps({"symbol": "AMT", "kind": "STOP_RESOLVED",
+                                                                 "stop_price": 172.28, "event_id": broker_id}) + "\n")
+    rows = [{"record": "order_event", "event": "accepted", "client_order_id": "av-1", "broker_order_id": broker_id,
+             "symbol": "AMT", "ts": hash(broker_id) % 1000},
+            {"record": "order_event", "event": "filled", "client_order_id": "av-1", "broker_order_id": broker_id,
+             "symbol": "AMT", "fill_qty": 10, "fill_price": fill, "mode": mode}]
+    (led / f"{d}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_parity_ignores_broker_ids_timestamps_mode_and_provenance_only(tmp_path: Path) -> None:
+    from avwap.rehearsal.parity import canonical, differences
+
+    live = canonical(_run_root(tmp_path / "a", "f3c1-uuid", 173.38, "ALPACA_PAPER"), ["2019-02-13"])
+    replay = canonical(_run_root(tmp_path / "b", "sim-0001", 173.38, "PAPER_SIM"), ["2019-02-13"])
+    assert live["fills"] and differences(live, replay) == []
+    later = canonical(_run_root(tmp_path / "c", "sim-0002", 173.23, "PAPER_SIM"), ["2019-02-13"])
+    diffs = differences(live, later)
+    assert diffs and all(d.startswith(("fills", "orders")) for d in diffs)
