@@ -193,7 +193,7 @@ def test_only_the_executor_imports_alpaca_or_reads_broker_keys() -> None:
 
 
 def test_cli_check_says_why_the_executor_would_refuse(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("APCA_", "LIVE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("APCA_", "LIVE_", "REDIS_URL"))}  # gates only
     env.update({"EXECUTION_MODE": "ALPACA_PAPER", "APCA_API_KEY_ID": KEY, "APCA_API_SECRET_KEY": SECRET,
                 "APCA_API_BASE_URL": LIVE, "PYTHONPATH": str(ROOT)})
     res = subprocess.run([sys.executable, "-m", "avwap", "executor", "check"], cwd=ROOT, env=env, capture_output=True,

@@ -85,7 +85,7 @@ def backfill_cmd(
 ) -> None:
     """Fetch the missing daily (and 1-minute) bars of the universe through alpaca-py (split-adjusted,
     FEED_DATA_FEED), validate them, write them to the bar store. Idempotent and resumable: a rerun fetches
-    only what is missing. Needs APCA_API_KEY_ID / APCA_API_SECRET_KEY (run it in the executor container)."""
+    only what is missing. Needs the broker keys of .env.broker (on the droplet: `bin/avwap data backfill`)."""
     import datetime as dt
     import sys
 

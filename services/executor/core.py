@@ -8,8 +8,10 @@ Conventions (docs/ARCHITECTURE.md, docs/executor.md):
 - ``client_order_id = shared.ids.client_order_id(intent_id)``; every event about an order carries
   that order's client id and the id of the intent that created it.
 - Entry fills carry the entry intent's protective stop in ``stop_price``.
-- A stop replace emits ``replaced`` for the NEW order, ``reason`` naming the old client id; the
-  old order gets no ``cancelled`` event (native replace or cancel-and-new alike).
+- A stop replace emits ``replaced`` for the NEW order (``reason_code`` REPLACES, ``replaces_client_order_id``)
+  once the broker shows the old one ``replaced`` (or, cancel-and-new, cancelled); the old order gets no
+  ``cancelled`` event. Until then the old stop is the live one (the protection invariant).
+- Status changes go through ``lifecycle.transition`` (one table); every event carries a ``ReasonCode``.
 - An exit cancels every stop holding the symbol's shares first (``cancelled``, reason names the
   exit intent), then sells market (kind="exit").
 - Event ids: ``stable_id("ev", client_order_id, event, trade_id)``; fills de-duplicated by trade id.
@@ -383,7 +385,9 @@ def resend_or_block(st: ExecState, rec: OrderRec, gates: Gates, ctx: Ctx, *, rec
     ``Rejection`` for its intent.
     """
     if rec.kind != "entry":
-        return Out(actions=[Replace(rec.replaces, rec.client_order_id)] if rec.replaces else [Submit(rec.client_order_id)])
+        old = st.orders.get(rec.replaces) if rec.replaces else None
+        native = old is not None and old.status not in DONE and not rec.reprotect  # else: cancel-and-new, re-protection
+        return Out(actions=[Replace(rec.replaces, rec.client_order_id)] if native else [Submit(rec.client_order_id)])
     reasons = entry_blocks(st, gates, reconciling=reconciling)
     current = max(st.sessions.values(), default="")
     if (current and rec.trade_date < current) or f"{rec.trade_date}:CLOSE" in st.sessions:
