@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test browser venv lint bench bench-bus bench-scan bench-exits bench-analytics bench-replay bench-risk clean config-docs
+.PHONY: demo test browser venv lint rehearse faketime bench bench-bus bench-scan bench-exits bench-analytics bench-replay bench-risk clean config-docs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,17 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else echo "make browser: chromium missing; run as root or: sudo apt-get install chromium" >&2; exit 1; fi; }
 
-test: $(STAMP) browser
+# the rehearsal's warped clock is Debian's libfaketime (+ a C compiler for its shim, avwap/rehearsal/warp.py):
+# installed here when missing (needs root, as in CI)
+faketime:
+	@{ command -v faketime && command -v cc; } >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
+	  && apt-get install -y -qq faketime gcc >/dev/null; } \
+	  || { echo "make rehearse needs libfaketime and a C compiler: apt-get install -y faketime gcc (as root)" >&2; exit 1; }
+
+rehearse: $(STAMP) faketime
+	$(VENV)/bin/avwap rehearse
+
+test: $(STAMP) browser faketime
 	$(PY) tests/run_tests.py
 
 lint: $(STAMP)

@@ -444,10 +444,12 @@ class State:
         self.trade_memo: dict[tuple[object, ...], object] = {}
         self.lines: dict[tuple[str, bytes, bytes], bytes] = {}  # canonical ledger lines by (key, record, provenance)
         self.fsync = s.analytics.analytics_fsync
+        self.lock_timeout_s = s.analytics.analytics_lock_timeout_s
 
     def locked(self, date: str):
-        # expires 120 s after a holder died (SIGKILL): a successor waits at most that long
-        return self.ctx.r.lock(state_key(SVC, "lock", date), timeout=120, blocking_timeout=600)
+        # expires ANALYTICS_LOCK_TIMEOUT_S after a holder died (SIGKILL): a successor waits at most that long
+        t = self.lock_timeout_s
+        return self.ctx.r.lock(state_key(SVC, "lock", date), timeout=t, blocking_timeout=5 * t)
 
 
 def guardrails(s: Settings) -> Guardrails:

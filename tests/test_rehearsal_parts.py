@@ -1,0 +1,177 @@
+"""The rehearsal's parts on their own: compose as local processes (read from docker-compose.yml, not
+restated), compose's restart policy, and libfaketime as the rehearsal uses it (Python and redis-server
+on one shared warped clock that a spec file speeds up and moves forward)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import redis
+
+from avwap.rehearsal.compose import (
+    ComposeService,
+    EnvFile,
+    LocalHost,
+    load_compose,
+    local_command,
+    service_env,
+)
+from avwap.rehearsal.supervisor import Supervisor
+from avwap.rehearsal.warp import Warp, find_libfaketime
+from shared.redis_conn import free_port
+from tests.conftest import ROOT
+
+needs_faketime = pytest.mark.skipif(find_libfaketime() is None, reason="libfaketime missing (make test installs it)")
+
+
+def test_every_compose_service_becomes_a_local_process_with_composes_environment(tmp_path: Path) -> None:
+    services = load_compose(ROOT / "docker-compose.yml")
+    assert {"redis", "scanner", "risk", "executor", "exits", "analytics", "notifier", "feed"} <= set(services)
+    (tmp_path / ".env").write_text("# shared\nSCAN_UNIVERSE_FILE=/u.txt\nLOG_FORMAT=console\n")
+    (tmp_path / ".env.broker").write_text("APCA_API_KEY_ID='k'\n")
+    (tmp_path / ".env.slack").write_text("SLACK_BOT_TOKEN=xoxb-1\n")
+    host = LocalHost(project_dir=tmp_path, volumes_dir=tmp_path / "vol", ports={"redis": 7001}, url_query="socket_timeout=9")
+    for name, svc in services.items():
+        cmd = local_command(svc, host)
+        assert Path(cmd[0]).exists(), (name, cmd)
+        if name == "redis":
+            assert cmd[cmd.index("--port") + 1] == "7001" and "--appendonly" in cmd
+            continue
+        env = service_env(svc, host)
+        assert env["REDIS_URL"] == "redis://127.0.0.1:7001/0?socket_timeout=9"
+        assert env["ARTIFACTS_DIR"] == str(tmp_path / "vol" / "artifacts")
+        assert env["LOG_FORMAT"] == "json"  # compose's `environment` wins over the env file
+        assert env["SCAN_UNIVERSE_FILE"] == "/u.txt"
+        assert ("APCA_API_KEY_ID" in env) == (name in ("executor", "feed")), name
+        assert ("SLACK_BOT_TOKEN" in env) == (name == "notifier"), name
+        assert svc.restart == "unless-stopped"
+    assert services["executor"].health_target() == "executor"
+    rq = local_command(services["rq-worker"], host)
+    assert "redis://127.0.0.1:7001/0?socket_timeout=9" in rq
+
+
+def test_required_env_file_missing_is_an_error(tmp_path: Path) -> None:
+    from avwap.rehearsal.compose import ComposeError
+
+    svc = ComposeService(name="x", command=["python"], env_files=[EnvFile(".env.x", required=True)])
+    with pytest.raises(ComposeError, match="required"):
+        service_env(svc, LocalHost(project_dir=tmp_path, volumes_dir=tmp_path, ports={}))
+
+
+def _sleeper(tmp_path: Path, sup: Supervisor, name: str, restart: str) -> None:
+    sup.add(name, [sys.executable, "-c", "import time; time.sleep(60)"], {}, restart, tmp_path)
+    sup.start(name)
+
+
+def _until(cond, timeout: float = 10.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_supervisor_applies_composes_restart_policy(tmp_path: Path) -> None:
+    sup = Supervisor(tmp_path / "logs")
+    _sleeper(tmp_path, sup, "kept", "unless-stopped")
+    _sleeper(tmp_path, sup, "once", "no")
+    _sleeper(tmp_path, sup, "onfail", "on-failure")
+    try:
+        for name in ("kept", "once", "onfail"):
+            _until(lambda n=name: sup.pid(n) is not None)
+        first = sup.pid("kept")
+        sup.kill("kept", signal.SIGKILL)
+        _until(lambda: sup.pid("kept") not in (None, first))
+        sup.kill("once", signal.SIGKILL)
+        sup.kill("onfail", signal.SIGKILL)  # -9 is a failure: restarted
+        _until(lambda: sup.procs["onfail"].starts == 2 and sup.pid("onfail") is not None)
+        time.sleep(0.5)
+        assert sup.pid("once") is None and sup.procs["once"].starts == 1
+        assert sup.restarts() == {"kept": 1, "once": 0, "onfail": 1}
+        assert sup.procs["kept"].exits[0][1] == -signal.SIGKILL
+    finally:
+        codes = sup.stop_all()
+    assert sup.pid("kept") is None and codes["kept"] == -signal.SIGTERM  # a stop is never restarted
+    time.sleep(0.3)
+    assert sup.pid("kept") is None
+
+
+_NOW = "import time; print(time.time())"
+
+
+@needs_faketime
+def test_warped_clock_is_shared_by_python_and_redis_and_moves_forward(tmp_path: Path) -> None:
+    start = datetime(2019, 2, 11, 13, 30, tzinfo=UTC)
+    with Warp(start=start, speed=60.0, workdir=tmp_path / "clock") as warp:
+        env = {"PATH": "/usr/bin:/bin", **warp.env()}
+        a = float(subprocess.run([sys.executable, "-c", _NOW], env=env, capture_output=True, text=True, check=True).stdout)
+        time.sleep(1.0)  # a process started a real second later lives on the same clock (~60 warped s later)
+        b = float(subprocess.run([sys.executable, "-c", _NOW], env=env, capture_output=True, text=True, check=True).stdout)
+        assert start.timestamp() <= a < start.timestamp() + 120
+        assert 45 <= b - a <= 120, (a, b)
+        port = free_port()
+        rd = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
+                              env={"PATH": "/usr/bin:/bin", **warp.redis_env()}, stdout=subprocess.DEVNULL)
+        try:
+            r = redis.Redis(port=port)
+            _until(lambda: _ping(r))
+            sec, _ = r.time()
+            assert abs(sec - time_of(env)) < 60
+            r.set("k", "v", ex=120)  # two warped minutes: ~2 real seconds
+            time.sleep(2.5)
+            assert r.get("k") is None
+            warp.retime(datetime.fromtimestamp(r.time()[0], UTC), datetime(2019, 2, 12, 8, 0, tzinfo=UTC), 60.0)
+            _until(lambda: r.time()[0] >= datetime(2019, 2, 12, 8, 0, tzinfo=UTC).timestamp(), timeout=5)
+            assert time_of(env) >= datetime(2019, 2, 12, 8, 0, tzinfo=UTC).timestamp()
+        finally:
+            rd.terminate()
+            rd.wait(timeout=10)
+
+
+def time_of(env: dict[str, str]) -> float:
+    return float(subprocess.run([sys.executable, "-c", _NOW], env=env, capture_output=True, text=True, check=True).stdout)
+
+
+def _ping(r: redis.Redis) -> bool:
+    try:
+        return bool(r.ping())
+    except redis.RedisError:
+        return False
+
+
+def _run_root(root: Path, broker_id: str, fill: float, mode: str) -> Path:
+    import json
+
+    art, led = root / "artifacts", root / "ledger" / mode
+    for sub in ("candidates", "portfolio_decisions", "risk_decisions", "exit_events"):
+        (art / sub).mkdir(parents=True, exist_ok=True)
+    led.mkdir(parents=True)
+    d = "2019-02-13"
+    (art / "candidates" / f"{d}.json").write_text(json.dumps({"scan_date": d, "candidates": [{"symbol": "AMT"}],
+                                                               "provenance": {"run_id": broker_id}}))
+    (art / "portfolio_decisions" / f"{d}.json").write_text(json.dumps({"batch_id": broker_id, "decisions": [1]}))
+    (art / "risk_decisions" / f"{d}.jsonl").write_text(json.dumps({"outcome": "intent", "provenance": {"m": mode}}) + "\n")
+    (art / "exit_events" / f"{d}.jsonl").write_text(json.dumps({"symbol": "AMT", "kind": "STOP_RESOLVED",
+                                                                 "stop_price": 172.28, "event_id": broker_id}) + "\n")
+    rows = [{"record": "order_event", "event": "accepted", "client_order_id": "av-1", "broker_order_id": broker_id,
+             "symbol": "AMT", "ts": hash(broker_id) % 1000},
+            {"record": "order_event", "event": "filled", "client_order_id": "av-1", "broker_order_id": broker_id,
+             "symbol": "AMT", "fill_qty": 10, "fill_price": fill, "mode": mode}]
+    (led / f"{d}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_parity_ignores_broker_ids_timestamps_mode_and_provenance_only(tmp_path: Path) -> None:
+    from avwap.rehearsal.parity import canonical, differences
+
+    live = canonical(_run_root(tmp_path / "a", "f3c1-uuid", 173.38, "ALPACA_PAPER"), ["2019-02-13"])
+    replay = canonical(_run_root(tmp_path / "b", "sim-0001", 173.38, "PAPER_SIM"), ["2019-02-13"])
+    assert live["fills"] and differences(live, replay) == []
+    later = canonical(_run_root(tmp_path / "c", "sim-0002", 173.23, "PAPER_SIM"), ["2019-02-13"])
+    diffs = differences(live, later)
+    assert diffs and all(d.startswith(("fills", "orders")) for d in diffs)
