@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test venv lint bench bench-bus bench-scan bench-exits bench-analytics bench-replay bench-risk clean config-docs
+.PHONY: demo test venv lint browser bench-sweep bench bench-bus bench-scan bench-exits bench-analytics bench-replay bench-risk clean config-docs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/avwap demo
 
-test: $(STAMP)
+# A headless browser for the tests that load pages (Debian's chromium; playwright drives it, no browser download).
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test: $(STAMP) browser
 	$(PY) tests/run_tests.py
 
 lint: $(STAMP)
@@ -43,6 +47,9 @@ bench-replay: $(STAMP)
 
 bench-risk: $(STAMP)
 	$(PY) bench/bench_risk.py
+
+bench-sweep: $(STAMP)
+	$(PY) bench/bench_sweep.py
 
 bench: bench-bus bench-scan bench-exits bench-risk bench-analytics bench-replay
 
