@@ -25,9 +25,10 @@ def _round(v: Any) -> Any:
     return v
 
 
-def row_of(result: Mapping[str, Any], params: Mapping[str, Any], start: str, end: str) -> dict[str, Any]:
-    row: dict[str, Any] = {"window": result.get("window", ""), "point": int(result["point"]),
-                           "settings_hash": result["settings_hash"], "start": start, "end": end}
+def row_of(result: Mapping[str, Any], window: str, point: int, params: Mapping[str, Any], start: str,
+           end: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"window": window, "point": int(point), "settings_hash": result["settings_hash"],
+                           "start": start, "end": end}
     row.update({f"param:{k}": v for k, v in sorted(params.items())})
     row.update({k: _round(result["metrics"].get(k)) for k in HEADLINE_KEYS})
     row["effective_settings_hash"] = result.get("effective_settings_hash", "")

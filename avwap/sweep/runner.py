@@ -172,7 +172,9 @@ class Sweep:
         self.windows: list[Window] = windows(sessions, *cfg.walk_forward) if cfg.walk_forward else []
         if cfg.walk_forward and not self.windows:
             raise ValueError("the span is too short for one walk-forward window (train + test months)")
-        self.rows: dict[str, dict[str, Any]] = {}
+        self.rows: dict[tuple[str, int], dict[str, Any]] = {}  # (window, point) -> table row
+        self.results: dict[str, dict[str, Any]] = {}  # settings hash -> job result (one replay, many rows)
+        self.tasks: dict[str, list[Task]] = {}  # settings hash -> the tasks that want it
         self.equity: dict[str, list[list[Any]]] = {}
         self.best: dict[int, Task] = {}  # window -> its test task
 
@@ -187,17 +189,33 @@ class Sweep:
             h = str(row["settings_hash"])
             curve = self.cfg.out / "equity" / f"{h}.csv"
             if h in keys and curve.exists():
-                self.rows[h] = row
                 self.equity[h] = [line.split(",") for line in curve.read_text().splitlines()[1:]]
+                self.results[h] = {"settings_hash": h, "effective_settings_hash": row.get("effective_settings_hash", ""),
+                                   "metrics": {k: row.get(k) for k in R.HEADLINE_KEYS}, "equity": self.equity[h]}
 
     def _record(self, t: Task, res: dict[str, Any]) -> None:
-        if t.key in self.rows:
-            return  # finished twice (a re-run after a worker died): counted once
-        self.rows[t.key] = R.row_of(res, t.params, t.spec["start"], t.spec["end"])
-        self.equity[t.key] = res["equity"]
-        R.write_atomic_many({self.cfg.out / "equity" / f"{t.key}.csv": R.curve_csv([(d, float(e)) for d, e in res["equity"]])},
-                            fsync=False)
+        """Keep a finished replay once (by settings hash) and give every task that wants it its row."""
+        if t.key not in self.results:
+            self.results[t.key] = res
+            self.equity[t.key] = res["equity"]
+            R.write_atomic_many({self.cfg.out / "equity" / f"{t.key}.csv":
+                                 R.curve_csv([(d, float(e)) for d, e in res["equity"]])}, fsync=False)
+        res = self.results[t.key]
+        for u in self.tasks.get(t.key, [t]):
+            self.rows[(u.spec["window"], u.spec["point"])] = R.row_of(res, u.spec["window"], u.spec["point"], u.params,
+                                                                      u.spec["start"], u.spec["end"])
         R.write_table(self.cfg.out, list(self.rows.values()))
+
+    def _want(self, t: Task, col: Collector) -> None:
+        """Submit ``t`` unless its replay is already done (the same settings and span in another window)."""
+        self.tasks.setdefault(t.key, []).append(t)
+        if t.key in self.results:
+            self._record(t, self.results[t.key])
+        else:
+            col.submit(t)
+
+    def _row(self, t: Task) -> dict[str, Any] | None:
+        return self.rows.get((t.spec["window"], t.spec["point"]))
 
     def _ready_tests(self, train: list[Task]) -> list[Task]:
         """Test tasks of every window whose train points are all done: the best train point on the test span."""
@@ -207,9 +225,10 @@ class Sweep:
                 continue
             label = f"w{w.index:02d}-train"
             mine = [t for t in train if t.spec["window"] == label]
-            if not all(t.key in self.rows for t in mine):
+            got = [self._row(t) for t in mine]
+            if not all(got):
                 continue
-            top = R.rank([self.rows[t.key] for t in mine], self.cfg.grid.metric)[0]
+            top = R.rank(got, self.cfg.grid.metric)[0]  # type: ignore[arg-type]
             p = next(p for p in self.points if p.index == int(top["point"]))
             t = make_task(self.cfg, self.bars, p, w.test[0], w.test[1], f"w{w.index:02d}-test")
             self.best[w.index] = t
@@ -225,18 +244,16 @@ class Sweep:
             every_key |= {make_task(self.cfg, self.bars, p, w.test[0], w.test[1], f"w{w.index:02d}-test").key
                           for p in self.points}
         self._load_done(every_key)
-        skipped = len(self.rows)
+        skipped = len(self.results)
         col = Collector(self.r, self.cfg, self._record)
         for t in train:
-            if t.key not in self.rows:
-                col.submit(t)
+            self._want(t, col)
         total = len(train) + tests_total
         bar = _progress(total, len(self.rows)) if self.progress else None
         try:
             while True:
                 for t in self._ready_tests(train):
-                    if t.key not in self.rows:
-                        col.submit(t)
+                    self._want(t, col)
                 if not col.pending:
                     break
                 col.poll()
@@ -290,9 +307,11 @@ class Sweep:
         out = []
         for w in self.windows:
             test, train = self.best.get(w.index), self._train_best(w)
-            if test is None or train is None or test.key not in self.rows:
+            if test is None or train is None:
                 continue
-            tr, te = self.rows[train.key], self.rows[test.key]
+            tr, te = self._row(train), self._row(test)
+            if tr is None or te is None:
+                continue
             out.append({"window": w.index, "train_from": w.train[0], "train_to": w.train[1], "test_from": w.test[0],
                         "test_to": w.test[1], "best_point": test.spec["point"], "settings_hash": test.key,
                         f"in_sample_{m}": tr.get(m), f"out_of_sample_{m}": te.get(m),
