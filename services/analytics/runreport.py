@@ -85,9 +85,13 @@ def load_run(out: str | Path, market_symbol: str = "SPY") -> RunInputs:
                 inp.bench_closes = closes
                 inp.bench_name = f"equal-weight buy-and-hold of {int(np.isfinite(closes[0]).sum())} symbols"
     if snaps:
+        from shared.artifacts import provenance
+        from shared.ids import stable_id
+
         prov = snaps[-1].get("provenance") or {}
-        inp.provenance = {"settings_hash": str(prov.get("settings_hash", "")),
-                          "last_snapshot": str(snaps[-1].get("snapshot_id", ""))}
+        inp.provenance = provenance(str(prov.get("settings_hash", "")), {
+            "portfolio_snapshot": str(snaps[-1].get("snapshot_id", "")),
+            "trades": stable_id("trs", [str(t.get("trade_id")) for t in inp.trades])})
     return inp
 
 

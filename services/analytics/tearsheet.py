@@ -165,7 +165,7 @@ def render_html(rep: Mapping[str, Any], trades: Sequence[Mapping[str, Any]]) -> 
     mrows = [[y, *[pct(m.get(k), 1) if k in m else "" for k in MONTHS], pct(m.get("year"), 1)]
              for y, m in sorted(rep["monthly"].items())]
     ghead = ["", "trades", "win rate", "net PnL", "expectancy", "exp. R", "profit factor", "avg hold"]
-    prov = {"code_version": code_version(), **rep.get("provenance", {})}
+    prov = {"code_version": code_version(), **rep.get("provenance", {})}  # the report's own, else this code's
     css = ("body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#222;max-width:1100px}"
            "table{border-collapse:collapse;margin:.4em 0 1.2em}td,th{border:1px solid #ddd;padding:2px 8px;"
            "text-align:right;font-size:13px}th{background:#f4f6f7}td:first-child{text-align:left}"
