@@ -45,6 +45,7 @@ class ReplayConfig:
     replicas: int = 1
     env: dict[str, str] = field(default_factory=dict)
     window_start: str = "09:35"
+    ready_timeout_s: float = 30.0  # how long the services may take to start
 
 
 def session_steps(d: str, daily: Sequence[BarRow], minutes: Iterable[tuple[int, Sequence[BarRow]]],
@@ -128,5 +129,5 @@ def start_services(redis_url: str, cfg: ReplayConfig) -> ServiceProcs:
         n = cfg.replicas if s in ("risk", "exits", "analytics") else 1
         for i in range(n):
             procs.start(s, i)
-    procs.wait_ready()
+    procs.wait_ready(timeout=cfg.ready_timeout_s)
     return procs

@@ -86,9 +86,10 @@ def outputs(out: Path) -> dict[str, bytes]:
 GRID = {"metric": "total_return", "params": {"MAX_CONCURRENT_POSITIONS": [2, 4], "STOP_BUFFER": [0.05, 0.1]},
         "fixed": {"SCAN_MARKET_GATE": "universe_proxy"}, "sample": {"n": 3, "seed": 11},
         "heatmap": ["MAX_CONCURRENT_POSITIONS", "STOP_BUFFER"]}
-SPAN = ("2018-01-02", "2018-01-19")
+SPAN = ("2018-01-02", "2018-01-12")
 
 
+@pytest.mark.timeout(900)  # ~2-3 min on a quiet 2-core machine: 6 replays and one re-run after a kill
 def test_one_worker_and_three_with_one_killed_give_identical_bytes(redis_url: str, small_bars: Path,
                                                                    tmp_path: Path) -> None:
     r = redis.Redis.from_url(redis_url)
@@ -149,6 +150,7 @@ def test_one_worker_and_three_with_one_killed_give_identical_bytes(redis_url: st
     assert res.skipped == 3 and not r.keys("rq:job:*") and outputs(one.out) == a
 
 
+@pytest.mark.timeout(900)
 def test_walk_forward_replays_each_windows_best_point_on_its_test_window(redis_url: str, small_bars: Path,
                                                                          tmp_path: Path) -> None:
     r = redis.Redis.from_url(redis_url)

@@ -22,6 +22,8 @@ import redis
 
 from shared.artifacts import write_atomic
 
+READY_TIMEOUT_S = 180.0  # a worker's machine may be busy with other points: slow starts are not failures
+
 
 def cache_dir() -> Path:
     return Path(os.environ.get("SWEEP_CACHE_DIR") or Path(tempfile.gettempdir()) / "avwap-sweep-cache")
@@ -57,7 +59,8 @@ def replay_point(spec: dict[str, Any], bars_path: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="avwap-sweep-") as tmp, embedded_redis() as emb:
         out = Path(tmp)
         cfg = ReplayConfig(start=spec["start"], end=spec["end"], out=out, mode="PAPER_SIM",
-                           equity=float(spec["equity"]), replicas=1, env={str(k): str(v) for k, v in spec["env"].items()})
+                           equity=float(spec["equity"]), replicas=1, env={str(k): str(v) for k, v in spec["env"].items()},
+                           ready_timeout_s=READY_TIMEOUT_S)
         run_replay(inp, cfg, emb.url, tearsheet=False)
         rep = run_report(load_run(out, market_symbol=str(spec.get("market_symbol", "SPY"))))
     return {"point": int(spec["point"]), "window": str(spec.get("window", "")), "settings_hash": spec["settings_hash"],
