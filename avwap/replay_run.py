@@ -176,13 +176,19 @@ def summarize(out: Path) -> dict[str, object]:
 
 
 def print_headline(out: Path) -> None:
-    """The run's headline figures (services.analytics.runreport.headline), for a person."""
+    """The run's headline figures (services.analytics.runreport.headline), for a person: those of its
+    tear sheet (``run_report.json``) when there is one, else computed from the artifacts."""
+    import json
+
     from services.analytics.runreport import headline, load_run, run_report
 
-    inp = load_run(out, market_symbol({}))
-    if inp.dates:
-        for line in headline(run_report(inp)):
-            typer.echo(f"  {line}")
+    try:
+        rep = json.loads((out / "artifacts" / "tearsheet" / "run_report.json").read_bytes())
+    except (OSError, ValueError):
+        inp = load_run(out, market_symbol({}))
+        rep = run_report(inp) if inp.dates else None
+    for line in headline(rep) if rep else []:
+        typer.echo(f"  {line}")
 
 
 def _counts(d: object) -> str:
