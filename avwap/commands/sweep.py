@@ -45,7 +45,7 @@ def sweep(
     grid: Path = typer.Option(..., exists=True, dir_okay=False, help="Grid file (YAML; docs/research.md)."),
     walk_forward: str | None = typer.Option(None, "--walk-forward", help="TRAIN:TEST months, e.g. 12:3: rolling windows, the best train point replayed on the next test window."),
     out: Path = typer.Option(Path("sweep"), help="Output directory (results.parquet/.csv, ranked.csv, heatmap.png, ...)."),
-    queue: str = typer.Option("avwap-sweep", help="rq queue the points are enqueued on."),
+    queue: str | None = typer.Option(None, help="rq queue the points are enqueued on (default: SWEEP_QUEUE)."),
     workers: int | None = typer.Option(None, help="rq workers to start here (default: 0 with REDIS_URL, where workers anywhere take the jobs; 1 with the embedded Redis)."),
     equity: float = typer.Option(100_000.0, help="Starting equity of every replay."),
     top: int = typer.Option(10, help="Rows of the ranking printed."),
@@ -53,11 +53,13 @@ def sweep(
     """Run every point of the grid (or a seeded sample) as one replay each, on rq workers; resumable."""
     from avwap.sweep.grid import load_grid, parse_walk_forward
     from avwap.sweep.runner import Sweep, SweepConfig
+    from avwap.sweep.settings import SweepSettings
     from shared.bars import load_bars
     from shared.clock import calendar
     from shared.redis_conn import connect
     from shared.settings import get_settings
 
+    queue = queue or SweepSettings().sweep_queue
     if start > end:
         fail(f"--from {start} is after --to {end}")
     try:
@@ -115,13 +117,14 @@ def print_outcome(res, cfg, top: int) -> None:  # noqa: ANN001 - runner.Outcome,
 
 @app.command("sweep-worker")
 def sweep_worker(
-    queue: str = typer.Option("avwap-sweep", help="rq queue to take sweep points from."),
+    queue: str | None = typer.Option(None, help="rq queue to take sweep points from (default: SWEEP_QUEUE)."),
     burst: bool = typer.Option(False, help="Stop when the queue is empty."),
     name: str | None = typer.Option(None, help="Worker name (default: rq's)."),
 ) -> None:
     """An rq worker for sweep points (REDIS_URL: the sweep's Redis). One per core, on any machine."""
     from avwap.common import need_redis_url
+    from avwap.sweep.settings import SweepSettings
     from avwap.sweep.worker import run_worker
     from shared.settings import get_settings
 
-    run_worker(need_redis_url(get_settings()), queue, burst=burst, name=name)
+    run_worker(need_redis_url(get_settings()), queue or SweepSettings().sweep_queue, burst=burst, name=name)

@@ -13,7 +13,6 @@ is returned (``effective_settings_hash``) so that a mismatch between machines sh
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,9 @@ READY_TIMEOUT_S = 180.0  # a worker's machine may be busy with other points: slo
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("SWEEP_CACHE_DIR") or Path(tempfile.gettempdir()) / "avwap-sweep-cache")
+    from avwap.sweep.settings import SweepSettings
+
+    return Path(SweepSettings().sweep_cache_dir or Path(tempfile.gettempdir()) / "avwap-sweep-cache")
 
 
 def fetch_bars(r: redis.Redis, bars: dict[str, str]) -> Path:
