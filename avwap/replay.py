@@ -45,7 +45,7 @@ class ReplayConfig:
     replicas: int = 1
     env: dict[str, str] = field(default_factory=dict)
     window_start: str = "09:35"
-    ready_timeout_s: float = 30.0  # how long the services may take to start
+    ready_timeout_s: float = 120.0  # how long the services may take to start (a crash fails at once)
 
 
 def session_steps(d: str, daily: Sequence[BarRow], minutes: Iterable[tuple[int, Sequence[BarRow]]],
