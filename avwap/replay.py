@@ -129,5 +129,9 @@ def start_services(redis_url: str, cfg: ReplayConfig) -> ServiceProcs:
         n = cfg.replicas if s in ("risk", "exits", "analytics") else 1
         for i in range(n):
             procs.start(s, i)
-    procs.wait_ready(timeout=cfg.ready_timeout_s)
+    try:
+        procs.wait_ready(timeout=cfg.ready_timeout_s)
+    except BaseException:
+        procs.stop_all()  # never leave started services behind (they would outlive the replay)
+        raise
     return procs
