@@ -33,6 +33,19 @@ def load_bars_or_fail(path: Path, tf: str | None = None):  # noqa: ANN201 - shar
         fail(str(exc))
 
 
+def broker_settings_or_fail(command: str):  # noqa: ANN201 - services.executor.settings.BrokerSettings
+    """The broker settings, or one line naming the missing key variables (``command``: what needs them)."""
+    from services.executor.feed import missing_keys
+    from services.executor.settings import BrokerSettings
+
+    bs = BrokerSettings()
+    missing = missing_keys(bs)
+    if missing:
+        fail(f"missing {', '.join(missing)}: `avwap {command}` talks to Alpaca with the broker keys "
+             f"(put them in .env.broker and run `bin/avwap {command}` on the droplet)")
+    return bs
+
+
 def need_redis_url(settings: Settings) -> str:
     if not settings.core.redis_url:
         fail("REDIS_URL is not set; this command inspects a running system's Redis (e.g. REDIS_URL=redis://127.0.0.1:6379/0)")

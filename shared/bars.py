@@ -321,8 +321,8 @@ class BarStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        self._cache: dict[tuple[str, str], tuple[int, pd.DataFrame]] = {}
-        self._day_arrays: dict[str, tuple[int, np.ndarray, np.ndarray, int]] = {}
+        self._cache: dict[tuple[str, str], tuple[tuple[int, int, int], pd.DataFrame]] = {}
+        self._day_arrays: dict[str, tuple[tuple[int, int, int], np.ndarray, np.ndarray, int]] = {}
         self._sym_index: dict[str, int] = {}
 
     # -- writing --------------------------------------------------------------------------
@@ -373,7 +373,7 @@ class BarStore:
         """The bars of one session (last copy of each (symbol, ts) wins; torn lines skipped)."""
         p = self.path(tf, trade_date)
         try:
-            size = p.stat().st_size
+            size = _version(p.stat())
         except FileNotFoundError:
             return _empty_frame()
         key = (tf, trade_date)
@@ -416,8 +416,8 @@ class BarStore:
         return select_dates(self.dates(tf), before, through, lookback)
 
     def _day_array(self, d: str) -> tuple[np.ndarray, np.ndarray, int]:
-        """(symbol indices, OHLCV values (5, n), session ts) of one daily file, cached by size."""
-        size = os.stat(os.path.join(self.root, "1d", f"{d}.csv")).st_size
+        """(symbol indices, OHLCV values (5, n), session ts) of one daily file, cached by its version."""
+        size = _version(os.stat(os.path.join(self.root, "1d", f"{d}.csv")))
         hit = self._day_arrays.get(d)
         if hit is not None and hit[0] == size:
             return hit[1], hit[2], hit[3]
@@ -459,6 +459,12 @@ class BarStore:
             ts[k] = day_ts
         return Panel(dates=ds, symbols=symbols, open=cube[0], high=cube[1], low=cube[2], close=cube[3],
                      volume=cube[4], ts=ts)
+
+
+def _version(st: os.stat_result) -> tuple[int, int, int]:
+    """What identifies a day file's content for the caches: appends grow it; a rewrite (the backfill's
+    purge after a split, an atomic replace) is a new inode and mtime even at the same size."""
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def _empty_frame() -> pd.DataFrame:

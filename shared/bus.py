@@ -224,6 +224,13 @@ def live_consumers(r: redis.Redis, group: str | None = None) -> list[tuple[str, 
     return sorted(out)
 
 
+def write_heartbeat(r: redis.Redis, group: str, name: str, ttl_s: int, handled: int = 0) -> None:
+    """SET ``avwap:hb:<group>:<name>`` (TTL ``ttl_s``): what ``live_consumers``/``avwap health`` read.
+    Consumers call it from their loop; a process that is not a consumer (the feed) from its own."""
+    payload = json.dumps({"pid": os.getpid(), "handled": handled, "ts": time.time()})
+    r.set(f"{HEARTBEAT_PREFIX}:{group}:{name}", payload, ex=ttl_s)
+
+
 def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -310,8 +317,7 @@ class Consumer:
         if not force and now < self._next_heartbeat:
             return
         self._next_heartbeat = now + max(1.0, self.heartbeat_ttl_s / 3)
-        payload = json.dumps({"pid": os.getpid(), "handled": self.stats.handled, "ts": time.time()})
-        self.r.set(self.heartbeat_key, payload, ex=self.heartbeat_ttl_s)
+        write_heartbeat(self.r, self.group, self.name, self.heartbeat_ttl_s, self.stats.handled)
 
     def request_stop(self, *_: object) -> None:
         self._stop.set()

@@ -50,6 +50,15 @@ class ServiceContext:
 
 
 @dataclass(frozen=True)
+class StreamIO:
+    """The streams a process reads and writes, declared next to its code (the compose graph test reads
+    every service's declaration to check that each consumed stream has a producer in compose)."""
+
+    consumes: tuple[str, ...] = ()
+    produces: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     """``on_start``: after the groups exist, before the first read (its outputs are published);
     ``on_idle``: on every empty read; ``on_stop``: once after the loop ends (SIGTERM/SIGINT),
@@ -61,6 +70,11 @@ class ServiceSpec:
     on_start: Callable[[ServiceContext], Iterable[Emit] | None] | None = None
     on_idle: Callable[[ServiceContext], Iterable[Emit] | None] | None = None
     on_stop: Callable[[ServiceContext], None] | None = None
+    produces: Sequence[str] = ()  # the streams its handlers and hooks publish on
+
+    @property
+    def io(self) -> StreamIO:
+        return StreamIO(consumes=tuple(self.streams), produces=tuple(self.produces))
 
 
 @contextlib.contextmanager

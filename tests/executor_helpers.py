@@ -29,6 +29,12 @@ def session(d: str, phase: str) -> SessionEvent:
     return SessionEvent(trade_date=d, phase=phase, ts=ts)
 
 
+def at(d: str, hhmm: str):
+    """A stand-in clock fixed at NY ``hhmm`` on ``d`` (``AlpacaStandIn(clock=...)``)."""
+    moment = ny_datetime(d, hhmm)
+    return lambda: moment
+
+
 def daily(d: str, *rows: tuple[str, float, float, float, float], volume: float = 1_000_000) -> BarBatch:
     _, cl = calendar().open_close_ns(d)
     bars = [BarRow(symbol=s, ts=cl, open=o, high=h, low=lo, close=c, volume=volume) for s, o, h, lo, c in sorted(rows)]

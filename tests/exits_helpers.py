@@ -66,13 +66,13 @@ def entry_fill(sym: str, qty: int, price: float, ts: int, d: str, *, stop: float
 
 
 def stop_event(it: StopIntent, event: str, ts: int | None = None, *, reason: str = "", fill_qty: int = 0,
-               fill_price: float | None = None, coid: str | None = None) -> OrderEvent:
+               fill_price: float | None = None, coid: str | None = None, code: str = "NONE") -> OrderEvent:
     coid = coid or (it.target_client_order_id if it.action == "cancel" else client_order_id(it.intent_id))
     tid = stable_id("tr", coid, fill_qty, ts) if fill_qty else ""
     return OrderEvent(event_id=stable_id("ev", coid, event, tid), event=event, mode="PAPER_SIM", intent_id=it.intent_id,
                       client_order_id=coid, symbol=it.symbol, side="sell", kind="stop", qty=it.qty, order_type="stop",
                       stop_price=round(it.stop_price, 2) if it.action != "cancel" else None, filled_qty=fill_qty,
-                      fill_qty=fill_qty, fill_price=fill_price, trade_id=tid, reason=reason, trade_date=it.trade_date,
+                      fill_qty=fill_qty, fill_price=fill_price, trade_id=tid, reason=reason, reason_code=code, trade_date=it.trade_date,
                       ts=it.ts if ts is None else ts)
 
 

@@ -15,6 +15,7 @@ from tests.executor_helpers import (
     KEY,
     SECRET,
     alpaca_executor,
+    at,
     clean_ledger,
     coid,
     daily,
@@ -33,7 +34,7 @@ D1, D2 = "2018-03-01", "2018-03-02"
 
 @pytest.fixture
 def standin() -> Iterator[AlpacaStandIn]:
-    with AlpacaStandIn(response_delay_s=0.6) as s:
+    with AlpacaStandIn(response_delay_s=0.6, clock=at("2018-03-02", "10:00")) as s:
         yield s
 
 
@@ -196,7 +197,7 @@ def test_replace_native_and_cancel_and_new_in_pending_state(fake_redis, tmp_path
     ex.handle(r2, None)
     assert standin.by_client_id(coid(r1.intent_id)).status == "canceled"
     new = standin.by_client_id(coid(r2.intent_id))
-    assert new.status == "accepted" and new.stop_price == 49.5 and new.replaces is None
+    assert new.status == "new" and new.stop_price == 49.5 and new.replaces is None  # routed: the market is open
     stop_evs = [e for e in orders(fake_redis) if e.kind == "stop"]
     assert [(e.event, e.client_order_id) for e in stop_evs] == [
         ("accepted", coid(si.intent_id)), ("replaced", coid(r1.intent_id)), ("replaced", coid(r2.intent_id))]
@@ -254,7 +255,7 @@ def test_standin_speaks_alpacas_shapes_for_the_other_endpoints(standin: AlpacaSt
 
     client = TradingClient(KEY, SECRET, paper=True, url_override=standin.url)
     assert client.get_clock().is_open is True
-    assert str(client.get_calendar()[0].date) == "2030-01-02"
+    assert str(client.get_calendar()[0].date) == "2018-03-02"  # the NYSE calendar from the stand-in clock
     standin.set_position("AAA", 10, 50.0)
     assert client.get_open_position("AAA").qty == "10"
     order = client.close_position("AAA")

@@ -128,3 +128,71 @@ def test_run_backs_off_while_the_data_api_fails_then_publishes_what_it_missed(fa
               if isinstance(a, Alert) and a.kind.startswith("feed_")]  # (bars_rejected: the defective vendor bar)
     assert alerts == [("feed_failing", "warning", "executor-live-feed"), ("feed_recovered", "info", "executor-live-feed")]
     assert "FEEDSECRET123" not in str(read(fake_redis, ALERTS))
+
+
+def test_the_feed_without_keys_names_the_missing_variables_and_idles(monkeypatch, capfd, request) -> None:
+    """No APCA keys: one CRITICAL line naming both variables (not alpaca-py's "You must supply a method
+    of authentication"), no heartbeat, idle until stopped (no restart loop)."""
+    import threading
+
+    from services.executor import feed as feed_mod
+    from shared.settings import get_settings
+
+    get_settings.cache_clear()
+    request.addfinalizer(get_settings.cache_clear)
+    for k in ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY", "REDIS_URL"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("APCA_API_KEY_ID", "PKONLYKEY")
+    stop = threading.Event()
+    stop.set()  # returns at once instead of idling
+    real = feed_mod.refuse_and_idle
+    monkeypatch.setattr(feed_mod, "refuse_and_idle", lambda *a, **k: real(*a, **{**k, "stop": stop}))
+    assert feed_mod.main([]) == 2
+    text = capfd.readouterr().err
+    assert "missing APCA_API_SECRET_KEY" in text and "APCA_API_KEY_ID" not in text.split("missing", 1)[1]
+    assert "method of authentication" not in text
+    monkeypatch.delenv("APCA_API_KEY_ID")
+    assert feed_mod.main([]) == 2
+    assert "missing APCA_API_KEY_ID, APCA_API_SECRET_KEY" in capfd.readouterr().err
+
+
+def test_the_feed_fetches_the_market_gate_symbol_and_keeps_a_heartbeat(fake_redis, tmp_path: Path, bars) -> None:
+    from services.executor.feed import universe
+    from shared.bus import live_consumers
+
+    uni = tmp_path / "u.txt"
+    uni.write_text("AAPL\nMSFT,Tech\n")
+    s = load_settings(scan_universe_file=str(uni), scan_market_gate="symbol", scan_market_symbol="SPY")
+    store = BarStore(tmp_path / "bars")
+    assert universe(s, BrokerSettings(), store) == ["AAPL", "MSFT", "SPY"]
+    assert universe(load_settings(scan_universe_file=str(uni), scan_market_gate="universe_proxy"), BrokerSettings(),
+                    store) == ["AAPL", "MSFT"]
+    minute, daily = bars
+    clock = ReplayClock(dt_to_ns(ny_datetime(D, "08:31")))
+    with AlpacaDataStandIn(minute, daily) as standin:
+        src = AlpacaData("PKFEEDKEY123", "FEEDSECRET123", url=standin.url, feed="iex", timeout_s=2.0)
+        feed = Feed(fake_redis, src, store, list(SYMS), settings=load_settings(consumer_name="feed-1"),
+                    bs=BrokerSettings(), clock=clock, sleep=lambda _s: None)
+        assert live_consumers(fake_redis, "feed") == []
+        feed.run(stop_after=1)
+    assert live_consumers(fake_redis, "feed") == [("feed", "feed-1")]
+    assert 0 < fake_redis.ttl("avwap:hb:feed:feed-1") <= 30
+
+
+def test_the_feed_backfills_a_short_store_at_start_and_says_so(fake_redis, tmp_path: Path) -> None:
+    from shared.bus import live_consumers
+    from tests.conftest import SAMPLE_DIR
+
+    daily = [b for b in load_bars(SAMPLE_DIR / "daily_2017_2018.csv.gz", tf="1d").rows() if b.symbol in SYMS]
+    clock = ReplayClock(dt_to_ns(ny_datetime("2019-01-02", "08:00")))
+    store = BarStore(tmp_path / "bars")
+    s = load_settings(scan_history_bars=80, consumer_name="feed-1")
+    with AlpacaDataStandIn([], daily) as standin:
+        src = AlpacaData("PKFEEDKEY123", "FEEDSECRET123", url=standin.url, feed="iex", timeout_s=5.0)
+        feed = Feed(fake_redis, src, store, list(SYMS), settings=s, bs=BrokerSettings(), clock=clock)
+        assert feed.ensure_history() is True
+        assert live_consumers(fake_redis, "feed") == [("feed", "feed-1")]  # alive while it backfilled
+        assert feed.ensure_history() is False  # enough history now: nothing to do
+    assert len(store.dates("1d")) == 90 and store.dates("1d")[-1] == "2018-12-31"
+    kinds = [a.kind for a in read(fake_redis, ALERTS) if isinstance(a, Alert)]
+    assert kinds == ["feed_backfill", "feed_backfill_done"]

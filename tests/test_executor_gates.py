@@ -22,6 +22,7 @@ from shared.streams import ALERTS, KILL_SWITCH_KEY
 from standins.alpaca_api import AlpacaStandIn
 from tests.executor_helpers import (
     alpaca_executor,
+    at,
     clean_ledger,
     coid,
     daily,
@@ -132,7 +133,7 @@ def test_exits_and_stops_still_go_through_with_the_switch_on(fake_redis, tmp_pat
 # -- Alpaca modes: reconciliation, the LIVE gate, a resend from the outbox -------------------------
 @pytest.fixture
 def standin() -> Iterator[AlpacaStandIn]:
-    with AlpacaStandIn(response_delay_s=0.6) as s:
+    with AlpacaStandIn(response_delay_s=0.6, clock=at("2018-03-02", "10:00")) as s:
         yield s
 
 

@@ -21,7 +21,7 @@ from shared.ids import client_order_id
 from shared.schemas import Alert
 from shared.streams import ALERTS, BARS_1D, BARS_1M, CLOCK, INTENTS
 from standins.alpaca_api import AlpacaStandIn
-from tests.executor_helpers import daily, entry, read, session
+from tests.executor_helpers import at, daily, entry, read, session
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY, SECRET = "PKPROCKEY0987654321", "PROCSECRET0987654321zyxwvu"
@@ -134,7 +134,7 @@ def test_sigkill_mid_submission_leaves_exactly_one_broker_order(redis_url: str, 
     """after_outbox: killed after the outbox write, before the submit; before_commit: after the broker
     answered, before the answer was recorded. The restart reconciles by client_order_id. The
     trade-update stream runs too (both processes connect to it)."""
-    with AlpacaStandIn(stream=True, keys=(KEY, SECRET)) as standin:
+    with AlpacaStandIn(stream=True, keys=(KEY, SECRET), clock=at("2018-03-02", "10:00")) as standin:
         env = {"EXECUTION_MODE": "ALPACA_PAPER", "APCA_API_BASE_URL": standin.url, "APCA_ALLOW_LOCAL_URL": "1",
                "APCA_STREAM_URL": standin.stream_url,
                "APCA_API_KEY_ID": KEY, "APCA_API_SECRET_KEY": SECRET, "LEDGER_DIR": str(tmp_path / "ledger"),
@@ -193,7 +193,7 @@ def test_only_the_executor_imports_alpaca_or_reads_broker_keys() -> None:
 
 
 def test_cli_check_says_why_the_executor_would_refuse(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("APCA_", "LIVE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("APCA_", "LIVE_", "REDIS_URL"))}  # gates only
     env.update({"EXECUTION_MODE": "ALPACA_PAPER", "APCA_API_KEY_ID": KEY, "APCA_API_SECRET_KEY": SECRET,
                 "APCA_API_BASE_URL": LIVE, "PYTHONPATH": str(ROOT)})
     res = subprocess.run([sys.executable, "-m", "avwap", "executor", "check"], cwd=ROOT, env=env, capture_output=True,

@@ -17,6 +17,7 @@ from tests.executor_helpers import (
     KEY,
     SECRET,
     alpaca_executor,
+    at,
     clean_ledger,
     coid,
     daily,
@@ -34,7 +35,7 @@ SLOW = 3600.0  # polling slowed to once an hour: what arrives, arrives by the st
 
 @pytest.fixture
 def standin() -> Iterator[AlpacaStandIn]:
-    with AlpacaStandIn(stream=True, keys=(KEY, SECRET)) as s:
+    with AlpacaStandIn(stream=True, keys=(KEY, SECRET), clock=at("2018-03-02", "10:00")) as s:
         yield s
 
 

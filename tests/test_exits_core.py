@@ -244,7 +244,8 @@ def test_rejected_stop_is_recorded_alerted_and_not_resent_unchanged_before_the_t
     book = Book()
     res = opened(book)
     (it,) = res.intents
-    r = book.order(stop_event(it, "rejected", reason="BROKER_REJECTED: stop price must be less than the market"))
+    r = book.order(stop_event(it, "rejected", reason="BROKER_REJECTED: stop price must be less than the market",
+                                code="STOP_SIDE"))
     assert [(a.kind, a.severity) for a in r.alerts] == [("exit_stop_rejected", "critical")]  # nothing protects it
     pos = book.positions["T"]
     assert book.kinds()[-1] == "STOP_REJECTED" and pos.pending is None and pos.current_stop == 0.0
@@ -258,7 +259,8 @@ def test_rejected_stop_is_recorded_alerted_and_not_resent_unchanged_before_the_t
 def test_insufficient_qty_rejection_blocks_until_the_other_sell_is_done() -> None:
     book = Book()
     (it,) = opened(book).intents
-    book.order(stop_event(it, "rejected", reason="INSUFFICIENT_QTY: insufficient qty available"))
+    book.order(stop_event(it, "rejected", reason="INSUFFICIENT_QTY: insufficient qty available",
+                           code="INSUFFICIENT_QTY"))
     pos = book.positions["T"]
     assert pos.blocked.startswith("SHARES_HELD_BY_OTHER_SELL") and book.kinds()[-2:] == ["STOP_REJECTED", "STOP_BLOCKED"]
     n = len(book.intents)
@@ -460,7 +462,8 @@ def test_recon_adopts_a_broker_stop_and_stops_retrying_when_the_executor_cannot_
     res = book.snapshot(snapshot(D1, at(D1, "10:00"), {"T": 100}, [stop_order("T", "manual-1", 100, 8.5)]))
     (rep,) = res.intents  # adopted (not a second stop stacked), then raised to the desired 9.00
     assert (rep.action, rep.target_client_order_id, rep.stop_price) == ("replace", "manual-1", 9.0)
-    r = book.order(stop_event(rep, "rejected", reason="TARGET_NOT_OPEN: manual-1 is unknown"))
+    r = book.order(stop_event(rep, "rejected", reason="TARGET_NOT_OPEN: manual-1 is unknown",
+                                 code="TARGET_UNKNOWN"))
     assert pos.blocked.startswith("STOP_NOT_MANAGEABLE") and [e.kind for e in r.events] == ["STOP_REJECTED", "STOP_BLOCKED"]
     n = len(book.intents)
     for k in range(3):  # every later snapshot: no action, no new event
@@ -477,6 +480,40 @@ def test_replace_of_a_stop_that_filled_or_was_cancelled_meanwhile_places_a_new_o
     pos.desired_stop = 9.2
     (rep,) = book.snapshot(snapshot(D0, at(D0, "10:30"), {"T": 100},
                                     [stop_order("T", client_order_id(it.intent_id), 100, 9.0)])).intents
-    r = book.order(stop_event(rep, "rejected", reason=f"TARGET_NOT_OPEN: {rep.target_client_order_id} is cancelled"))
+    r = book.order(stop_event(rep, "rejected", reason=f"TARGET_NOT_OPEN: {rep.target_client_order_id} is cancelled",
+                                 code="TARGET_NOT_OPEN"))
     assert pos.blocked == "" and pos.live_stop_client_order_id == ""
     assert [(i.action, i.stop_price, i.qty) for i in r.intents] == [("place", 9.2, 100)]  # at once, in the window
+
+
+def test_exits_branch_on_the_reason_code_never_on_the_text() -> None:
+    """The executor's free text is not a contract: a rejection whose text says INSUFFICIENT_QTY but whose
+    code does not is not a held-shares block, and the code alone is enough."""
+    book = Book()
+    (it,) = opened(book).intents
+    book.order(stop_event(it, "rejected", reason="INSUFFICIENT_QTY (as text only)", code="BROKER_REJECTED"))
+    assert book.positions["T"].blocked == ""
+    book2 = Book()
+    (it2,) = opened(book2).intents
+    book2.order(stop_event(it2, "rejected", reason="", code="INSUFFICIENT_QTY"))
+    assert book2.positions["T"].blocked.startswith("SHARES_HELD_BY_OTHER_SELL")
+
+
+def test_a_reprotect_stop_becomes_the_live_stop() -> None:
+    """The executor re-protected at the last accepted level (``replaced``, REPROTECT, naming the order it
+    replaces): exits track that order as the live stop."""
+    from shared.ids import stable_id
+    from shared.schemas import OrderEvent
+
+    book = Book()
+    res = opened(book)
+    confirm_all(book, res)
+    (it,) = res.intents
+    pos = book.positions["T"]
+    live = pos.live_stop_client_order_id
+    ev = OrderEvent(event_id=stable_id("ev", "rp"), event="replaced", mode="PAPER_SIM", intent_id=it.intent_id,
+                    client_order_id="av-rp", symbol="T", side="sell", kind="stop", qty=100, order_type="stop",
+                    stop_price=pos.live_stop_price, reason_code="REPROTECT", replaces_client_order_id=live,
+                    trade_date=D0, ts=at(D0, "10:01"))
+    book.order(ev)
+    assert pos.live_stop_client_order_id == "av-rp" and pos.live_stop_qty == 100

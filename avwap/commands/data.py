@@ -1,4 +1,5 @@
-"""``avwap data import|check``: load a bar file into the bar store, or report its defects."""
+"""``avwap data import|check|backfill``: load a bar file into the bar store, report its defects, or fetch
+the history from Alpaca's market-data API."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from avwap.common import load_bars_or_fail
 from shared.settings import get_settings
 
 app = typer.Typer()
-data_app = typer.Typer(help="Bar files: import into the bar store, check for defects.", no_args_is_help=True)
+data_app = typer.Typer(help="Bars: import a file into the bar store, check it for defects, backfill from Alpaca.",
+                       no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 
@@ -69,3 +71,64 @@ def import_(
     counts = res.counts()
     typer.echo(f"imported {n} {res.tf} rows ({len(res.symbols())} symbols) into {root}; rejected {len(res.rejects)} "
                f"{counts or ''}; zero-volume rows kept {res.zero_volume}".replace("  ", " "))
+
+
+@data_app.command("backfill")
+def backfill_cmd(
+    from_: str | None = typer.Option(None, "--from", help="First session (YYYY-MM-DD); default: enough for "
+                                     "SCAN_HISTORY_BARS (+10) sessions before now."),
+    symbols: Path | None = typer.Option(None, "--symbols", exists=True, dir_okay=False,
+                                        help="Universe file (SYMBOL[,SECTOR] per line); default: what the feed fetches "
+                                        "(FEED_SYMBOLS, else SCAN_UNIVERSE_FILE) plus the market-gate symbol."),
+    intraday: bool = typer.Option(False, "--intraday", help="Also 1-minute bars (BACKFILL_INTRADAY_SESSIONS per chunk)."),
+    bars_dir: Path | None = typer.Option(None, "--bars-dir", help="Bar store root (default BARS_DIR)."),
+) -> None:
+    """Fetch the missing daily (and 1-minute) bars of the universe through alpaca-py (split-adjusted,
+    FEED_DATA_FEED), validate them, write them to the bar store. Idempotent and resumable: a rerun fetches
+    only what is missing. Needs the broker keys of .env.broker (on the droplet: `bin/avwap data backfill`)."""
+    import datetime as dt
+    import sys
+
+    from avwap.common import broker_settings_or_fail, fail
+    from services.executor.backfill import backfill, history_start, report_alerts
+    from services.executor.feed import data_source, universe
+    from shared.bars import BarStore
+    from shared.bus import fields_of
+    from shared.clock import WallClock, calendar
+    from shared.redis_conn import connect
+    from shared.streams import ALERTS
+    from shared.universe import UniverseError, read_universe
+
+    settings = get_settings()
+    bs = broker_settings_or_fail("data backfill")
+    store = BarStore(bars_dir if bars_dir is not None else settings.core.bars_dir)
+    try:
+        syms = sorted(read_universe(symbols)) if symbols else universe(settings, bs, store)
+    except UniverseError as exc:
+        fail(str(exc))
+    if symbols and settings.scanner.scan_market_gate == "symbol":
+        syms = sorted({*syms, settings.scanner.scan_market_symbol.upper()})
+    if not syms:
+        fail("no symbols: pass --symbols FILE or set SCAN_UNIVERSE_FILE (see `avwap universe build`)")
+    now = WallClock().now_ns()
+    if from_ is not None:
+        try:
+            dt.date.fromisoformat(from_)
+        except ValueError:
+            fail(f"--from must be YYYY-MM-DD, not {from_!r}")
+    start = from_ or history_start(calendar(), now, settings.scanner.scan_history_bars + 10)
+    r = None
+    if settings.core.redis_url:  # the shared rate limit and the alerts; without Redis: limited in process
+        r = connect(settings.core.redis_url)
+    typer.echo(f"backfill {len(syms)} symbols from {start}{' with 1-minute bars' if intraday else ''} "
+               f"(feed {bs.feed_data_feed}, adjustment {bs.feed_adjustment}) into {store.root}")
+    reports = backfill(data_source(bs, r), store, syms, start, intraday=intraday, bs=bs, progress=sys.stderr.isatty())
+    for tf, rep in reports.items():
+        typer.echo(f"{tf}: {rep.chunks} chunks, {rep.fetched} bars fetched, {rep.written} new in the store, "
+                   f"rejected {len(rep.rejects)} {rep.reasons() or ''}".rstrip())
+        for sym, f in sorted(rep.adjusted.items()):
+            typer.echo(f"  {sym}: history adjusted by {f:g} (split?): re-fetched; an open position needs "
+                       f"`bin/avwap exits rebase {sym} --factor {f:g}` (docs/runbook.md#corporate-actions)")
+        if r is not None:
+            for a in report_alerts(rep, "backfill", now):
+                r.xadd(ALERTS, fields_of(a), maxlen=settings.core.bus_maxlen, approximate=True)  # type: ignore[arg-type]

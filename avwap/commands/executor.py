@@ -32,6 +32,43 @@ def check() -> None:
     if reason:
         fail(f"{settings.core.execution_mode} would refuse to start: {reason}", code=2)
     typer.echo(f"{settings.core.execution_mode}: start gates pass")
+    if protection_report(settings.core.execution_mode, settings.core.redis_url):
+        raise typer.Exit(3)
+
+
+def protection_report(mode: str, redis_url: str | None) -> int:
+    """Print, from the mode's latest broker snapshot, whether each position's live sell stops cover it
+    exactly (``core.coverage``); returns the number of gaps. No Redis or no snapshot: says so, 0."""
+    from services.executor.core import coverage
+    from shared.redis_conn import connect
+    from shared.schemas import BrokerSnapshot, decode
+    from shared.streams import BROKER
+
+    if not redis_url:
+        typer.echo("protection: not checked (REDIS_URL not set)")
+        return 0
+    try:
+        r = connect(redis_url)
+        rows = r.xrevrange(BROKER, count=200)
+    except (OSError, Exception) as exc:  # noqa: BLE001 - the gates answer stands; the check is informative
+        typer.echo(f"protection: not checked (Redis: {type(exc).__name__})")
+        return 0
+    snap = next((m for _, f in rows if isinstance(m := decode(f[b"data"]), BrokerSnapshot) and m.mode == mode), None)
+    if snap is None:
+        typer.echo(f"protection: no {mode} broker snapshot yet")
+        return 0
+    gaps = coverage(snap)
+    held = {p.symbol: p.qty for p in snap.positions}
+    typer.echo(f"protection at snapshot {snap.reason} {snap.trade_date} ({len(held)} positions):")
+    bad = {g.symbol: g for g in gaps}
+    for sym in sorted(set(held) | set(bad)):
+        g = bad.get(sym)
+        if g is None:
+            typer.echo(f"  {sym}: {held[sym]} shares, stops cover {held[sym]}: ok")
+        else:
+            what = "UNDER-COVERED" if g.stop_qty < g.position_qty else "OVER-COVERED (a stop would open a short)"
+            typer.echo(f"  {sym}: {g.position_qty} shares, stops cover {g.stop_qty}: {what}")
+    return len(gaps)
 
 
 @ex_app.command("status")

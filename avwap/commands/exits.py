@@ -63,4 +63,43 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
             typer.echo(f"{k:<48} {v}")
 
 
+@exits_app.command("rebase")
+def rebase(symbol: str = typer.Argument(..., help="Symbol of the open position."),
+           factor: float = typer.Option(..., "--factor", help="Split ratio the backfill reported (2 for a 2:1 split)."),
+           yes: bool = typer.Option(False, "--yes", help="Write it (without: show what would change).")) -> None:
+    """Re-base SYMBOL's exit state after a split: prices / FACTOR, shares x FACTOR. Only while the exits
+    service is stopped (`docker compose stop exits`): it refuses when exits has a live heartbeat."""
+    from avwap.common import fail
+    from services.exits.rebase import rebase_position
+    from services.exits.worker import GROUP, decode_position, pos_key
+    from shared.bus import live_consumers
+    from shared.schemas import encode
+
+    sym = symbol.strip().upper()
+    with operator_redis() as r:
+        raw = r.get(pos_key(sym))
+        if not raw:
+            fail(f"no exits state for {sym}")
+        pos = decode_position(raw)
+        if pos.closed:
+            fail(f"{sym}: the position is closed; nothing to re-base")
+        try:
+            new = rebase_position(pos, factor)
+        except ValueError as exc:
+            fail(str(exc))
+        typer.echo(f"{sym}: qty {pos.qty} -> {new.qty}, entry {pos.avg_entry_price:.4f} -> {new.avg_entry_price:.4f}, "
+                   f"stop {pos.current_stop:.4f} -> {new.current_stop:.4f}, desired {pos.desired_stop:.4f} -> "
+                   f"{new.desired_stop:.4f}, live {pos.live_stop_price:.4f} x {pos.live_stop_qty} -> "
+                   f"{new.live_stop_price:.4f} x {new.live_stop_qty}")
+        if not yes:
+            typer.echo("dry run: add --yes to write it")
+            return
+        if live_consumers(r, GROUP):
+            fail("the exits service is running: `docker compose stop exits` first, then re-run, then start it")
+        pipe = r.pipeline(transaction=True)
+        pipe.set(pos_key(sym), encode(new))
+        pipe.execute()
+    typer.echo(f"{sym}: exit state re-based by {factor:g}; start exits and check `avwap exits status` against the broker")
+
+
 app.add_typer(exits_app, name="exits")

@@ -387,7 +387,7 @@ def on_idle(ctx: ServiceContext) -> list[Emit]:
     return []
 
 
-SPEC = ServiceSpec(name=SVC, streams=[ALERTS, CLOCK], build=build, on_idle=on_idle)
+SPEC = ServiceSpec(name=SVC, streams=[ALERTS, CLOCK], build=build, on_idle=on_idle, produces=[ALERTS])
 
 
 def main() -> int:

@@ -752,7 +752,7 @@ def on_start(ctx: ServiceContext) -> list[Emit]:
 
 
 SPEC = ServiceSpec(name=SVC, streams=[CLOCK, CANDIDATES, INTENTS, REJECTIONS, ORDERS, BROKER, EXITS, ALERTS, BARS_1D],
-                   build=build, on_start=on_start, on_idle=on_idle)
+                   build=build, on_start=on_start, on_idle=on_idle, produces=[PORTFOLIO, ALERTS])
 
 
 def main() -> int:

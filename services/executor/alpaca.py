@@ -2,11 +2,12 @@
 
 The only module that imports the broker SDK for trading. Errors are mapped to typed
 ``BrokerError``s from Alpaca's JSON error bodies (``{"code": ..., "message": ...}``):
-422 "client_order_id must be unique" -> DuplicateClientOrderId; 403 "insufficient qty
-available for order" -> InsufficientQty (with ``related_orders``); 422 on PATCH -> ReplaceForbidden
-(or NotCancelable when the order is already final); 404 -> NotFound; 429, 5xx, timeouts and
-connection errors -> UnknownOutcome (the caller looks the order up by client id).
-alpaca-py's own retry loop (3 s sleeps on 429/504) is switched off: the executor decides.
+matched on (HTTP status, Alpaca code, message) together (``ERROR_CASES``): a 422 on PATCH is
+``ReplaceForbidden`` (cancel-and-new) only when Alpaca says the order's status forbids it; a sub-penny
+price, a stop on the wrong side or a wash trade is a refusal of that request (the old stop stays). 404 ->
+NotFound; 429, 5xx, timeouts and connection errors -> UnknownOutcome (the caller looks the order up).
+alpaca-py's own retry loop (3 s sleeps on 429/504) is switched off; every request goes through the shared
+rate limiter (``rate_limit.RateLimiter``: 429s pause every caller of the key and are retried there).
 Error details are redacted; the keys never reach a message, log line or exception.
 """
 
@@ -34,6 +35,7 @@ from .broker import (
     AccountView,
     BrokerError,
     BrokerRejected,
+    BuyingPower,
     DuplicateClientOrderId,
     InsufficientQty,
     NotCancelable,
@@ -42,8 +44,13 @@ from .broker import (
     OrderView,
     PositionView,
     ReplaceForbidden,
+    StopSide,
+    SubPenny,
+    Unchanged,
     UnknownOutcome,
+    WashTrade,
 )
+from .rate_limit import RateLimiter
 from .settings import BrokerSettings
 
 
@@ -73,6 +80,27 @@ def _body(exc: APIError) -> dict[str, Any]:
         return {}
 
 
+# Alpaca's error bodies mapped on (HTTP status, Alpaca code, message) together; first match wins. Sources:
+# docs "Orders at Alpaca" (sub-penny 42210000, buying power), the trading API reference (PATCH/DELETE 422),
+# alpaca-py's recorded payloads (40010001 duplicate client id, 40310000 insufficient qty). docs/executor.md
+# lists each case with its test.
+ERROR_CASES: tuple[tuple[int, int | None, str, type[BrokerError], bool | None], ...] = (
+    # (status, code or None: any, message fragment, error, replacing: None any / True PATCH only / False not PATCH)
+    (422, 40010001, "client_order_id must be unique", DuplicateClientOrderId, None),
+    (403, 40310000, "insufficient qty", InsufficientQty, None),
+    (403, 40310000, "insufficient buying power", BuyingPower, None),
+    (403, 40310000, "order parameters are not changed", Unchanged, None),
+    (403, None, "wash trade", WashTrade, None),
+    (422, None, "wash trade", WashTrade, None),
+    (422, 42210000, "sub-penny", SubPenny, None),
+    (422, 42210000, "stop price must", StopSide, None),
+    (422, 42210000, "already in", NotCancelable, None),
+    (422, 42210000, "not cancelable", NotCancelable, None),
+    (422, 42210000, "isn't sent to exchange yet", ReplaceForbidden, True),
+    (422, 42210000, "pending", ReplaceForbidden, True),
+)
+
+
 def map_error(exc: Exception, *, replacing: bool = False) -> BrokerError:
     """A typed BrokerError for an alpaca-py/requests exception (details redacted)."""
     if isinstance(exc, requests.exceptions.RequestException):
@@ -82,18 +110,16 @@ def map_error(exc: Exception, *, replacing: bool = False) -> BrokerError:
     status = exc.status_code or 0
     body = _body(exc)
     msg = redact(str(body.get("message", ""))[:200])
-    if status == 422 and "client_order_id must be unique" in msg:
-        return DuplicateClientOrderId(msg)
-    if status == 403 and "insufficient qty" in msg:
-        return InsufficientQty(msg, related=[str(x) for x in body.get("related_orders") or []])
+    code = body.get("code")
     if status == 404:
         return NotFound(msg)
     if status == 429 or status >= 500:
         return UnknownOutcome(f"HTTP {status} {msg}")
-    if status == 422 and "already in" in msg:
-        return NotCancelable(msg)
-    if status == 422 and replacing:
-        return ReplaceForbidden(msg)
+    low = msg.lower()
+    for st, c, fragment, err, when in ERROR_CASES:
+        if status == st and (c is None or code == c) and fragment in low and (when is None or when == replacing):
+            related = [str(x) for x in body.get("related_orders") or []] if err is InsufficientQty else None
+            return err(msg, related=related)
     return BrokerRejected(f"HTTP {status} {msg}")
 
 
@@ -114,17 +140,21 @@ class AlpacaBroker:
         self.client = client
 
     @classmethod
-    def from_settings(cls, bs: BrokerSettings, *, paper: bool) -> AlpacaBroker:
+    def from_settings(cls, bs: BrokerSettings, *, paper: bool, limiter: RateLimiter | None = None) -> AlpacaBroker:
         key = bs.apca_api_key_id.get_secret_value() if bs.apca_api_key_id else None
         secret = bs.apca_api_secret_key.get_secret_value() if bs.apca_api_secret_key else None
-        return cls.connect(key, secret, base_url=bs.apca_api_base_url, paper=paper, timeout_s=bs.broker_timeout_s)
+        return cls.connect(key, secret, base_url=bs.apca_api_base_url, paper=paper, timeout_s=bs.broker_timeout_s,
+                           limiter=limiter)
 
     @classmethod
-    def connect(cls, key: str | None, secret: str | None, *, base_url: str, paper: bool, timeout_s: float) -> AlpacaBroker:
+    def connect(cls, key: str | None, secret: str | None, *, base_url: str, paper: bool, timeout_s: float,
+                limiter: RateLimiter | None = None) -> AlpacaBroker:
         client = TradingClient(key, secret, paper=paper, url_override=base_url.rstrip("/"))
         # every request gets a timeout (alpaca-py sets none); no SDK-side retries
         client._session.request = functools.partial(client._session.request, timeout=timeout_s)  # type: ignore[method-assign]  # noqa: SLF001
         client._retry_codes = []  # noqa: SLF001
+        if limiter is not None:
+            limiter.install(client)
         return cls(client)
 
     def submit(self, req: OrderRequest) -> OrderView:
@@ -144,9 +174,9 @@ class AlpacaBroker:
     def get(self, broker_order_id: str) -> OrderView:
         return view_of(_call(self.client.get_order_by_id, broker_order_id))
 
-    def list_open(self) -> list[OrderView]:
-        rows = _call(self.client.get_orders, GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500))
-        return [view_of(o) for o in rows]
+    def list_open(self, symbol: str | None = None) -> list[OrderView]:
+        req = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500, symbols=[symbol] if symbol else None)
+        return [view_of(o) for o in _call(self.client.get_orders, req)]
 
     def replace(self, broker_order_id: str, *, qty: int, stop_price: float | None, limit_price: float | None,
                 new_client_order_id: str) -> OrderView:

@@ -6,7 +6,9 @@ sees an SDK object. Errors are typed so the worker can act on them:
 - ``DuplicateClientOrderId`` (Alpaca 422 "client_order_id must be unique"): resolve by lookup.
 - ``InsufficientQty`` (Alpaca 403 "insufficient qty available for order"): shares held by
   another order (a stop); cancel that order first.
-- ``ReplaceForbidden`` (Alpaca 422 on PATCH in a pending state): cancel-and-new instead.
+- ``ReplaceForbidden`` (Alpaca 422 42210000 on PATCH because of the order's status): cancel-and-new.
+- ``Unchanged``, ``SubPenny``, ``StopSide``, ``WashTrade``, ``BuyingPower``: definite refusals of that
+  request (a refused replace keeps the old order live); ``reason`` is the event's reason code.
 - ``NotFound`` (404), ``UnknownOutcome`` (timeout, 5xx, connection reset: the request may or may
   not have reached the broker; look the order up by ``client_order_id``), ``BrokerRejected``
   (any other definite refusal).
@@ -19,7 +21,7 @@ from typing import Protocol
 import msgspec
 
 # Alpaca order statuses after which an order never changes again.
-TERMINAL = frozenset({"filled", "canceled", "cancelled", "expired", "rejected", "replaced", "done_for_day", "stopped"})
+TERMINAL = frozenset({"filled", "canceled", "cancelled", "expired", "rejected", "replaced"})
 # Statuses in which Alpaca refuses PATCH (replace): the order is not at the exchange yet or is changing.
 REPLACE_FORBIDDEN = frozenset({"pending_new", "accepted_for_bidding", "pending_cancel", "pending_replace", "held"})
 
@@ -75,9 +77,11 @@ class AccountView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class BrokerError(Exception):
-    """A broker call failed. ``code`` is a stable reason code; ``detail`` never holds a secret."""
+    """A broker call failed. ``code`` is a stable reason code, ``reason`` the ``OrderEvent.reason_code`` a
+    refusal becomes; ``detail`` never holds a secret."""
 
     code = "BROKER_ERROR"
+    reason = "BROKER_REJECTED"
 
     def __init__(self, detail: str = "", *, related: list[str] | None = None) -> None:
         super().__init__(f"{self.code}: {detail}")
@@ -90,10 +94,35 @@ class DuplicateClientOrderId(BrokerError):
 
 
 class InsufficientQty(BrokerError):
-    code = "INSUFFICIENT_QTY"
+    code = reason = "INSUFFICIENT_QTY"
+
+
+class BuyingPower(BrokerError):
+    code = reason = "BUYING_POWER"
+
+
+class SubPenny(BrokerError):
+    code = reason = "SUB_PENNY"
+
+
+class StopSide(BrokerError):
+    code = reason = "STOP_SIDE"
+
+
+class WashTrade(BrokerError):
+    code = reason = "WASH_TRADE"
+
+
+class Unchanged(BrokerError):
+    """PATCH that changes nothing (Alpaca 403 40310000 "order parameters are not changed")."""
+
+    code = "UNCHANGED"
+    reason = "REPLACE_UNCHANGED"
 
 
 class ReplaceForbidden(BrokerError):
+    """PATCH refused because of the order's status (not at the exchange yet, or changing): cancel-and-new."""
+
     code = "REPLACE_FORBIDDEN"
 
 
@@ -102,6 +131,8 @@ class NotFound(BrokerError):
 
 
 class NotCancelable(BrokerError):
+    """DELETE refused (422): the order is final, or changing (``pending_replace`` rejects cancels)."""
+
     code = "NOT_CANCELABLE"
 
 
@@ -125,7 +156,7 @@ class Broker(Protocol):
 
     def get(self, broker_order_id: str) -> OrderView: ...
 
-    def list_open(self) -> list[OrderView]: ...
+    def list_open(self, symbol: str | None = None) -> list[OrderView]: ...
 
     def replace(self, broker_order_id: str, *, qty: int, stop_price: float | None,
                 limit_price: float | None, new_client_order_id: str) -> OrderView: ...

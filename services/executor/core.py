@@ -8,8 +8,10 @@ Conventions (docs/ARCHITECTURE.md, docs/executor.md):
 - ``client_order_id = shared.ids.client_order_id(intent_id)``; every event about an order carries
   that order's client id and the id of the intent that created it.
 - Entry fills carry the entry intent's protective stop in ``stop_price``.
-- A stop replace emits ``replaced`` for the NEW order, ``reason`` naming the old client id; the
-  old order gets no ``cancelled`` event (native replace or cancel-and-new alike).
+- A stop replace emits ``replaced`` for the NEW order (``reason_code`` REPLACES, ``replaces_client_order_id``)
+  once the broker shows the old one ``replaced`` (or, cancel-and-new, cancelled); the old order gets no
+  ``cancelled`` event. Until then the old stop is the live one (the protection invariant).
+- Status changes go through ``lifecycle.transition`` (one table); every event carries a ``ReasonCode``.
 - An exit cancels every stop holding the symbol's shares first (``cancelled``, reason names the
   exit intent), then sells market (kind="exit").
 - Event ids: ``stable_id("ev", client_order_id, event, trade_id)``; fills de-duplicated by trade id.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import msgspec
 
+from shared.alerts import make_alert
 from shared.clock import NS, dt_to_ns, ny_datetime
 from shared.ids import client_order_id, stable_id
 from shared.schemas import (
@@ -31,17 +34,21 @@ from shared.schemas import (
     ExitIntent,
     Message,
     OrderEvent,
+    ReasonCode,
     Rejection,
     StopIntent,
 )
 
+from . import lifecycle
 from .broker import TERMINAL, AccountView, OrderRequest, OrderView, PositionView
 from .simulator import SimState
 
 OPEN_LOCAL = ("new", "unknown", "waiting")  # known to the executor, not (yet) at the broker
 # records the broker may or may not have: resolved by a lookup by client id (blocked: a resend was refused)
 LOOKUP = ("new", "unknown", "blocked")
-DONE = frozenset({"filled", "cancelled", "rejected", "replaced", "expired"})
+DONE = frozenset(lifecycle.FINAL)
+# docs/runbook.md anchor of the protection alerts (a test checks it exists)
+RUNBOOK_PROTECTION = "executor-protection"
 
 # reason codes of entries the executor refuses
 R_UNRECONCILED = "EXECUTOR_UNRECONCILED"
@@ -117,6 +124,9 @@ class OrderRec(msgspec.Struct, kw_only=True):
     candidate_id: str = ""  # entries: the candidate behind the intent (for a Rejection at resend time)
     announced: bool = False  # accepted/replaced event published
     attempts: int = 0  # retries after a 403 insufficient qty (exits)
+    cancel_code: str = ""  # ReasonCode of the cancelled event this cancel produces
+    cancel_wanted: bool = False  # a cancel was asked for: re-sent by the poll until the broker confirms it
+    reprotect: bool = False  # a stop placed by the executor to restore protection (events: REPROTECT)
 
 
 class ExecState(msgspec.Struct, kw_only=True):
@@ -132,6 +142,7 @@ class ExecState(msgspec.Struct, kw_only=True):
     reconciled: bool = True
     applied: dict[str, str] = {}  # stream -> id of the last entry whose effects are committed
     sim: SimState | None = None
+    protect: dict[str, float] = {}  # symbol -> last stop level the broker accepted (re-protection level)
 
 
 # -- actions -----------------------------------------------------------------
@@ -148,7 +159,13 @@ class Replace(msgspec.Struct, frozen=True, tag="replace"):
     new_client_order_id: str
 
 
-Action = Submit | Cancel | Replace
+class CancelForeign(msgspec.Struct, frozen=True, tag="cancel_foreign"):
+    """Cancel a broker order the executor has no record of (protection repair)."""
+
+    broker_order_id: str
+
+
+Action = Submit | Cancel | Replace | CancelForeign
 
 
 class Ctx(msgspec.Struct, frozen=True, kw_only=True):
@@ -176,14 +193,16 @@ def request_of(rec: OrderRec) -> OrderRequest:
 
 
 def order_event(rec: OrderRec, event: str, ctx: Ctx, mode: str, *, reason: str = "", trade_id: str = "",
-                fill_qty: int = 0, fill_price: float | None = None, fees: float = 0.0) -> OrderEvent:
+                fill_qty: int = 0, fill_price: float | None = None, fees: float = 0.0,
+                code: ReasonCode = "NONE") -> OrderEvent:
     return OrderEvent(
         event_id=stable_id("ev", rec.client_order_id, event, trade_id), event=event, mode=mode,
         intent_id=rec.intent_id, client_order_id=rec.client_order_id, broker_order_id=rec.broker_order_id,
         symbol=rec.symbol, side=rec.side, kind=rec.kind, qty=rec.qty, order_type=rec.order_type,
         stop_price=rec.entry_stop if rec.kind == "entry" else rec.stop_price, limit_price=rec.limit_price,
         filled_qty=rec.filled_qty, fill_qty=fill_qty, fill_price=fill_price, avg_fill_price=rec.avg_fill_price,
-        trade_id=trade_id, fees=fees, reason=reason, trade_date=ctx.trade_date, ts=ctx.ts)
+        trade_id=trade_id, fees=fees, reason=reason, trade_date=ctx.trade_date, ts=ctx.ts, reason_code=code,
+        replaces_client_order_id=rec.replaces if event == "replaced" else "")
 
 
 def reject_entry(intent: EntryIntent, reasons: list[str], ts: int, detail: str = "") -> Rejection:
@@ -202,7 +221,7 @@ def _dry_run_accept(st: ExecState, rec: OrderRec, ctx: Ctx) -> Out:
     rec.status = "accepted"
     rec.announced = True
     st.orders[rec.client_order_id] = rec
-    return Out(events=[order_event(rec, "accepted", ctx, st.mode, reason="DRY_RUN: no order sent")])
+    return Out(events=[order_event(rec, "accepted", ctx, st.mode, reason="DRY_RUN: no order sent", code="DRY_RUN")])
 
 
 # -- intents -----------------------------------------------------------------
@@ -255,9 +274,11 @@ def on_stop_intent(st: ExecState, intent: StopIntent, ctx: Ctx) -> Out:
         if target is None or target.status in DONE:
             return Out()
         target.cancel_reason = f"cancel_intent={intent.intent_id} {intent.reason}".strip()
+        target.cancel_code = "CANCEL_INTENT"
         if st.mode == "DRY_RUN":
             target.status = "cancelled"
-            return Out(events=[order_event(target, "cancelled", ctx, st.mode, reason=target.cancel_reason)])
+            return Out(events=[order_event(target, "cancelled", ctx, st.mode, reason=target.cancel_reason,
+                                           code="CANCEL_INTENT")])
         return Out(actions=[Cancel(target.client_order_id)])
     rec = OrderRec(client_order_id=coid, intent_id=intent.intent_id, kind="stop", symbol=intent.symbol, side="sell",
                    qty=intent.qty, order_type="stop", stop_price=round(intent.stop_price, 2), trade_date=intent.trade_date)
@@ -268,18 +289,21 @@ def on_stop_intent(st: ExecState, intent: StopIntent, ctx: Ctx) -> Out:
             rec.status = "rejected"
             st.orders[coid] = rec
             why = f"TARGET_NOT_OPEN: {intent.target_client_order_id} is {target.status if target else 'unknown'}"
-            return Out(events=[order_event(rec, "rejected", ctx, st.mode, reason=why)])
+            code: ReasonCode = "TARGET_NOT_OPEN" if target is not None else "TARGET_UNKNOWN"
+            return Out(events=[order_event(rec, "rejected", ctx, st.mode, reason=why, code=code)])
         if st.mode == "DRY_RUN":
             target.status, target.silent_cancel = "replaced", True
             rec.status, rec.announced = "accepted", True
             st.orders[coid] = rec
-            return Out(events=[order_event(rec, "replaced", ctx, st.mode, reason=f"replaces {rec.replaces}; DRY_RUN")])
+            return Out(events=[order_event(rec, "replaced", ctx, st.mode, reason=f"replaces {rec.replaces}; DRY_RUN",
+                                           code="REPLACES")])
         st.orders[coid] = rec
         return Out(actions=[Replace(target.client_order_id, coid)])
     if intent.action != "place" or intent.qty <= 0:
         rec.status = "rejected"
         st.orders[coid] = rec
-        return Out(events=[order_event(rec, "rejected", ctx, st.mode, reason=f"INVALID_STOP_INTENT: action={intent.action} qty={intent.qty}")])
+        return Out(events=[order_event(rec, "rejected", ctx, st.mode, code="INVALID_STOP_INTENT",
+                                       reason=f"INVALID_STOP_INTENT: action={intent.action} qty={intent.qty}")])
     if st.mode == "DRY_RUN":
         return _dry_run_accept(st, rec, ctx)
     st.orders[coid] = rec
@@ -300,10 +324,10 @@ def on_exit_intent(st: ExecState, intent: ExitIntent, ctx: Ctx, position_qty: in
     if qty <= 0:
         rec.status = "rejected"
         st.orders[coid] = rec
-        return Out(events=[order_event(rec, "rejected", ctx, st.mode, reason="NO_POSITION")])
+        return Out(events=[order_event(rec, "rejected", ctx, st.mode, reason="NO_POSITION", code="NO_POSITION")])
     out = Out()
     for stop in sorted(live_stops(st, intent.symbol), key=lambda o: o.client_order_id):
-        stop.cancel_reason = f"exit_intent={intent.intent_id}"
+        stop.cancel_reason, stop.cancel_code = f"exit_intent={intent.intent_id}", "EXIT_INTENT"
         rec.waiting_on.append(stop.client_order_id)
         out.actions.append(Cancel(stop.client_order_id))
     rec.status = "waiting" if rec.waiting_on else "new"
@@ -325,7 +349,8 @@ def ready_waiting(st: ExecState, ctx: Ctx) -> Out:
         rec.waiting_on = []
         if rec.kind == "exit" and any(b is not None and b.status == "filled" for b in blockers):
             rec.status = "rejected"
-            out.events.append(order_event(rec, "rejected", ctx, st.mode, reason="STOP_FILLED_FIRST"))
+            out.events.append(order_event(rec, "rejected", ctx, st.mode, reason="STOP_FILLED_FIRST",
+                                          code="STOP_FILLED_FIRST"))
             continue
         rec.status = "new"
         out.actions.append(Submit(rec.client_order_id))
@@ -360,7 +385,9 @@ def resend_or_block(st: ExecState, rec: OrderRec, gates: Gates, ctx: Ctx, *, rec
     ``Rejection`` for its intent.
     """
     if rec.kind != "entry":
-        return Out(actions=[Replace(rec.replaces, rec.client_order_id)] if rec.replaces else [Submit(rec.client_order_id)])
+        old = st.orders.get(rec.replaces) if rec.replaces else None
+        native = old is not None and old.status not in DONE and not rec.reprotect  # else: cancel-and-new, re-protection
+        return Out(actions=[Replace(rec.replaces, rec.client_order_id)] if native else [Submit(rec.client_order_id)])
     reasons = entry_blocks(st, gates, reconciling=reconciling)
     current = max(st.sessions.values(), default="")
     if (current and rec.trade_date < current) or f"{rec.trade_date}:CLOSE" in st.sessions:
@@ -463,23 +490,42 @@ def on_submitted(st: ExecState, coid: str, view: OrderView, ctx: Ctx) -> Out:
     rec.broker_order_id = view.broker_order_id
     if rec.status in OPEN_LOCAL or rec.status == "blocked":
         rec.status = "accepted"
-    out = Out()
-    if not rec.announced:
+    return on_view(st, view, ctx)
+
+
+def _announce(st: ExecState, rec: OrderRec, ctx: Ctx) -> list[Message]:
+    """``accepted`` (or ``replaced`` for a replacement) once the order is live at the broker. A native
+    replacement is announced only when the broker shows the old order ``replaced`` (Alpaca: the 200 on
+    PATCH "does NOT guarantee the existing open order has been replaced"); until then the old stop is live."""
+    if rec.announced or rec.status in LOOKUP or rec.status == "waiting" or rec.status in ("rejected", "cancelled",
+                                                                                          "expired"):
+        return []
+    if rec.replaces:
+        old = st.orders.get(rec.replaces)
+        if old is not None and old.status not in ("replaced", "cancelled", "expired"):
+            return []  # the old order is still live (or filled first: the replacement will be rejected)
         rec.announced = True
-        if rec.replaces:
-            out.events.append(order_event(rec, "replaced", ctx, st.mode, reason=f"replaces {rec.replaces}"))
-        else:
-            out.events.append(order_event(rec, "accepted", ctx, st.mode))
-    return out.extend(on_view(st, view, ctx))
+        _protected(st, rec)
+        code: ReasonCode = "REPROTECT" if rec.reprotect else "REPLACES"
+        why = f"replaces {rec.replaces}" + ("; re-protected at the last accepted level" if rec.reprotect else "")
+        return [order_event(rec, "replaced", ctx, st.mode, reason=why, code=code)]
+    rec.announced = True
+    _protected(st, rec)
+    return [order_event(rec, "accepted", ctx, st.mode)]
+
+
+def _protected(st: ExecState, rec: OrderRec) -> None:
+    if rec.kind == "stop" and rec.side == "sell" and rec.stop_price is not None:
+        st.protect[rec.symbol] = rec.stop_price
 
 
 def on_broker_update(st: ExecState, view: OrderView, ctx: Ctx) -> Out:
     """The broker's current view of one order, however it arrived (poll, lookup, trade-update stream).
 
     A record still awaiting the broker's answer (``LOOKUP``) is announced (``accepted``/``replaced``)
-    first; then fills and terminal states become events. Idempotent: fills are de-duplicated by
-    trade id and by the cumulative filled quantity, terminal states are final, so the same view
-    applied twice (by the stream and by a poll) publishes nothing the second time.
+    first; then fills and status changes (``lifecycle.transition``) become events. Idempotent: fills are
+    de-duplicated by trade id and by the cumulative filled quantity, final states stay final, so the same
+    view applied twice (by the stream and by a poll) publishes nothing the second time.
     """
     rec = st.orders.get(view.client_order_id)
     if rec is None:
@@ -489,22 +535,32 @@ def on_broker_update(st: ExecState, view: OrderView, ctx: Ctx) -> Out:
     return on_view(st, view, ctx)
 
 
-def on_rejected(st: ExecState, coid: str, reason: str, ctx: Ctx) -> Out:
+def on_rejected(st: ExecState, coid: str, reason: str, ctx: Ctx, code: ReasonCode = "BROKER_REJECTED") -> Out:
     rec = st.orders[coid]
     if rec.status in DONE:
         return Out()
     rec.status = "rejected"
-    return Out(events=[order_event(rec, "rejected", ctx, st.mode, reason=reason)])
+    return Out(events=[order_event(rec, "rejected", ctx, st.mode, reason=reason, code=code)])
+
+
+def impossible_alert(rec: OrderRec, exc: lifecycle.ImpossibleTransition, ctx: Ctx, mode: str) -> Message:
+    return make_alert("executor", "order_transition_impossible",
+                      f"{mode} {rec.kind} {rec.symbol} {rec.client_order_id}: {rec.status} -> broker {exc.broker}",
+                      severity="critical", text=str(exc), trade_date=ctx.trade_date, ts=ctx.ts,
+                      fields={"client_order_id": rec.client_order_id, "broker_status": exc.broker},
+                      dedup=f"impossible:{rec.client_order_id}:{exc.record}:{exc.broker}", runbook=RUNBOOK_PROTECTION)
 
 
 def on_view(st: ExecState, view: OrderView, ctx: Ctx) -> Out:
-    """Events for what changed in the broker's view of an order (fills by trade id, terminal states)."""
+    """Events for what changed in the broker's view of an order: fills (always booked, never lost), then
+    the status through the state machine (an impossible change: a critical alert, the record unchanged)."""
     rec = st.orders.get(view.client_order_id)
     out = Out()
-    if rec is None or rec.status in DONE:
+    if rec is None:
         return out
     if not rec.broker_order_id:
         rec.broker_order_id = view.broker_order_id
+    out.events.extend(_announce(st, rec, ctx))
     fills = list(view.fills)
     if not fills and view.filled_qty > rec.filled_qty and view.filled_avg_price is not None:
         # the broker reports cumulative fills only: synthesise one fill per increase
@@ -521,23 +577,51 @@ def on_view(st: ExecState, view: OrderView, ctx: Ctx) -> Out:
         rec.avg_fill_price = round((prev + f.qty * f.price) / rec.filled_qty, 4)
         rec.fees = round(rec.fees + f.fees, 2)
         event = "filled" if rec.filled_qty >= rec.qty else "partially_filled"
-        rec.status = event
+        if rec.status not in DONE:
+            rec.status = event
         out.events.append(order_event(rec, event, ctx, st.mode, trade_id=f.trade_id, fill_qty=f.qty,
                                       fill_price=f.price, fees=f.fees))
-    status = view.status
-    if status in ("canceled", "cancelled", "expired", "done_for_day") and rec.status not in DONE:
-        rec.status = "expired" if status == "expired" else "cancelled"
+    before = rec.status
+    try:
+        after = lifecycle.transition(before, view.status)
+    except lifecycle.ImpossibleTransition as exc:
+        out.events.append(impossible_alert(rec, exc, ctx, st.mode))
+        return out
+    if after == "filled" and rec.filled_qty < rec.qty:
+        after = before  # the fill itself has not been seen yet (no cumulative quantity): wait for it
+    rec.status = after
+    if after == before:
+        return out
+    if after in DONE:
+        rec.cancel_wanted = False
+    if after in ("cancelled", "expired") and not rec.announced and rec.replaces:
+        after = rec.status = "rejected"  # a replacement that never went live
+    if after in ("cancelled", "expired"):
         if not rec.silent_cancel:
-            reason = rec.cancel_reason or status
-            out.events.append(order_event(rec, "cancelled", ctx, st.mode, reason=reason))
-    elif status == "replaced" and rec.status not in DONE:
-        rec.status, rec.silent_cancel = "replaced", True
-    elif status == "rejected" and rec.status not in DONE:
-        rec.status = "rejected"
-        out.events.append(order_event(rec, "rejected", ctx, st.mode, reason="rejected by broker"))
-    elif status == "pending_cancel" and rec.status not in DONE:
-        rec.status = "pending_cancel"
+            code: ReasonCode = (rec.cancel_code or ("EXPIRED" if after == "expired" else "BROKER_CANCELED"))  # type: ignore[assignment]
+            out.events.append(order_event(rec, "cancelled", ctx, st.mode, reason=rec.cancel_reason or view.status,
+                                          code=code))
+        out.events.extend(_announce_replacements(st, rec, ctx))
+    elif after == "rejected":
+        old = st.orders.get(rec.replaces) if rec.replaces else None
+        if old is not None and old.status == "filled":
+            out.events.append(order_event(rec, "rejected", ctx, st.mode, code="FILLED_BEFORE_REPLACE",
+                                          reason=f"replacement rejected: {old.client_order_id} filled first"))
+        else:
+            out.events.append(order_event(rec, "rejected", ctx, st.mode, reason="rejected by broker",
+                                          code="REPLACE_REFUSED" if rec.replaces else "BROKER_REJECTED"))
+    elif after == "replaced":
+        rec.silent_cancel = True
+        out.events.extend(_announce_replacements(st, rec, ctx))
     return out
+
+
+def _announce_replacements(st: ExecState, old: OrderRec, ctx: Ctx) -> list[Message]:
+    events: list[Message] = []
+    for rec in sorted(st.orders.values(), key=lambda o: o.client_order_id):
+        if rec.replaces == old.client_order_id and not rec.announced and rec.broker_order_id:
+            events.extend(_announce(st, rec, ctx))
+    return events
 
 
 def _synthetic_fill(view: OrderView, qty: int, price: float):
@@ -550,7 +634,118 @@ def mark_cancel_requested(st: ExecState, coid: str, *, silent: bool = False) -> 
     rec = st.orders[coid]
     rec.silent_cancel = rec.silent_cancel or silent
     if rec.status not in DONE:
-        rec.status = "pending_cancel"
+        rec.cancel_wanted = True
+        if rec.status != "pending_replace":
+            rec.status = "pending_cancel"
+
+
+def reprotect_rec(st: ExecState, old: OrderRec, refused: OrderRec) -> OrderRec | None:
+    """After cancel-and-new, the new stop was refused: a stop at the last accepted level (``old``'s), at
+    once, for the shares ``old`` covered. None when there is no level to go back to."""
+    level = old.stop_price if old.stop_price is not None else st.protect.get(old.symbol)
+    qty = old.qty - old.filled_qty
+    if level is None or qty <= 0:
+        return None
+    iid = stable_id("rp", refused.client_order_id)
+    rec = OrderRec(client_order_id=client_order_id(iid), intent_id=refused.intent_id, kind="stop", symbol=old.symbol,
+                   side="sell", qty=qty, order_type="stop", stop_price=level, trade_date=refused.trade_date,
+                   replaces=old.client_order_id, reprotect=True)
+    if rec.client_order_id in st.orders:
+        return None
+    st.orders[rec.client_order_id] = rec
+    return rec
+
+
+# -- protection ------------------------------------------------------------------------
+class Gap(msgspec.Struct, frozen=True, kw_only=True):
+    """A symbol whose live sell stops at the broker do not cover its position exactly."""
+
+    symbol: str
+    position_qty: int
+    stop_qty: int
+    stops: list[str] = []  # broker ids of the open sell stops, oldest client id first
+
+
+STOP_TYPES = ("stop", "stop_limit", "trailing_stop")
+
+
+def coverage(snap: BrokerSnapshot) -> list[Gap]:
+    """Every symbol (held, or with open sell stops) whose open sell stops' remaining quantity differs from
+    the position: under-covered (a share without a stop) or over-covered (a stop that would open a short)."""
+    held = {p.symbol: p.qty for p in snap.positions}
+    stops: dict[str, list[BrokerOrder]] = {}
+    for o in snap.open_orders:
+        if o.side == "sell" and o.order_type in STOP_TYPES:
+            stops.setdefault(o.symbol, []).append(o)
+    gaps = []
+    for sym in sorted(set(held) | set(stops)):
+        mine = sorted(stops.get(sym, []), key=lambda o: o.client_order_id)
+        covered = sum(o.qty - o.filled_qty for o in mine)
+        if covered != held.get(sym, 0):
+            gaps.append(Gap(symbol=sym, position_qty=held.get(sym, 0), stop_qty=covered,
+                            stops=[o.broker_order_id for o in mine]))
+    return gaps
+
+
+def in_flight(st: ExecState, symbol: str) -> bool:
+    """Some order of the symbol is changing (outbox, waiting, pending replace/cancel, an unannounced
+    replacement, an exit under way): coverage is checked again at the next snapshot."""
+    for o in st.orders.values():
+        if o.symbol != symbol or o.status in DONE:
+            continue
+        if o.status in (*LOOKUP, "waiting", "pending_cancel", "pending_replace") or o.kind == "exit" or not o.announced:
+            return True
+    return False
+
+
+def repair_protection(st: ExecState, snap: BrokerSnapshot, ctx: Ctx) -> Out:
+    """At a broker snapshot: each gap of a symbol the executor protected before (``st.protect``) and not
+    in flight raises a critical ``protection_mismatch`` alert and is repaired: excess stops cancelled
+    (orders unknown to the executor first, then the oldest), missing shares covered by a stop at the last
+    accepted level. A symbol with neither position nor stop is forgotten."""
+    out = Out()
+    gaps = {g.symbol: g for g in coverage(snap)}
+    held = {p.symbol for p in snap.positions if p.qty}
+    for sym in [s for s in st.protect if s not in held and s not in gaps and not in_flight(st, s)]:
+        del st.protect[sym]
+    by_broker = {o.broker_order_id: o for o in st.orders.values() if o.broker_order_id}
+    for sym, g in sorted(gaps.items()):
+        if sym not in st.protect or in_flight(st, sym):
+            continue
+        out.events.append(make_alert(
+            "executor", "protection_mismatch",
+            f"{st.mode} {sym}: position {g.position_qty}, live sell stops {g.stop_qty}: repairing",
+            severity="critical", trade_date=ctx.trade_date, ts=ctx.ts,
+            fields={"symbol": sym, "position_qty": str(g.position_qty), "stop_qty": str(g.stop_qty)},
+            dedup=f"protection:{sym}:{g.position_qty}:{g.stop_qty}:{ctx.ts}", runbook=RUNBOOK_PROTECTION))
+        if g.stop_qty > g.position_qty:
+            excess = g.stop_qty - g.position_qty
+            remaining = {o.broker_order_id: o.qty - o.filled_qty for o in snap.open_orders if o.symbol == sym}
+            order = sorted(g.stops, key=lambda b: (b in by_broker, by_broker[b].client_order_id if b in by_broker else b))
+            for bid in order:
+                if excess <= 0:
+                    break
+                excess -= remaining.get(bid, 0)
+                rec = by_broker.get(bid)
+                if rec is None:
+                    out.actions.append(CancelForeign(bid))
+                else:
+                    rec.cancel_reason, rec.cancel_code = "protection repair: over-covered", "PROTECTION_REPAIR"
+                    out.actions.append(Cancel(rec.client_order_id))
+            if excess < 0:  # cancelling whole orders uncovered some shares: the next snapshot re-covers them
+                continue
+        else:
+            last = sorted((o for o in st.orders.values() if o.symbol == sym and o.kind == "stop" and o.announced),
+                          key=lambda o: o.client_order_id)
+            iid = stable_id("pr", sym, ctx.ts, g.position_qty, g.stop_qty)
+            rec = OrderRec(client_order_id=client_order_id(iid), intent_id=iid, kind="stop", symbol=sym, side="sell",
+                           qty=g.position_qty - g.stop_qty, order_type="stop", stop_price=st.protect[sym],
+                           trade_date=ctx.trade_date, reprotect=True,
+                           replaces=last[-1].client_order_id if last and last[-1].status in DONE else "")
+            if rec.client_order_id not in st.orders:
+                st.orders[rec.client_order_id] = rec
+                out.actions.append(Submit(rec.client_order_id))
+    return out
 
 
 # -- snapshots ----------------------------------------------------------------
@@ -592,7 +787,7 @@ def _days_before(d: str, n: int) -> str:
 
 
 __all__ = [
-    "Action", "BarRow", "Cancel", "Ctx", "ExecState", "Gates", "OPEN_GATES", "OrderRec", "Out", "Params", "Replace",
+    "Action", "BarRow", "Cancel", "CancelForeign", "Gap", "coverage", "repair_protection", "reprotect_rec", "Ctx", "ExecState", "Gates", "OPEN_GATES", "OrderRec", "Out", "Params", "Replace",
     "Submit", "TERMINAL", "batch_id", "confirm_daily", "confirm_intraday", "entry_blocks", "expire_unconfirmed",
     "on_broker_update", "on_entry_intent", "on_exit_intent", "on_rejected", "on_stop_intent", "on_submitted", "on_view",
     "prune", "ready_waiting", "request_of", "resend_or_block", "snapshot",

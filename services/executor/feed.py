@@ -27,21 +27,27 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 import redis
+from pydantic import ValidationError
 
 from shared.alerts import make_alert
 from shared.bars import BarStore, validate_rows
-from shared.bus import fields_of
+from shared.bus import default_consumer_name, fields_of, write_heartbeat
 from shared.clock import NS, NY, Clock, TradingCalendar, WallClock, calendar, dt_to_ns, ny_datetime
 from shared.logs import redact, setup_logging
 from shared.redis_conn import connect
 from shared.schemas import BarBatch, BarRow, Message, SessionEvent
-from shared.settings import Settings, get_settings
+from shared.service import StreamIO, idle_invalid_settings, refuse_and_idle
+from shared.settings import SECTIONS, Settings, get_settings
 from shared.streams import ALERTS, BARS_1D, BARS_1M, CLOCK, state_key
 from shared.universe import read_universe
 
+from .rate_limit import RateLimiter, from_settings
 from .settings import BrokerSettings
 
 log = logging.getLogger(__name__)
+GROUP = "feed"  # its heartbeat group: ``avwap health feed``
+# What the feed consumes and produces (the compose graph test reads it): the session clock and the bars.
+STREAM_IO = StreamIO(consumes=(), produces=(CLOCK, BARS_1M, BARS_1D, ALERTS))
 PUBLISHED = state_key("feed", "published")  # hash: step key -> trade date
 LAST_MINUTE = state_key("feed", "last_1m")  # hash: trade date -> last published minute ts
 
@@ -51,10 +57,12 @@ class DataSource(Protocol):
 
 
 class AlpacaData:
-    """alpaca-py ``StockHistoricalDataClient``; Alpaca stamps bars at their START, we at their END."""
+    """alpaca-py ``StockHistoricalDataClient``; Alpaca stamps bars at their START, we at their END.
+    ``adjustment``: FEED_ADJUSTMENT (split-adjusted by default, the same for the live bars and the backfill)."""
 
     def __init__(self, key: str | None, secret: str | None, *, url: str | None, feed: str, timeout_s: float,
-                 cal: TradingCalendar | None = None) -> None:
+                 cal: TradingCalendar | None = None, limiter: RateLimiter | None = None,
+                 adjustment: str = "split") -> None:
         import functools
 
         from alpaca.data.historical import StockHistoricalDataClient
@@ -62,17 +70,20 @@ class AlpacaData:
         self.client = StockHistoricalDataClient(key, secret, url_override=url.rstrip("/") if url else None)
         self.client._session.request = functools.partial(self.client._session.request, timeout=timeout_s)  # type: ignore[method-assign]  # noqa: SLF001
         self.client._retry_codes = []  # noqa: SLF001
+        if limiter is not None:  # the shared broker REST limit (429s: paused and retried there)
+            limiter.install(self.client)
         self.feed = feed
+        self.adjustment = adjustment
         self.cal = cal or calendar()
 
     def bars(self, symbols: Sequence[str], tf: str, start_ns: int, end_ns: int) -> list[BarRow]:
-        from alpaca.data.enums import DataFeed
+        from alpaca.data.enums import Adjustment, DataFeed
         from alpaca.data.requests import StockBarsRequest
         from alpaca.data.timeframe import TimeFrame
 
         req = StockBarsRequest(symbol_or_symbols=list(symbols), timeframe=TimeFrame.Day if tf == "1d" else TimeFrame.Minute,
                                start=datetime.fromtimestamp(start_ns / NS, tz=UTC), end=datetime.fromtimestamp(end_ns / NS, tz=UTC),
-                               feed=DataFeed(self.feed))
+                               feed=DataFeed(self.feed), adjustment=Adjustment(self.adjustment))
         out: list[BarRow] = []
         for sym, rows in self.client.get_stock_bars(req).data.items():
             for b in rows:
@@ -132,6 +143,8 @@ class Feed:
         self.window_start = settings.exits.stop_window_start
         self.maxlen = settings.core.bus_maxlen
         self.sleep = sleep
+        self.consumer = settings.core.consumer_name or default_consumer_name()
+        self.ticks = 0
 
     def _publish(self, stream: str, msg: Message, mark: str, d: str, extra: dict[str, int] | None = None) -> None:
         pipe = self.r.pipeline(transaction=True)
@@ -208,6 +221,7 @@ class Feed:
             n += 1
             try:
                 self.tick()
+                self.heartbeat()
             except Exception as exc:  # noqa: BLE001 - the feed never dies on a data/network error
                 failures += 1
                 since = since or self.clock.now_ns()  # when this outage began
@@ -224,6 +238,43 @@ class Feed:
             backoff, failures, since = 1.0, 0, 0
             self.sleep(self.bs.feed_poll_s)
 
+    def ensure_history(self) -> bool:
+        """At start: when the store holds fewer than SCAN_HISTORY_BARS closed sessions, backfill the daily
+        history (SCAN_HISTORY_BARS + 10 sessions, ``services.executor.backfill``), saying so in the log and
+        with alerts (start, done, failed). The heartbeat is kept during the backfill. True if it ran."""
+        from .backfill import backfill, history_short, history_start, report_alerts
+
+        need, now = self.s.scanner.scan_history_bars, self.clock.now_ns()
+        if not self.symbols or not history_short(self.store, self.cal, now, need):
+            return False
+        start = history_start(self.cal, now, need + 10)
+        msg = (f"bar store holds fewer than {need} daily sessions (SCAN_HISTORY_BARS): backfilling "
+               f"{len(self.symbols)} symbols from {start}")
+        log.warning("feed: %s", msg)
+        self._alert("feed_backfill", f"feed: {msg}", "info", "", now)
+        self.heartbeat()
+        try:
+            rep = backfill(self.source, self.store, self.symbols, start, bs=self.bs, clock=self.clock,
+                           on_chunk=lambda *_: self.heartbeat())["1d"]
+        except Exception as exc:  # noqa: BLE001 - the feed goes on; the scan fails closed on short history
+            log.error("feed: backfill failed: %s: %s", type(exc).__name__, redact(str(exc))[:300])
+            self._alert("feed_backfill_failed", "feed: start-up backfill failed", "warning",
+                        f"{type(exc).__name__}: {redact(str(exc))[:300]}; run `bin/avwap data backfill`", now)
+            return True
+        done = self.clock.now_ns()
+        log.info("feed: backfill done: %d chunks, %d new bars, %d rejected", rep.chunks, rep.written, len(rep.rejects))
+        self._alert("feed_backfill_done", f"feed: backfill done, {rep.written} bars written", "info",
+                    f"{rep.chunks} chunks; rejected {len(rep.rejects)} {rep.reasons() or ''}".strip(), now)
+        for a in report_alerts(rep, GROUP, done):
+            self.r.xadd(ALERTS, fields_of(a), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+        return True
+
+    def heartbeat(self) -> None:
+        """``avwap:hb:feed:<consumer>`` (TTL HEARTBEAT_TTL_S), refreshed after each good tick (and during a
+        start-up backfill): ``avwap health feed``, compose's healthcheck, fails while the feed delivers nothing."""
+        write_heartbeat(self.r, GROUP, self.consumer, self.s.core.heartbeat_ttl_s, self.ticks)
+        self.ticks += 1
+
     def _alert(self, kind: str, title: str, severity: str, text: str, since: int) -> None:
         """Publish an operator alert (dedup: the outage it is about); never raises."""
         now = self.clock.now_ns()
@@ -236,25 +287,43 @@ class Feed:
 
 
 def universe(settings: Settings, bs: BrokerSettings, store: BarStore) -> list[str]:
+    """FEED_SYMBOLS, else SCAN_UNIVERSE_FILE, else the store's last session; plus the market-gate symbol
+    (SCAN_MARKET_SYMBOL when SCAN_MARKET_GATE=symbol), which the scan needs bars of."""
     if bs.feed_symbols.strip():
-        return sorted({s.strip().upper() for s in bs.feed_symbols.split(",") if s.strip()})
-    if settings.scanner.scan_universe_file:  # the scanner's universe, parsed by the same rules (UniverseError if bad)
-        return list(read_universe(settings.scanner.scan_universe_file))
-    dates = store.dates("1d")
-    return sorted(set(store.read_day("1d", dates[-1])["symbol"])) if dates else []
+        syms = {s.strip().upper() for s in bs.feed_symbols.split(",") if s.strip()}
+    elif settings.scanner.scan_universe_file:  # the scanner's universe, parsed by the same rules (UniverseError if bad)
+        syms = set(read_universe(settings.scanner.scan_universe_file))
+    else:
+        dates = store.dates("1d")
+        syms = set(store.read_day("1d", dates[-1])["symbol"]) if dates else set()
+    if settings.scanner.scan_market_gate == "symbol" and settings.scanner.scan_market_symbol.strip():
+        syms.add(settings.scanner.scan_market_symbol.strip().upper())
+    return sorted(syms)
+
+
+def missing_keys(bs: BrokerSettings) -> list[str]:
+    """The broker key variables that are unset (the feed cannot fetch bars without both)."""
+    return [name for name, v in (("APCA_API_KEY_ID", bs.apca_api_key_id), ("APCA_API_SECRET_KEY", bs.apca_api_secret_key))
+            if v is None or not v.get_secret_value().strip()]
+
+
+def data_source(bs: BrokerSettings, r: redis.Redis | None) -> AlpacaData:
+    """The market-data client of the settings (keys, URL, feed, adjustment), under the shared rate limit."""
+    key = bs.apca_api_key_id.get_secret_value() if bs.apca_api_key_id else None
+    secret = bs.apca_api_secret_key.get_secret_value() if bs.apca_api_secret_key else None
+    return AlpacaData(key, secret, url=bs.apca_data_url, feed=bs.feed_data_feed, timeout_s=bs.broker_timeout_s,
+                      limiter=from_settings(r, bs), adjustment=bs.feed_adjustment)
 
 
 def build_feed(settings: Settings | None = None, bs: BrokerSettings | None = None, r: redis.Redis | None = None) -> Feed:
     settings = settings or get_settings()
     bs = bs or BrokerSettings()
-    key = bs.apca_api_key_id.get_secret_value() if bs.apca_api_key_id else None
-    secret = bs.apca_api_secret_key.get_secret_value() if bs.apca_api_secret_key else None
-    source = AlpacaData(key, secret, url=bs.apca_data_url, feed=bs.feed_data_feed, timeout_s=bs.broker_timeout_s)
-    store = BarStore(settings.core.bars_dir)
     if r is None:
         if not settings.core.redis_url:
             raise SystemExit("feed: REDIS_URL is required")
         r = connect(settings.core.redis_url)
+    source = data_source(bs, r)
+    store = BarStore(settings.core.bars_dir)
     return Feed(r, source, store, universe(settings, bs, store), settings=settings, bs=bs)
 
 
@@ -267,9 +336,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m services.executor.feed", description=__doc__.splitlines()[0])
     ap.add_argument("--once", action="store_true", help="one tick, then exit")
     args = ap.parse_args(argv)
-    settings = get_settings()
-    setup_logging(settings.core.log_level, settings.core.log_format, service="feed")
-    feed = build_feed(settings)
+    try:
+        settings = get_settings()
+        bs = BrokerSettings()
+    except ValidationError:  # one line naming every bad variable, an alert, idle (no restart loop)
+        return idle_invalid_settings(GROUP, sections=(*SECTIONS, BrokerSettings))
+    setup_logging(settings.core.log_level, settings.core.log_format, service=GROUP)
+    missing = missing_keys(bs)
+    if missing:  # alpaca-py would only say "You must supply a method of authentication"
+        return refuse_and_idle(GROUP, "settings_invalid", "feed: broker keys missing, not started",
+                               f"missing {', '.join(missing)} (the feed's market-data keys: put them in .env.broker)",
+                               redis_url=settings.core.redis_url, runbook="invalid-settings")
+    feed = build_feed(settings, bs)
+    if bs.feed_backfill_on_start:
+        feed.ensure_history()
     if args.once:
         print("\n".join(feed.tick()))
         return 0

@@ -1,6 +1,8 @@
-"""Broker and executor settings. Only the executor reads them: broker keys never leave this package."""
+"""Broker and executor settings. Only the executor package (executor, feed, backfill) reads them: broker keys never leave it."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field, SecretStr
 
@@ -24,8 +26,8 @@ class BrokerSettings(Section):
         """Fingerprint of ``DECISION_FIELDS`` (ledger provenance: ``Settings.hash()`` does not see this section)."""
         return fingerprint({k: getattr(self, k) for k in DECISION_FIELDS})
 
-    apca_api_key_id: SecretStr | None = Field(None, description="Alpaca API key id (secret; executor only).")
-    apca_api_secret_key: SecretStr | None = Field(None, description="Alpaca API secret key (secret; executor only).")
+    apca_api_key_id: SecretStr | None = Field(None, description="Alpaca API key id (secret; the executor package only: executor and feed containers).")
+    apca_api_secret_key: SecretStr | None = Field(None, description="Alpaca API secret key (secret; the executor package only: executor and feed containers).")
     apca_api_base_url: str = Field("https://paper-api.alpaca.markets", description="Alpaca trading API base URL (paper or live).")
     apca_data_url: str | None = Field(None, description="Alpaca market-data base URL override (tests point it at a stand-in).")
     apca_paper_url: str = Field(ALPACA_PAPER_URL, description="The URL that counts as Alpaca's paper endpoint (ALPACA_PAPER must use it; LIVE must not).")
@@ -49,9 +51,17 @@ class BrokerSettings(Section):
     entry_confirm_minutes: int = Field(10, ge=1, description="Bar length (minutes) of the intraday entry confirmation.")
     feed_symbols: str = Field("", description="Live feed: comma-separated symbols; empty: SCAN_UNIVERSE_FILE, else the symbols in the bar store.")
     feed_intraday: bool = Field(True, description="Live feed: also fetch and publish 1-minute bars.")
-    feed_data_feed: str = Field("iex", description="Alpaca market-data feed: iex (free) or sip.")
+    feed_data_feed: Literal["iex", "sip"] = Field("iex", description="Alpaca market-data feed: iex (free) or sip.")
+    feed_adjustment: Literal["raw", "split", "dividend", "all"] = Field("split", description="Corporate-action adjustment of the bars fetched (feed and backfill); split: history adjusted for splits as of the request (a later split re-fetches the symbol's history).")
+    backfill_batch_symbols: int = Field(100, ge=1, le=1000, description="Backfill: symbols per market-data request (alpaca-py pages through each).")
+    backfill_intraday_sessions: int = Field(5, ge=1, description="Backfill --intraday: sessions of 1-minute bars per chunk (the unit a crash can lose).")
+    backfill_check_sessions: int = Field(5, ge=1, description="Backfill: last stored sessions re-fetched per symbol to detect a split or other adjustment.")
+    feed_backfill_on_start: bool = Field(True, description="The feed backfills daily history at start when the store holds fewer than SCAN_HISTORY_BARS sessions.")
     feed_poll_s: float = Field(5.0, gt=0, description="Live feed: seconds between scheduler ticks.")
     feed_minute_delay_s: int = Field(10, ge=0, description="Live feed: a minute bar is fetched this long after its minute ends.")
     feed_daily_delay_s: int = Field(300, ge=0, description="Live feed: the daily bar (then CLOSE) is fetched this long after the close.")
     feed_backoff_max_s: float = Field(60.0, gt=0, description="Live feed: longest wait between reconnection attempts (exponential backoff from 1 s).")
     feed_alert_after_failures: int = Field(3, ge=1, description="Live feed: failed ticks in a row before a feed_failing alert (one per outage; feed_recovered when it ends).")
+    broker_rate_limit_per_min: int = Field(190, ge=1, le=200, description="Broker REST requests per rolling minute, shared by every process with the same key (feed, backfill, executor) through Redis; Alpaca allows 200 per key.")
+    broker_rate_limit_retries: int = Field(5, ge=0, description="Retries of a request the broker answered 429 (after the pause Retry-After / X-RateLimit-Reset asks for).")
+    broker_rate_limit_backoff_max_s: float = Field(60.0, gt=0, description="Longest pause after a 429 (without headers: 1 s doubling up to this).")

@@ -146,8 +146,9 @@ class Simulator:
             raise NotFound("order not found")
         return self.get_by_client_id(coid)
 
-    def list_open(self) -> list[OrderView]:
-        return [_view(o) for o in sorted(self.state.orders.values(), key=lambda o: o.seq) if o.status not in TERMINAL]
+    def list_open(self, symbol: str | None = None) -> list[OrderView]:
+        return [_view(o) for o in sorted(self.state.orders.values(), key=lambda o: o.seq)
+                if o.status not in TERMINAL and (symbol is None or o.symbol == symbol)]
 
     def replace(self, broker_order_id: str, *, qty: int, stop_price: float | None, limit_price: float | None,
                 new_client_order_id: str) -> OrderView:

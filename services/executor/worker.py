@@ -63,7 +63,7 @@ from .broker import (
     ReplaceForbidden,
     UnknownOutcome,
 )
-from .core import DONE, OPEN_LOCAL, Cancel, Ctx, ExecState, Out, Replace, Submit
+from .core import DONE, OPEN_LOCAL, Cancel, CancelForeign, Ctx, ExecState, Out, Replace, Submit
 from .modes import live_gate_check, start_check
 from .settings import BrokerSettings
 from .simulator import SimCosts, SimState, Simulator
@@ -344,11 +344,14 @@ class Executor:
             return core.snapshot(self.mode, ctx.trade_date, ctx.ts, reason, core.dry_run_account(self.starting_cash),
                                  [], [], st.reconciled)
         try:
-            return core.snapshot(self.mode, ctx.trade_date, ctx.ts, reason, broker.account(), broker.positions(),
+            snap = core.snapshot(self.mode, ctx.trade_date, ctx.ts, reason, broker.account(), broker.positions(),
                                  broker.list_open(), st.reconciled)
         except BrokerError as exc:
             log.error("snapshot failed: %s", exc)
             return core.snapshot(self.mode, ctx.trade_date, ctx.ts, reason, core.dry_run_account(0.0), [], [], False)
+        if broker.external:  # the protection invariant, checked (and repaired) at every broker snapshot
+            self.perform(st, broker, core.repair_protection(st, snap, ctx), ctx)
+        return snap
 
     # -- actions -------------------------------------------------------------------
     def perform(self, st: ExecState, broker: Broker | None, out: Out, ctx: Ctx) -> Out:
@@ -368,6 +371,13 @@ class Executor:
                 step = self._cancel(st, broker, a.client_order_id, ctx)
             elif isinstance(a, Replace):
                 step = self._replace(st, broker, a.old_client_order_id, a.new_client_order_id, ctx)
+            elif isinstance(a, CancelForeign):
+                step = Out()
+                try:
+                    broker.cancel(a.broker_order_id)
+                    log.warning("cancelled broker order %s (unknown to the executor): protection repair", a.broker_order_id)
+                except BrokerError as exc:
+                    log.warning("cannot cancel %s: %s", a.broker_order_id, exc)
             else:  # pragma: no cover
                 continue
             self._journal.extend(step.events)
@@ -410,20 +420,45 @@ class Executor:
         except InsufficientQty as exc:
             return self._held_by_others(st, broker, rec, exc, ctx)
         except BrokerError as exc:
-            return core.on_rejected(st, coid, f"{exc.code}: {exc.detail}", ctx)
+            out = core.on_rejected(st, coid, f"{exc.code}: {exc.detail}", ctx, exc.reason)  # type: ignore[arg-type]
+            return out.extend(self._reprotect(st, rec, ctx))
         return core.on_submitted(st, coid, view, ctx)
+
+    def _reprotect(self, st: ExecState, refused: core.OrderRec, ctx: Ctx) -> Out:
+        """A new stop of cancel-and-new was refused after the old one was cancelled: protect the position
+        again at once at the last accepted level (the old stop's), and alert."""
+        old = st.orders.get(refused.replaces) if refused.kind == "stop" and refused.replaces else None
+        if old is None or old.status not in ("cancelled", "expired") or old.filled_qty >= old.qty:
+            return Out()
+        rec = core.reprotect_rec(st, old, refused)
+        alert = make_alert("executor", "stop_reprotected",
+                           f"{self.mode} {refused.symbol}: new stop {refused.stop_price} refused after the old one was "
+                           f"cancelled; " + (f"re-protecting at {rec.stop_price}" if rec else "NO level to re-protect at"),
+                           severity="critical", trade_date=ctx.trade_date, ts=ctx.ts,
+                           fields={"client_order_id": refused.client_order_id, "symbol": refused.symbol},
+                           dedup=f"reprotect:{refused.client_order_id}", runbook=core.RUNBOOK_PROTECTION)
+        return Out(events=[alert], actions=[Submit(rec.client_order_id)] if rec else [])
 
     def _held_by_others(self, st: ExecState, broker: Broker, rec: core.OrderRec, exc: InsufficientQty, ctx: Ctx) -> Out:
         """403 insufficient qty on a sell: for an exit, cancel whatever holds the shares and retry."""
-        if rec.kind != "exit" or rec.attempts >= 1 or not exc.related:
-            return core.on_rejected(st, rec.client_order_id, f"{exc.code}: {exc.detail}", ctx)
+        related = list(exc.related)
+        if rec.kind == "exit" and rec.attempts < 1 and not related:
+            # ``related_orders`` is optional in Alpaca's body (alpaca-py's recorded payload has none):
+            # the symbol's open sell orders are what holds the shares
+            try:
+                related = [v.broker_order_id for v in broker.list_open(rec.symbol)
+                           if v.side == "sell" and v.symbol == rec.symbol and v.client_order_id != rec.client_order_id]
+            except BrokerError as e2:
+                log.warning("cannot list the orders holding %s: %s", rec.symbol, e2)
+        if rec.kind != "exit" or rec.attempts >= 1 or not related:
+            return core.on_rejected(st, rec.client_order_id, f"{exc.code}: {exc.detail}", ctx, "INSUFFICIENT_QTY")
         rec.attempts += 1
         out = Out()
         by_broker_id = {o.broker_order_id: o for o in st.orders.values() if o.broker_order_id}
-        for bid in sorted(exc.related):
+        for bid in sorted(related):
             known = by_broker_id.get(bid)
             if known is not None and known.status not in DONE:
-                known.cancel_reason = f"exit_intent={rec.intent_id}"
+                known.cancel_reason, known.cancel_code = f"exit_intent={rec.intent_id}", "EXIT_INTENT"
                 rec.waiting_on.append(known.client_order_id)
                 out.actions.append(Cancel(known.client_order_id))
             elif known is None:
@@ -449,15 +484,18 @@ class Executor:
                 rec.status = "cancelled"
                 if rec.silent_cancel:
                     return Out()
-                return Out(events=[core.order_event(rec, "cancelled", ctx, st.mode, reason=rec.cancel_reason or "cancelled before submit")])
+                return Out(events=[core.order_event(rec, "cancelled", ctx, st.mode, code="CANCELLED_BEFORE_SUBMIT",
+                                                    reason=rec.cancel_reason or "cancelled before submit")])
             rec.broker_order_id = view.broker_order_id
+        core.mark_cancel_requested(st, coid)
         try:
             broker.cancel(rec.broker_order_id)
-        except (NotCancelable, NotFound):
-            pass
-        except UnknownOutcome as exc:
-            log.warning("cancel %s: unknown outcome (%s); the poll resolves it", coid, exc.code)
-        core.mark_cancel_requested(st, coid)
+        except (NotCancelable, NotFound) as exc:
+            # final already, or changing (Alpaca: pending_replace "will reject cancel request"): the order's
+            # view decides; a cancel still wanted is sent again by the poll
+            log.info("cancel %s refused (%s); reading the order", coid, exc.code)
+        except BrokerError as exc:
+            log.warning("cancel %s: %s; the poll retries", coid, exc.code)
         try:
             view = broker.get(rec.broker_order_id)
         except BrokerError:
@@ -465,11 +503,18 @@ class Executor:
         return core.on_view(st, view, ctx)
 
     def _replace(self, st: ExecState, broker: Broker, old: str, new: str, ctx: Ctx) -> Out:
+        """Native replace (PATCH). A 200 does not replace anything yet (Alpaca: "does NOT guarantee the
+        existing open order has been replaced"): the old stop stays live (``pending_replace``) until the
+        broker shows it ``replaced``; the replacement is announced then. If the old one fills first, its
+        fill is booked and the replacement ends ``rejected`` (FILLED_BEFORE_REPLACE). A refused PATCH keeps
+        the old stop (only a status refusal turns into cancel-and-new)."""
         old_rec, new_rec = st.orders[old], st.orders[new]
         if new_rec.status not in OPEN_LOCAL:
             return Out()
         if not old_rec.broker_order_id or old_rec.status in ("new", "unknown"):
             return self._cancel_and_new(st, old_rec, new_rec)
+        if old_rec.status in DONE:
+            return core.on_rejected(st, new, f"TARGET_NOT_OPEN: {old} is {old_rec.status}", ctx, "TARGET_NOT_OPEN")
         if broker.external:
             self.save_outbox(st)
         try:
@@ -484,12 +529,17 @@ class Executor:
         except ReplaceForbidden:
             return self._cancel_and_new(st, old_rec, new_rec)
         except BrokerError as exc:
-            out = core.on_rejected(st, new, f"{exc.code}: {exc.detail}", ctx)
+            code = "REPLACE_REFUSED" if exc.reason == "BROKER_REJECTED" else exc.reason
+            out = core.on_rejected(st, new, f"{exc.code}: {exc.detail}", ctx, code)  # type: ignore[arg-type]
             with contextlib.suppress(BrokerError):
                 out.extend(core.on_view(st, broker.get(old_rec.broker_order_id), ctx))
             return out
-        old_rec.status, old_rec.silent_cancel = "replaced", True
-        return core.on_submitted(st, new, view, ctx)
+        if old_rec.status not in DONE:
+            old_rec.status = "pending_replace"
+        out = core.on_submitted(st, new, view, ctx)
+        with contextlib.suppress(BrokerError):  # where the old order is now (the poll and the stream follow up)
+            out.extend(core.on_view(st, broker.get(old_rec.broker_order_id), ctx))
+        return out
 
     def _cancel_and_new(self, st: ExecState, old_rec: core.OrderRec, new_rec: core.OrderRec) -> Out:
         old_rec.silent_cancel = True
@@ -562,10 +612,15 @@ class Executor:
 
     def _resolve(self, st: ExecState, broker: Broker, ctx: Ctx, *, reconciling: bool = False) -> None:
         """Bring every unfinished record up to the broker's view: look up records without an answer
-        (resending, re-gated, those the broker never got), refresh the others by broker id. Events go
-        to the journal at once, so a broker failure half-way loses none of them."""
+        (resending, re-gated, those the broker never got), refresh the others from ONE list of the open
+        orders (a GET by id only for those that left it: the request count per poll does not grow with the
+        number of open stops), re-send cancels still wanted. Events go to the journal at once, so a broker
+        failure half-way loses none of them."""
         actions: list[core.Action] = []
         gates: core.Gates | None = None
+        live = [c for c, o in st.orders.items() if o.status not in DONE and o.status not in core.LOOKUP
+                and o.broker_order_id]
+        open_views = {v.client_order_id: v for v in broker.list_open()} if live else {}
         for coid in sorted(st.orders):
             rec = st.orders[coid]
             if rec.status in core.LOOKUP:
@@ -578,7 +633,11 @@ class Executor:
                 else:
                     continue
             elif rec.status not in DONE and rec.broker_order_id:
-                step = core.on_view(st, broker.get(rec.broker_order_id), ctx)
+                view = open_views.get(coid)
+                step = core.on_view(st, view if view is not None else broker.get(rec.broker_order_id), ctx)
+                if rec.cancel_wanted and rec.status not in DONE and rec.status not in ("pending_cancel",
+                                                                                      "pending_replace"):
+                    step.actions.append(Cancel(coid))
             else:
                 continue
             self._journal.extend(step.events)
@@ -670,11 +729,15 @@ def refusal(settings: Settings, bs: BrokerSettings) -> str | None:
         token_on_file=_token_on_file(settings), stream_url=bs.apca_stream_url if bs.broker_trade_stream else None)
 
 
-def make_broker(settings: Settings, bs: BrokerSettings) -> Broker | None:
+def make_broker(settings: Settings, bs: BrokerSettings, r: redis.Redis | None = None) -> Broker | None:
+    """The broker adapter of the mode; in ALPACA modes every REST call goes through the limiter shared
+    (in Redis) with every other process of the key (``rate_limit``)."""
     if settings.core.execution_mode in ("ALPACA_PAPER", "LIVE"):
         from .alpaca import AlpacaBroker
+        from .rate_limit import from_settings
 
-        return AlpacaBroker.from_settings(bs, paper=settings.core.execution_mode == "ALPACA_PAPER")
+        return AlpacaBroker.from_settings(bs, paper=settings.core.execution_mode == "ALPACA_PAPER",
+                                          limiter=from_settings(r, bs))
     return None
 
 
@@ -692,7 +755,7 @@ def build_spec(bs: BrokerSettings, broker: Broker | None = None, updates: TradeU
     holder: dict[str, Executor] = {}
 
     def build(ctx: ServiceContext):
-        ex = Executor(ctx, bs, broker if broker is not None else make_broker(ctx.settings, bs),
+        ex = Executor(ctx, bs, broker if broker is not None else make_broker(ctx.settings, bs, ctx.r),
                       updates if updates is not None else make_updates(ctx.settings, bs))
         holder["ex"] = ex
         return ex.handle
@@ -708,7 +771,7 @@ def build_spec(bs: BrokerSettings, broker: Broker | None = None, updates: TradeU
         holder["ex"].stop()
 
     return ServiceSpec(name=GROUP, streams=[INTENTS, CLOCK, BARS_1M, BARS_1D], build=build, on_start=on_start,
-                       on_idle=on_idle, on_stop=on_stop)
+                       on_idle=on_idle, on_stop=on_stop, produces=[ORDERS, REJECTIONS, BROKER, ALERTS])
 
 
 def refuse_to_start(settings: Settings, reason: str) -> int:

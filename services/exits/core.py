@@ -581,10 +581,11 @@ def _on_stop_event(index: ExitsIndex, pos: ExitPositionState, ev: OrderEvent, p:
             _event(res, pos, "STOP_REJECTED", ev.ts, ev.trade_date, p, stop_price=pend.price,
                    previous_stop=pos.live_stop_price, qty=pend.qty, reason=ev.reason, intent_id=pend.intent_id,
                    client_order_id=coid, source=pos.stop_source)
-            if "INSUFFICIENT_QTY" in ev.reason:
+            if ev.reason_code == "INSUFFICIENT_QTY":
                 _block(pos, f"{B_HELD}: the broker refused the stop (insufficient qty)", ev.ts, ev.trade_date, p, res)
-            elif "TARGET_NOT_OPEN" in ev.reason and pend.target and pend.target == pos.live_stop_client_order_id:
-                if ev.reason.rstrip().endswith("unknown"):  # a stop the executor never made: it cannot change it
+            elif (ev.reason_code in ("TARGET_NOT_OPEN", "TARGET_UNKNOWN") and pend.target
+                  and pend.target == pos.live_stop_client_order_id):
+                if ev.reason_code == "TARGET_UNKNOWN":  # a stop the executor never made: it cannot change it
                     _block(pos, f"{B_FOREIGN}: {pend.target} is not an order of the executor", ev.ts, ev.trade_date,
                            p, res)
                 else:  # the stop we meant to replace is gone (filled or cancelled): place a new one next time
@@ -598,11 +599,17 @@ def _on_stop_event(index: ExitsIndex, pos: ExitPositionState, ev: OrderEvent, p:
             pos.pending = None
             pos.current_stop = pos.live_stop_price
         return
+    if (ev.event == "replaced" and ev.reason_code == "REPROTECT" and ev.replaces_client_order_id
+            and ev.replaces_client_order_id in (pos.live_stop_client_order_id, pend.target if pend else "")):
+        # the executor re-protected the position at the last accepted level after a refused new stop
+        pos.live_stop_client_order_id, pos.live_stop_qty = coid, int(ev.qty)
+        pos.live_stop_price = pos.current_stop = float(ev.stop_price or pos.live_stop_price)
+        return
     if coid == pos.live_stop_client_order_id and ev.event == "cancelled":
         pos.live_stop_client_order_id, pos.live_stop_price, pos.live_stop_qty = "", 0.0, 0
         if pos.pending is None:
             pos.current_stop = 0.0
-        if not ev.reason.startswith("exit_intent="):
+        if ev.reason_code != "EXIT_INTENT":
             _alert(res, "exit_stop_cancelled", f"{pos.symbol}: live stop cancelled outside the exits service",
                    "warning", pos, ev.ts, ev.trade_date, text=ev.reason, dedup=["cancelled", coid])
         return

@@ -356,7 +356,7 @@ def build_spec() -> ServiceSpec:
         holder["ex"].start()
         return []
 
-    return ServiceSpec(name=GROUP, streams=STREAMS, build=build, on_start=on_start)
+    return ServiceSpec(name=GROUP, streams=STREAMS, build=build, on_start=on_start, produces=[INTENTS, EXITS, ALERTS])
 
 
 SPEC = build_spec()

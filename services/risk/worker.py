@@ -38,9 +38,11 @@ from shared.streams import (
     CANDIDATES,
     CLOCK,
     DLQ,
+    INTENTS,
     KILL_SWITCH_KEY,
     ORDERS,
     PORTFOLIO,
+    REJECTIONS,
     state_key,
 )
 
@@ -292,7 +294,7 @@ def on_start(ctx: ServiceContext) -> list[Emit]:
     return []
 
 
-SPEC = ServiceSpec(name=GROUP, streams=STREAMS, build=build, on_start=on_start)
+SPEC = ServiceSpec(name=GROUP, streams=STREAMS, build=build, on_start=on_start, produces=[INTENTS, REJECTIONS, ALERTS])
 
 
 def main() -> int:

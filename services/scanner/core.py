@@ -203,6 +203,19 @@ def symbol_results(panel: Panel, universe: Sequence[str], sectors: Mapping[str, 
     return sorted(out, key=lambda r: r.symbol)
 
 
+# the filters that make a symbol unfit for a universe (no bars, stale, short history, price, liquidity)
+LIQUIDITY_FAILURES = (NO_BARS, NO_BAR_LAST_SESSION, INSUFFICIENT_HISTORY, PRICE_BELOW_MIN, AVG_VOLUME_LOW,
+                      AVG_DOLLAR_VOLUME_LOW)
+
+
+def liquidity(panel: Panel, symbols: Sequence[str], last_session: str, p: ScannerSettings) -> dict[str, str]:
+    """symbol -> "" when it passes the scan's own price and liquidity filters on ``panel`` (bars through
+    ``last_session``), else the first one it fails (``LIQUIDITY_FAILURES``). Trend and setup filters are
+    the scan's daily business, not the universe's."""
+    return {r.symbol: r.code if r.code in LIQUIDITY_FAILURES else ""
+            for r in symbol_results(panel, symbols, {}, last_session, last_session, p)}
+
+
 def market_gate(panel: Panel, universe: Sequence[str], last_session: str, p: ScannerSettings) -> Gate:
     """The market gate over the full panel (``panel`` includes the gate symbol when it has bars)."""
     if not panel.dates or panel.dates[-1] != last_session:

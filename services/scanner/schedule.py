@@ -26,13 +26,18 @@ from rq.utils import now as rq_now
 from shared.bars import BarStore
 from shared.clock import NY, WallClock, calendar, ny_trade_date
 from shared.redis_conn import connect
+from shared.service import StreamIO
 from shared.settings import Settings, get_settings
+from shared.streams import ALERTS, CANDIDATES
 
 from .artifacts import write_artifacts
 from .session import claim_of, publish_once, scan_for, store_panel
 
 log = logging.getLogger(__name__)
 CRON_NAME = "avwap-premarket-scan"
+# ``avwap scan cron`` only enqueues; the rq workers on SCAN_RQ_QUEUE run ``premarket_job``, which publishes:
+CRON_IO = StreamIO()
+JOBS_IO = StreamIO(produces=(CANDIDATES, ALERTS))
 
 
 def next_ny_run(expr: str, after: datetime) -> datetime:

@@ -18,7 +18,7 @@ from shared.bars import BarStore
 from shared.bus import Delivery, Emit
 from shared.schemas import Message, SessionEvent
 from shared.service import ServiceContext, ServiceSpec, run_service
-from shared.streams import CLOCK
+from shared.streams import ALERTS, CANDIDATES, CLOCK
 
 from .artifacts import write_artifacts
 from .session import claim_for_worker, claim_of, outputs, scan_for, store_panel
@@ -50,7 +50,7 @@ def build(ctx: ServiceContext):
     return handle
 
 
-SPEC = ServiceSpec(name="scanner", streams=[CLOCK], build=build)
+SPEC = ServiceSpec(name="scanner", streams=[CLOCK], build=build, produces=[CANDIDATES, ALERTS])
 
 
 def main() -> int:

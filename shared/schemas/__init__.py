@@ -29,7 +29,17 @@ from .base import (
 from .broker import BrokerOrder, BrokerPosition, BrokerSnapshot
 from .exits import EXIT_EVENT_KINDS, ExitEvent, ExitPositionState, Low, PendingStop, StopTracker
 from .market import SESSION_PHASES, BarBatch, BarRow, SessionEvent
-from .orders import ORDER_EVENTS, EntryIntent, ExitIntent, OrderEvent, Rejection, StopIntent
+from .orders import (
+    ORDER_EVENTS,
+    REASON_CODES,
+    EntryIntent,
+    ExitIntent,
+    OrderEvent,
+    OrderEventV1,
+    ReasonCode,
+    Rejection,
+    StopIntent,
+)
 from .portfolio import (
     DECISION_REASON_ORDER,
     PortfolioDecision,
@@ -43,7 +53,7 @@ __all__ = [
     "Alert", "AlertV1", "BarBatch", "DailyRejections", "DailyTrades", "Fill", "MISMATCH_TYPES", "Mismatch",
     "Reconciliation", "Trade", "TradeV1", "BarRow", "BrokerOrder", "BrokerPosition", "BrokerSnapshot", "Candidate",
     "CandidateBatch", "DECISION_REASON_ORDER", "EXIT_EVENT_KINDS", "EntryIntent", "ExitEvent",
-    "ExitIntent", "ExitPositionState", "InvalidPayload", "Low", "Message", "ORDER_EVENTS", "OrderEvent",
+    "ExitIntent", "ExitPositionState", "InvalidPayload", "Low", "Message", "ORDER_EVENTS", "OrderEvent", "OrderEventV1", "REASON_CODES", "ReasonCode",
     "PendingStop", "PortfolioDecision", "PortfolioDecisionBatch", "PortfolioSnapshot", "PositionMark", "Rejection",
     "SESSION_PHASES", "SEVERITIES", "SchemaError", "SessionEvent", "StopIntent", "StopTracker", "UnknownType", "UnknownVersion", "current_class",
     "decode", "encode", "normalize_severity", "register", "register_legacy", "registered_types", "replace",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .base import Message, register
+from typing import Literal, get_args
+
+from .base import Message, register, register_legacy
 
 
 @register
@@ -69,11 +71,37 @@ class Rejection(Message, frozen=True, kw_only=True, tag="rejection"):
 
 ORDER_EVENTS = ("accepted", "partially_filled", "filled", "cancelled", "rejected", "replaced")
 
+# Why an order event happened, as a closed code another service may branch on (``reason`` is the human text).
+ReasonCode = Literal[
+    "NONE",  # nothing to explain (an acceptance, a fill)
+    "DRY_RUN",  # DRY_RUN: no order sent
+    "REPLACES",  # a replacement stop is live (native replace, or cancel-and-new once the cancel was confirmed)
+    "REPROTECT",  # the new stop was refused after the old one was cancelled: re-protected at the last accepted level
+    "CANCEL_INTENT",  # cancelled by a StopIntent(cancel)
+    "EXIT_INTENT",  # cancelled so that an exit can sell the shares
+    "CANCELLED_BEFORE_SUBMIT",  # cancelled while only in the outbox
+    "BROKER_CANCELED",  # cancelled by the broker (or outside the system)
+    "EXPIRED",  # the broker expired it (time in force)
+    "TARGET_NOT_OPEN",  # replace/cancel of an order that is done (filled, cancelled, ...)
+    "TARGET_UNKNOWN",  # replace of an order the executor never made
+    "INVALID_STOP_INTENT",
+    "NO_POSITION",  # exit with nothing held
+    "STOP_FILLED_FIRST",  # exit dropped: the stop sold the shares before its cancel landed
+    "FILLED_BEFORE_REPLACE",  # replacement rejected: the old order filled first (Alpaca's documented race)
+    "REPLACE_REFUSED",  # the broker refused the replacement (the old order stays live)
+    "REPLACE_UNCHANGED",  # the replacement changed nothing (Alpaca 403 "order parameters are not changed")
+    "INSUFFICIENT_QTY",  # Alpaca 403 40310000: shares held by other orders
+    "BUYING_POWER",  # Alpaca 403 40310000: insufficient buying power
+    "SUB_PENNY",  # Alpaca 422 42210000: sub-penny increment
+    "STOP_SIDE",  # Alpaca 422 42210000: stop on the wrong side of the price
+    "WASH_TRADE",  # Alpaca 403: potential wash trade
+    "PROTECTION_REPAIR",  # cancelled or placed by the executor to make the stops cover the position exactly
+    "BROKER_REJECTED",  # any other refusal or rejection by the broker
+]
+REASON_CODES: tuple[str, ...] = get_args(ReasonCode)
 
-@register
-class OrderEvent(Message, frozen=True, kw_only=True, tag="order_event"):
-    """One broker order event, published once (fills de-duplicated by ``trade_id``)."""
 
+class _OrderEventFields(Message, frozen=True, kw_only=True):
     event_id: str
     event: str  # one of ORDER_EVENTS
     mode: str
@@ -96,3 +124,57 @@ class OrderEvent(Message, frozen=True, kw_only=True, tag="order_event"):
     reason: str = ""
     trade_date: str
     ts: int
+
+
+@register
+class OrderEvent(_OrderEventFields, frozen=True, kw_only=True, tag="order_event"):
+    """One broker order event, published once (fills de-duplicated by ``trade_id``).
+
+    Versions: v1 carried only the free-text ``reason``; v2 (current) adds ``reason_code`` (closed:
+    ``REASON_CODES``; consumers branch on it, never on ``reason``) and ``replaces_client_order_id``
+    (a ``replaced`` event: the order it replaces). v1 entries are upcast on decode (``upcast_order_event_v1``).
+    """
+
+    VERSION = 2
+    v: int = 2
+    reason_code: ReasonCode = "NONE"
+    replaces_client_order_id: str = ""
+
+
+class OrderEventV1(_OrderEventFields, frozen=True, kw_only=True, tag="order_event"):
+    """OrderEvent as written before v2 (free-text reason only). Decoded only to be upcast."""
+
+    VERSION = 1
+    v: int = 1
+
+
+def reason_code_of_v1(event: str, reason: str) -> ReasonCode:
+    """The code a v1 event's text stood for (the executor's v1 f-strings); the only reader of that text."""
+    text = reason.strip()
+    if text.startswith("DRY_RUN"):
+        return "DRY_RUN"
+    if event == "replaced" or text.startswith("replaces "):
+        return "REPLACES"
+    if text.startswith("cancel_intent="):
+        return "CANCEL_INTENT"
+    if text.startswith("exit_intent="):
+        return "EXIT_INTENT"
+    if text.startswith("TARGET_NOT_OPEN"):
+        return "TARGET_UNKNOWN" if text.endswith("unknown") else "TARGET_NOT_OPEN"
+    for code in ("INSUFFICIENT_QTY", "NO_POSITION", "STOP_FILLED_FIRST", "INVALID_STOP_INTENT"):
+        if code in text:
+            return code  # type: ignore[return-value]
+    if event == "cancelled":
+        return "EXPIRED" if text == "expired" else "BROKER_CANCELED" if text else "NONE"
+    if event == "rejected":
+        return "BROKER_REJECTED"
+    return "NONE"
+
+
+def upcast_order_event_v1(old: OrderEventV1) -> OrderEvent:
+    fields = {f: getattr(old, f) for f in old.__struct_fields__ if f not in ("v", "type")}
+    replaces = old.reason.strip()[len("replaces "):].split(";")[0].strip() if old.event == "replaced" else ""
+    return OrderEvent(**fields, reason_code=reason_code_of_v1(old.event, old.reason), replaces_client_order_id=replaces)
+
+
+register_legacy(OrderEventV1, upcast_order_event_v1)

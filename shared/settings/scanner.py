@@ -17,7 +17,8 @@ MarketGateMode = Literal["symbol", "universe_proxy", "off"]
 
 # Fields that do not change a scan's output (excluded from ``strategy_hash``).
 NON_STRATEGY_FIELDS = frozenset({"scan_universe_file", "scan_cron", "scan_shards", "scan_rq_queue",
-                                 "scan_shard_timeout_s"})
+                                 "scan_shard_timeout_s", "universe_exchanges", "universe_min_price",
+                                 "universe_min_avg_dollar_volume"})
 
 
 class ScannerSettings(Section):
@@ -65,6 +66,9 @@ class ScannerSettings(Section):
     scan_tier_moderate: float = Field(5.0, description="TrendScore at or above which the trend tier is MODERATE (else WEAK).")
     scan_stop_mult: float = Field(0.997, description="Stop = min(SMA5, 5-day low) x this.")
     scan_top_n: int = Field(50, ge=1, description="Maximum candidates per batch (best score first).")
+    universe_exchanges: str = Field("NYSE,NASDAQ,ARCA,AMEX,BATS", description="`avwap universe build`: exchanges (Alpaca's names) whose active, tradable US equities are considered.")
+    universe_min_price: float | None = Field(None, description="`avwap universe build`: minimum last close; unset: SCAN_MIN_PRICE.")
+    universe_min_avg_dollar_volume: float | None = Field(None, description="`avwap universe build`: minimum average dollar volume over SCAN_AVG_LEN sessions; unset: SCAN_MIN_AVG_DOLLAR_VOLUME.")
     scan_universe_file: str | None = Field(None, description="Universe file (one `SYMBOL[,SECTOR]` per line, `#` comments); unset: every symbol with a bar in the history window.")
     scan_cron: str = Field("30 8 * * 1-5", description="rq cron expression, in America/New_York time, of the pre-market scan (`avwap scan cron`); non-sessions are skipped.")
     scan_shards: int = Field(1, ge=1, description="rq jobs a universe scan is split into (queue SCAN_RQ_QUEUE); 1 = in process.")
