@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test browser venv lint rehearse faketime bench bench-bus bench-scan bench-exits bench-analytics bench-replay bench-risk clean config-docs
+.PHONY: demo test browser venv lint rehearse faketime bench bench-bus bench-scan bench-exits bench-analytics bench-replay bench-risk bench-sweep clean config-docs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ venv: $(STAMP)
 demo: $(STAMP)  # `make demo ARGS=--serve` leaves the dashboard up on the finished replay
 	$(VENV)/bin/avwap demo $(ARGS)
 
-# Debian's chromium for the browser tests (tests/test_dashboard.py); installed once, where missing (needs root)
+# Debian's chromium for the browser tests (tests/test_dashboard.py, tests/test_tearsheet_browser.py); installed once, where missing (needs root)
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
@@ -59,6 +59,9 @@ bench-replay: $(STAMP)
 
 bench-risk: $(STAMP)
 	$(PY) bench/bench_risk.py
+
+bench-sweep: $(STAMP)
+	$(PY) bench/bench_sweep.py
 
 bench: bench-bus bench-scan bench-exits bench-risk bench-analytics bench-replay
 

@@ -45,6 +45,7 @@ class ReplayConfig:
     replicas: int = 1
     env: dict[str, str] = field(default_factory=dict)
     window_start: str = "09:35"
+    ready_timeout_s: float = 120.0  # how long the services may take to start (a crash fails at once)
 
 
 def session_steps(d: str, daily: Sequence[BarRow], minutes: Iterable[tuple[int, Sequence[BarRow]]],
@@ -129,8 +130,8 @@ def start_services(redis_url: str, cfg: ReplayConfig) -> ServiceProcs:
         for i in range(n):
             procs.start(s, i)
     try:
-        procs.wait_ready(timeout=120.0)  # a loaded machine imports slowly
+        procs.wait_ready(timeout=cfg.ready_timeout_s)
     except BaseException:
-        procs.stop_all()  # never leave services behind
+        procs.stop_all()  # never leave started services behind (they would outlive the replay)
         raise
     return procs

@@ -99,8 +99,9 @@ def clean_output(out: Path) -> None:
 
 
 def run_replay(inp: ReplayInput, cfg: ReplayConfig, redis_url: str, after_publish: StepHook | None = None,
-               progress: bool = False, flush: bool = False) -> ReplayResult:
-    """Replay ``inp`` through the five services on ``redis_url``; outputs go under ``cfg.out``."""
+               progress: bool = False, flush: bool = False, tearsheet: bool = True) -> ReplayResult:
+    """Replay ``inp`` through the five services on ``redis_url``; outputs go under ``cfg.out``
+    (with the run's tear sheet in ``artifacts/tearsheet/`` unless ``tearsheet`` is False)."""
     r = connect(redis_url)
     if flush:
         r.flushdb()
@@ -133,6 +134,10 @@ def run_replay(inp: ReplayInput, cfg: ReplayConfig, redis_url: str, after_publis
     bad = {k: c for k, c in codes.items() if c not in (0, -15)}
     if bad:
         raise RuntimeError(f"services did not stop cleanly: {bad} (see {cfg.out / 'logs'})")
+    if tearsheet and inp.sessions:  # first: the last daily report links to it
+        from services.analytics.tearsheet import write_tearsheet
+
+        write_tearsheet(cfg.out, market_symbol=market_symbol(cfg.env), fsync=False)
     final_report(cfg.out / "artifacts")
     elapsed = time.monotonic() - t0
     return ReplayResult(out=cfg.out, sessions=len(inp.sessions), steps=driver.steps_done, replay_s=elapsed,
@@ -146,6 +151,13 @@ def _progress(total: int):  # noqa: ANN202 - rich types
                  TimeElapsedColumn(), transient=False)
     p.start()
     return p, p.add_task("", total=total)
+
+
+def market_symbol(env: dict[str, str]) -> str:
+    """The benchmark's market symbol: the replay's SCAN_MARKET_SYMBOL, else the settings' value."""
+    from shared.settings import get_settings
+
+    return env.get("SCAN_MARKET_SYMBOL") or get_settings().scanner.scan_market_symbol
 
 
 def final_report(artifacts: Path) -> Path | None:
@@ -163,16 +175,43 @@ def summarize(out: Path) -> dict[str, object]:
     return dict(analytics_summary(out / "artifacts"))
 
 
+def print_headline(out: Path) -> None:
+    """The run's headline figures (services.analytics.runreport.headline), for a person: those of its
+    tear sheet (``run_report.json``) when there is one, else computed from the artifacts."""
+    import json
+
+    from services.analytics.runreport import headline, load_run, run_report
+
+    try:
+        rep = json.loads((out / "artifacts" / "tearsheet" / "run_report.json").read_bytes())
+    except (OSError, ValueError):
+        inp = load_run(out, market_symbol({}))
+        rep = run_report(inp) if inp.dates else None
+    for line in headline(rep) if rep else []:
+        typer.echo(f"  {line}")
+
+
+def _counts(d: object) -> str:
+    items = sorted(d.items(), key=lambda kv: (-kv[1], kv[0])) if isinstance(d, dict) else []
+    return ", ".join(f"{k} {v}" for k, v in items) or "none"
+
+
 def print_result(res: ReplayResult) -> None:
     s = res.summary
     typer.echo("")
     typer.echo(f"replay: {res.sessions} sessions, {res.steps} steps in {res.replay_s:.1f}s; DLQ {res.dlq}")
-    for k in sorted(s):
-        if k != "report":
-            typer.echo(f"  {k}: {s[k]}")
+    print_headline(res.out)
+    typer.echo(f"  decisions   {_counts(s.get('decisions'))}")
+    typer.echo(f"  blocks      {_counts(s.get('blocks_by_reason'))}")
+    typer.echo(f"  rejections  {_counts(s.get('rejections_by_reason'))}")
+    bad = s.get("reconciliation_mismatch_days") or []
+    typer.echo(f"  reconciliation {'ok every session' if not bad else f'mismatches on {len(bad)} sessions'}")
     report = s.get("report") or _latest_report(res.out)
     if report:
-        typer.echo(f"report: {report}")
+        typer.echo(f"daily report (last session): {report}")
+    sheet = res.out / "artifacts" / "tearsheet" / "index.html"
+    if sheet.exists():
+        typer.echo(f"tear sheet: {sheet}")
 
 
 def _latest_report(out: Path) -> str:

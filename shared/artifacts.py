@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 FLOAT_DECIMALS = 8
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK  # what open() would give: mkstemp's 0600 would hide reports from their readers
+
 
 def _canon(value: Any) -> Any:
     if isinstance(value, float):
@@ -89,6 +93,7 @@ def _replace_with(target: Path, data: bytes, fsync: bool = True) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

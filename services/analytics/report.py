@@ -149,6 +149,54 @@ def _table_html(head: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _closed_through(root: Path, date: str) -> list[dict[str, Any]]:
+    """Every trade closed on or before ``date`` (a trade id once, its last record wins), closing order."""
+    from .metrics_trades import ordered
+
+    by_id: dict[str, dict[str, Any]] = {}
+    for _, f in _dated(root, "trades", through=date):
+        for t in f.get("trades", []):
+            if t.get("status") == "closed":
+                by_id[str(t.get("trade_id"))] = t
+    return ordered(by_id.values())
+
+
+def _flat_tail(curve: list[float]) -> int:
+    """Sessions at the end of the curve whose equity equals the session before (no position moved it)."""
+    n = 0
+    for i in range(len(curve) - 1, 0, -1):
+        if curve[i] != curve[i - 1]:
+            break
+        n += 1
+    return n
+
+
+def _no_decisions_note(root: Path, date: str, dec: dict[str, Any] | None) -> str:
+    """Why a session has no decisions: no batch, a batch-level reason, a closed market gate, no candidates."""
+    if dec is None:
+        return f"No decision batch was written for {date}."
+    if dec.get("reason_codes"):
+        return "No decisions: " + ", ".join(dec["reason_codes"]) + "."
+    cands = _load(root / "candidates" / f"{date}.json") or {}
+    if cands and not cands.get("market_gate_ok", True):
+        return f"No candidates on {date}: the market gate was closed ({cands.get('market_gate_reason', '')})."
+    return f"No candidates on {date}: the scan found no setup."
+
+
+def _run_to_date(curve: list[float], dates: list[str], closed: list[dict[str, Any]]) -> list[list[str]]:
+    from . import metrics as M
+    from . import metrics_trades as T
+    from .runreport import money, num, pct
+
+    r = M.returns_of(curve)
+    t = T.trade_metrics(closed)
+    return [["sessions", f"{len(dates)} ({dates[0]} .. {dates[-1]})" if dates else "0"],
+            ["return", pct(M.total_return(r), sign=True)], ["CAGR", pct(M.cagr(r), sign=True)],
+            ["Sharpe", num(M.sharpe(r))], ["max drawdown", pct(M.max_drawdown(r))],
+            ["closed trades", str(t["trades"])], ["win rate", pct(t["win_rate"], 1)],
+            ["profit factor", num(t["profit_factor"])], ["expectancy", f"{money(t['expectancy'])} ({num(t['expectancy_r'])} R)"]]
+
+
 def report_provenance(data: dict[str, Any]) -> dict[str, str]:
     """The footer's provenance: code version, settings hash, and the input artifacts' ids."""
     snap = data["snapshot"] or {}
@@ -178,13 +226,17 @@ def build_report(artifacts_dir: str | Path, date: str, fsync: bool = True) -> Pa
              out / "exposure.png": _chart("exposure", dates, expo, "gross exposure (% equity)")}
 
     snap = data["snapshot"] or {}
+    flat = _flat_tail([capital, *equity])
+    vol = float(snap.get("rolling_volatility", 0.0))
+    vol_text = f"{100 * vol:.2f}%" + (f" (equity unchanged for the last {flat} sessions: no open position)"
+                                       if vol == 0 and flat >= 2 else "")
     summary = [
         ["equity", _fmt(snap.get("equity"))], ["cash", _fmt(snap.get("cash"))],
         ["gross exposure", _fmt(snap.get("gross_exposure"))], ["net exposure", _fmt(snap.get("net_exposure"))],
         ["realized PnL", _fmt(snap.get("realized_pnl"))], ["unrealized PnL", _fmt(snap.get("unrealized_pnl"))],
         ["drawdown %", _fmt(100 * float(snap.get("drawdown", 0.0)))],
         ["max drawdown %", _fmt(100 * float(snap.get("max_drawdown", 0.0)))],
-        ["rolling volatility (ann.)", _fmt(float(snap.get("rolling_volatility", 0.0)), 4)],
+        ["rolling volatility (ann.)", vol_text],
     ] if snap else [["snapshot", "missing"]]
     pos_rows = [[p["symbol"], str(p["qty"]), _fmt(p["avg_entry_price"]), _fmt(p["mark"]), _fmt(p["stop_price"]),
                  _fmt(p["unrealized_pnl"])] for p in snap.get("positions", [])]
@@ -201,13 +253,27 @@ def build_report(artifacts_dir: str | Path, date: str, fsync: bool = True) -> Pa
     tr_rows = [[t["symbol"], str(t["entry_qty"]), _fmt(t["avg_entry_price"]), _fmt(t["avg_exit_price"]),
                 _fmt(t["realized_pnl"]), _fmt(t.get("r_multiple")), ", ".join(t.get("exit_kinds", []))] for t in closed_today]
     tr_head = ["symbol", "qty", "entry", "exit", "PnL", "R", "exit"]
+    root = Path(artifacts_dir)
+    closed = _closed_through(root, date)
+    tr_note = "" if tr_rows else (f"No trade closed on {date}; {len(closed)} closed in the run to date" + (
+        f", the last {closed[-1].get('symbol', '')} on {closed[-1].get('closed_date', '')}." if closed else "."))
+    recent = [[t.get("closed_date", ""), t["symbol"], _fmt(t["realized_pnl"]), _fmt(t.get("r_multiple")),
+               ", ".join(t.get("exit_kinds", []))] for t in closed[-10:][::-1]]
+    dec_note = "" if dec_rows else _no_decisions_note(root, date, data["decisions"])
+    run_rows = _run_to_date([capital, *equity], dates, closed)
+    sheet = root / "tearsheet" / "index.html"
+    sheet_link = "../../tearsheet/index.html" if sheet.exists() else ""
 
     md = [f"# avwap daily report {date}", "", "![equity](equity.png)", "![drawdown](drawdown.png)",
           "![exposure](exposure.png)", "", "## Portfolio", ""]
     md += _table_md(["metric", "value"], summary)
+    md += ["## Run to date", "", *_table_md(["metric", "value"], run_rows)]
+    if sheet_link:
+        md += [f"The whole run: [tear sheet]({sheet_link})", ""]
     md += ["## Open positions", "", *_table_md(pos_head, pos_rows)]
-    md += ["## Trades closed today", "", *_table_md(tr_head, tr_rows)]
-    md += ["## Decisions", "", *_table_md(["symbol", "decision", "reasons"], dec_rows)]
+    md += ["## Trades closed today", "", *([tr_note, ""] if tr_note else _table_md(tr_head, tr_rows))]
+    md += ["## Recent closed trades", "", *_table_md(["closed", "symbol", "PnL", "R", "exit"], recent)]
+    md += ["## Decisions", "", *([dec_note, ""] if dec_note else _table_md(["symbol", "decision", "reasons"], dec_rows))]
     md += ["## Rejections", "", *_table_md(["symbol", "source", "reasons", "detail"], rej_rows)]
     md += [f"## Reconciliation: {recon_status}", "", *_table_md(["type", "symbol", "expected", "actual", "detail"], mm_rows)]
     if data["regime"]:
@@ -222,9 +288,14 @@ def build_report(artifacts_dir: str | Path, date: str, fsync: bool = True) -> Pa
              f"<h1>avwap daily report {date}</h1>",
              *(f"<img src='{c}.png' alt='{c}'>" for c in CHARTS),
              "<h2>Portfolio</h2>", _table_html(["metric", "value"], summary),
+             "<h2>Run to date</h2>", _table_html(["metric", "value"], run_rows),
+             f"<p>The whole run: <a href='{sheet_link}'>tear sheet</a></p>" if sheet_link else "",
              "<h2>Open positions</h2>", _table_html(pos_head, pos_rows),
-             "<h2>Trades closed today</h2>", _table_html(tr_head, tr_rows),
-             "<h2>Decisions</h2>", _table_html(["symbol", "decision", "reasons"], dec_rows),
+             "<h2>Trades closed today</h2>",
+             f"<p>{html.escape(tr_note)}</p>" if tr_note else _table_html(tr_head, tr_rows),
+             "<h2>Recent closed trades</h2>", _table_html(["closed", "symbol", "PnL", "R", "exit"], recent),
+             "<h2>Decisions</h2>",
+             f"<p>{html.escape(dec_note)}</p>" if dec_note else _table_html(["symbol", "decision", "reasons"], dec_rows),
              "<h2>Rejections</h2>", _table_html(["symbol", "source", "reasons", "detail"], rej_rows),
              f"<h2>Reconciliation: {html.escape(recon_status)}</h2>",
              _table_html(["type", "symbol", "expected", "actual", "detail"], mm_rows),
