@@ -151,3 +151,19 @@ def test_without_redis_the_limit_holds_in_process() -> None:
         lim.acquire()
         grants.append(ft.t)
     assert grants[3] - grants[0] >= 60.0 and grants[:3] == [grants[0]] * 3
+
+
+@pytest.mark.parametrize("with_redis", [True, False])
+def test_the_budget_gauge_shows_the_requests_left_in_the_window(real_redis, with_redis: bool) -> None:
+    from shared import metrics
+
+    ft = FakeTime()
+    lim = RateLimiter(real_redis if with_redis else None, "PKGAUGE", per_minute=4, clock=ft.clock, sleep=ft.sleep)
+    left = []
+    for _ in range(4):
+        lim.acquire()
+        left.append(metrics.RATE_BUDGET._value.get())
+    assert left == [3.0, 2.0, 1.0, 0.0]
+    ft.t += 61.0  # the window has passed: the next grant sees a fresh budget
+    lim.acquire()
+    assert metrics.RATE_BUDGET._value.get() == 3.0

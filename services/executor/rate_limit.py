@@ -36,6 +36,8 @@ from typing import Any
 
 import redis
 
+from shared import metrics
+
 log = logging.getLogger(__name__)
 
 ALPACA_LIMIT_PER_MIN = 200  # documented: 200 requests every minute per API key
@@ -43,21 +45,21 @@ KEY_PREFIX = "avwap:ratelimit:alpaca"
 REDIS_RETRY_S = 10.0  # after a Redis error, the in-process window is used this long before Redis is tried again
 
 # KEYS: window zset, pause key. ARGV: now (s), window (s), limit, member.
-# Returns the seconds to wait as a string ("0": granted and recorded).
+# Returns {seconds to wait, requests left in the window} as strings ("0": granted and recorded).
 _ACQUIRE = """
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
 local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
-if pause > now then return tostring(pause - now) end
+if pause > now then return {tostring(pause - now), '0'} end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 if redis.call('ZCARD', KEYS[1]) < limit then
   redis.call('ZADD', KEYS[1], now, ARGV[4])
   redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000) + 1000)
-  return '0'
+  return {'0', tostring(limit - redis.call('ZCARD', KEYS[1]))}
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return tostring(tonumber(oldest[2]) + window - now)
+return {tostring(tonumber(oldest[2]) + window - now), '0'}
 """
 
 # KEYS: pause key. ARGV: until (epoch s), ttl ms. Only ever extends the pause.
@@ -124,8 +126,10 @@ class RateLimiter:
         if self.r is not None and now >= self._redis_down_until:
             try:
                 member = f"{now:.6f}:{os.getpid()}:{id(self)}:{next(self._ids)}"
-                return float(self.r.eval(_ACQUIRE, 2, self.key, self.pause_key, repr(now), repr(self.window),
-                                         self.limit, member))
+                wait, left = self.r.eval(_ACQUIRE, 2, self.key, self.pause_key, repr(now), repr(self.window),
+                                         self.limit, member)
+                metrics.RATE_BUDGET.set(float(left))
+                return float(wait)
             except (redis.RedisError, OSError) as exc:
                 self._redis_down_until = now + REDIS_RETRY_S  # not on every request: Redis is retried later
                 if not self._warned:
@@ -138,6 +142,7 @@ class RateLimiter:
                 self._local.popleft()
             if len(self._local) < self.limit:
                 self._local.append(now)
+                metrics.RATE_BUDGET.set(self.limit - len(self._local))
                 return 0.0
             return self._local[0] + self.window - now
 
