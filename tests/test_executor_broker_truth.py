@@ -257,3 +257,71 @@ def test_cli_check_shows_the_coverage_of_each_position(redis_url: str, real_redi
     assert "AAA: 100 shares, stops cover 150: OVER-COVERED" in out and "BBB: 10 shares, stops cover 10: ok" in out
     real_redis.xadd(BROKER, fields_of(snap([100])))
     assert protection_report("ALPACA_PAPER", redis_url) == 0
+
+
+# -- a stop already through the market (Alpaca 422 42210000 "stop price must not be greater than base price /
+# 1.001"): the live rehearsal left SBUX unprotected 2256 s with 92 order_rejected / 76 exit_stop_rejected alerts
+def writes(s: AlpacaStandIn, since: int = 0) -> list[tuple[str, str]]:
+    return [r[:2] for r in s.requests[since:] if r[0] in ("POST", "PATCH", "DELETE")]
+
+
+def test_a_replace_above_the_last_price_keeps_the_old_stop_live_and_covering(fake_redis, tmp_path: Path, standin) -> None:
+    """The ratchet's new stop (48.9) is above last / 1.001 (the price fell to 48.5): the PATCH is refused and
+    the old stop (48) stays live for all 100 shares; nothing is cancelled, nothing re-sent."""
+    ex = held(fake_redis, tmp_path, standin)
+    si = place_stop(ex)
+    standin.set_price("AAA", 48.5)
+    before = len(standin.requests)
+    r1 = stop_replace(D2, "AAA", 100, 48.9, coid(si.intent_id), session(D2, "WINDOW_OPEN").ts + 1)
+    ex.handle(r1, None)
+    for _ in range(2):
+        ex._next_snapshot = 0.0
+        poll(ex)
+    old = standin.by_client_id(coid(si.intent_id))
+    assert (old.status, old.qty, old.stop_price) == ("new", 100, 48.0)
+    assert codes(fake_redis) == [("accepted", "NONE"), ("rejected", "STOP_SIDE")]
+    assert writes(standin, before) == [("PATCH", f"/v2/orders/{old.id}")]
+    assert alerts(fake_redis, "protection_mismatch") == [] and alerts(fake_redis, "stop_breached") == []
+
+
+def test_a_first_stop_above_the_last_price_flattens_the_position_within_one_bar(fake_redis, tmp_path: Path,
+                                                                                  standin) -> None:
+    """No stop is live and the first one (48) is already through the market (47.5): the executor sells the
+    100 shares at market at once (STOP_BREACHED, a critical alert); the next bar fills it. Before: the stop
+    was rejected and the shares stayed naked."""
+    ex = held(fake_redis, tmp_path, standin)
+    standin.set_price("AAA", 47.5)
+    si = place_stop(ex)
+    assert standin.orders_for(coid(si.intent_id)) == []
+    sells = [o for o in standin.orders.values() if o.side == "sell" and o.status not in ("canceled", "rejected")]
+    assert [(o.type, o.qty) for o in sells] == [("market", 100)]  # covered by the exit from the first step
+    assert codes(fake_redis) == [("rejected", "STOP_BREACHED")]
+    assert len(alerts(fake_redis, "stop_breached")) == 1
+    standin.on_bars([bar("10:01", 47.4, 47.6, 47.2, 47.3)])
+    poll(ex)
+    assert "AAA" not in standin.positions
+    assert codes(fake_redis, "exit") == [("accepted", "NONE"), ("filled", "NONE")]
+
+
+def test_a_reprotection_through_the_market_exits_once_without_a_retry_storm(fake_redis, tmp_path: Path,
+                                                                            standin) -> None:
+    """The live stop (48) vanished and the price is now 47.5: the repair at the last accepted level is refused
+    once, then the executor sells at market; further snapshots send nothing. Before: each refused
+    re-protection made another one at the same level (POST after POST until the action guard gave up)."""
+    ex = held(fake_redis, tmp_path, standin)
+    si = place_stop(ex)
+    with standin.lock:  # the stop is cancelled behind the executor's back, then the market trades through 48
+        standin._finish(standin.by_client_id(coid(si.intent_id)), "canceled")
+    standin.set_price("AAA", 47.5)
+    poll(ex)  # books the cancel
+    before = len(standin.requests)
+    for _ in range(3):
+        ex._next_snapshot = 0.0
+        poll(ex)
+    assert writes(standin, before) == [("POST", "/v2/orders"), ("POST", "/v2/orders")]  # the repair, the exit
+    assert [p["type"] for p in standin.posts[-2:]] == ["stop", "market"]
+    assert codes(fake_redis)[-1] == ("rejected", "STOP_BREACHED")
+    assert len(alerts(fake_redis, "stop_breached")) == 1
+    standin.on_bars([bar("10:01", 47.4, 47.6, 47.2, 47.3)])
+    poll(ex)
+    assert "AAA" not in standin.positions

@@ -517,3 +517,40 @@ def test_a_reprotect_stop_becomes_the_live_stop() -> None:
                     trade_date=D0, ts=at(D0, "10:01"))
     book.order(ev)
     assert pos.live_stop_client_order_id == "av-rp" and pos.live_stop_qty == 100
+
+
+def test_a_replace_refused_as_through_the_market_keeps_the_old_stop_and_waits_for_a_bar_above_it() -> None:
+    """STOP_SIDE on a replace: the old stop stays the live one; the same replace is not re-sent by snapshots or
+    order events (even after the intent timeout), nor on a bar closing below price * 1.001, only on a later
+    bar that closes above it. Before: re-sent at every sync after the timeout (the rehearsal's retry storm)."""
+    book = Book()
+    pos, first = _live(book)
+    pos.desired_stop = 9.5  # the ratchet moved up; the market then fell below it
+    (rep,) = book.bars(batch([bar("T", at(D0, "10:01"), 9.6, c=9.7)])).intents
+    r = book.order(stop_event(rep, "rejected", at(D0, "10:01"), code="STOP_SIDE",
+                              reason="STOP_SIDE: stop price must not be greater than base price / 1.001"))
+    pos = book.positions["T"]
+    assert (pos.live_stop_client_order_id, pos.live_stop_price) == (client_order_id(first.intent_id), 9.0)
+    assert [(a.kind, a.severity) for a in r.alerts] == [("exit_stop_rejected", "warning")]
+    n = len(book.intents)
+    live = [stop_order("T", client_order_id(first.intent_id), 100, 9.0)]
+    book.snapshot(snapshot(D0, at(D0, "10:10"), {"T": 100}, live))  # after INTENT_TIMEOUT_S
+    book.bars(batch([bar("T", at(D0, "10:11"), 9.4, c=9.49)]))  # closes below 9.5 * 1.001
+    assert len(book.intents) == n and book.counts[core.C_STOP_SIDE_WAIT] == 2
+    book.bars(batch([bar("T", at(D0, "10:12"), 9.5, c=9.6)]))
+    assert len(book.intents) == n + 1 and (book.intents[-1].action, book.intents[-1].stop_price) == ("replace", 9.5)
+
+
+def test_a_breached_first_stop_blocks_the_position_while_the_executor_sells() -> None:
+    """STOP_BREACHED: the executor is selling at market; no stop is re-sent meanwhile, no 'no live stop' page;
+    the exit's fill closes the position."""
+    book = Book()
+    (it,) = opened(book).intents
+    r = book.order(stop_event(it, "rejected", code="STOP_BREACHED", reason="STOP_SIDE: through the market"))
+    pos = book.positions["T"]
+    assert pos.blocked.startswith("SHARES_HELD_BY_OTHER_SELL") and [a.severity for a in r.alerts] == ["warning"]
+    n = len(book.intents)
+    book.bars(batch([bar("T", at(D0, "10:30"), 8.5, c=8.6)]))
+    assert len(book.intents) == n
+    book.order(sell_fill("T", 100, 8.6, at(D0, "10:31"), D0))
+    assert book.positions["T"].closed

@@ -579,6 +579,34 @@ def on_rejected(st: ExecState, coid: str, reason: str, ctx: Ctx, code: ReasonCod
     return out
 
 
+def breach_exit(st: ExecState, refused: OrderRec, ctx: Ctx) -> Out:
+    """A sell stop that would be the only protection of its shares (a first stop, a re-protection, a repair)
+    was refused as already through the market (Alpaca 422 "stop price must not be greater than base price /
+    1.001"): the stop level is breached, so the shares are sold at market now (DESIGN: a breached stop means
+    exit) instead of being left naked or re-sent. Empty when another live stop or exit holds the symbol's
+    shares, for a restore (its exit was just refused: the critical alert stands) and for anything but a stop."""
+    sym = refused.symbol
+    if refused.kind != "stop" or refused.side != "sell" or refused.restores or refused.qty <= 0:
+        return Out()
+    others = [o for o in st.orders.values() if o.symbol == sym and o.side == "sell" and o.status not in DONE
+              and o.client_order_id != refused.client_order_id and o.kind in ("stop", "exit")]
+    if others:
+        return Out()
+    iid = stable_id("sb", refused.client_order_id)
+    rec = OrderRec(client_order_id=client_order_id(iid), intent_id=iid, kind="exit", symbol=sym, side="sell",
+                   qty=refused.qty, trade_date=refused.trade_date or ctx.trade_date)
+    if rec.client_order_id in st.orders:
+        return Out()
+    st.orders[rec.client_order_id] = rec
+    alert = make_alert("executor", "stop_breached",
+                       f"{st.mode} {sym}: stop {refused.stop_price} refused, already through the market; selling "
+                       f"{rec.qty} at market", severity="critical", trade_date=ctx.trade_date, ts=ctx.ts,
+                       fields={"client_order_id": refused.client_order_id, "symbol": sym,
+                               "exit_client_order_id": rec.client_order_id},
+                       dedup=f"breach:{refused.client_order_id}", runbook=RUNBOOK_PROTECTION)
+    return Out(events=[alert], actions=[Submit(rec.client_order_id)])
+
+
 def _restore_refused(rec: OrderRec, ctx: Ctx, why: str) -> list[Message]:
     """A stop that was to restore protection after a refused exit was itself refused: a critical alert."""
     if not rec.restores:
@@ -909,7 +937,7 @@ def _days_before(d: str, n: int) -> str:
 
 
 __all__ = [
-    "Action", "BarRow", "Cancel", "CancelForeign", "Gap", "coverage", "repair_protection", "reprotect_rec", "Ctx", "ExecState", "Gates", "OPEN_GATES", "OrderRec", "Out", "Params", "Replace",
+    "Action", "BarRow", "breach_exit", "Cancel", "CancelForeign", "Gap", "coverage", "repair_protection", "reprotect_rec", "Ctx", "ExecState", "Gates", "OPEN_GATES", "OrderRec", "Out", "Params", "Replace",
     "Submit", "TERMINAL", "batch_id", "confirm_daily", "confirm_intraday", "entry_blocks", "expire_unconfirmed",
     "flatten_intents", "overdue_exits", "restore_stops",
     "on_broker_update", "on_entry_intent", "on_exit_intent", "on_rejected", "on_stop_intent", "on_submitted", "on_view",

@@ -64,6 +64,7 @@ from .broker import (
     NotCancelable,
     NotFound,
     ReplaceForbidden,
+    StopSide,
     UnknownOutcome,
 )
 from .core import DONE, OPEN_LOCAL, Cancel, CancelForeign, Ctx, ExecState, Out, Replace, Submit
@@ -461,14 +462,20 @@ class Executor:
         except InsufficientQty as exc:
             return self._held_by_others(st, broker, rec, exc, ctx)
         except BrokerError as exc:
-            out = core.on_rejected(st, coid, f"{exc.code}: {exc.detail}", ctx, exc.reason)  # type: ignore[arg-type]
-            return out.extend(self._reprotect(st, rec, ctx))
+            reprotect = self._reprotect(st, rec, ctx)
+            # a lone stop through the market: sell now (STOP_BREACHED), never re-sent, never naked
+            breach = core.breach_exit(st, rec, ctx) if isinstance(exc, StopSide) and not reprotect.actions else Out()
+            code = "STOP_BREACHED" if breach.actions else exc.reason
+            out = core.on_rejected(st, coid, f"{exc.code}: {exc.detail}", ctx, code)  # type: ignore[arg-type]
+            return out.extend(reprotect).extend(breach)
         return core.on_submitted(st, coid, view, ctx)
 
     def _reprotect(self, st: ExecState, refused: core.OrderRec, ctx: Ctx) -> Out:
         """A new stop of cancel-and-new was refused after the old one was cancelled: protect the position
         again at once at the last accepted level (the old stop's), and alert."""
         old = st.orders.get(refused.replaces) if refused.kind == "stop" and refused.replaces else None
+        if refused.reprotect:  # the re-protection itself was refused: not again at the same level (breach_exit)
+            return Out()
         if old is None or old.status not in ("cancelled", "expired") or old.filled_qty >= old.qty:
             return Out()
         rec = core.reprotect_rec(st, old, refused)

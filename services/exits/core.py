@@ -100,6 +100,8 @@ C_TIMEOUT = "intent_timeout"
 B_HELD = "SHARES_HELD_BY_OTHER_SELL"  # blocked: another sell order holds the shares
 B_FOREIGN = "STOP_NOT_MANAGEABLE"  # blocked: the live stop is not an order of the executor
 C_REJECT_WAIT = "send_wait:same_intent_rejected"
+C_STOP_SIDE_WAIT = "send_wait:stop_through_market"
+STOP_SIDE_MARGIN = 1.001  # Alpaca refuses a sell stop above last price / 1.001
 C_HALTED = "send_wait:trading_halted"
 
 
@@ -240,6 +242,7 @@ def _take(pos: ExitPositionState, bar: BarRow, minute: bool, trade_date: str, p:
         _ignore(res, pos, C_BAR_DUP if bar.ts == (tr.last_minute_ts if minute else tr.last_daily_ts) else C_BAR_STALE)
         return
     pos.last_bar_ts = max(pos.last_bar_ts, bar.ts)
+    pos.last_close = bar.close
     if not minute and had_minutes_on(tr, ny_date(bar.ts)):
         return  # the session's minutes drove the stop; its daily bar is history for the fallback
     if not _reaches_stop(pos, bar, res):
@@ -296,6 +299,10 @@ def sync(pos: ExitPositionState, ts: int, trade_date: str, p: Params, res: Resul
     if rj is not None and rj.action == action and abs(rj.price - price) < EPS and rj.qty == pos.qty \
             and ts - rj.ts < p.intent_timeout_s * NS:
         res.count(C_REJECT_WAIT)
+        return
+    if rj is not None and rj.reason_code == "STOP_SIDE" and action == "replace" and price >= rj.price - EPS \
+            and not (pos.last_bar_ts > rj.ts and price * STOP_SIDE_MARGIN <= pos.last_close):
+        res.count(C_STOP_SIDE_WAIT)  # the old stop stays live; the ratchet waits for a bar that closes above it
         return
     if live and pos.live_stop_qty != pos.qty and abs(pos.live_stop_price - price) < EPS:
         why = f"{why}: qty {pos.live_stop_qty}->{pos.qty}"
@@ -584,12 +591,14 @@ def _on_stop_event(index: ExitsIndex, pos: ExitPositionState, ev: OrderEvent, p:
         if ev.event in ("accepted", "replaced"):
             _confirm(pos, ev)
         elif ev.event == "rejected":
-            pos.pending, pos.last_reject = None, pend
+            pos.pending, pos.last_reject = None, msgspec.structs.replace(pend, reason_code=ev.reason_code)
             pos.current_stop = pos.live_stop_price
             _event(res, pos, "STOP_REJECTED", ev.ts, ev.trade_date, p, stop_price=pend.price,
                    previous_stop=pos.live_stop_price, qty=pend.qty, reason=ev.reason, intent_id=pend.intent_id,
                    client_order_id=coid, source=pos.stop_source)
-            if ev.reason_code == "INSUFFICIENT_QTY":
+            if ev.reason_code == "STOP_BREACHED":  # the executor is selling the shares at market
+                pos.blocked = f"{B_HELD}: stop breached, the executor sells at market"
+            elif ev.reason_code == "INSUFFICIENT_QTY":
                 _block(pos, f"{B_HELD}: the broker refused the stop (insufficient qty)", ev.ts, ev.trade_date, p, res)
             elif (ev.reason_code in ("TARGET_NOT_OPEN", "TARGET_UNKNOWN") and pend.target
                   and pend.target == pos.live_stop_client_order_id):
@@ -599,7 +608,7 @@ def _on_stop_event(index: ExitsIndex, pos: ExitPositionState, ev: OrderEvent, p:
                 else:  # the stop we meant to replace is gone (filled or cancelled): place a new one next time
                     pos.live_stop_client_order_id, pos.live_stop_price, pos.live_stop_qty = "", 0.0, 0
                     pos.current_stop, pos.last_reject = 0.0, None
-            unprotected = not pos.live_stop_client_order_id
+            unprotected = not pos.live_stop_client_order_id and ev.reason_code != "STOP_BREACHED"
             _alert(res, "exit_stop_rejected", f"{pos.symbol}: stop {pend.action} {pend.qty}@{pend.price} rejected"
                    + (" (no live stop)" if unprotected else ""), "critical" if unprotected else "warning", pos, ev.ts,
                    ev.trade_date, text=ev.reason, dedup=["rejected", pend.intent_id])

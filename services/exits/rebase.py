@@ -47,5 +47,6 @@ def rebase_position(pos: ExitPositionState, ratio: float) -> ExitPositionState:
         initial_stop=_px(pos.initial_stop, ratio), current_stop=_px(pos.current_stop, ratio),
         desired_stop=_px(pos.desired_stop, ratio), live_stop_price=_px(pos.live_stop_price, ratio),
         live_stop_qty=_qty(pos.live_stop_qty, ratio), stop_ref_low=_px(pos.stop_ref_low, ratio),
+        last_close=_px(pos.last_close, ratio),
         pending=_pending(pos.pending, ratio), last_reject=_pending(pos.last_reject, ratio), tracker=tracker,
         entry_qty=_qty(pos.entry_qty, ratio), exit_qty=_qty(pos.exit_qty, ratio))

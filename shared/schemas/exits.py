@@ -87,6 +87,7 @@ class PendingStop(msgspec.Struct, frozen=True, kw_only=True):
     qty: int
     ts: int
     target: str = ""  # client id of the order replaced / cancelled
+    reason_code: str = ""  # a refused intent (``last_reject``): the OrderEvent's ReasonCode
 
 
 @register
@@ -119,6 +120,7 @@ class ExitPositionState(Message, frozen=False, kw_only=True, tag="exit_position_
     stop_ts: int = 0  # when the desired stop last changed
     pending: PendingStop | None = None
     last_reject: PendingStop | None = None  # the last intent refused (not re-sent unchanged before the timeout)
+    last_close: float = 0.0  # close of the last bar taken (a stop refused as through the market waits for it)
     blocked: str = ""  # why no stop can be sent now (SHARES_HELD_BY_OTHER_SELL:<client id>), "" when none
     seq: int = 0  # events and intents made for this position (stable ids derive from it)
     tracker: StopTracker = msgspec.field(default_factory=StopTracker)

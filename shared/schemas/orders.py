@@ -101,7 +101,8 @@ ReasonCode = Literal[
     "INSUFFICIENT_QTY",  # Alpaca 403 40310000: shares held by other orders
     "BUYING_POWER",  # Alpaca 403 40310000: insufficient buying power
     "SUB_PENNY",  # Alpaca 422 42210000: sub-penny increment
-    "STOP_SIDE",  # Alpaca 422 42210000: stop on the wrong side of the price
+    "STOP_SIDE",  # Alpaca 422 42210000: stop on the wrong side of the price (a replace: the old stop stays live)
+    "STOP_BREACHED",  # a first stop / re-protection refused as through the market (STOP_SIDE): the executor sells at market
     "WASH_TRADE",  # Alpaca 403: potential wash trade
     "PROTECTION_REPAIR",  # cancelled or placed by the executor to make the stops cover the position exactly
     "BROKER_REJECTED",  # any other refusal or rejection by the broker
