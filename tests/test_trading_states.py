@@ -60,7 +60,8 @@ EXPECT = {  # state -> (entry, exit, stop replace, cancel)
     "ACTIVE": ("accepted", "accepted", "replaced", "cancelled"),
     "REDUCING": ("KILL_SWITCH_ON", "accepted", "replaced", "cancelled"),
     "HALTED": ("TRADING_HALTED", "TRADING_HALTED", "TRADING_HALTED", "cancelled"),
-    "UNREADABLE": ("KILL_SWITCH_ON", "accepted", "replaced", "cancelled"),
+    "UNREADABLE": ("KILL_SWITCH_UNREADABLE",  # one answer for garbage, as risk gives (issue 20)
+                    "accepted", "replaced", "cancelled"),
 }
 
 

@@ -243,7 +243,7 @@ def entry_blocks(st: ExecState, gates: Gates, *, reconciling: bool = False) -> l
         reasons.append(R_UNRECONCILED)
     if gates.halted:
         reasons.append(R_HALTED)
-    if gates.kill_switch_unreadable:
+    elif gates.kill_switch_unreadable:
         reasons.append(R_KILL_SWITCH_UNREADABLE)
     elif gates.kill_switch:
         reasons.append(R_KILL_SWITCH)
