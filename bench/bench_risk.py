@@ -40,7 +40,7 @@ from tests.test_risk_support import batch, cand, session, snapshot  # noqa: E402
 
 def settings_for(url: str, artifacts: str, n: int) -> Settings:
     return load_settings(redis_url=url, artifacts_dir=artifacts, max_new_entries_per_day=n, max_concurrent_positions=n,
-                         max_gross_exposure=1e12, max_gross_exposure_pct=1e6)
+                         max_gross_exposure=1e12, max_gross_exposure_pct=1000.0)
 
 
 def workload(n: int) -> tuple[list, list]:

@@ -221,6 +221,13 @@ class BrokerProcess:
         return Handler
 
 
+def client_env(key: str, secret: str, urls: dict[str, str]) -> dict[str, str]:
+    """The variables an Alpaca client (the executor, the feed) needs to reach this stand-in with ``key``/``secret``:
+    what an operator writes into ``.env.broker`` for the real broker, pointed at 127.0.0.1."""
+    return {"APCA_API_KEY_ID": key, "APCA_API_SECRET_KEY": secret, "APCA_API_BASE_URL": urls["trading"],
+            "APCA_STREAM_URL": urls["stream"], "APCA_DATA_URL": urls["data"], "APCA_ALLOW_LOCAL_URL": "1"}
+
+
 def _rows(path: Path | None, symbols: set[str]) -> list[BarRow]:
     if path is None:
         return []

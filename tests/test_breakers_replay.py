@@ -43,7 +43,8 @@ def minutes() -> list[BarRow]:
 def intents_for(d: str) -> list[EntryIntent]:
     stops = {"AAPL": 160.0, "BAC": 27.0, "MSFT": 100.0, "MU": 35.0, "QQQ": 160.0, "TSLA": 290.0}
     return [EntryIntent(intent_id=stable_id("in", s, d), candidate_id=stable_id("c", s, d), symbol=s, trade_date=d,
-                        qty=1000, entry_level=1.0, stop_price=stops[s], risk_per_share=1.0, notional=1000.0, ts=0)
+                        qty=1000, entry_level=round(stops[s] + 0.01, 2), stop_price=stops[s], risk_per_share=0.01,
+                        notional=1000.0, ts=0)  # a long's stop below its entry (the intent invariant)
             for s in SYMS]
 
 

@@ -124,7 +124,9 @@ def test_now_page_shows_each_service_the_streams_the_feed_and_the_broker(page, l
     assert "healthy" in page.inner_text("#banner")
     assert f"1d {END}" in page.inner_text("main")
     clock_len = live_system.r.xlen("avwap:clock")
-    assert page.locator("#groups tr", has_text="avwap:clock").count() == 5  # five groups read the clock
+    groups = {g["name"].decode() for g in live_system.r.xinfo_groups("avwap:clock")}
+    assert len(groups) >= 5  # scanner, regime, risk, executor, exits, analytics read the clock
+    assert page.locator("#groups tr", has_text="avwap:clock").count() == len(groups)  # one row per group
     assert f"avwap:clock\t{clock_len}" in page.inner_text("#groups")
     assert "PAPER_SIM" in page.inner_text("main")
     shot(page, "now")

@@ -91,12 +91,14 @@ def _test(hc: Any) -> list[str]:
 
 
 def load_compose(path: Path) -> dict[str, ComposeService]:
-    """Every service of the compose file, in file order."""
+    """Every service `docker compose up` starts (services behind a profile are left out), in file order."""
     doc = yaml.safe_load(path.read_text())
     if not isinstance(doc, dict) or not isinstance(doc.get("services"), dict):
         raise ComposeError(f"{path}: no services")
     out: dict[str, ComposeService] = {}
     for name, svc in doc["services"].items():
+        if svc.get("profiles"):
+            continue  # started only on request (`--profile monitoring`), never by `docker compose up`
         cmd = svc.get("command")
         if isinstance(cmd, str):
             cmd = cmd.split()

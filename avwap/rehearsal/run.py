@@ -181,10 +181,10 @@ class Rehearsal:
                "SCAN_MARKET_GATE": "universe_proxy", "RUN_ID": "rehearsal", **timing_env(self.cfg.speed),
                **self.cfg.extra_env}
         _write_env(self.project / ".env", env, "the rehearsal's droplet: settings every service reads")
-        _write_env(self.project / ".env.broker", {
-            "APCA_API_KEY_ID": KEY, "APCA_API_SECRET_KEY": SECRET, "APCA_API_BASE_URL": urls["trading"],
-            "APCA_STREAM_URL": urls["stream"], "APCA_DATA_URL": urls["data"], "APCA_ALLOW_LOCAL_URL": "1",
-            **broker_timing_env(self.cfg.speed)}, "broker keys and endpoints: the executor and the feed only")
+        from standins.broker_process import client_env
+
+        _write_env(self.project / ".env.broker", {**client_env(KEY, SECRET, urls), **broker_timing_env(self.cfg.speed)},
+                   "broker keys and endpoints: the executor and the feed only")
         _write_env(self.project / ".env.slack", {"SLACK_BOT_TOKEN": SLACK_TOKEN, "SLACK_CHANNEL": "#avwap",
                                                  "SLACK_BASE_URL": urls["slack"]}, "Slack: the notifier only")
 
