@@ -20,6 +20,7 @@ from avwap.rehearsal.compose import (
     LocalHost,
     load_compose,
     local_command,
+    read_env_file,
     service_env,
 )
 from avwap.rehearsal.supervisor import Supervisor
@@ -33,18 +34,20 @@ needs_faketime = pytest.mark.skipif(find_libfaketime() is None, reason="libfaket
 def test_every_compose_service_becomes_a_local_process_with_composes_environment(tmp_path: Path) -> None:
     services = load_compose(ROOT / "docker-compose.yml")
     assert {"redis", "scanner", "risk", "executor", "exits", "analytics", "notifier", "feed"} <= set(services)
-    (tmp_path / ".env").write_text("# shared\nSCAN_UNIVERSE_FILE=/u.txt\nLOG_FORMAT=console\n")
+    (tmp_path / ".env").write_text("# shared\nSCAN_UNIVERSE_FILE=/u.txt\nLOG_FORMAT=console\nREDIS_PASSWORD=pw\n")
     (tmp_path / ".env.broker").write_text("APCA_API_KEY_ID='k'\n")
     (tmp_path / ".env.slack").write_text("SLACK_BOT_TOKEN=xoxb-1\n")
-    host = LocalHost(project_dir=tmp_path, volumes_dir=tmp_path / "vol", ports={"redis": 7001}, url_query="socket_timeout=9")
+    host = LocalHost(project_dir=tmp_path, volumes_dir=tmp_path / "vol", ports={"redis": 7001}, url_query="socket_timeout=9",
+                     variables=read_env_file(tmp_path / ".env"))
     for name, svc in services.items():
         cmd = local_command(svc, host)
         assert Path(cmd[0]).exists(), (name, cmd)
         if name == "redis":
             assert cmd[cmd.index("--port") + 1] == "7001" and "--appendonly" in cmd
+            assert cmd[cmd.index("--requirepass") + 1] == "pw"  # compose's `sh -c` expanded, as the container does
             continue
         env = service_env(svc, host)
-        assert env["REDIS_URL"] == "redis://127.0.0.1:7001/0?socket_timeout=9"
+        assert env["REDIS_URL"] == "redis://:pw@127.0.0.1:7001/0?socket_timeout=9"
         assert env["ARTIFACTS_DIR"] == str(tmp_path / "vol" / "artifacts")
         assert env["LOG_FORMAT"] == "json"  # compose's `environment` wins over the env file
         assert env["SCAN_UNIVERSE_FILE"] == "/u.txt"
@@ -53,7 +56,8 @@ def test_every_compose_service_becomes_a_local_process_with_composes_environment
         assert svc.restart == "unless-stopped"
     assert services["executor"].health_target() == "executor"
     rq = local_command(services["rq-worker"], host)
-    assert "redis://127.0.0.1:7001/0?socket_timeout=9" in rq
+    assert rq[0].endswith("/rq") and "avwap.rqworker.Worker" in rq  # the allowlist worker, from this environment
+    assert service_env(services["rq-worker"], host)["RQ_REDIS_URL"] == "redis://:pw@127.0.0.1:7001/0?socket_timeout=9"
 
 
 def test_required_env_file_missing_is_an_error(tmp_path: Path) -> None:

@@ -7,12 +7,16 @@ processes is the one a container runtime performs, done by hand:
 
 - a service host name in a value (``redis://redis:6379/0``) becomes ``127.0.0.1:<local port>``;
 - a container path under a volume mount (``/app/artifacts``) becomes that volume's local directory;
-- ``python`` / ``avwap`` / ``rq`` run from this interpreter's environment, ``redis-server`` from PATH.
+- ``python`` / ``avwap`` / ``rq`` run from this interpreter's environment, ``redis-server`` from PATH
+  (also when compose wraps it in ``sh -c "exec redis-server ..."`` to expand a variable);
+- ``${VAR}``, ``${VAR:?message}`` and ``${VAR:-default}`` are interpolated from the project's ``.env``, as
+  compose does, and ``$$`` stands for ``$``.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -139,6 +143,7 @@ class LocalHost:
     volumes_dir: Path  # one directory per named volume
     ports: dict[str, int]  # service host name -> local port (e.g. redis -> 6391)
     url_query: str = ""  # appended to a translated redis:// URL (the rehearsal's scaled socket timeouts)
+    variables: dict[str, str] = field(default_factory=dict)  # compose's interpolation variables (the project .env)
 
     def volume(self, name: str) -> Path:
         p = self.volumes_dir / name
@@ -159,10 +164,33 @@ def service_env(svc: ComposeService, host: LocalHost) -> dict[str, str]:
     return {k: translate(v, svc, host) for k, v in env.items()}
 
 
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[?-])([^}]*))?\}")
+
+
+def interpolate(value: str, variables: dict[str, str]) -> str:
+    """Compose's variable interpolation: ``${VAR}``, ``${VAR:?err}``/``${VAR?err}``, ``${VAR:-def}``/``${VAR-def}``."""
+
+    def one(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name, op, arg = m.group(1), m.group(2) or "", m.group(3) or ""
+        val = variables.get(name)
+        empty = val is None or (op.startswith(":") and val == "")
+        if op.endswith("?") and empty:
+            raise ComposeError(f"{name}: {arg or 'required'} (set it in the project .env)")
+        if op.endswith("-") and empty:
+            return arg
+        return val or ""
+
+    return _VAR.sub(one, value)
+
+
 def translate(value: str, svc: ComposeService, host: LocalHost) -> str:
-    """One value as it reads on this machine: service hosts -> 127.0.0.1:port, mounted paths -> volume dirs."""
+    """One value as it reads on this machine: variables interpolated, service hosts -> 127.0.0.1:port,
+    mounted paths -> volume dirs."""
+    value = interpolate(value, host.variables)
     for name, port in host.ports.items():
-        pattern = rf"(?<=//){re.escape(name)}:\d+"
+        pattern = rf"(?<=[/@]){re.escape(name)}:\d+"
         if re.search(pattern, value):
             value = re.sub(pattern, f"127.0.0.1:{port}", value)
             if host.url_query and value.startswith("redis://") and "?" not in value:
@@ -176,6 +204,11 @@ def translate(value: str, svc: ComposeService, host: LocalHost) -> str:
 def local_command(svc: ComposeService, host: LocalHost) -> list[str]:
     """The command as a local process: the project's interpreter and console scripts; redis on its port."""
     cmd = [translate(c, svc, host) for c in svc.command]
+    if cmd[0] in ("sh", "/bin/sh") and cmd[1:2] == ["-c"] and len(cmd) == 3:
+        # the container's shell expands $VAR from the service's environment, then execs the command
+        env = service_env(svc, host)
+        inner = shlex.split(re.sub(r"\$([A-Za-z_][A-Za-z0-9_]*)", lambda m: shlex.quote(env.get(m.group(1), "")), cmd[2]))
+        cmd = inner[1:] if inner[:1] == ["exec"] else inner
     exe, rest = cmd[0], cmd[1:]
     bindir = Path(sys.executable).parent
     if exe in ("python", "python3"):

@@ -28,7 +28,7 @@ import redis
 
 from avwap.procs import ROOT
 from avwap.quiesce import wait_quiescent
-from avwap.rehearsal.compose import LocalHost, load_compose, local_command, service_env
+from avwap.rehearsal.compose import LocalHost, load_compose, local_command, read_env_file, service_env
 from avwap.rehearsal.supervisor import Supervisor
 from avwap.rehearsal.warp import Warp
 from shared.clock import NS, calendar, dt_to_ns, ny_datetime
@@ -46,6 +46,7 @@ def pre_market_from(d: str) -> int:
     return dt_to_ns(ny_datetime(d, "08:29")) + 45 * NS
 
 KEY, SECRET, SLACK_TOKEN = "PKREHEARSAL0000000000", "rehearsal-secret-not-a-real-key", "xoxb-rehearsal-token"
+REDIS_PASSWORD = "rehearsal-redis-password"  # compose's Redis requires one (.env), as on a droplet
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ class Rehearsal:
         (self.project / "universe.txt").write_text("".join(f"{s}\n" for s in self.symbols))
 
     def write_env(self, urls: dict[str, str]) -> None:
-        env = {"EXECUTION_MODE": "ALPACA_PAPER", "SCAN_UNIVERSE_FILE": str(self.project / "universe.txt"),
+        env = {"REDIS_PASSWORD": REDIS_PASSWORD, "EXECUTION_MODE": "ALPACA_PAPER", "SCAN_UNIVERSE_FILE": str(self.project / "universe.txt"),
                "SCAN_MARKET_GATE": "universe_proxy", "RUN_ID": "rehearsal", **timing_env(self.cfg.speed),
                **self.cfg.extra_env}
         _write_env(self.project / ".env", env, "the rehearsal's droplet: settings every service reads")
@@ -185,6 +186,8 @@ class Rehearsal:
 
         _write_env(self.project / ".env.broker", {**client_env(KEY, SECRET, urls), **broker_timing_env(self.cfg.speed)},
                    "broker keys and endpoints: the executor and the feed only")
+        _write_env(self.project / ".env.dashboard", {"DASHBOARD_TOKEN": "rehearsal-dashboard-token"},
+                   "the dashboard's token: the dashboard only")
         _write_env(self.project / ".env.slack", {"SLACK_BOT_TOKEN": SLACK_TOKEN, "SLACK_CHANNEL": "#avwap",
                                                  "SLACK_BASE_URL": urls["slack"]}, "Slack: the notifier only")
 
@@ -237,13 +240,14 @@ class Rehearsal:
     def _run_stack(self, base: dict[str, str], standin: subprocess.Popen, t: float) -> RehearsalResult:
         cfg = self.cfg
         services = load_compose(cfg.compose)
-        redis_name = next(n for n, s in services.items() if s.command[0] == "redis-server")
+        redis_name = next(n for n, s in services.items() if "redis-server" in " ".join(s.command))
         port = free_port()
         # every timeout is in warped seconds: redis-py's 5 s default socket timeout would be 17 ms of
         # real time at x300, so the clients get 5 s of real time (as a URL option, docs/rehearsal.md)
         rt = int(5 * cfg.speed)
         host = LocalHost(project_dir=self.project, volumes_dir=self.volumes, ports={redis_name: port},
-                         url_query=f"socket_timeout={rt}&socket_connect_timeout={rt}")
+                         url_query=f"socket_timeout={rt}&socket_connect_timeout={rt}",
+                         variables=read_env_file(self.project / ".env"))
         sup = Supervisor(self.logs)
         self.sup = sup
         for name, svc in services.items():
@@ -252,7 +256,7 @@ class Rehearsal:
         self.app_services = [n for n in services if n != redis_name]
         try:
             sup.start(redis_name)
-            r = redis.Redis.from_url(f"redis://127.0.0.1:{port}/0")
+            r = redis.Redis.from_url(f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0")
             self._wait(lambda: _ping(r), 60, "redis did not answer")
             self.r = r
             self._calibrate()
