@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
 
 from services.executor.backfill import Backfill, Manifest, adjustment_factor, closed_sessions, plan
 from services.executor.feed import AlpacaData
@@ -202,19 +203,24 @@ def test_a_2_for_1_split_while_a_position_is_open(tmp_path: Path, daily, real_re
     assert (new.live_stop_price, new.live_stop_qty, new.stop_ref_low) == (85.0, 20, 86.0)
     assert [x.low for x in new.tracker.daily] == [86.0, 87.5] and new.tracker.hl == Low(2, 87.5)
     assert pos.qty == 10 and pos.current_stop == 170.0  # pure: the input is unchanged
-    # the operator step, on real Redis, with the exits service stopped
-    real_redis.set(pos_key("AAPL"), encode(pos))
+    # the operator step, on real Redis, with the exits service stopped: a database of its own, so that no
+    # heartbeat of another test's service (the suite shares one test database) stands for "exits running"
+    op_url = redis_url.rsplit("/", 1)[0] + "/14"
+    op = redis.Redis.from_url(op_url)
+    op.flushdb()
+    op.set(pos_key("AAPL"), encode(pos))
     runner = CliRunner()
-    env = {"REDIS_URL": redis_url}
+    env = {"REDIS_URL": op_url}
     res = runner.invoke(app, ["exits", "rebase", "AAPL", "--factor", "2"], env=env)
-    assert res.exit_code == 0 and "dry run" in res.output and decode_position(real_redis.get(pos_key("AAPL"))) == pos
-    real_redis.set("avwap:hb:exits:x1", "{}", ex=30)  # exits running: refused
+    assert res.exit_code == 0 and "dry run" in res.output and decode_position(op.get(pos_key("AAPL"))) == pos
+    op.set("avwap:hb:exits:x1", "{}", ex=30)  # exits running: refused
     res = runner.invoke(app, ["exits", "rebase", "AAPL", "--factor", "2", "--yes"], env=env)
-    assert res.exit_code != 0 and decode_position(real_redis.get(pos_key("AAPL"))) == pos
-    real_redis.delete("avwap:hb:exits:x1")
+    assert res.exit_code != 0 and decode_position(op.get(pos_key("AAPL"))) == pos
+    op.delete("avwap:hb:exits:x1")
     res = runner.invoke(app, ["exits", "rebase", "AAPL", "--factor", "2", "--yes"], env=env)
     assert res.exit_code == 0, res.output
-    assert decode_position(real_redis.get(pos_key("AAPL"))) == new
+    assert decode_position(op.get(pos_key("AAPL"))) == new
+    op.flushdb()
 
 
 def test_avwap_data_backfill_command(tmp_path: Path, daily, redis_url, real_redis) -> None:
