@@ -1,5 +1,5 @@
 """A clone of the repository alone runs everything: no code, test, benchmark or build file names a path
-outside the checkout (the developers' ``../shared/`` is not there for a user)."""
+outside the checkout (a user's clone has nothing beside it)."""
 
 from __future__ import annotations
 
