@@ -23,6 +23,14 @@ def _register() -> None:
             app.add_typer(sub)
 
 
+@app.callback()
+def _fresh_settings() -> None:
+    """Each invocation reads the environment afresh (one process runs several in tests and in ``avwap demo``)."""
+    from shared.settings import get_settings
+
+    get_settings.cache_clear()
+
+
 _register()
 
 

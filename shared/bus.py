@@ -357,6 +357,7 @@ class Consumer:
         self._next_heartbeat = 0.0
         self._idle_sleep = 0.0
         self._failure_backoff = 0.0
+        self._next_idle = 0.0  # on_idle runs on every empty read, and at least this often while busy
         self._ready = False
         self._commit = r.register_script(_COMMIT_LUA)
 
@@ -433,7 +434,23 @@ class Consumer:
         return self.stats
 
     def step(self, block: bool = True) -> int:
-        """One read-handle-commit round. Returns the number of entries read."""
+        """One read-handle-commit round. Returns the number of entries read.
+
+        ``on_idle`` runs after every empty read and, while every read returns entries (a backlog the
+        consumer is working through), at least once per ``block_ms``: the periodic work it does (the
+        executor's trade updates and broker polls, the notifier's watchdog) is never starved by a busy
+        stream."""
+        n = self._step(block)
+        if n and self.on_idle is not None and time.monotonic() >= self._next_idle and not self._stop.is_set():
+            self._run_idle()
+        return n
+
+    def _run_idle(self) -> None:
+        assert self.on_idle is not None
+        self._next_idle = time.monotonic() + self.block_ms / 1000
+        self._flush([], list(self.on_idle() or []))
+
+    def _step(self, block: bool) -> int:
         if not self._ready:
             self.ensure_groups()
         self.heartbeat()
@@ -470,7 +487,7 @@ class Consumer:
             return len(batch)
         self.stats.empty_reads += 1
         if self.on_idle is not None:
-            self._flush([], list(self.on_idle() or []))
+            self._run_idle()
         if block and not self._stop.is_set():
             elapsed_ms = (time.monotonic() - t0) * 1000
             if elapsed_ms < self.block_ms / 2:  # the backend did not block: back off, never spin

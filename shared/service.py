@@ -66,7 +66,8 @@ class StreamIO:
 @dataclass(frozen=True)
 class ServiceSpec:
     """``on_start``: after the groups exist, before the first read (its outputs are published);
-    ``on_idle``: on every empty read; ``on_stop``: once after the loop ends (SIGTERM/SIGINT),
+    ``on_idle``: on every empty read and at least once per ``BUS_BLOCK_MS`` while busy; ``on_stop``: once
+    after the loop ends (SIGTERM/SIGINT),
     to release what ``build``/``on_start`` opened (threads, connections)."""
 
     name: str

@@ -487,3 +487,25 @@ def test_service_stopped_while_waiting_for_redis_exits_0(tmp_path: Path) -> None
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_on_idle_runs_while_every_read_returns_entries(real_redis: redis.Redis) -> None:
+    """A consumer that never sees an empty read (a stream it is always behind on) still runs its
+    periodic work once per block interval: the executor's trade updates and polls live there."""
+    r = real_redis
+    idle_calls: list[int] = []
+
+    def slow(msg: Message, d: Delivery) -> list[Emit]:
+        time.sleep(0.01)
+        return []
+
+    c = Consumer(r, "g", [IN], slow, name="busy", block_ms=50, count=1,
+                 on_idle=lambda: idle_calls.append(int(r.xlen(IN))) or [(OUT, alert("idle"))])
+    c.ensure_groups()
+    Bus(r).publish_many([(IN, alert(i)) for i in range(40)])
+    reads = 0
+    while c.step(block=False):
+        reads += 1
+    assert reads == 40 and c.stats.empty_reads == 1  # busy throughout: one empty read, at the very end
+    assert len(idle_calls) >= 3  # ~400 ms of handling at one call per 50 ms; before: only the final empty read
+    assert out_ids(r).count("al-idle") == len(idle_calls)  # what on_idle returns is published each time

@@ -41,10 +41,10 @@ pytestmark = [pytest.mark.skipif(find_libfaketime() is None, reason="libfaketime
 @pytest.fixture(scope="module")
 def faulted(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     from avwap.procs import ROOT
-    from avwap.rehearsal.compose import load_compose
+    from avwap.rehearsal.compose import app_services, load_compose
 
     out = tmp_path_factory.mktemp("rehearsal")
-    services = [n for n, s in load_compose(ROOT / "docker-compose.yml").items() if s.command[0] != "redis-server"]
+    services = app_services(load_compose(ROOT / "docker-compose.yml"))
     cfg = RehearsalConfig(out=out, start=SESSION, end=SESSION, speed=SPEED, faults=fault_plan(SESSION, services),
                           log=lambda s: None)
     return Rehearsal(cfg).run()

@@ -31,7 +31,7 @@ def rehearse(
     """Run docker-compose.yml's services as local processes on a warped clock through the week; print the
     timeline, the summary and the expectations; exit 1 if any expectation failed."""
     from avwap.procs import ROOT
-    from avwap.rehearsal.compose import load_compose
+    from avwap.rehearsal.compose import app_services, load_compose
     from avwap.rehearsal.report import expectations, render
     from avwap.rehearsal.run import Rehearsal, RehearsalConfig, fault_plan, rehearsal_symbols
     from avwap.rehearsal.warp import WarpError, require_faketime
@@ -42,7 +42,7 @@ def rehearse(
         fail(str(exc))
     if start > end:
         fail(f"--from {start} is after --to {end}")
-    svc = [n for n, s in load_compose(ROOT / "docker-compose.yml").items() if s.command[0] != "redis-server"]
+    svc = app_services(load_compose(ROOT / "docker-compose.yml"))
     plan = fault_plan(start, svc) if faults else []
     cfg = RehearsalConfig(out=out, start=start, end=end, speed=speed, faults=plan,
                           symbols=[s.strip().upper() for s in symbols.split(",") if s.strip()] or None,

@@ -201,6 +201,20 @@ def translate(value: str, svc: ComposeService, host: LocalHost) -> str:
     return value
 
 
+def is_redis(svc: ComposeService) -> bool:
+    """The Redis service (its command runs redis-server, directly or through ``sh -c "exec ..."``)."""
+    return "redis-server" in " ".join(svc.command)
+
+
+def redis_service(services: dict[str, ComposeService]) -> str:
+    return next(n for n, s in services.items() if is_redis(s))
+
+
+def app_services(services: dict[str, ComposeService]) -> list[str]:
+    """Every service but Redis, in compose order: the ones the fault plan kills in turn."""
+    return [n for n, s in services.items() if not is_redis(s)]
+
+
 def local_command(svc: ComposeService, host: LocalHost) -> list[str]:
     """The command as a local process: the project's interpreter and console scripts; redis on its port."""
     cmd = [translate(c, svc, host) for c in svc.command]

@@ -28,7 +28,14 @@ import redis
 
 from avwap.procs import ROOT
 from avwap.quiesce import wait_quiescent
-from avwap.rehearsal.compose import LocalHost, load_compose, local_command, read_env_file, service_env
+from avwap.rehearsal.compose import (
+    LocalHost,
+    load_compose,
+    local_command,
+    read_env_file,
+    redis_service,
+    service_env,
+)
 from avwap.rehearsal.supervisor import Supervisor
 from avwap.rehearsal.warp import Warp
 from shared.clock import NS, calendar, dt_to_ns, ny_datetime
@@ -240,7 +247,7 @@ class Rehearsal:
     def _run_stack(self, base: dict[str, str], standin: subprocess.Popen, t: float) -> RehearsalResult:
         cfg = self.cfg
         services = load_compose(cfg.compose)
-        redis_name = next(n for n, s in services.items() if "redis-server" in " ".join(s.command))
+        redis_name = redis_service(services)
         port = free_port()
         # every timeout is in warped seconds: redis-py's 5 s default socket timeout would be 17 ms of
         # real time at x300, so the clients get 5 s of real time (as a URL option, docs/rehearsal.md)
