@@ -5,8 +5,8 @@ The same workload three ways, in one run: a session prelude, then ``--n`` one-ca
 batches (caps high enough that every candidate becomes an intent).
 
 - ``core``: the pure reducer ``core.step`` alone, in memory (the reference);
-- ``transact``: ``worker.transact`` per message on a real Redis (WATCH, read state and
-  controls, step, MULTI + commit_own: XACK, SET state, XADD outputs, EXEC), no artifact;
+- ``transact``: ``worker.transact`` per message on a real Redis (a unit of work: WATCH, read state and
+  controls, step, then one EXEC of the commit script: XACK, SET state, XADD outputs), no artifact;
 - ``worker``: the real consumer (read, decode, transact, artifact rewrite with fsync).
 
 Also: one batch of ``--n`` candidates decided by the core (a big scan day). The ratios are
@@ -79,13 +79,14 @@ def bench_core(settings: Settings, n: int) -> float:
 def bench_transact(url: str, settings: Settings, n: int) -> float:
     r = connect(url)
     r.flushdb()
+    bus = Bus(r, maxlen=settings.core.bus_maxlen)
     limits = limits_for(settings)
     prelude, batches = workload(n)
     for m in prelude:
-        transact(r, settings, limits, m, None)
+        transact(bus, settings, limits, m, None)
     t0 = time.perf_counter()
     for m in batches:
-        transact(r, settings, limits, m, None)
+        transact(bus, settings, limits, m, None)
     dt = time.perf_counter() - t0
     assert r.xlen(INTENTS) == n
     return n / dt

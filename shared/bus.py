@@ -10,18 +10,20 @@ Delivery contract
   ``data`` field longer than ``max_payload_bytes`` (``PAYLOAD_TOO_LARGE``: not decoded; the DLQ
   keeps its first ``DLQ_KEEP_BYTES`` and its size and sha256), and a message whose dates fail
   ``check`` (default ``session_problem``: ``NOT_A_SESSION`` / ``DATE_OUT_OF_HORIZON``).
-- A batch's outputs are published and its entries acked in one Lua script (atomic, like
-  MULTI/EXEC), only after every handler in it succeeded: a crash before the commit
-  redelivers the batch, a crash after it leaves nothing pending. The commit is "first
-  committer wins" per entry: an entry's outputs are published only if its XACK removed it
-  from the group's pending list, so when a slow (not dead) consumer and the consumer that
-  claimed its entry both finish it, its outputs land once. Handlers must be idempotent for
-  any other side effect (key it by stable ids).
-- A worker that keeps its own state in Redis commits state + outputs + ack itself, in its
-  own WATCH/MULTI transaction, with ``commit_own`` (the same script, which also SETs the
-  state keys only if the XACK won) and returns ``Committed``: the bus then neither acks
-  the entry again nor counts it as a lost race, unless ``Committed.lost_race`` says the
-  handler's own XACK found the entry already acked by another consumer.
+- Every commit is one script (``shared.unit_of_work.COMMIT_LUA``, atomic like MULTI/EXEC),
+  run only after the handlers succeeded: a crash before it redelivers the entries, a crash after
+  it leaves nothing pending. It is "first committer wins" per entry: an entry's state writes and
+  outputs are made only if its XACK removed it from the group's pending list, so when a slow (not
+  dead) consumer and the consumer that claimed its entry both finish it, it lands once. Handlers
+  must be idempotent for any other side effect (key it by stable ids).
+- A stateless handler returns its outputs; the consumer commits a batch of them in one script.
+  A handler that keeps state in Redis commits state + outputs + its entry's XACK itself in a
+  ``Bus.unit_of_work`` (WATCH the state, read, decide, write; a lost WATCH runs it again) and
+  returns the unit's ``Committed``: the consumer then neither acks the entry again nor counts
+  it as a lost race, unless ``Committed.lost_race`` says the XACK found the entry already acked.
+- ``exclusive``: one consumer of the group at a time holds a lease (``avwap:lease:<group>``,
+  renewed every step) and reads; the others stand by. A new holder first takes over every pending
+  entry of the group, so the group applies its entries in publication order (exits).
 - SIGTERM/SIGINT: finish the batch in hand (already delivered to this consumer), commit it,
   exit the loop (the process exits 0) with nothing of it left pending.
 - Never busy-spins: a blocking read that returns at once with nothing (fakeredis does
@@ -40,7 +42,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import redis
@@ -56,7 +58,6 @@ from shared.schemas import (
     SchemaError,
     SessionEvent,
     decode,
-    encode,
     type_name_of,
 )
 from shared.streams import (
@@ -72,6 +73,7 @@ from shared.streams import (
     PORTFOLIO,
     REJECTIONS,
 )
+from shared.unit_of_work import COMMIT_LUA, Block, Committed, UnitOfWork, attempts, commit_args, fields_of
 
 # Entries of one read are handled in publication order ACROSS streams (XREADGROUP groups them
 # by stream). Same-millisecond ties: the inputs (clock, bars) before what reacts to them.
@@ -125,68 +127,6 @@ Emit = tuple[str, Message]
 
 Entry = tuple[str, str, "dict | None", int]  # stream, entry id, fields (None: deleted), deliveries (-1: look up)
 
-# Commit a batch atomically. KEYS: every key touched. ARGV: group, maxlen, number of blocks,
-# then per block: key index of the input stream (0: no input, commit unconditionally), entry id,
-# number of state sets, number of emits, then per set: key index, value; per emit: key index of
-# the output stream, number of field pairs, pairs. A block's sets and emits are written only if
-# its XACK removed the entry from the pending list (first committer wins).
-# Returns {entries acked, entries already acked elsewhere, emits published}.
-_COMMIT_LUA = """
-local group, maxlen = ARGV[1], ARGV[2]
-local i = 4
-local acked, lost, emitted = 0, 0, 0
-for _ = 1, tonumber(ARGV[3]) do
-  local si, id, ns, k = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
-  i = i + 4
-  local ok = true
-  if si > 0 then
-    ok = redis.call('XACK', KEYS[si], group, id) == 1
-    if ok then acked = acked + 1 else lost = lost + 1 end
-  end
-  for _ = 1, ns do
-    if ok then redis.call('SET', KEYS[tonumber(ARGV[i])], ARGV[i + 1]) end
-    i = i + 2
-  end
-  for _ = 1, k do
-    local oi, nf = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
-    i = i + 2
-    if ok then
-      local args = {'XADD', KEYS[oi], 'MAXLEN', '~', maxlen, '*'}
-      for f = i, i + 2 * nf - 1 do args[#args + 1] = ARGV[f] end
-      redis.call(unpack(args))
-      emitted = emitted + 1
-    end
-    i = i + 2 * nf
-  end
-end
-return {acked, lost, emitted}
-"""
-
-# one block of a commit: input stream ("" for none), entry id, state sets, emits (stream, fields)
-_Block = tuple[str, str, list[tuple[str, bytes]], list[tuple[str, dict]]]
-
-
-def _commit_args(group: str, maxlen: int, work: Sequence[_Block]) -> tuple[list[str], list[bytes | str | int]]:
-    """KEYS and ARGV of ``_COMMIT_LUA`` for ``work``."""
-    keys: dict[str, int] = {}
-
-    def key(name: str) -> int:
-        if name not in keys:
-            keys[name] = len(keys) + 1
-        return keys[name]
-
-    args: list[bytes | str | int] = [group, maxlen, len(work)]
-    for stream, entry_id, sets, outs in work:
-        args += [key(stream) if stream else 0, entry_id or "-", len(sets), len(outs)]
-        for name, value in sets:
-            args += [key(name), value]
-        for out, fields in outs:
-            args += [key(out), len(fields)]
-            for k, v in fields.items():
-                args += [k, v]
-    return list(keys), args
-
-
 @dataclass(frozen=True)
 class Delivery:
     """Where a message came from: stream, entry id, and how often it has been delivered."""
@@ -197,44 +137,7 @@ class Delivery:
     consumer: str
 
 
-@dataclass(frozen=True)
-class Committed:
-    """A handler's answer when it committed its entry itself with ``commit_own``.
-
-    The bus then does not ack the entry (the handler's transaction did) and publishes nothing
-    for it. ``lost_race``: the handler's XACK found the entry already acked by another
-    consumer, so nothing of its commit was written; the bus counts it in ``stats.lost_races``.
-    """
-
-    lost_race: bool = False
-
-
 Handler = Callable[[Message, Delivery], Iterable[Emit] | Committed | None]
-
-
-def commit_own(pipe: redis.client.Pipeline, group: str, d: Delivery | None, emits: Sequence[Emit], *,
-               sets: Sequence[tuple[str, bytes]] = (), maxlen: int = DEFAULT_MAXLEN) -> None:
-    """Queue one entry's commit on ``pipe``, a transaction pipeline after ``multi()``.
-
-    In the EXEC, atomically: XACK the entry in ``group`` and, only if that removed it from the
-    pending list, SET each ``(key, value)`` of ``sets`` and XADD ``emits`` (the bus's own
-    first-committer-wins script). With ``d=None`` (no input entry) everything is written.
-    ``committed(reply)`` turns this command's EXEC reply into the handler's answer.
-    """
-    block: _Block = (d.stream if d else "", d.entry_id if d else "", list(sets),
-                     [(out, fields_of(m)) for out, m in emits])
-    keys, args = _commit_args(group, maxlen, [block])
-    pipe.register_script(_COMMIT_LUA)(keys=keys, args=args, client=pipe)
-
-
-def committed(reply: Sequence[int]) -> Committed:
-    """The ``Committed`` answer of a ``commit_own`` reply (``[acked, lost, emitted]``)."""
-    return Committed(lost_race=int(reply[1]) > 0)
-
-
-def fields_of(msg: Message) -> dict[str, bytes | str | int]:
-    """The stream entry of a message: ``type``, ``v`` and ``data`` (the JSON of the message)."""
-    return {"type": type_name_of(msg), "v": msg.v, "data": encode(msg)}
 
 
 def _s(value: bytes | str) -> str:
@@ -271,6 +174,11 @@ class Bus:
         for stream, msg in items:
             pipe.xadd(stream, fields_of(msg), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
         return [_s(x) for x in pipe.execute()]
+
+    def unit_of_work(self, group: str, d: Delivery | None, *, watch: Sequence[str] = (),
+                     crash_points: tuple[str, str] | None = None) -> Iterator[UnitOfWork]:
+        """The attempts of one handler's unit of work (``shared.unit_of_work``): ``for uow in ...: with uow:``."""
+        return attempts(self.r, group, d, watch=watch, maxlen=self.maxlen, crash_points=crash_points)
 
 
 def live_consumers(r: redis.Redis, group: str | None = None) -> list[tuple[str, str]]:
@@ -359,7 +267,7 @@ class Consumer:
         self._failure_backoff = 0.0
         self._next_idle = 0.0  # on_idle runs on every empty read, and at least this often while busy
         self._ready = False
-        self._commit = r.register_script(_COMMIT_LUA)
+        self._commit = r.register_script(COMMIT_LUA)
 
     # -- setup ---------------------------------------------------------------
     def ensure_groups(self) -> None:
@@ -632,7 +540,7 @@ class Consumer:
 
         ``_flush([], emits)`` publishes outputs that belong to no entry (``on_idle``).
         """
-        work: list[_Block] = [
+        work: list[Block] = [
             (stream, entry_id, [], [(out, fields_of(m)) for out, m in outs]) for stream, entry_id, outs in blocks
         ]
         if emits:
@@ -640,11 +548,11 @@ class Consumer:
         if not self._commit_blocks(work):  # every ack won, so every output was published
             metrics.published(self.group, [*(e for *_, outs in blocks for e in outs), *(emits or [])])
 
-    def _commit_blocks(self, work: list[_Block]) -> int:
+    def _commit_blocks(self, work: list[Block]) -> int:
         """Commit ``work``; returns how many of its entries another consumer had acked first."""
         if not work:
             return 0
-        keys, args = _commit_args(self.group, self.maxlen, work)
+        keys, args = commit_args(self.group, self.maxlen, work)
         _acked, lost, _emitted = self._commit(keys=keys, args=args)
         if lost:
             self._lost(int(lost))

@@ -23,8 +23,6 @@ from shared.bus import (
     Consumer,
     Delivery,
     Emit,
-    commit_own,
-    committed,
     fields_of,
 )
 from shared.schemas import Alert, Message, encode, replace
@@ -138,18 +136,21 @@ COUNT = "test:count"
 
 
 def self_committing(before_commit: Callable[[], None] = lambda: None) -> Callable[[Message, Delivery], Committed]:
-    """A handler that commits its own state (``<count>:<consumer>``) + output + ack with ``commit_own``.
+    """A handler that commits its own state (``<count>:<consumer>``) + output + ack in a unit of work.
 
     No WATCH on purpose: only the script's first-committer-wins guard keeps a late commit out.
     """
 
     def handle(msg: Message, d: Delivery) -> Committed:
         r = handle.r  # type: ignore[attr-defined]
-        n = int((r.get(COUNT) or b"0").split(b":")[0])
-        before_commit()
-        pipe = r.pipeline(transaction=True)
-        commit_own(pipe, "g", d, [(OUT, replace(msg, source=d.consumer))], sets=[(COUNT, f"{n + 1}:{d.consumer}".encode())])
-        return committed(pipe.execute()[-1])
+        for uow in Bus(r).unit_of_work("g", d):
+            with uow:
+                n = int((uow.r.get(COUNT) or b"0").split(b":")[0])
+                before_commit()
+                uow.set(COUNT, f"{n + 1}:{d.consumer}".encode())
+                uow.emit(OUT, replace(msg, source=d.consumer))
+        assert uow.result is not None
+        return uow.result
 
     return handle
 

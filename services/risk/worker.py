@@ -1,10 +1,10 @@
 """Risk worker: reads clock, candidates, portfolio decisions, broker snapshots and order events;
 publishes EntryIntents / Rejections / alerts.
 
-Each message is one optimistic transaction: WATCH the state key (and the kill switch), read
-the state and the controls, run the pure ``core.step``, then MULTI + ``shared.bus.commit_own``
-(XACK the message and, only if that XACK won, SET the new state and XADD the outputs) + EXEC;
-the handler returns ``Committed`` so the bus does not ack again. A concurrent replica's commit
+Each message is one unit of work (``Bus.unit_of_work``): WATCH the state key (and the kill
+switch), read the state and the controls, run the pure ``core.step``, then commit (XACK the
+message and, only if that XACK won, SET the new state and XADD the outputs) in one EXEC; the
+handler returns the unit's ``Committed`` so the bus does not ack again. A concurrent replica's commit
 aborts the EXEC and the step is recomputed on the new state, so two replicas never together
 exceed a cap; a consumer whose entry another one already committed writes nothing (a lost
 race, counted by the bus); a crash before EXEC leaves nothing (the message is redelivered),
@@ -24,10 +24,9 @@ from pathlib import Path
 import msgspec
 import redis
 
-from shared import metrics
 from shared.alerts import make_alert
 from shared.artifacts import canonical_line, code_version, under, write_atomic
-from shared.bus import Committed, Delivery, Emit, commit_own, committed
+from shared.bus import Bus, Committed, Delivery, Emit
 from shared.controls import read_state
 from shared.live_token import read_token_file, token_status
 from shared.regime import Table
@@ -58,7 +57,6 @@ GROUP = "risk"
 STATE_KEY = state_key("risk", "state")
 ARTIFACT_SUBDIR = "risk_decisions"
 STREAMS = [CLOCK, CANDIDATES, PORTFOLIO, REGIME, BROKER, ORDERS]
-MAX_TXN_RETRIES = 200
 DLQ_SCAN = 1000
 
 
@@ -219,33 +217,30 @@ def report_gaps(ctx: ServiceContext, gaps: list[tuple[str, int]]) -> None:
                              trade_date=session, runbook="risk-artifacts", dedup=f"risk_state_gap:{session}:{n}")
 
 
-def transact(r: redis.Redis, settings: Settings, limits: Limits, msg: Message, d: Delivery | None,
-             maxlen: int = 200_000) -> tuple[Committed, list[str], bytes, RiskState]:
-    """Run one step atomically: state + outputs + ack (``shared.bus.commit_own``) in one EXEC.
+def transact(bus: Bus, settings: Settings, limits: Limits, msg: Message,
+             d: Delivery | None) -> tuple[Committed, list[str], bytes, RiskState]:
+    """Run one step in a unit of work: state + outputs + ack in one commit (``Bus.unit_of_work``).
 
     Returns the bus answer, the sessions whose artifact changed and the committed state (bytes and
     value). When another consumer had already acked the entry (a real race) nothing is written:
     ``Committed(lost_race=True)`` and no session changed.
     """
     entry_ms = int(d.entry_id.split("-")[0]) if d is not None else 0
-    for _ in range(MAX_TXN_RETRIES):
-        with r.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(STATE_KEY, TRADING_STATE_KEY, LEGACY_KILL_SWITCH_KEY)
-                raw = pipe.get(STATE_KEY)
-                controls = controls_for(pipe, settings, msg)  # type: ignore[arg-type]
-                res = step(decode_state(raw), msg, controls, limits, entry_ms=entry_ms, copy=False)  # a fresh decode
-                new = encode_state(res.state)
-                pipe.multi()
-                commit_own(pipe, GROUP, d, res.emits, sets=[(STATE_KEY, new)] if new != raw else [], maxlen=maxlen)
-                answer = committed(pipe.execute()[-1])
-            except redis.WatchError:
-                continue
-        if answer.lost_race:
-            return answer, [], raw or b"", decode_state(raw)
-        metrics.published(GROUP, res.emits)
-        return answer, res.dates, new, res.state
-    raise RuntimeError("risk: state transaction kept conflicting")
+    for uow in bus.unit_of_work(GROUP, d, watch=[STATE_KEY, TRADING_STATE_KEY, LEGACY_KILL_SWITCH_KEY]):
+        with uow:
+            raw = uow.r.get(STATE_KEY)
+            controls = controls_for(uow.r, settings, msg)
+            res = step(decode_state(raw), msg, controls, limits, entry_ms=entry_ms, copy=False)  # a fresh decode
+            new = encode_state(res.state)
+            if new != raw:
+                uow.set(STATE_KEY, new)
+            for out, m in res.emits:
+                uow.emit(out, m)
+    answer = uow.result
+    assert answer is not None
+    if answer.lost_race:
+        return answer, [], raw or b"", decode_state(raw)
+    return answer, res.dates, new, res.state
 
 
 def limits_for(settings: Settings) -> Limits:
@@ -263,7 +258,7 @@ def build(ctx: ServiceContext):
 
     def handle(msg: Message, d: Delivery) -> Committed:
         try:
-            answer, dates, raw, st = transact(ctx.r, settings, limits, msg, d, maxlen=settings.core.bus_maxlen)
+            answer, dates, raw, st = transact(ctx.bus, settings, limits, msg, d)
         except redis.RedisError as exc:
             log.error("risk: Redis error, no entry made (message stays pending): %s", exc)
             with contextlib.suppress(redis.RedisError):
