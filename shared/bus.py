@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from shared import metrics
+from shared import lease, metrics
 from shared.schemas import (
     BarBatch,
     CandidateBatch,
@@ -239,6 +239,7 @@ class Consumer:
         on_idle: Callable[[], Iterable[Emit] | None] | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
         check: Callable[[Message], str | None] | None = session_problem,
+        exclusive: bool = False,
     ) -> None:
         self.r = r
         self.group = group
@@ -255,6 +256,11 @@ class Consumer:
         self.on_idle = on_idle
         self.max_payload_bytes = max_payload_bytes
         self.check = check
+        # exclusive: only the holder of the group's lease (for claim_idle_ms after its last renewal) reads
+        self.exclusive = exclusive
+        self.lease_key = lease.lease_key(group)
+        self._next_renew = 0.0
+        self._leader = False
         self.stats = ConsumerStats()
         self._stop = threading.Event()
         self._backlog = True
@@ -337,8 +343,11 @@ class Consumer:
                 break
         try:
             self.r.delete(self.heartbeat_key)
-        except redis.RedisError as exc:  # the key expires by itself
-            log.warning("%s/%s: could not delete heartbeat: %s", self.group, self.name, exc)
+            if self.exclusive and self._leader:  # a standby takes over at once, not after the lease ran out
+                lease.release(self.r, self.lease_key, self.name)
+                self._leader = False
+        except redis.RedisError as exc:  # the keys expire by themselves
+            log.warning("%s/%s: could not delete heartbeat/lease: %s", self.group, self.name, exc)
         return self.stats
 
     def step(self, block: bool = True) -> int:
@@ -362,6 +371,10 @@ class Consumer:
         if not self._ready:
             self.ensure_groups()
         self.heartbeat()
+        if self.exclusive and not self._lead(force=False):
+            if block:
+                self._stop.wait(self.block_ms / 1000)
+            return 0
         if self._retry is not None:
             # retry the failed entry alone (after a backoff), then the rest of its batch from
             # memory: order is kept and the entries behind it are not charged extra deliveries
@@ -404,6 +417,49 @@ class Consumer:
         return 0
 
     # -- internals -----------------------------------------------------------
+    def _lead(self, force: bool = False) -> bool:
+        """Hold the group's lease (exclusive consumers): True while this consumer may read.
+
+        Renewed at most every ``claim_idle_ms``/3 (``force``: due or not). On taking the lease over,
+        every entry still pending in the group (the previous holder's) is claimed at once and read
+        first, so the group goes on in publication order."""
+        now = time.monotonic()
+        if self._leader and not force and now < self._next_renew:
+            return True
+        got = lease.hold(self.r, self.lease_key, self.name, self.claim_idle_ms)
+        self._next_renew = now + self.claim_idle_ms / 3000
+        if got == lease.HELD_ELSEWHERE:
+            if self._leader:
+                log.warning("%s/%s: lost the group's lease; standing by", self.group, self.name)
+            self._leader = False
+            self._retry, self._held = None, []  # the new holder takes them over
+            return False
+        if got == lease.ACQUIRED:
+            self._take_over_pending()
+        self._leader = True
+        return True
+
+    def _take_over_pending(self) -> None:
+        """Claim every pending entry of the group (any consumer, any idle time); read them first."""
+        n = 0
+        for stream in self.streams:
+            cursor = "0-0"
+            while True:
+                try:
+                    resp = self.r.xautoclaim(stream, self.group, self.name, 0, start_id=cursor, count=500)
+                except redis.ResponseError as exc:
+                    if self._nogroup(exc):
+                        return
+                    raise
+                n += len(resp[1])
+                cursor = _s(resp[0])
+                if cursor in ("0-0", "0"):
+                    break
+        if n:
+            self.stats.claimed += n
+            log.info("%s/%s took the group's lease and %d pending entries", self.group, self.name, n)
+        self._backlog = True
+
     def _nogroup(self, exc: redis.ResponseError) -> bool:
         """A stream or group deleted under us: re-create it (the loop reads again)."""
         if "NOGROUP" not in str(exc):
@@ -477,6 +533,8 @@ class Consumer:
         blocks: list[tuple[str, str, list[Emit]]] = []
         counts = self._lookup_deliveries(batch)
         for pos, (stream, entry_id, fields, deliveries) in enumerate(batch):
+            if self.exclusive:
+                self._lead()  # keep the lease through a long batch (a lost one: the new holder wins the races)
             if fields is None:  # trimmed or deleted while pending: nothing left to handle
                 self.stats.trimmed += 1
                 log.warning("%s/%s: pending entry %s %s was trimmed or deleted before it was handled; acking it "

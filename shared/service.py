@@ -77,6 +77,7 @@ class ServiceSpec:
     on_idle: Callable[[ServiceContext], Iterable[Emit] | None] | None = None
     on_stop: Callable[[ServiceContext], None] | None = None
     produces: Sequence[str] = ()  # the streams its handlers and hooks publish on
+    exclusive: bool = False  # one active consumer at a time (the group's lease; the others stand by)
 
     @property
     def io(self) -> StreamIO:
@@ -113,7 +114,7 @@ def make_consumer(spec: ServiceSpec, ctx: ServiceContext, consumer_name: str | N
         name=consumer_name or core.consumer_name, max_deliveries=core.bus_max_deliveries,
         block_ms=core.bus_block_ms, count=core.bus_batch, claim_idle_ms=core.bus_claim_idle_ms,
         heartbeat_ttl_s=core.heartbeat_ttl_s, maxlen=core.bus_maxlen, on_idle=on_idle,
-        max_payload_bytes=core.bus_max_payload_bytes, check=check,
+        max_payload_bytes=core.bus_max_payload_bytes, check=check, exclusive=spec.exclusive,
     )
 
 

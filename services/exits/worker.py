@@ -1,18 +1,18 @@
 """Exits worker: the shell around ``core`` (clock, bars, order events, broker snapshots -> stop intents, exit events).
 
-Each message is one optimistic transaction: WATCH the index key and the position keys the message
-touches, read them, run the pure core, then MULTI: the changed position states, the index, the
-outputs (StopIntents on ``avwap:intents``, ExitEvents on ``avwap:exits``, alerts), the exit-event
-records of the day (``avwap:state:exits:events:<D>``), counters, and the message's XACK; EXEC. A
-concurrent replica's commit aborts the EXEC and the step is recomputed on the new state; a crash
-before EXEC leaves nothing (the message is redelivered), after it nothing is pending. The handler
-answers ``Committed`` (``lost_race`` from its own XACK's reply) so the bus does not ack it twice.
+Each message is one unit of work (``Bus.unit_of_work``): WATCH the index key and the position
+keys the message touches, read them, run the pure core, then one commit: the message's XACK and,
+only if it won, the changed position states, the index, the outputs (StopIntents on
+``avwap:intents``, ExitEvents on ``avwap:exits``, alerts), the exit-event records of the day
+(``avwap:state:exits:events:<D>``) and counters. A concurrent commit aborts it and the step is
+recomputed on the new state; a crash before the commit leaves nothing (the message is
+redelivered), after it nothing is pending. The handler answers the unit's ``Committed``.
 
-Order across replicas: before its transaction a replica waits until no earlier entry of the
-group (by publication order, on any input stream) is still pending at another consumer, and takes
-over such an entry itself once it has been idle ``BUS_CLAIM_IDLE_MS``. So the group applies
-messages in publication order with one replica or several, and the executor receives the stop
-intents in the same order every time (its ledger is in arrival order).
+Order across replicas: the group is exclusive (``ServiceSpec.exclusive``): one replica at a time
+holds the group's lease and reads; the others stand by and one of them takes over, with every
+entry still pending, once the holder stopped (at once) or died (after ``BUS_CLAIM_IDLE_MS``). So
+the group applies messages in publication order with one replica or several, and the executor
+receives the stop intents in the same order every time (its ledger is in arrival order).
 
 The exit-event JSONL ``<ARTIFACTS_DIR>/exit_events/<D>.jsonl`` is rewritten after each commit (and
 on start) from the committed records, sorted by (ts, symbol, seq), so every replica writes the same
@@ -22,9 +22,7 @@ or replay driver writes before publishing them.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import time
 from pathlib import Path
 
 import msgspec
@@ -33,10 +31,9 @@ import redis
 from shared import metrics
 from shared.artifacts import canonical_line, provenance, to_plain, under, write_atomic
 from shared.bars import BarStore
-from shared.bus import Committed, Delivery, fields_of, publication_order
+from shared.bus import Committed, Delivery, UnitOfWork
 from shared.clock import NS, dt_to_ns, ny_datetime, ny_trade_date
 from shared.controls import orders_allowed, read_state
-from shared.crash import crash_point
 from shared.schemas import (
     BarBatch,
     BrokerSnapshot,
@@ -44,7 +41,6 @@ from shared.schemas import (
     ExitPositionState,
     Message,
     OrderEvent,
-    SchemaError,
     SessionEvent,
     decode,
     encode,
@@ -143,8 +139,6 @@ class Exits:
         self.params = Params.from_settings(ctx.settings.exits)
         self.store = BarStore(ctx.settings.core.bars_dir)
         self.maxlen = ctx.settings.core.bus_maxlen
-        self.claim_idle_ms = ctx.settings.core.bus_claim_idle_ms
-        self.wait_max_s = ctx.settings.exits.order_wait_max_s
         self.settings_hash = ctx.settings.hash()
         self.run_id = ctx.settings.resolved_run_id()
 
@@ -155,61 +149,47 @@ class Exits:
         return canonical_line({**to_plain(e), "provenance": prov})
 
     # -- the message --------------------------------------------------------------------
-    def handle(self, msg: Message, d: Delivery):
+    def handle(self, msg: Message, d: Delivery) -> Committed | list:
         if not isinstance(msg, HANDLED):
             return []  # nothing of ours (the bus acks it)
-        self.wait_turn(d)
-        dates, lost = self.transact(msg, d)
+        dates, answer = self.transact(msg, d)
         if dates:
             write_artifacts(self.r, self.settings, dates)
-        return Committed(lost_race=lost)
+        return answer
 
-    def transact(self, msg: Message, d: Delivery | None) -> tuple[list[str], bool]:
-        """Run one step atomically (states + outputs + records + ack).
+    def transact(self, msg: Message, d: Delivery | None) -> tuple[list[str], Committed]:
+        """Run one step in a unit of work (states + outputs + records + ack in one commit).
 
-        Returns the dates with new events, and whether the entry had already been acked by another
-        consumer (a lost race: the WATCHed state was unchanged, so what it wrote repeats that commit).
+        Returns the dates with new events and the bus answer (``lost_race``: another consumer had
+        acked the entry first, so nothing was written).
         """
         hist_cache: dict[tuple[str, int], History] = {}
-        for _ in range(MAX_TXN_RETRIES):
-            with self.r.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(INDEX_KEY, TRADING_STATE_KEY)
-                    index = decode_index(pipe.get(INDEX_KEY))
-                    # the trading state, read for this message (HALTED: no stop replace; shared.controls)
-                    halted = not orders_allowed(read_state(pipe))  # type: ignore[arg-type]
-                    if isinstance(msg, OrderEvent):
-                        symbols = [msg.symbol]
-                    elif isinstance(msg, SessionEvent) and msg.phase == "CLOSE":  # forgets closed positions too
-                        symbols = sorted({*index.open, *index.closed})
-                    else:
-                        symbols = list(index.open)
-                    keys = [pos_key(s) for s in symbols]
-                    positions: dict[str, ExitPositionState] = {}
-                    if keys:
-                        pipe.watch(*keys)
-                        for s, raw in zip(symbols, pipe.mget(keys), strict=True):
-                            if raw:
-                                positions[s] = decode_position(raw)
-                    old_dates: list[str] = []
-                    if isinstance(msg, SessionEvent) and msg.phase == "CLOSE":
-                        old_dates = sorted(x.decode() for x in pipe.smembers(EVENT_DATES_KEY))
-                    res = self.step(index, positions, msg, hist_cache, halted=halted)
-                    pipe.multi()
-                    dates = self.queue(pipe, index, res, msg, old_dates)
-                    if d is not None:
-                        pipe.xack(d.stream, GROUP, d.entry_id)
-                    crash_point("exits_before_exec")
-                    replies = pipe.execute()
-                    crash_point("exits_after_exec")
-                    lost = d is not None and replies[-1] == 0
-                    if not lost:
-                        metrics.published(GROUP, [*((INTENTS, i) for i in res.intents), *((EXITS, e) for e in res.events),
-                                                   *((ALERTS, a) for a in res.alerts)])
-                    return dates, lost
-                except redis.WatchError:
-                    continue
-        raise RuntimeError("exits: state transaction kept conflicting")
+        for uow in self.ctx.bus.unit_of_work(GROUP, d, watch=[INDEX_KEY, TRADING_STATE_KEY],
+                                             crash_points=("exits_before_exec", "exits_after_exec")):
+            with uow:
+                index = decode_index(uow.r.get(INDEX_KEY))
+                # the trading state, read for this message (HALTED: no stop replace; shared.controls)
+                halted = not orders_allowed(read_state(uow.r))
+                if isinstance(msg, OrderEvent):
+                    symbols = [msg.symbol]
+                elif isinstance(msg, SessionEvent) and msg.phase == "CLOSE":  # forgets closed positions too
+                    symbols = sorted({*index.open, *index.closed})
+                else:
+                    symbols = list(index.open)
+                keys = [pos_key(s) for s in symbols]
+                positions: dict[str, ExitPositionState] = {}
+                if keys:
+                    uow.watch(*keys)
+                    for s, raw in zip(symbols, uow.r.mget(keys), strict=True):
+                        if raw:
+                            positions[s] = decode_position(raw)
+                old_dates: list[str] = []
+                if isinstance(msg, SessionEvent) and msg.phase == "CLOSE":
+                    old_dates = sorted(x.decode() for x in uow.r.smembers(EVENT_DATES_KEY))
+                res = self.step(index, positions, msg, hist_cache, halted=halted)
+                dates = self.queue(uow, index, res, msg, old_dates)
+        assert uow.result is not None
+        return ([] if uow.result.lost_race else dates), uow.result
 
     def step(self, index: ExitsIndex, positions: dict[str, ExitPositionState], msg: Message,
              hist_cache: dict[tuple[str, int], History], *, halted: bool = False) -> Result:
@@ -231,37 +211,36 @@ class Exits:
             hist = hist_cache[key]
         return core.on_order(index, pos, msg, p, hist)
 
-    def queue(self, pipe: redis.client.Pipeline, index: ExitsIndex, res: Result, msg: Message,
-              old_dates: list[str]) -> list[str]:
-        """Queue the writes of one step in the open MULTI. Returns the dates whose records changed."""
+    def queue(self, uow: UnitOfWork, index: ExitsIndex, res: Result, msg: Message, old_dates: list[str]) -> list[str]:
+        """Queue the writes and outputs of one step in the unit of work. Returns the dates whose records changed."""
         for sym, pos in res.changed.items():
             if sym not in res.deleted:
-                pipe.set(pos_key(sym), encode(pos))
+                uow.set(pos_key(sym), encode(pos))
         for sym in res.deleted:
-            pipe.delete(pos_key(sym))
+            uow.delete(pos_key(sym))
         if res.index_changed:
-            pipe.set(INDEX_KEY, _INDEX_ENC.encode(index))
+            uow.set(INDEX_KEY, _INDEX_ENC.encode(index))
         for it in res.intents:
-            pipe.xadd(INTENTS, fields_of(it), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+            uow.emit(INTENTS, it)
         dates: set[str] = set()
         for e in core.sorted_events(res.events):
-            pipe.xadd(EXITS, fields_of(e), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
-            pipe.hset(events_key(e.trade_date), record_field(e), self.record_line(e))
+            uow.emit(EXITS, e)
+            uow.hset(events_key(e.trade_date), record_field(e), self.record_line(e))
             dates.add(e.trade_date)
         for a in res.alerts:
-            pipe.xadd(ALERTS, fields_of(a), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+            uow.emit(ALERTS, a)
         if dates:
-            pipe.sadd(EVENT_DATES_KEY, *sorted(dates))
+            uow.sadd(EVENT_DATES_KEY, *sorted(dates))
         if old_dates:
             drop = old_dates[:-KEEP_EVENT_DATES] if len(old_dates) > KEEP_EVENT_DATES else []
             for od in drop:
-                pipe.delete(events_key(od))
+                uow.delete(events_key(od))
             if drop:
-                pipe.srem(EVENT_DATES_KEY, *drop)
+                uow.srem(EVENT_DATES_KEY, *drop)
         counts = dict(res.counts)
         counts[f"handled:{type_name_of(msg)}"] = counts.get(f"handled:{type_name_of(msg)}", 0) + 1
         for k in sorted(counts):
-            pipe.hincrby(STATS_KEY, k, counts[k])
+            uow.hincrby(STATS_KEY, k, counts[k])
         return sorted(dates)
 
     # -- the bar store --------------------------------------------------------------------
@@ -282,69 +261,6 @@ class Exits:
             first = m[-(3 * n):][0] if m else d
         minutes = self.store.intraday(symbol, dt_to_ns(ny_datetime(first, "00:00")), through_ts)
         return History(daily=daily, minutes=minutes)
-
-    # -- order across replicas --------------------------------------------------------------
-    def _earlier_pending(self, d: Delivery) -> tuple[str, str, str, int] | None:
-        """The earliest entry of the group published before ``d`` and pending at another consumer."""
-        pipe = self.r.pipeline(transaction=False)
-        for s in STREAMS:
-            pipe.xpending_range(s, GROUP, min="-", max=d.entry_id, count=10)
-        mine = publication_order((d.stream, d.entry_id))
-        best: tuple[tuple[int, int, int], tuple[str, str, str, int]] | None = None
-        for s, rows in zip(STREAMS, pipe.execute(raise_on_error=False), strict=True):
-            if isinstance(rows, Exception):
-                continue
-            for row in rows:
-                eid = row["message_id"].decode() if isinstance(row["message_id"], bytes) else row["message_id"]
-                who = row["consumer"].decode() if isinstance(row["consumer"], bytes) else row["consumer"]
-                if who == d.consumer:
-                    continue
-                order = publication_order((s, eid))
-                if order < mine and (best is None or order < best[0]):
-                    best = (order, (s, eid, who, int(row["time_since_delivered"])))
-        return best[1] if best else None
-
-    def wait_turn(self, d: Delivery, depth: int = 0) -> None:
-        """Wait until every earlier entry of the group is committed (taking over a stuck one)."""
-        if self.wait_max_s <= 0:
-            return
-        deadline = time.monotonic() + self.wait_max_s
-        sleep = 0.001
-        while True:
-            blocker = self._earlier_pending(d)
-            if blocker is None:
-                return
-            stream, eid, who, idle_ms = blocker
-            if idle_ms >= self.claim_idle_ms and depth < 20 and self.take_over(stream, eid, d.consumer, depth):
-                continue
-            if time.monotonic() > deadline:
-                log.warning("exits: %s %s handled before %s %s (still pending at %s after %.1fs)", d.stream,
-                            d.entry_id, stream, eid, who, self.wait_max_s)
-                with contextlib.suppress(redis.RedisError):
-                    self.r.hincrby(STATS_KEY, "order_wait_timeout", 1)
-                return
-            time.sleep(sleep)
-            sleep = min(sleep * 2, 0.02)
-
-    def take_over(self, stream: str, entry_id: str, consumer: str, depth: int) -> bool:
-        """Claim a stuck earlier entry and handle it now (in order). False when it cannot be."""
-        got = self.r.xclaim(stream, GROUP, consumer, self.claim_idle_ms, [entry_id])
-        if not got or got[0] is None or got[0][1] is None:
-            return bool(got)  # someone else took it (or it is gone): look again
-        _, fields = got[0]
-        try:
-            msg = decode(fields[b"data"])
-        except (SchemaError, KeyError):
-            return False  # the bus dead-letters it when it next claims it
-        log.warning("exits: took over %s %s (idle at another consumer) to keep the order", stream, entry_id)
-        dd = Delivery(stream, entry_id, 0, consumer)
-        if isinstance(msg, HANDLED):
-            self.wait_turn(dd, depth + 1)
-            dates, _ = self.transact(msg, dd)
-            write_artifacts(self.r, self.settings, dates)
-        else:
-            self.r.xack(stream, GROUP, entry_id)
-        return True
 
     def start(self) -> None:
         """Rewrite every day's exit-event JSONL still held in Redis (after a crash between commit and write)."""
@@ -384,7 +300,8 @@ def build_spec() -> ServiceSpec:
         holder["ex"].start()
         return []
 
-    return ServiceSpec(name=GROUP, streams=STREAMS, build=build, on_start=on_start, produces=[INTENTS, EXITS, ALERTS])
+    return ServiceSpec(name=GROUP, streams=STREAMS, build=build, on_start=on_start, produces=[INTENTS, EXITS, ALERTS],
+                       exclusive=True)
 
 
 SPEC = build_spec()

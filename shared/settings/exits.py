@@ -18,5 +18,3 @@ class ExitsSettings(Section):
     swing_lookback: int = Field(20, ge=3, description="Daily bars searched for the last swing low.")
     intent_timeout_s: int = Field(300, ge=1, description="Event-time seconds a stop intent may stay unanswered by the executor before "
                                   "it is given up and re-sent (and before a refused identical intent is tried again).")
-    order_wait_max_s: float = Field(10.0, ge=0, description="How long a replica waits for an earlier message held by another replica "
-                                    "before handling its own (keeps the group's publication order; 0: never wait).")
