@@ -196,6 +196,8 @@ class UnitOfWork:
         self._run(None)
 
     def _run(self, d: Delivery | None, final: bool = False) -> Committed:
+        if d is None and not self.writes and not self.emits:
+            return Committed()  # nothing to commit
         block: Block = (d.stream if d else "", d.entry_id if d else "", self.writes,
                         [(out, fields_of(m)) for out, m in self.emits])
         keys, args = commit_args(self.group, self.maxlen, [block])

@@ -297,15 +297,28 @@ def test_the_consumer_handles_a_bar_before_the_intent_published_after_it(fake_re
 
 
 def test_a_redelivered_entry_after_the_commit_changes_nothing(fake_redis, tmp_path: Path) -> None:
-    from shared.bus import Delivery
+    """Each handle commits with its entry's XACK: the same entry handled again after that commit (a slow
+    duplicate, a redelivery) finds it acked and writes nothing."""
+    from shared.bus import Bus, Delivery
+    from shared.streams import BARS_1D, CLOCK, INTENTS
 
     ex = make(fake_redis, tmp_path)
-    d1 = Delivery("avwap:clock", "1000-0", 1, "executor-0")
-    ex.handle(session(D1, "PRE_MARKET"), d1)
-    ex.handle(session(D1, "PRE_MARKET"), Delivery("avwap:clock", "1000-0", 2, "executor-0"))  # redelivered
-    ex.handle(entry(D1, "AAA", 10, 50.0, 48.0), Delivery("avwap:intents", "1001-0", 1, "executor-0"))
-    ex.handle(daily(D1, ("AAA", 50.5, 52.0, 50.0, 51.0)), Delivery("avwap:bars:1d", "1002-0", 1, "executor-0"))
-    ex.handle(daily(D1, ("AAA", 50.5, 52.0, 50.0, 51.0)), Delivery("avwap:bars:1d", "1002-0", 3, "executor-0"))
+    ids = {}
+    for stream, m in [(CLOCK, session(D1, "PRE_MARKET")), (INTENTS, entry(D1, "AAA", 10, 50.0, 48.0)),
+                      (BARS_1D, daily(D1, ("AAA", 50.5, 52.0, 50.0, 51.0)))]:
+        fake_redis.xgroup_create(stream, "executor", id="0", mkstream=True)
+        ids[stream] = (Bus(fake_redis).publish(stream, m), m)
+        fake_redis.xreadgroup("executor", "executor-0", {stream: ">"})
+
+    def handle(stream: str, deliveries: int) -> None:
+        entry_id, m = ids[stream]
+        ex.handle(m, Delivery(stream, entry_id, deliveries, "executor-0"))
+
+    handle(CLOCK, 1)
+    handle(CLOCK, 2)  # redelivered
+    handle(INTENTS, 1)
+    handle(BARS_1D, 1)
+    handle(BARS_1D, 3)
     assert len(snapshots(fake_redis)) == 1 and [e.event for e in orders(fake_redis)] == ["accepted", "filled"]
 
 

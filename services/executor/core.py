@@ -148,7 +148,6 @@ class ExecState(msgspec.Struct, kw_only=True):
     intraday: dict[str, list[str]] = {}  # trade date -> symbols seen on 1m bars
     session_open: dict[str, int] = {}
     reconciled: bool = True
-    applied: dict[str, str] = {}  # stream -> id of the last entry whose effects are committed
     sim: SimState | None = None
     protect: dict[str, float] = {}  # symbol -> last stop level the broker accepted (re-protection level)
 

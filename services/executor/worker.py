@@ -3,7 +3,7 @@
 Consumes ``avwap:intents``, ``avwap:clock``, ``avwap:bars:1m`` and ``avwap:bars:1d``. For each
 message it loads ``ExecState`` from Redis, runs the core, performs the order actions through the
 broker adapter, and commits state + events (orders, rejections, snapshots, alerts) + ledger
-queue + the message's ack in ONE MULTI/EXEC. With the simulator (state in that same blob) a
+queue + the message's XACK in one unit of work (``Executor.unit``: one commit script). With the simulator (state in that same blob) a
 SIGKILL at any point redelivers the message against the old state: same events, no duplicate.
 With an external broker the outbox (the order record) is committed BEFORE the submit, and
 start-up reconciliation and the idle poll resolve every record by ``client_order_id``.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -22,7 +23,7 @@ from pydantic import ValidationError
 
 from shared import metrics
 from shared.alerts import make_alert
-from shared.bus import Delivery, Emit, fields_of
+from shared.bus import Committed, Delivery, Emit, UnitOfWork
 from shared.clock import calendar, ny_trade_date
 from shared.controls import read_state
 from shared.crash import crash_point
@@ -138,15 +139,6 @@ def trigger_of(msg: Message) -> str:
     return msg.intent_id  # type: ignore[union-attr]
 
 
-def _applied(last: str, entry_id: str) -> bool:
-    """True when ``entry_id`` is at or before ``last`` (stream entry ids: ``<ms>-<seq>``)."""
-    if not last:
-        return False
-    a, _, b = last.partition("-")
-    x, _, y = entry_id.partition("-")
-    return (int(x), int(y or 0)) <= (int(a), int(b or 0))
-
-
 class Executor:
     """The executor shell over one Redis and one broker adapter (None: DRY_RUN / PAPER_SIM)."""
 
@@ -174,15 +166,31 @@ class Executor:
         self.broker_settings_hash = bs.hash()
         self.run_id = ctx.settings.resolved_run_id()
         self.max_gap_ns = int(bs.exit_max_unprotected_s * 1e9)
-        # events of the unit of work in hand (a message, a poll, reconciliation) not committed yet;
-        # an outbox write commits them with the state they belong to, the final commit the rest
+        # the unit of work in hand (a message, a poll, reconciliation): its events not queued yet (an
+        # outbox write queues and commits them with the state they belong to, the final commit the rest)
+        self._uow: UnitOfWork | None = None
         self._journal: list[Message] = []
         self._trigger = ""
 
     # -- state -----------------------------------------------------------------
-    def load(self, trigger: str = "") -> ExecState:
-        """The committed state; starts a unit of work (``trigger``: its provenance) with an empty journal."""
-        self._journal, self._trigger = [], trigger
+    @contextlib.contextmanager
+    def unit(self, trigger: str, d: Delivery | None = None, *, crash: bool = True) -> Iterator[UnitOfWork]:
+        """One unit of work (``Bus.unit_of_work``; ``trigger``: its provenance): what ``commit`` queues in the
+        block (state, events, their alerts and ledger records) is committed on leaving it with ``d``'s XACK,
+        in one script. No WATCH: the executor is one process (docs/executor.md), so one attempt commits.
+        ``crash``: its commit is a ``before_commit``/``after_commit`` crash point (restart tests)."""
+        points = ("before_commit", "after_commit") if crash else None
+        for uow in self.ctx.bus.unit_of_work(GROUP, d, crash_points=points):
+            with uow:
+                self._uow, self._journal, self._trigger = uow, [], trigger
+                try:
+                    yield uow
+                finally:
+                    self._uow = None
+        self.flush_ledger()
+
+    def load(self) -> ExecState:
+        """The committed state."""
         raw = self.r.get(self.key)
         if raw:
             return msgspec.json.decode(raw, type=ExecState)
@@ -202,59 +210,53 @@ class Executor:
         """Commit the order records before a call leaves the process (the outbox), together with the
         events produced so far by this unit of work: the state written never runs ahead of its events."""
         events, self._journal = self._journal, []
-        self._write(st, events, self._trigger)
+        self._queue(st, events)
+        assert self._uow is not None
+        self._uow.checkpoint()
         crash_point("after_outbox")
+        self.flush_ledger()
 
     def commit(self, st: ExecState, events: list[Message]) -> None:
         """The end of a unit of work: state, the journal and ``events``, their alerts and ledger records
-        (provenance: the unit's trigger) in one MULTI/EXEC."""
+        (provenance: the unit's trigger), committed when the unit's block ends."""
         events = [*self._journal, *events]
         self._journal = []
-        self._write(st, events, self._trigger, final=True)
+        self._queue(st, events)
 
-    def _write(self, st: ExecState, events: list[Message], trigger: str, *, final: bool = False) -> None:
-        msgs = list(events) + alerts_for(events)
-        pipe = self.r.pipeline(transaction=True)
-        pipe.set(self.key, msgspec.json.encode(st))
-        for m in msgs:
-            pipe.xadd(stream_for(m), fields_of(m), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+    def _queue(self, st: ExecState, events: list[Message]) -> None:
+        uow = self._uow
+        assert uow is not None, "the executor commits only inside a unit of work"
+        uow.set(self.key, msgspec.json.encode(st))
+        for m in [*events, *alerts_for(events)]:
+            uow.emit(stream_for(m), m)
         prov = ledger.Provenance(settings_hash=self.settings_hash, broker_settings_hash=self.broker_settings_hash,
-                                 mode=self.mode, run_id=self.run_id, trigger=trigger)
+                                 mode=self.mode, run_id=self.run_id, trigger=self._trigger)
         lines = ledger.queue_lines(events, prov)
         if lines:
-            pipe.rpush(self.ledger_key, *lines)
-        if final:
-            crash_point("before_commit")
-        pipe.execute()
-        metrics.published(GROUP, [(stream_for(m), m) for m in msgs])
-        if final:
-            crash_point("after_commit")
-        self.flush_ledger()
+            uow.rpush(self.ledger_key, *lines)
 
     def flush_ledger(self) -> None:
         ledger.flush(self.r, self.ledger_key, self.ledger_dir, self.mode)
 
     # -- messages ----------------------------------------------------------------
-    def handle(self, msg: Message, d: Delivery | None) -> list[Emit]:
-        """Handle one message; state, events, alerts and ledger records are committed together with the
-        message's entry id (``applied``), so a redelivery after the commit is recognised and skipped."""
+    def handle(self, msg: Message, d: Delivery | None) -> Committed | list[Emit]:
+        """Handle one message in a unit of work: state, events, alerts and ledger records are committed
+        together with the message's XACK (a crash before leaves it pending, after it nothing is)."""
         if not isinstance(msg, SessionEvent | BarBatch | EntryIntent | StopIntent | ExitIntent | FlattenRequest):
             return []
-        st = self.load(trigger_of(msg))
-        if d is not None and _applied(st.applied.get(d.stream, ""), d.entry_id):
-            return []  # committed before a crash; the consumer acks it now
-        if isinstance(msg, SessionEvent):
-            out = self.on_session(st, msg)
-        elif isinstance(msg, BarBatch):
-            out = self.on_bars(st, msg)
-        elif isinstance(msg, FlattenRequest):
-            out = self.on_flatten(st, msg)
-        else:
-            out = self.on_intent(st, msg)
-        if d is not None:
-            st.applied[d.stream] = d.entry_id
-        self.commit(st, out.events)
-        return []
+        with self.unit(trigger_of(msg), d) as uow:
+            st = self.load()
+            if isinstance(msg, SessionEvent):
+                out = self.on_session(st, msg)
+            elif isinstance(msg, BarBatch):
+                out = self.on_bars(st, msg)
+            elif isinstance(msg, FlattenRequest):
+                out = self.on_flatten(st, msg)
+            else:
+                out = self.on_intent(st, msg)
+            self.commit(st, out.events)
+        assert uow.result is not None
+        return uow.result
 
     def current_date(self, st: ExecState) -> str:
         return max(st.sessions.values(), default="")
@@ -610,9 +612,10 @@ class Executor:
             return
         if self.updates is not None:
             self.updates.start()
-        st = self.load()
-        st.reconciled = False
-        self.r.set(self.key, msgspec.json.encode(st))
+        with self.unit("", crash=False):
+            st = self.load()
+            st.reconciled = False
+            self.commit(st, [])
         if reconcile:
             self.reconcile()
 
@@ -626,7 +629,11 @@ class Executor:
         broker = self.external
         if broker is None:
             return True
-        st = self.load(TRIGGER_RECONCILE)
+        with self.unit(TRIGGER_RECONCILE):
+            return self._reconcile(broker)
+
+    def _reconcile(self, broker: Broker) -> bool:
+        st = self.load()
         ctx = self.now_ctx()
         out = Out()
         try:
@@ -700,20 +707,21 @@ class Executor:
         items = self.updates.drain() if self.updates is not None else []
         if broker is None or not items:
             return 0
-        st = self.load(TRIGGER_STREAM)
-        ctx = self.now_ctx()
-        try:
-            for ts, view in items:
-                ctx = Ctx(ts=ts, trade_date=ny_trade_date(ts))
-                self._journal.extend(core.on_broker_update(st, view, ctx).events)
-            self.perform(st, broker, core.ready_waiting(st, ctx), ctx)
-        except BrokerError as exc:
-            log.warning("acting on trade updates failed: %s; the poll retries", exc)
-        except Exception:  # a bug must not stop the worker: drop this batch, the poll re-derives it
-            log.exception("trade updates could not be applied; polling instead")
-            self._next_poll = 0.0
-            return 0
-        self.commit(st, [])
+        with self.unit(TRIGGER_STREAM):
+            st = self.load()
+            ctx = self.now_ctx()
+            try:
+                for ts, view in items:
+                    ctx = Ctx(ts=ts, trade_date=ny_trade_date(ts))
+                    self._journal.extend(core.on_broker_update(st, view, ctx).events)
+                self.perform(st, broker, core.ready_waiting(st, ctx), ctx)
+            except BrokerError as exc:
+                log.warning("acting on trade updates failed: %s; the poll retries", exc)
+            except Exception:  # a bug must not stop the worker: drop this batch, the poll re-derives it
+                log.exception("trade updates could not be applied; polling instead")
+                self._next_poll = 0.0
+                return 0
+            self.commit(st, [])
         return len(items)
 
     def idle(self) -> list[Emit]:
@@ -731,22 +739,23 @@ class Executor:
         if now < self._next_poll:
             return []
         self._next_poll = now + (self.bs.broker_poll_streaming_s if streaming else self.bs.broker_poll_s)
-        st = self.load(TRIGGER_POLL)
+        st = self.load()
         if not st.reconciled:
             self._next_poll = now + self.bs.broker_poll_s  # retried at the fast pace until it succeeds
             self.reconcile()
             return []
-        ctx = self.now_ctx()
-        out = Out()
-        try:
-            self._resolve(st, self.external, ctx)
-            self.perform(st, self.external, core.overdue_exits(st, ctx, self.max_gap_ns), ctx)
-            if now >= self._next_snapshot:
-                self._next_snapshot = now + self.bs.broker_snapshot_interval_s
-                out.events.append(self.snapshot(st, ctx, "periodic"))
-        except BrokerError as exc:
-            log.warning("poll failed: %s", exc)
-        self.commit(st, out.events)
+        with self.unit(TRIGGER_POLL):
+            ctx = self.now_ctx()
+            out = Out()
+            try:
+                self._resolve(st, self.external, ctx)
+                self.perform(st, self.external, core.overdue_exits(st, ctx, self.max_gap_ns), ctx)
+                if now >= self._next_snapshot:
+                    self._next_snapshot = now + self.bs.broker_snapshot_interval_s
+                    out.events.append(self.snapshot(st, ctx, "periodic"))
+            except BrokerError as exc:
+                log.warning("poll failed: %s", exc)
+            self.commit(st, out.events)
         return []
 
 
