@@ -26,7 +26,7 @@ from pydantic_settings import EnvSettingsSource
 
 from shared import metrics
 from shared.alerts import AlertPublisher
-from shared.bus import DLQ, Bus, Consumer, Emit, Handler, session_problem
+from shared.bus import DLQ, Bus, Committed, Consumer, Delivery, Emit, Handler, session_problem
 from shared.clock import Clock, WallClock
 from shared.logs import redact, setup_logging
 from shared.redis_conn import connect, embedded_redis, redact_url
@@ -63,12 +63,37 @@ class StreamIO:
     produces: tuple[str, ...] = ()
 
 
+class Worker:
+    """What a stateful service's ``build`` makes: its handler and its hooks, one object, so the hooks
+    share the worker's state as attributes (no module globals, no ``ctx.extra``).
+
+    ``handle``: one message (the consumer calls the worker); ``start``: after the groups exist, before
+    the first read (its outputs are published); ``idle``: on every empty read and at least once per
+    ``BUS_BLOCK_MS`` while busy; ``stop``: once after the loop ends (SIGTERM/SIGINT), to release what
+    ``start`` opened (threads, connections).
+    """
+
+    def handle(self, msg: Message, d: Delivery) -> Iterable[Emit] | Committed | None:
+        raise NotImplementedError
+
+    def __call__(self, msg: Message, d: Delivery) -> Iterable[Emit] | Committed | None:
+        return self.handle(msg, d)
+
+    def start(self) -> Iterable[Emit] | None:
+        return None
+
+    def idle(self) -> Iterable[Emit] | None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
-    """``on_start``: after the groups exist, before the first read (its outputs are published);
-    ``on_idle``: on every empty read and at least once per ``BUS_BLOCK_MS`` while busy; ``on_stop``: once
-    after the loop ends (SIGTERM/SIGINT),
-    to release what ``build``/``on_start`` opened (threads, connections)."""
+    """``build`` makes the handler: a ``Worker`` (its ``start``/``idle``/``stop`` are the hooks) or a
+    function. The ``on_*`` fields are the hooks of a service whose ``build`` makes a function: they get
+    the context (the same moments as ``Worker``'s)."""
 
     name: str
     streams: Sequence[str]
@@ -102,15 +127,21 @@ def make_context(name: str, settings: Settings, r: redis.Redis, clock: Clock | N
 
 
 def make_consumer(spec: ServiceSpec, ctx: ServiceContext, consumer_name: str | None = None) -> Consumer:
+    """The consumer of ``spec`` (its handler, ``consumer.handler``, is what ``spec.build`` made)."""
     core = ctx.settings.core
-    on_idle = (lambda: spec.on_idle(ctx)) if spec.on_idle else None  # noqa: E731
+    handler = spec.build(ctx)
+    on_idle: Callable[[], Iterable[Emit] | None] | None = None
+    if isinstance(handler, Worker):
+        on_idle = handler.idle
+    elif spec.on_idle is not None:
+        on_idle = lambda: spec.on_idle(ctx)  # type: ignore[misc]  # noqa: E731
     horizon = core.message_date_horizon_days
 
     def check(msg: Message) -> str | None:
         return session_problem(msg, ctx.clock.now_ns() if horizon else None, horizon)
 
     return Consumer(
-        ctx.r, spec.name, spec.streams, spec.build(ctx),
+        ctx.r, spec.name, spec.streams, handler,
         name=consumer_name or core.consumer_name, max_deliveries=core.bus_max_deliveries,
         block_ms=core.bus_block_ms, count=core.bus_batch, claim_idle_ms=core.bus_claim_idle_ms,
         heartbeat_ttl_s=core.heartbeat_ttl_s, maxlen=core.bus_maxlen, on_idle=on_idle,
@@ -203,13 +234,18 @@ def run_service(spec: ServiceSpec, settings: Settings | None = None) -> int:
     if settings.core.metrics_port:
         metrics.watch_redis(r, spec.name, spec.streams, DLQ)
         metrics.serve(settings.core.metrics_port, settings.core.metrics_addr)
-    if spec.on_start is not None:
+    worker = consumer.handler if isinstance(consumer.handler, Worker) else None
+    if worker is not None:
+        ctx.bus.publish_many(list(worker.start() or []))
+    elif spec.on_start is not None:
         ctx.bus.publish_many(list(spec.on_start(ctx) or []))
     log.info("%s started as %s on %s", spec.name, consumer.name, ", ".join(spec.streams))
     try:
         stats = consumer.run(install_signals=False)
     finally:
-        if spec.on_stop is not None:
+        if worker is not None:
+            worker.stop()
+        elif spec.on_stop is not None:
             spec.on_stop(ctx)
     log.info("%s stopped: handled=%d failed=%d dlq=%d lost_races=%d", spec.name, stats.handled, stats.failed,
              stats.dead_lettered, stats.lost_races)

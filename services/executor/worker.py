@@ -41,7 +41,14 @@ from shared.schemas import (
     SessionEvent,
     StopIntent,
 )
-from shared.service import ServiceContext, ServiceSpec, idle_invalid_settings, refuse_and_idle, run_service
+from shared.service import (
+    ServiceContext,
+    ServiceSpec,
+    Worker,
+    idle_invalid_settings,
+    refuse_and_idle,
+    run_service,
+)
 from shared.settings import SECTIONS, Settings, get_settings
 from shared.streams import (
     ALERTS,
@@ -139,7 +146,7 @@ def trigger_of(msg: Message) -> str:
     return msg.intent_id  # type: ignore[union-attr]
 
 
-class Executor:
+class Executor(Worker):
     """The executor shell over one Redis and one broker adapter (None: DRY_RUN / PAPER_SIM)."""
 
     def __init__(self, ctx: ServiceContext, bs: BrokerSettings, broker: Broker | None = None,
@@ -804,27 +811,15 @@ def make_updates(settings: Settings, bs: BrokerSettings) -> TradeUpdates | None:
 
 
 def build_spec(bs: BrokerSettings, broker: Broker | None = None, updates: TradeUpdates | None = None) -> ServiceSpec:
-    """The executor as a ``shared.service`` spec (``broker``/``updates``: injected by tests)."""
-    holder: dict[str, Executor] = {}
+    """The executor as a ``shared.service`` spec (``broker``/``updates``: injected by tests): ``build`` makes
+    the ``Executor``, whose ``start``/``idle``/``stop`` are the service's hooks."""
 
-    def build(ctx: ServiceContext):
-        ex = Executor(ctx, bs, broker if broker is not None else make_broker(ctx.settings, bs, ctx.r),
-                      updates if updates is not None else make_updates(ctx.settings, bs))
-        holder["ex"] = ex
-        return ex.handle
+    def build(ctx: ServiceContext) -> Executor:
+        return Executor(ctx, bs, broker if broker is not None else make_broker(ctx.settings, bs, ctx.r),
+                        updates if updates is not None else make_updates(ctx.settings, bs))
 
-    def on_start(ctx: ServiceContext):
-        holder["ex"].start()
-        return []
-
-    def on_idle(ctx: ServiceContext):
-        return holder["ex"].idle()
-
-    def on_stop(ctx: ServiceContext) -> None:
-        holder["ex"].stop()
-
-    return ServiceSpec(name=GROUP, streams=[INTENTS, CLOCK, BARS_1M, BARS_1D, CONTROL], build=build, on_start=on_start,
-                       on_idle=on_idle, on_stop=on_stop, produces=[ORDERS, REJECTIONS, BROKER, ALERTS])
+    return ServiceSpec(name=GROUP, streams=[INTENTS, CLOCK, BARS_1M, BARS_1D, CONTROL], build=build,
+                       produces=[ORDERS, REJECTIONS, BROKER, ALERTS])
 
 
 def refuse_to_start(settings: Settings, reason: str) -> int:

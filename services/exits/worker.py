@@ -46,7 +46,7 @@ from shared.schemas import (
     encode,
     type_name_of,
 )
-from shared.service import ServiceContext, ServiceSpec, run_service
+from shared.service import ServiceContext, ServiceSpec, Worker, run_service
 from shared.settings import Settings
 from shared.streams import (
     ALERTS,
@@ -129,7 +129,7 @@ def write_artifacts(r: redis.Redis, settings: Settings, dates: list[str]) -> Non
                 break
 
 
-class Exits:
+class Exits(Worker):
     """The exits shell over one Redis (and the bar store)."""
 
     def __init__(self, ctx: ServiceContext) -> None:
@@ -287,24 +287,13 @@ def unprotected_positions(r: redis.Redis) -> int:
                if p.qty > 0 and (p.live_stop_price <= 0 or p.live_stop_qty < p.qty))
 
 
-def build_spec() -> ServiceSpec:
-    holder: dict[str, Exits] = {}
-
-    def build(ctx: ServiceContext):
-        ex = holder["ex"] = Exits(ctx)
-        metrics.scrape_gauge("avwap_exits_positions_without_live_stop",
-                             "Open positions not fully covered by a live stop at the broker.", unprotected_positions)
-        return ex.handle
-
-    def on_start(ctx: ServiceContext):
-        holder["ex"].start()
-        return []
-
-    return ServiceSpec(name=GROUP, streams=STREAMS, build=build, on_start=on_start, produces=[INTENTS, EXITS, ALERTS],
-                       exclusive=True)
+def build(ctx: ServiceContext) -> Exits:
+    metrics.scrape_gauge("avwap_exits_positions_without_live_stop",
+                         "Open positions not fully covered by a live stop at the broker.", unprotected_positions)
+    return Exits(ctx)
 
 
-SPEC = build_spec()
+SPEC = ServiceSpec(name=GROUP, streams=STREAMS, build=build, produces=[INTENTS, EXITS, ALERTS], exclusive=True)
 
 
 def main() -> int:

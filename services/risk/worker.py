@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -31,7 +32,7 @@ from shared.controls import read_state
 from shared.live_token import read_token_file, token_status
 from shared.regime import Table
 from shared.schemas import Alert, Message, SessionEvent
-from shared.service import ServiceContext, ServiceSpec, run_service
+from shared.service import ServiceContext, ServiceSpec, Worker, run_service
 from shared.settings import Settings
 from shared.streams import (
     ALERTS,
@@ -108,26 +109,33 @@ def artifact_path(settings: Settings, session: str) -> Path:
     return under(settings.core.artifacts_dir, ARTIFACT_SUBDIR, f"{session}.jsonl")
 
 
-_LINES: dict[bytes, bytes] = {}  # msgspec JSON of a record -> its canonical line (canonical_json is the slow part)
+class Lines:
+    """A memo of canonical lines (canonical_json is the slow part), keyed by a record's msgspec JSON."""
+
+    def __init__(self, cap: int = 100_000) -> None:
+        self.cap = cap
+        self.lines: dict[bytes, bytes] = {}
+
+    def __call__(self, rec: object) -> bytes:
+        key = _ENC.encode(rec)
+        line = self.lines.get(key)
+        if line is None:
+            if len(self.lines) > self.cap:
+                self.lines.clear()
+            line = self.lines[key] = canonical_line(rec)
+        return line
+
+
 _ENC = msgspec.json.Encoder()
 
 
-def _line(rec: object) -> bytes:
-    key = _ENC.encode(rec)
-    line = _LINES.get(key)
-    if line is None:
-        if len(_LINES) > 100_000:
-            _LINES.clear()
-        line = _LINES[key] = canonical_line(rec)
-    return line
-
-
-def artifact_bytes(st: RiskState, session: str) -> bytes:
-    """Canonical JSONL of a session: decisions in decision order, then analytics decisions by (symbol, id)."""
+def artifact_bytes(st: RiskState, session: str, line: Callable[[object], bytes] = canonical_line) -> bytes:
+    """Canonical JSONL of a session: decisions in decision order, then analytics decisions by (symbol, id).
+    ``line``: how a record becomes its line (the worker passes its ``Lines`` memo)."""
     decided = sorted(st.decided.get(session, {}).values(), key=lambda x: x.ord)
-    lines = [_line(r) for r in decided]
+    lines = [line(r) for r in decided]
     shadow = sorted(st.shadow.get(session, {}).values(), key=lambda x: (x.symbol, x.decision_id))
-    lines += [_line(r) for r in shadow]
+    lines += [line(r) for r in shadow]
     return b"".join(lines)
 
 
@@ -162,7 +170,8 @@ def never_shorter(old: bytes, new: bytes) -> tuple[bytes, int]:
 
 
 def write_artifacts(r: redis.Redis, settings: Settings, sessions: list[str],
-                    committed: tuple[bytes, RiskState] | None = None) -> list[tuple[str, int]]:
+                    committed: tuple[bytes, RiskState] | None = None,
+                    line: Callable[[object], bytes] = canonical_line) -> list[tuple[str, int]]:
     """Rewrite the sessions' artifacts from the committed state until the state did not move meanwhile.
 
     ``committed`` is the (bytes, state) this process just committed, to skip one read. Returns the
@@ -186,7 +195,7 @@ def write_artifacts(r: redis.Redis, settings: Settings, sessions: list[str],
                 old = path.read_bytes()
             except FileNotFoundError:
                 old = b""
-            data, kept = never_shorter(old, artifact_bytes(st, s))
+            data, kept = never_shorter(old, artifact_bytes(st, s, line))
             if kept and r.get(STATE_KEY) != raw:
                 moved = True  # the file may be from a newer state than ours: start again from that one
                 break
@@ -197,24 +206,6 @@ def write_artifacts(r: redis.Redis, settings: Settings, sessions: list[str],
         if not moved and r.get(STATE_KEY) == raw:
             return gaps
     return gaps
-
-
-_GAPS_ALERTED: set[tuple[str, int]] = set()
-
-
-def report_gaps(ctx: ServiceContext, gaps: list[tuple[str, int]]) -> None:
-    """Log and alert (once per session and count in this process) that risk's state lost decisions."""
-    for session, n in gaps:
-        if (session, n) in _GAPS_ALERTED:
-            continue
-        _GAPS_ALERTED.add((session, n))
-        log.error("risk: %s holds %d records risk's state no longer has (Redis state lost?); kept them, the "
-                  "file was not shortened. Caps for %s may not count them: check `avwap risk status`.",
-                  artifact_path(ctx.settings, session), n, session)
-        with contextlib.suppress(redis.RedisError):
-            ctx.alerts.alert("risk_state_gap", f"risk: state lost {n} decision records of {session}", severity="critical",
-                             text=f"risk_decisions/{session}.jsonl keeps them; the new-entry counters may not count them",
-                             trade_date=session, runbook="risk-artifacts", dedup=f"risk_state_gap:{session}:{n}")
 
 
 def transact(bus: Bus, settings: Settings, limits: Limits, msg: Message,
@@ -252,26 +243,6 @@ def limits_for(settings: Settings) -> Limits:
     return limits
 
 
-def build(ctx: ServiceContext):
-    settings = ctx.settings
-    limits = limits_for(settings)
-
-    def handle(msg: Message, d: Delivery) -> Committed:
-        try:
-            answer, dates, raw, st = transact(ctx.bus, settings, limits, msg, d)
-        except redis.RedisError as exc:
-            log.error("risk: Redis error, no entry made (message stays pending): %s", exc)
-            with contextlib.suppress(redis.RedisError):
-                ctx.alerts.alert("risk_redis_error", "risk: Redis error, entries paused (fail closed)",
-                                 severity="critical", text=str(exc)[:500], dedup=f"redis-error:{d.stream}:{d.entry_id}")
-            raise
-        if dates:
-            report_gaps(ctx, write_artifacts(ctx.r, settings, dates, committed=(raw, st)))
-        return answer
-
-    return handle
-
-
 def mode_unknown_alert(mode: str) -> Alert:
     """The start-up alert of a risk worker whose EXECUTION_MODE is unknown (it refuses every entry)."""
     return make_alert(GROUP, "mode_unknown", f"risk: EXECUTION_MODE {mode!r} is unknown; every entry is refused "
@@ -279,19 +250,60 @@ def mode_unknown_alert(mode: str) -> Alert:
                       + " and restart risk", runbook="risk-fail-closed", dedup=f"mode_unknown:{mode}")
 
 
-def on_start(ctx: ServiceContext) -> list[Emit]:
-    """Rewrite the artifacts of every session in the state (after a crash between commit and write);
-    alert at once when the mode is unknown (every decision will also be refused and alerted)."""
-    st = decode_state(ctx.r.get(STATE_KEY))
-    report_gaps(ctx, write_artifacts(ctx.r, ctx.settings, sorted(set(st.decided) | set(st.shadow))))
-    if not ctx.settings.core.mode_known:
-        log.critical("risk: EXECUTION_MODE %r is unknown: every entry will be refused (MODE_UNKNOWN)",
-                     ctx.settings.core.execution_mode)
-        return [(ALERTS, mode_unknown_alert(ctx.settings.core.execution_mode))]
-    return []
+class Risk(Worker):
+    """The risk worker: one unit of work per message, then the artifacts of the sessions it changed."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.limits = limits_for(ctx.settings)
+        self.lines = Lines()
+        self.gaps_alerted: set[tuple[str, int]] = set()  # (session, count) alerted by this process
+
+    def handle(self, msg: Message, d: Delivery) -> Committed:
+        ctx = self.ctx
+        try:
+            answer, dates, raw, st = transact(ctx.bus, self.settings, self.limits, msg, d)
+        except redis.RedisError as exc:
+            log.error("risk: Redis error, no entry made (message stays pending): %s", exc)
+            with contextlib.suppress(redis.RedisError):
+                ctx.alerts.alert("risk_redis_error", "risk: Redis error, entries paused (fail closed)",
+                                 severity="critical", text=str(exc)[:500], dedup=f"redis-error:{d.stream}:{d.entry_id}")
+            raise
+        if dates:
+            self.report_gaps(write_artifacts(ctx.r, self.settings, dates, committed=(raw, st), line=self.lines))
+        return answer
+
+    def start(self) -> list[Emit]:
+        """Rewrite the artifacts of every session in the state (after a crash between commit and write);
+        alert at once when the mode is unknown (every decision will also be refused and alerted)."""
+        ctx = self.ctx
+        st = decode_state(ctx.r.get(STATE_KEY))
+        self.report_gaps(write_artifacts(ctx.r, ctx.settings, sorted(set(st.decided) | set(st.shadow)), line=self.lines))
+        if not ctx.settings.core.mode_known:
+            log.critical("risk: EXECUTION_MODE %r is unknown: every entry will be refused (MODE_UNKNOWN)",
+                         ctx.settings.core.execution_mode)
+            return [(ALERTS, mode_unknown_alert(ctx.settings.core.execution_mode))]
+        return []
+
+    def report_gaps(self, gaps: list[tuple[str, int]]) -> None:
+        """Log and alert (once per session and count in this process) that risk's state lost decisions."""
+        ctx = self.ctx
+        for session, n in gaps:
+            if (session, n) in self.gaps_alerted:
+                continue
+            self.gaps_alerted.add((session, n))
+            log.error("risk: %s holds %d records risk's state no longer has (Redis state lost?); kept them, the "
+                      "file was not shortened. Caps for %s may not count them: check `avwap risk status`.",
+                      artifact_path(ctx.settings, session), n, session)
+            with contextlib.suppress(redis.RedisError):
+                ctx.alerts.alert("risk_state_gap", f"risk: state lost {n} decision records of {session}",
+                                 severity="critical", text=f"risk_decisions/{session}.jsonl keeps them; the new-entry "
+                                 "counters may not count them", trade_date=session, runbook="risk-artifacts",
+                                 dedup=f"risk_state_gap:{session}:{n}")
 
 
-SPEC = ServiceSpec(name=GROUP, streams=STREAMS, build=build, on_start=on_start, produces=[INTENTS, REJECTIONS, ALERTS])
+SPEC = ServiceSpec(name=GROUP, streams=STREAMS, build=Risk, produces=[INTENTS, REJECTIONS, ALERTS])
 
 
 def main() -> int:
