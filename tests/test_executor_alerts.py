@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from services.executor import core
-from services.executor.core import Ctx, OrderRec
-from services.executor.worker import (
+from services.executor.alerts import (
     RUNBOOK_BLOCKED,
     RUNBOOK_RECONCILIATION,
     RUNBOOK_REFUSED,
     RUNBOOK_REJECTED,
     alerts_for,
 )
+from services.executor.core import Ctx, OrderRec
 from shared.ids import stable_id
 from shared.schemas import Alert
 from tests.executor_helpers import entry, settings_for

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -30,14 +29,11 @@ from shared.crash import crash_point
 from shared.live_token import read_token_file
 from shared.logs import setup_logging
 from shared.schemas import (
-    Alert,
     BarBatch,
     EntryIntent,
     ExitIntent,
     FlattenRequest,
     Message,
-    OrderEvent,
-    Rejection,
     SessionEvent,
     StopIntent,
 )
@@ -64,77 +60,23 @@ from shared.streams import (
 )
 
 from . import core, ledger
+from .actions import BrokerActions
+from .alerts import RUNBOOK_REFUSED, alerts_for, stream_for
 from .broker import (
     Broker,
     BrokerError,
-    DuplicateClientOrderId,
-    InsufficientQty,
-    NotCancelable,
-    NotFound,
-    ReplaceForbidden,
-    StopSide,
-    UnknownOutcome,
 )
-from .core import DONE, OPEN_LOCAL, Cancel, CancelForeign, Ctx, ExecState, Out, Replace, Submit
+from .core import Ctx, ExecState, Out
 from .modes import live_gate_check, start_check
 from .settings import BrokerSettings
 from .simulator import SimCosts, SimState, Simulator
+from .sync import BrokerSync
 
 if TYPE_CHECKING:  # imported for real only in ALPACA modes (make_updates)
     from .trade_stream import TradeUpdates
 
 log = logging.getLogger(__name__)
 GROUP = "executor"
-# docs/runbook.md anchors the executor's alerts point at (a test checks each one exists)
-RUNBOOK_REFUSED = "executor-refusing-to-start"
-RUNBOOK_RECONCILIATION = "executor-start-up-reconciliation"
-RUNBOOK_BLOCKED = "executor-entries-blocked-at-submit-time"
-RUNBOOK_REJECTED = "executor-rejected-orders"
-
-
-def stream_for(msg: Message) -> str:
-    if isinstance(msg, OrderEvent):
-        return ORDERS
-    if isinstance(msg, Rejection):
-        return REJECTIONS
-    if isinstance(msg, Alert):
-        return ALERTS
-    return BROKER
-
-
-ORDER_ALERTS = {  # order event -> (alert kind, severity, runbook anchor)
-    "accepted": ("order_submitted", "info", ""), "replaced": ("order_submitted", "info", ""),
-    "filled": ("order_filled", "info", ""), "partially_filled": ("order_filled", "info", ""),
-    "rejected": ("order_rejected", "warning", RUNBOOK_REJECTED), "cancelled": ("order_cancelled", "info", ""),
-}
-
-
-def alerts_for(events: list[Message]) -> list[Alert]:
-    """One alert per execution decision: submitted, filled, rejected, cancelled, blocked (an entry's
-    Rejection). The alert id is a stable hash of the decision's id, so a re-derived decision (a
-    redelivery, a restart) raises the same alert and the notifier sends it once."""
-    out = []
-    for e in events:
-        if isinstance(e, OrderEvent):
-            kind, sev, runbook = ORDER_ALERTS[e.event]
-            title = f"{e.mode} {e.kind} {e.side} {e.qty} {e.symbol}: {e.event}"
-            if e.fill_price is not None:
-                title += f" {e.fill_qty}@{e.fill_price}"
-            out.append(make_alert("executor", kind, title, severity=sev, text=e.reason, trade_date=e.trade_date,
-                                  ts=e.ts, fields={"client_order_id": e.client_order_id, "intent_id": e.intent_id},
-                                  dedup=e.event_id, runbook=runbook))
-        elif isinstance(e, Rejection):
-            routine = e.reasons == [core.R_NOT_CONFIRMED]  # the entry level was simply never confirmed
-            out.append(make_alert("executor", "entry_blocked", f"entry {e.symbol} blocked: {', '.join(e.reasons)}",
-                                  severity="info" if routine else "warning", text=e.detail, trade_date=e.trade_date,
-                                  ts=e.ts, fields={"intent_id": e.intent_id}, dedup=e.rejection_id,
-                                  runbook="" if routine else RUNBOOK_BLOCKED))
-    return out
-
-
-TRIGGER_RECONCILE, TRIGGER_POLL, TRIGGER_STREAM = "broker:reconcile", "broker:poll", "broker:trade_update"
-
-
 def trigger_of(msg: Message) -> str:
     """The stable id of a handled message (ledger provenance ``input:trigger``)."""
     if isinstance(msg, SessionEvent):
@@ -146,7 +88,7 @@ def trigger_of(msg: Message) -> str:
     return msg.intent_id  # type: ignore[union-attr]
 
 
-class Executor(Worker):
+class Executor(BrokerSync, BrokerActions, Worker):
     """The executor shell over one Redis and one broker adapter (None: DRY_RUN / PAPER_SIM)."""
 
     def __init__(self, ctx: ServiceContext, bs: BrokerSettings, broker: Broker | None = None,
@@ -404,212 +346,6 @@ class Executor(Worker):
             self.perform(st, broker, core.repair_protection(st, snap, ctx), ctx)
         return snap
 
-    # -- actions -------------------------------------------------------------------
-    def perform(self, st: ExecState, broker: Broker | None, out: Out, ctx: Ctx) -> Out:
-        """Perform ``out.actions`` (then whatever they unblock). Every event (``out``'s and the
-        actions') goes to the journal as it happens; returns an ``Out`` without events."""
-        self._journal.extend(out.events)
-        queue = list(out.actions)
-        guard = 0
-        while queue and broker is not None:
-            guard += 1
-            if guard > 1000:
-                raise RuntimeError("action loop did not settle")
-            a = queue.pop(0)
-            if isinstance(a, Submit):
-                step = self._submit(st, broker, a.client_order_id, ctx)
-            elif isinstance(a, Cancel):
-                step = self._cancel(st, broker, a.client_order_id, ctx)
-            elif isinstance(a, Replace):
-                step = self._replace(st, broker, a.old_client_order_id, a.new_client_order_id, ctx)
-            elif isinstance(a, CancelForeign):
-                step = Out()
-                try:
-                    broker.cancel(a.broker_order_id)
-                    log.warning("cancelled broker order %s (unknown to the executor): protection repair", a.broker_order_id)
-                except BrokerError as exc:
-                    log.warning("cannot cancel %s: %s", a.broker_order_id, exc)
-            else:  # pragma: no cover
-                continue
-            self._journal.extend(step.events)
-            queue.extend(step.actions)
-            if not queue:
-                nxt = core.ready_waiting(st, ctx)
-                self._journal.extend(nxt.events)
-                queue.extend(nxt.actions)
-        return Out()
-
-    def _lookup(self, broker: Broker, coid: str):
-        try:
-            return broker.get_by_client_id(coid)
-        except NotFound:
-            return None
-
-    def _submit(self, st: ExecState, broker: Broker, coid: str, ctx: Ctx) -> Out:
-        rec = st.orders[coid]
-        if rec.status not in OPEN_LOCAL:
-            return Out()
-        req = core.request_of(rec)
-        if broker.external:
-            self.save_outbox(st)
-        try:
-            try:
-                view = broker.submit(req)
-            except DuplicateClientOrderId:
-                view = broker.get_by_client_id(coid)
-            except UnknownOutcome as exc:
-                log.warning("submit %s: unknown outcome (%s); looking it up", coid, exc.code)
-                view = self._lookup(broker, coid)
-                if view is None:  # never reached the broker: the same client id makes a resend safe
-                    try:
-                        view = broker.submit(req)
-                    except DuplicateClientOrderId:
-                        view = broker.get_by_client_id(coid)
-        except UnknownOutcome:
-            rec.status = "unknown"
-            return Out()
-        except InsufficientQty as exc:
-            return self._held_by_others(st, broker, rec, exc, ctx)
-        except BrokerError as exc:
-            reprotect = self._reprotect(st, rec, ctx)
-            # a lone stop through the market: sell now (STOP_BREACHED), never re-sent, never naked
-            breach = core.breach_exit(st, rec, ctx) if isinstance(exc, StopSide) and not reprotect.actions else Out()
-            code = "STOP_BREACHED" if breach.actions else exc.reason
-            out = core.on_rejected(st, coid, f"{exc.code}: {exc.detail}", ctx, code)  # type: ignore[arg-type]
-            return out.extend(reprotect).extend(breach)
-        return core.on_submitted(st, coid, view, ctx)
-
-    def _reprotect(self, st: ExecState, refused: core.OrderRec, ctx: Ctx) -> Out:
-        """A new stop of cancel-and-new was refused after the old one was cancelled: protect the position
-        again at once at the last accepted level (the old stop's), and alert."""
-        old = st.orders.get(refused.replaces) if refused.kind == "stop" and refused.replaces else None
-        if refused.reprotect:  # the re-protection itself was refused: not again at the same level (breach_exit)
-            return Out()
-        if old is None or old.status not in ("cancelled", "expired") or old.filled_qty >= old.qty:
-            return Out()
-        rec = core.reprotect_rec(st, old, refused)
-        alert = make_alert("executor", "stop_reprotected",
-                           f"{self.mode} {refused.symbol}: new stop {refused.stop_price} refused after the old one was "
-                           f"cancelled; " + (f"re-protecting at {rec.stop_price}" if rec else "NO level to re-protect at"),
-                           severity="critical", trade_date=ctx.trade_date, ts=ctx.ts,
-                           fields={"client_order_id": refused.client_order_id, "symbol": refused.symbol},
-                           dedup=f"reprotect:{refused.client_order_id}", runbook=core.RUNBOOK_PROTECTION)
-        return Out(events=[alert], actions=[Submit(rec.client_order_id)] if rec else [])
-
-    def _held_by_others(self, st: ExecState, broker: Broker, rec: core.OrderRec, exc: InsufficientQty, ctx: Ctx) -> Out:
-        """403 insufficient qty on a sell: for an exit, cancel whatever holds the shares and retry."""
-        related = list(exc.related)
-        if rec.kind == "exit" and rec.attempts < 1 and not related:
-            # ``related_orders`` is optional in Alpaca's body (alpaca-py's recorded payload has none):
-            # the symbol's open sell orders are what holds the shares
-            try:
-                related = [v.broker_order_id for v in broker.list_open(rec.symbol)
-                           if v.side == "sell" and v.symbol == rec.symbol and v.client_order_id != rec.client_order_id]
-            except BrokerError as e2:
-                log.warning("cannot list the orders holding %s: %s", rec.symbol, e2)
-        if rec.kind != "exit" or rec.attempts >= 1 or not related:
-            return core.on_rejected(st, rec.client_order_id, f"{exc.code}: {exc.detail}", ctx, "INSUFFICIENT_QTY")
-        rec.attempts += 1
-        out = Out()
-        by_broker_id = {o.broker_order_id: o for o in st.orders.values() if o.broker_order_id}
-        for bid in sorted(related):
-            known = by_broker_id.get(bid)
-            if known is not None and known.status not in DONE:
-                known.cancel_reason, known.cancel_code = f"exit_intent={rec.intent_id}", "EXIT_INTENT"
-                rec.waiting_on.append(known.client_order_id)
-                out.actions.append(Cancel(known.client_order_id))
-            elif known is None:
-                try:
-                    broker.cancel(bid)
-                    log.warning("cancelled order %s (unknown to the executor) holding %s shares", bid, rec.symbol)
-                except BrokerError as e2:
-                    log.warning("cannot cancel %s: %s", bid, e2)
-        if rec.waiting_on:
-            rec.status = "waiting"
-        else:
-            rec.status = "new"
-            out.actions.append(Submit(rec.client_order_id))
-        return out
-
-    def _cancel(self, st: ExecState, broker: Broker, coid: str, ctx: Ctx) -> Out:
-        rec = st.orders[coid]
-        if rec.status in DONE:
-            return Out()
-        if rec.status in OPEN_LOCAL and not rec.broker_order_id:
-            view = self._lookup(broker, coid) if broker.external else None
-            if view is None:
-                rec.status = "cancelled"
-                if rec.silent_cancel:
-                    return Out()
-                return Out(events=[core.order_event(rec, "cancelled", ctx, st.mode, code="CANCELLED_BEFORE_SUBMIT",
-                                                    reason=rec.cancel_reason or "cancelled before submit")])
-            rec.broker_order_id = view.broker_order_id
-        core.mark_cancel_requested(st, coid)
-        try:
-            broker.cancel(rec.broker_order_id)
-        except (NotCancelable, NotFound) as exc:
-            # final already, or changing (Alpaca: pending_replace "will reject cancel request"): the order's
-            # view decides; a cancel still wanted is sent again by the poll
-            log.info("cancel %s refused (%s); reading the order", coid, exc.code)
-        except BrokerError as exc:
-            log.warning("cancel %s: %s; the poll retries", coid, exc.code)
-        try:
-            view = broker.get(rec.broker_order_id)
-        except BrokerError:
-            return Out()
-        return core.on_view(st, view, ctx)
-
-    def _replace(self, st: ExecState, broker: Broker, old: str, new: str, ctx: Ctx) -> Out:
-        """Native replace (PATCH). A 200 does not replace anything yet (Alpaca: "does NOT guarantee the
-        existing open order has been replaced"): the old stop stays live (``pending_replace``) until the
-        broker shows it ``replaced``; the replacement is announced then. If the old one fills first, its
-        fill is booked and the replacement ends ``rejected`` (FILLED_BEFORE_REPLACE). A refused PATCH keeps
-        the old stop (only a status refusal turns into cancel-and-new)."""
-        old_rec, new_rec = st.orders[old], st.orders[new]
-        if new_rec.status not in OPEN_LOCAL:
-            return Out()
-        if not old_rec.broker_order_id or old_rec.status in ("new", "unknown"):
-            return self._cancel_and_new(st, old_rec, new_rec)
-        if old_rec.status in DONE:
-            return core.on_rejected(st, new, f"TARGET_NOT_OPEN: {old} is {old_rec.status}", ctx, "TARGET_NOT_OPEN")
-        if broker.external:
-            self.save_outbox(st)
-        try:
-            try:
-                view = broker.replace(old_rec.broker_order_id, qty=new_rec.qty, stop_price=new_rec.stop_price,
-                                      limit_price=None, new_client_order_id=new)
-            except (DuplicateClientOrderId, UnknownOutcome):
-                view = self._lookup(broker, new)
-                if view is None:
-                    new_rec.status = "unknown"
-                    return Out()
-        except ReplaceForbidden:
-            return self._cancel_and_new(st, old_rec, new_rec)
-        except BrokerError as exc:
-            code = "REPLACE_REFUSED" if exc.reason == "BROKER_REJECTED" else exc.reason
-            out = core.on_rejected(st, new, f"{exc.code}: {exc.detail}", ctx, code)  # type: ignore[arg-type]
-            with contextlib.suppress(BrokerError):
-                out.extend(core.on_view(st, broker.get(old_rec.broker_order_id), ctx))
-            return out
-        if old_rec.status not in DONE:
-            old_rec.status = "pending_replace"
-        out = core.on_submitted(st, new, view, ctx)
-        with contextlib.suppress(BrokerError):  # where the old order is now (the poll and the stream follow up)
-            out.extend(core.on_view(st, broker.get(old_rec.broker_order_id), ctx))
-        return out
-
-    def _cancel_and_new(self, st: ExecState, old_rec: core.OrderRec, new_rec: core.OrderRec) -> Out:
-        old_rec.silent_cancel = True
-        old_rec.cancel_reason = f"replaced_by={new_rec.client_order_id}"
-        new_rec.status = "waiting"
-        new_rec.waiting_on = [old_rec.client_order_id]
-        return Out(actions=[Cancel(old_rec.client_order_id)])
-
-    # -- external broker: reconciliation, polling, periodic snapshots ---------------
-    def now_ctx(self) -> Ctx:
-        now = self.ctx.clock.now_ns()
-        return Ctx(ts=now, trade_date=ny_trade_date(now))
-
     def start(self, *, reconcile: bool = True) -> None:
         """On process start: flush queued ledger records; with an external broker, start the
         trade-update stream (first, so nothing that happens during reconciliation is missed) and
@@ -630,140 +366,6 @@ class Executor(Worker):
         """On process stop (after the last message): close the trade-update stream."""
         if self.updates is not None:
             self.updates.stop()
-
-    def reconcile(self) -> bool:
-        """Resolve every outbox record by client id, refresh open orders, flag unknown broker orders."""
-        broker = self.external
-        if broker is None:
-            return True
-        with self.unit(TRIGGER_RECONCILE):
-            return self._reconcile(broker)
-
-    def _reconcile(self, broker: Broker) -> bool:
-        st = self.load()
-        ctx = self.now_ctx()
-        out = Out()
-        try:
-            self._resolve(st, broker, ctx, reconciling=True)
-            known = {o.client_order_id for o in st.orders.values()}
-            for v in broker.list_open():
-                if v.client_order_id not in known:
-                    out.events.append(make_alert(
-                        "executor", "recon_mismatch",
-                        f"broker order {v.client_order_id} ({v.symbol} {v.side} {v.qty}) is unknown to the executor",
-                        severity="warning", trade_date=ctx.trade_date, ts=ctx.ts, dedup=f"recon:{v.broker_order_id}",
-                        runbook=RUNBOOK_RECONCILIATION))
-            want = ledger.expected_positions(self.ledger_dir, self.mode)
-            have = {p.symbol: p.qty for p in broker.positions()}
-            for sym in sorted(set(want) | set(have)):
-                if want.get(sym, 0) != have.get(sym, 0):
-                    out.events.append(make_alert(
-                        "executor", "recon_mismatch",
-                        f"position {sym}: broker holds {have.get(sym, 0)}, the ledger says {want.get(sym, 0)}",
-                        severity="warning", trade_date=ctx.trade_date, ts=ctx.ts,
-                        dedup=f"recon:pos:{sym}:{have.get(sym, 0)}:{want.get(sym, 0)}", runbook=RUNBOOK_RECONCILIATION))
-            st.reconciled = True  # the broker is the truth: mismatches are reported, not blocking
-            out.events.append(self.snapshot(st, ctx, "reconcile"))
-        except BrokerError as exc:
-            log.error("reconciliation failed (%s); entries are refused until it succeeds", exc)
-            st.reconciled = False
-            self.commit(st, [])  # whatever was resolved before the failure, with its events
-            return False
-        self.commit(st, out.events)
-        return True
-
-    def _resolve(self, st: ExecState, broker: Broker, ctx: Ctx, *, reconciling: bool = False) -> None:
-        """Bring every unfinished record up to the broker's view: look up records without an answer
-        (resending, re-gated, those the broker never got), refresh the others from ONE list of the open
-        orders (a GET by id only for those that left it: the request count per poll does not grow with the
-        number of open stops), re-send cancels still wanted. Events go to the journal at once, so a broker
-        failure half-way loses none of them."""
-        actions: list[core.Action] = []
-        gates: core.Gates | None = None
-        live = [c for c, o in st.orders.items() if o.status not in DONE and o.status not in core.LOOKUP
-                and o.broker_order_id]
-        open_views = {v.client_order_id: v for v in broker.list_open()} if live else {}
-        for coid in sorted(st.orders):
-            rec = st.orders[coid]
-            if rec.status in core.LOOKUP:
-                view = self._lookup(broker, coid)
-                if view is not None:
-                    step = core.on_submitted(st, coid, view, ctx)
-                elif rec.status != "blocked":
-                    gates = gates or self.gates()
-                    step = core.resend_or_block(st, rec, gates, ctx, reconciling=reconciling)
-                else:
-                    continue
-            elif rec.status not in DONE and rec.broker_order_id:
-                view = open_views.get(coid)
-                step = core.on_view(st, view if view is not None else broker.get(rec.broker_order_id), ctx)
-                if rec.cancel_wanted and rec.status not in DONE and rec.status not in ("pending_cancel",
-                                                                                      "pending_replace"):
-                    step.actions.append(Cancel(coid))
-            else:
-                continue
-            self._journal.extend(step.events)
-            actions.extend(step.actions)
-        self.perform(st, broker, Out(actions=actions), ctx)
-        self.perform(st, broker, core.ready_waiting(st, ctx), ctx)
-
-    def apply_updates(self) -> int:
-        """Apply what the trade-update stream delivered (``core.on_broker_update``: the path polling
-        takes), then submit what it unblocked; one commit. Returns the number of updates applied."""
-        broker = self.external
-        items = self.updates.drain() if self.updates is not None else []
-        if broker is None or not items:
-            return 0
-        with self.unit(TRIGGER_STREAM):
-            st = self.load()
-            ctx = self.now_ctx()
-            try:
-                for ts, view in items:
-                    ctx = Ctx(ts=ts, trade_date=ny_trade_date(ts))
-                    self._journal.extend(core.on_broker_update(st, view, ctx).events)
-                self.perform(st, broker, core.ready_waiting(st, ctx), ctx)
-            except BrokerError as exc:
-                log.warning("acting on trade updates failed: %s; the poll retries", exc)
-            except Exception:  # a bug must not stop the worker: drop this batch, the poll re-derives it
-                log.exception("trade updates could not be applied; polling instead")
-                self._next_poll = 0.0
-                return 0
-            self.commit(st, [])
-        return len(items)
-
-    def idle(self) -> list[Emit]:
-        """Between messages: flush the ledger queue; with an external broker, apply streamed trade
-        updates, then poll every ``BROKER_POLL_S`` (``BROKER_POLL_STREAMING_S`` while the stream is
-        connected; at once after it (re)connects or lost a message) and publish periodic snapshots."""
-        self.flush_ledger()
-        if self.external is None:
-            return []
-        self.apply_updates()
-        now = time.monotonic()
-        streaming = self.updates is not None and self.updates.connected
-        if self.updates is not None and self.updates.take_resync():
-            self._next_poll = 0.0  # events may have been missed while it was down
-        if now < self._next_poll:
-            return []
-        self._next_poll = now + (self.bs.broker_poll_streaming_s if streaming else self.bs.broker_poll_s)
-        st = self.load()
-        if not st.reconciled:
-            self._next_poll = now + self.bs.broker_poll_s  # retried at the fast pace until it succeeds
-            self.reconcile()
-            return []
-        with self.unit(TRIGGER_POLL):
-            ctx = self.now_ctx()
-            out = Out()
-            try:
-                self._resolve(st, self.external, ctx)
-                self.perform(st, self.external, core.overdue_exits(st, ctx, self.max_gap_ns), ctx)
-                if now >= self._next_snapshot:
-                    self._next_snapshot = now + self.bs.broker_snapshot_interval_s
-                    out.events.append(self.snapshot(st, ctx, "periodic"))
-            except BrokerError as exc:
-                log.warning("poll failed: %s", exc)
-            self.commit(st, out.events)
-        return []
 
 
 # -- process entry points --------------------------------------------------------------
