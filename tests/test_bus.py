@@ -510,3 +510,29 @@ def test_on_idle_runs_while_every_read_returns_entries(real_redis: redis.Redis) 
     assert reads == 40 and c.stats.empty_reads == 1  # busy throughout: one empty read, at the very end
     assert len(idle_calls) >= 3  # ~400 ms of handling at one call per 50 ms; before: only the final empty read
     assert out_ids(r).count("al-idle") == len(idle_calls)  # what on_idle returns is published each time
+
+
+# -- exclusive groups ------------------------------------------------------------------------
+
+def test_an_exclusive_group_has_one_reader_and_a_new_holder_takes_the_pending_entries_first(
+        real_redis: redis.Redis) -> None:
+    """Only the lease holder reads; when it dies holding entries, the standby waits for the lease to run
+    out, claims every pending entry (whatever its idle time) and handles them before the newer ones."""
+    from shared.lease import holder_of, lease_key
+
+    r = real_redis
+    a = Consumer(r, "g", [IN], echo(), name="a", claim_idle_ms=300, block_ms=20, exclusive=True)
+    b = Consumer(r, "g", [IN], echo(), name="b", claim_idle_ms=300, block_ms=20, exclusive=True)
+    a.ensure_groups()
+    bus = Bus(r)
+    bus.publish(IN, alert("first"))
+    assert a.step(block=False) == 1 and holder_of(r, lease_key("g")) == "a"
+    bus.publish(IN, alert("held"))
+    r.xreadgroup("g", "a", {IN: ">"}, count=1)  # a takes the entry and dies with it, still holding the lease
+    bus.publish(IN, alert("later"))
+    assert b.step(block=False) == 0 and out_ids(r) == ["al-first"]  # standing by
+    until(lambda: holder_of(r, lease_key("g")) is None)  # a's lease runs out
+    b.run(install_signals=False, until_idle=True)
+    assert out_ids(r) == ["al-first", "al-held", "al-later"] and b.stats.claimed == 1
+    assert r.xpending(IN, "g")["pending"] == 0
+    assert holder_of(r, lease_key("g")) is None  # a clean stop releases the lease at once
