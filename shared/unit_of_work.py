@@ -1,4 +1,4 @@
-"""The unit of work: the one way a handler commits (DESIGN §2, docs/bus.md "Unit of work").
+"""The unit of work: the one way a handler commits (DESIGN §2; docs/bus.md, "The unit of work").
 
 Every commit of the system goes through ``COMMIT_LUA``, one script run atomically: for each block
 it XACKs the input entry and, only if that XACK removed it from the group's pending list, makes
@@ -42,10 +42,10 @@ if TYPE_CHECKING:
 
 MAX_TXN_RETRIES = 200
 
+
 def fields_of(msg: Message) -> dict[str, bytes | str | int]:
     """The stream entry of a message: ``type``, ``v`` and ``data`` (the JSON of the message)."""
     return {"type": type_name_of(msg), "v": msg.v, "data": encode(msg)}
-
 
 
 # Commit a batch atomically. KEYS: every key touched. ARGV: group, maxlen, number of blocks,
@@ -192,7 +192,8 @@ class UnitOfWork:
 
     # -- commit -------------------------------------------------------------------------------
     def checkpoint(self) -> None:
-        """Commit what is queued so far, unconditionally and without the XACK (an outbox write)."""
+        """Commit what is queued so far, unconditionally and without the XACK (an outbox write). It ends
+        the WATCH: a unit that checkpoints reads nothing it must watch afterwards (the executor watches none)."""
         self._run(None)
 
     def _run(self, d: Delivery | None, final: bool = False) -> Committed:
