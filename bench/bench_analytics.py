@@ -31,7 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services.analytics.worker import SPEC, Store  # noqa: E402
+from services.analytics.store import Store  # noqa: E402
+from services.analytics.worker import SPEC  # noqa: E402
 from shared.alerts import make_alert  # noqa: E402
 from shared.bars import BarStore, frame_to_rows, load_bars  # noqa: E402
 from shared.bus import Delivery  # noqa: E402

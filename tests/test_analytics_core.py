@@ -388,7 +388,7 @@ def test_correlation_agrees_with_numpy_on_real_returns(store) -> None:
 
 def test_worker_returns_come_from_bars_before_the_decision_date(store) -> None:
     """The correlation guardrail's inputs: close-to-close returns of the sessions before D only."""
-    from services.analytics.worker import Bars
+    from services.analytics.bars import Bars
 
     got = Bars(str(store.root)).returns(["AAPL", "MSFT", "NOPE"], before="2018-11-01", window=20)
     for s in ("AAPL", "MSFT"):

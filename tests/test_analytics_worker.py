@@ -10,7 +10,8 @@ import redis
 from typer.testing import CliRunner
 
 from services.analytics.report import summarize
-from services.analytics.worker import SPEC, Store
+from services.analytics.store import Store
+from services.analytics.worker import SPEC
 from shared.bus import Bus, Consumer, Delivery
 from shared.ids import client_order_id, stable_id
 from shared.schemas import (
@@ -358,7 +359,7 @@ def test_history_written_before_the_ingest_logs_is_backfilled_on_start(redis_url
     """State from a worker without the history logs: on_start appends the missing keys, so the
     incremental history still sees every fill (the D3 trades are the same bytes)."""
     from services.analytics.ledger import HISTORY_TYPES
-    from services.analytics.worker import histlog_key
+    from services.analytics.store import histlog_key
 
     files = run(redis_url, tmp_path, bars_dir)
     for t in HISTORY_TYPES:

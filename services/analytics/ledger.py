@@ -1,4 +1,4 @@
-"""Ledger records (pure): the stable key and NY date of every ingested message.
+"""Ledger records (pure): the stable key and NY date of every ingested message, and its file line.
 
 Each message maps to ``(date, "<type>:<stable id>")``; the worker stores it once under that key
 (HSETNX), so a redelivered or re-published message changes nothing, and files are written from
@@ -7,6 +7,11 @@ the records sorted by key, never in arrival order.
 
 from __future__ import annotations
 
+import json
+
+import msgspec
+
+from shared.artifacts import canonical_line, to_plain
 from shared.clock import ny_trade_date
 from shared.ids import stable_id
 from shared.schemas import (
@@ -89,3 +94,10 @@ def ledger_record(msg: Message) -> Message | dict[str, object]:
 def ledger_file_of(key: str) -> str:
     """``"ledger"`` or ``"journal"``: which per-date file a record key belongs to."""
     return "ledger" if key.split(":", 1)[0] in LEDGER_TYPES else "journal"
+
+
+def ledger_line(key: str, rec: bytes, prov: bytes) -> bytes:
+    """The canonical line of a stored record: its key, the provenance of its first ingest (with
+    ``input:message`` = the key) and the record."""
+    p = {**json.loads(prov), "input:message": key}
+    return canonical_line({"key": key, "provenance": p, "record": to_plain(msgspec.json.decode(rec))})
