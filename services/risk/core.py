@@ -42,6 +42,7 @@ from shared.schemas import (
     SessionEvent,
 )
 from shared.settings.core import EXECUTION_MODES
+from shared.settings.risk import RiskSettings
 from shared.streams import ALERTS, INTENTS, REJECTIONS
 
 from .gates import ENFORCEMENT, FAIL_CLOSED, ordered
@@ -80,19 +81,15 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     modulation: Table | None = None  # REGIME_MODULATION=1: the regime table (shared.regime); None: off
 
     @classmethod
-    def from_settings(cls, rs: object, settings_hash: str = "", code_version: str = "", run_id: str = "") -> Limits:
-        def syms(s: str) -> tuple[str, ...]:
-            return tuple(x.strip().upper() for x in s.split(",") if x.strip())
-
+    def from_settings(cls, rs: RiskSettings, settings_hash: str = "", code_version: str = "", run_id: str = "") -> Limits:
         return cls(
-            max_risk_per_trade=rs.max_risk_per_trade, max_risk_per_trade_pct=rs.max_risk_per_trade_pct,  # type: ignore[attr-defined]
-            max_gross_exposure=rs.max_gross_exposure, max_gross_exposure_pct=rs.max_gross_exposure_pct,  # type: ignore[attr-defined]
-            max_notional_per_symbol=rs.max_notional_per_symbol,  # type: ignore[attr-defined]
-            max_concurrent_positions=rs.max_concurrent_positions,  # type: ignore[attr-defined]
-            max_new_entries_per_day=rs.max_new_entries_per_day, max_risk_per_share=rs.max_risk_per_share,  # type: ignore[attr-defined]
-            allowlist=syms(rs.allowlist), phase_c_enabled=rs.phase_c_enabled,  # type: ignore[attr-defined]
-            phase_c_enable_date=rs.phase_c_enable_date.strip(), phase_c_allowlist=syms(rs.phase_c_allowlist),  # type: ignore[attr-defined]
-            enforce=rs.portfolio_decision_enforce, snapshot_max_age_s=rs.snapshot_max_age_s,  # type: ignore[attr-defined]
+            max_risk_per_trade=rs.max_risk_per_trade, max_risk_per_trade_pct=rs.max_risk_per_trade_pct,
+            max_gross_exposure=rs.max_gross_exposure, max_gross_exposure_pct=rs.max_gross_exposure_pct,
+            max_notional_per_symbol=rs.max_notional_per_symbol, max_concurrent_positions=rs.max_concurrent_positions,
+            max_new_entries_per_day=rs.max_new_entries_per_day, max_risk_per_share=rs.max_risk_per_share,
+            allowlist=tuple(rs.allowlist), phase_c_enabled=rs.phase_c_enabled,
+            phase_c_enable_date=rs.phase_c_enable_date.strip(), phase_c_allowlist=tuple(rs.phase_c_allowlist),
+            enforce=rs.portfolio_decision_enforce, snapshot_max_age_s=rs.snapshot_max_age_s,
             settings_hash=settings_hash, code_version=code_version, run_id=run_id,
         )
 
