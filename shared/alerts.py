@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING
 from shared.ids import stable_id
 from shared.logs import redact
 from shared.schemas import Alert, normalize_severity
+from shared.streams import ALERTS
 
 if TYPE_CHECKING:
     from shared.bus import Bus
-
-ALERTS = "avwap:alerts"
 
 
 def make_alert(source: str, kind: str, title: str, *, severity: str = "info", text: str = "",

@@ -27,6 +27,7 @@ import msgspec
 
 from shared.schemas import BarBatch, BrokerSnapshot, OrderEvent
 from shared.schemas.controls import BreakerName
+from shared.settings.analytics import AnalyticsSettings
 
 KEEP_EVENT_IDS = 500
 
@@ -49,10 +50,10 @@ class BreakerConfig(msgspec.Struct, frozen=True, kw_only=True):
         return out
 
     @classmethod
-    def from_settings(cls, a: object) -> BreakerConfig:
-        return cls(daily_loss_pct=a.breaker_daily_loss_pct, daily_loss_usd=a.breaker_daily_loss_usd,  # type: ignore[attr-defined]
-                   max_drawdown_pct=a.breaker_max_drawdown_pct,  # type: ignore[attr-defined]
-                   max_consecutive_stops=a.breaker_max_consecutive_stops, trip_state=a.breaker_trip_state)  # type: ignore[attr-defined]
+    def from_settings(cls, a: AnalyticsSettings) -> BreakerConfig:
+        return cls(daily_loss_pct=a.breaker_daily_loss_pct, daily_loss_usd=a.breaker_daily_loss_usd,
+                   max_drawdown_pct=a.breaker_max_drawdown_pct,
+                   max_consecutive_stops=a.breaker_max_consecutive_stops, trip_state=a.breaker_trip_state)
 
 
 class Trip(msgspec.Struct, frozen=True, kw_only=True):

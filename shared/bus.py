@@ -67,6 +67,7 @@ from shared.streams import (
     BROKER,
     CANDIDATES,
     CLOCK,
+    DLQ,
     EXITS,
     INTENTS,
     ORDERS,
@@ -88,7 +89,6 @@ def publication_order(entry: tuple) -> tuple[int, int, int]:
 
 log = logging.getLogger(__name__)
 
-DLQ = "avwap:dlq"
 HEARTBEAT_PREFIX = "avwap:hb"
 DEFAULT_MAXLEN = 200_000
 DEFAULT_MAX_PAYLOAD = 4 * 1024 * 1024  # bytes of one entry's ``data`` (BUS_MAX_PAYLOAD_BYTES)

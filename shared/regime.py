@@ -18,6 +18,7 @@ import math
 import msgspec
 
 from shared.schemas import Regime
+from shared.settings.regime import RegimeSettings
 
 LABELS = ("RISK_ON", "NEUTRAL", "RISK_OFF", "STRESSED")
 UNKNOWN = "REGIME_UNKNOWN"
@@ -40,13 +41,13 @@ class Table(msgspec.Struct, frozen=True, kw_only=True):
     dd_floor: float = 0.25
 
     @classmethod
-    def from_settings(cls, rs: object) -> Table:
+    def from_settings(cls, rs: RegimeSettings) -> Table:
         def row(name: str) -> Row:
             return Row(risk_mult=getattr(rs, f"regime_risk_mult_{name}"), gross_mult=getattr(rs, f"regime_gross_mult_{name}"),
                        max_entries=getattr(rs, f"regime_max_entries_{name}"))
 
-        return cls(rows={lab: row(lab.lower()) for lab in LABELS}, dd_start_pct=rs.regime_dd_throttle_start_pct,  # type: ignore[attr-defined]
-                   dd_full_pct=rs.regime_dd_throttle_full_pct, dd_floor=rs.regime_dd_throttle_floor)  # type: ignore[attr-defined]
+        return cls(rows={lab: row(lab.lower()) for lab in LABELS}, dd_start_pct=rs.regime_dd_throttle_start_pct,
+                   dd_full_pct=rs.regime_dd_throttle_full_pct, dd_floor=rs.regime_dd_throttle_floor)
 
     def conservative(self) -> Row:
         rows = list(self.rows.values())

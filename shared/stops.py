@@ -33,6 +33,7 @@ import msgspec
 
 from shared.clock import NS, dt_to_ns, ny_datetime, ny_trade_date
 from shared.schemas import BarRow, Low, StopTracker
+from shared.settings.exits import ExitsSettings
 
 FIVE_MIN_NS = 300 * NS
 MINUTE_NS = 60 * NS
@@ -55,10 +56,10 @@ class StopRules(msgspec.Struct, frozen=True, kw_only=True):
     resolve_on_entry: bool = True
 
     @classmethod
-    def from_settings(cls, exits: object) -> StopRules:
-        return cls(buffer=exits.stop_buffer, hl_lookback_days=exits.hl_lookback_days,  # type: ignore[attr-defined]
-                   hl_min_bars=exits.hl_min_bars, swing_lookback=exits.swing_lookback,  # type: ignore[attr-defined]
-                   window_start=exits.stop_window_start, window_end=exits.stop_window_end)  # type: ignore[attr-defined]
+    def from_settings(cls, exits: ExitsSettings) -> StopRules:
+        return cls(buffer=exits.stop_buffer, hl_lookback_days=exits.hl_lookback_days,
+                   hl_min_bars=exits.hl_min_bars, swing_lookback=exits.swing_lookback,
+                   window_start=exits.stop_window_start, window_end=exits.stop_window_end)
 
 
 class Candidate(msgspec.Struct, frozen=True, kw_only=True):

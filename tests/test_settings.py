@@ -19,3 +19,22 @@ def test_run_id_setting_wins_and_is_not_in_the_settings_hash() -> None:
     assert named.resolved_run_id() == "replay-2018q4"
     assert named.hash() == load_settings().hash()
     assert load_settings(run_id="  ").resolved_run_id() == load_settings().resolved_run_id()
+
+
+def test_list_settings_read_the_comma_separated_env_text(monkeypatch) -> None:
+    monkeypatch.setenv("ALLOWLIST", " AAPL, BRK.B,,")
+    monkeypatch.setenv("HEARTBEAT_WATCH_SERVICES", "")
+    monkeypatch.setenv("UNIVERSE_EXCHANGES", "NYSE")
+    s = load_settings()
+    assert s.risk.allowlist == ["AAPL", "BRK.B"] and s.risk.phase_c_allowlist == []
+    assert s.analytics.heartbeat_watch_services == [] and s.scanner.universe_exchanges == ["NYSE"]
+    assert load_settings(slack_allowed_users="U1,U2").analytics.slack_allowed_users == ["U1", "U2"]
+
+
+def test_a_list_setting_hashes_as_its_env_text() -> None:
+    # the hash of settings written as comma-separated text (before list settings) is unchanged
+    from shared.settings.base import fingerprint
+
+    assert fingerprint({"allowlist": ["AAPL", "MSFT"]}) == fingerprint({"allowlist": "AAPL,MSFT"})
+    assert fingerprint({"allowlist": []}) == fingerprint({"allowlist": ""})
+    assert load_settings(allowlist="AAPL,MSFT").hash() == load_settings(allowlist=["AAPL", "MSFT"]).hash()

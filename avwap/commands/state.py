@@ -20,7 +20,7 @@ from shared import audit
 from shared.breakers import BreakerConfig, decode_book, status
 from shared.controls import Refused, read_state, rearm_breaker, recent_changes, request_flatten, transition
 from shared.schemas import BREAKERS
-from shared.streams import BREAKERS_KEY
+from shared.streams import AUDIT_KEY, BREAKERS_KEY
 
 app = typer.Typer()
 state_app = typer.Typer(help="Trading state: ACTIVE, REDUCING (no entries), HALTED (no new orders but cancels).",
@@ -206,7 +206,7 @@ def audit_export(path: Path = typer.Argument(..., help="JSONL file to write.")) 
 def audit_show(count: int = typer.Option(20, help="How many records (newest last).")) -> None:
     """The last records: seq, time, actor, action, detail."""
     with operator_redis() as r:
-        lines = r.lrange("avwap:audit", -count, -1)
+        lines = r.lrange(AUDIT_KEY, -count, -1)
     for x in lines:
         d = json.loads(x)
         typer.echo(f"{d['seq']:>5} {when(d['ts'])} {d['kind']:<13} {d['actor']:<20} {d['action']}  {plain(d['detail'])}")

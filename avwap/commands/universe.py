@@ -64,7 +64,7 @@ def build(
         "scan_min_avg_dollar_volume": min_dollar_volume if min_dollar_volume is not None else (
             sc.universe_min_avg_dollar_volume if sc.universe_min_avg_dollar_volume is not None else sc.scan_min_avg_dollar_volume)})
     r = connect(settings.core.redis_url) if settings.core.redis_url else None
-    exchanges = [e.strip() for e in sc.universe_exchanges.split(",") if e.strip()]
+    exchanges = list(sc.universe_exchanges)
     assets, listed = tradable_symbols(bs, r, exchanges)
     typer.echo(f"assets: {listed} active US equities listed, {len(assets)} tradable on {','.join(exchanges)}")
     if not assets:

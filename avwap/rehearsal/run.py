@@ -40,6 +40,7 @@ from avwap.rehearsal.supervisor import Supervisor
 from avwap.rehearsal.warp import Warp
 from shared.clock import NS, calendar, dt_to_ns, ny_datetime
 from shared.redis_conn import free_port
+from shared.streams import state_key
 
 REFERENCE = ROOT / "data" / "reference"
 DAILY_HISTORY = REFERENCE / "sp500_daily_2015_2018.csv.gz"
@@ -413,7 +414,7 @@ class Rehearsal:
 
     def _published(self, d: str, step: str) -> bool:
         try:
-            return bool(self.r.hexists("avwap:state:feed:published", f"{d}:{step}"))
+            return bool(self.r.hexists(state_key("feed", "published"), f"{d}:{step}"))
         except redis.RedisError:
             return False
 

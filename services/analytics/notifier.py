@@ -402,7 +402,7 @@ def on_start(ctx: ServiceContext) -> list[Emit]:
         ctx.extra["socket_mode"] = start_socket_mode(ctx.r, app, bot, base, core.slack_channel, a.slack_allowed_users,
                                                      a.slack_confirm_ttl_s)
         log.info("slack commands: Socket Mode connected (%d allowed users)",
-                 len([u for u in a.slack_allowed_users.split(",") if u.strip()]))
+                 len(a.slack_allowed_users))
     elif app:
         log.warning("slack commands: SLACK_APP_TOKEN is set but SLACK_BOT_TOKEN is not; commands are off")
     return []

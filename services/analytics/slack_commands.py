@@ -9,11 +9,13 @@ expires after ``SLACK_CONFIRM_TTL_S``. The shell (``slack_control.py``) does the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import msgspec
 
 from shared.schemas import BREAKERS
+from shared.settings.base import comma_list
 
 Verb = Literal["status", "reduce", "halt", "resume", "flatten", "rearm", "help"]
 CHANGES: frozenset[str] = frozenset({"reduce", "halt", "resume", "flatten", "rearm"})
@@ -64,9 +66,9 @@ def parse(text: str) -> Command | str:
     return f"unknown command {verb!r}"
 
 
-def allowed(user_id: str, allowlist: str) -> bool:
+def allowed(user_id: str, allowlist: str | Iterable[str]) -> bool:
     """Only user ids listed in ``SLACK_ALLOWED_USERS`` may act (empty: nobody)."""
-    return user_id in {u.strip() for u in allowlist.split(",") if u.strip()}
+    return user_id in comma_list(allowlist)
 
 
 def describe(c: Command) -> str:

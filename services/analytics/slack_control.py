@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -32,6 +32,7 @@ from shared.breakers import decode_book
 from shared.bus import live_consumers
 from shared.controls import Refused, read_state, rearm_breaker, request_flatten, transition
 from shared.schemas import BrokerSnapshot, OrderEvent, Rejection, SchemaError, decode
+from shared.settings.base import comma_list
 from shared.streams import BREAKERS_KEY, BROKER, DLQ, ORDERS, REJECTIONS, state_key
 
 from .slack_commands import (
@@ -59,10 +60,10 @@ def nonce_key(nonce: str) -> str:
 
 
 class SlackControl:
-    def __init__(self, r: redis.Redis, allowlist: str, ttl_s: float, post: Callable[[str, str], None] | None = None,
+    def __init__(self, r: redis.Redis, allowlist: str | Iterable[str], ttl_s: float, post: Callable[[str, str], None] | None = None,
                  clock: Callable[[], int] = time.time_ns) -> None:
         self.r = r
-        self.allowlist = allowlist
+        self.allowlist = comma_list(allowlist)
         self.ttl_s = ttl_s
         self.post = post  # (channel id, text): the outcome of a confirmation, in the channel
         self.clock = clock
@@ -209,7 +210,7 @@ class SlackControl:
         return found[0] if found else None
 
 
-def start_socket_mode(r: redis.Redis, app_token: str, bot_token: str, base_url: str, channel: str, allowlist: str,
+def start_socket_mode(r: redis.Redis, app_token: str, bot_token: str, base_url: str, channel: str, allowlist: str | Iterable[str],
                       ttl_s: float) -> Any:
     """Connect slack-sdk's ``SocketModeClient`` and serve ``/avwap`` (returns the client; ``close()`` it)."""
     from slack_sdk import WebClient

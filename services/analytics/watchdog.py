@@ -17,12 +17,13 @@ them (an injected clock: this module never reads one):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
 from shared.alerts import make_alert
 from shared.schemas import Alert
+from shared.settings.base import comma_list
 
 SOURCE = "notifier"
 RUNBOOK = "service-heartbeat-missing"
@@ -40,9 +41,9 @@ class WatchState(msgspec.Struct, frozen=True, kw_only=True):
     services: dict[str, ServiceHealth] = {}
 
 
-def watched(services_csv: str) -> list[str]:
+def watched(services: str | Iterable[str]) -> list[str]:
     """The service list of ``HEARTBEAT_WATCH_SERVICES`` (sorted, de-duplicated)."""
-    return sorted({s.strip() for s in services_csv.split(",") if s.strip()})
+    return sorted(set(comma_list(services)))
 
 
 def _utc(ns: int) -> str:

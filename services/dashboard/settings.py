@@ -6,7 +6,7 @@ import ipaddress
 
 from pydantic import Field, SecretStr
 
-from shared.settings.base import Section
+from shared.settings.base import CommaList, Section
 
 
 class DashboardSettings(Section):
@@ -21,7 +21,7 @@ class DashboardSettings(Section):
     dashboard_local: bool = Field(False, description="Serve without a token. Allowed only when DASHBOARD_HOST is a "
                                   "loopback address (a person on this machine; `avwap demo --serve` sets it).")
     dashboard_refresh_s: float = Field(5.0, gt=0, description="Seconds between the pages' background refreshes.")
-    dashboard_services: str = Field("scanner,risk,executor,exits,analytics", description="Comma-separated consumer "
+    dashboard_services: CommaList = Field(["scanner", "risk", "executor", "exits", "analytics"], description="Comma-separated consumer "
                                     "groups that must have a live heartbeat; a missing one raises the banner.")
     dashboard_max_lag: int = Field(1000, ge=0, description="Unread entries of a group on a stream above which the "
                                    "Now page reports the group as lagging.")
@@ -31,7 +31,7 @@ class DashboardSettings(Section):
                                      "lacks it, the equal-weight universe is used (and labelled so).")
 
     def services(self) -> list[str]:
-        return [s.strip() for s in self.dashboard_services.split(",") if s.strip()]
+        return list(self.dashboard_services)
 
     def refusal(self) -> str | None:
         """Why the dashboard must not start with these settings (None: it may)."""

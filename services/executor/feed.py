@@ -292,8 +292,8 @@ class Feed:
 def universe(settings: Settings, bs: BrokerSettings, store: BarStore) -> list[str]:
     """FEED_SYMBOLS, else SCAN_UNIVERSE_FILE, else the store's last session; plus the market-gate symbol
     (SCAN_MARKET_SYMBOL when SCAN_MARKET_GATE=symbol), which the scan needs bars of."""
-    if bs.feed_symbols.strip():
-        syms = {s.strip().upper() for s in bs.feed_symbols.split(",") if s.strip()}
+    if bs.feed_symbols:
+        syms = {s.upper() for s in bs.feed_symbols}
     elif settings.scanner.scan_universe_file:  # the scanner's universe, parsed by the same rules (UniverseError if bad)
         syms = set(read_universe(settings.scanner.scan_universe_file))
     else:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from shared.settings.base import Flag, Section, fingerprint
+from shared.settings.base import CommaList, Flag, Section, fingerprint
 
 ALPACA_PAPER_URL = "https://paper-api.alpaca.markets"
 ALPACA_LIVE_URL = "https://api.alpaca.markets"
@@ -50,7 +50,7 @@ class BrokerSettings(Section):
     entry_confirm_end: str = Field("15:30", description="Intraday entry confirmation window end (NY time).")
     entry_confirm_minutes: int = Field(10, ge=1, description="Bar length (minutes) of the intraday entry confirmation.")
     exit_max_unprotected_s: float = Field(120.0, gt=0, description="Longest a position may stay without its stop during an exit or flatten (from the stop's confirmed cancel): an exit still unfilled then is cancelled and the stop restored (event time; a simulated market exit fills on the next bar).")
-    feed_symbols: str = Field("", description="Live feed: comma-separated symbols; empty: SCAN_UNIVERSE_FILE, else the symbols in the bar store.")
+    feed_symbols: CommaList = Field([], description="Live feed: comma-separated symbols; empty: SCAN_UNIVERSE_FILE, else the symbols in the bar store.")
     feed_intraday: Flag = Field(True, description="Live feed: also fetch and publish 1-minute bars.")
     feed_data_feed: Literal["iex", "sip"] = Field("iex", description="Alpaca market-data feed: iex (free) or sip.")
     feed_adjustment: Literal["raw", "split", "dividend", "all"] = Field("split", description="Corporate-action adjustment of the bars fetched (feed and backfill); split: history adjusted for splits as of the request (a later split re-fetches the symbol's history).")

@@ -11,23 +11,20 @@ PRE_MARKET time have been seen (and, with enforcement on, D's PortfolioDecisionB
 then the batch is held. At OPEN(D) every batch still held is rejected with the codes of what
 was missing. The decision time of every session-D decision is the PRE_MARKET(D) event time,
 so the outcome does not depend on the order in which batch, snapshot and decisions arrive.
+
+The parts: ``limits`` (the settings and controls as values), ``state`` (the state and a step's
+result), ``telemetry`` (the decision records and their provenance), ``gates`` (the table of
+reason codes) and ``checks`` (the gate checks), ``sizing`` (exposure, shares, regime modulation),
+``decisions`` (analytics' ALLOW/BLOCK batches under enforcement). This module is the reducer.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
-import msgspec
-
-from shared.alerts import make_alert
-from shared.artifacts import provenance
-from shared.clock import ny_trade_date
 from shared.ids import client_order_id, stable_id
-from shared.regime import Effect, Table, changed_codes, effect
+from shared.regime import effect
 from shared.schemas import (
-    DECISION_REASON_ORDER,
-    Alert,
     BrokerSnapshot,
     Candidate,
     CandidateBatch,
@@ -41,223 +38,22 @@ from shared.schemas import (
     Rejection,
     SessionEvent,
 )
-from shared.settings.core import EXECUTION_MODES
 from shared.streams import ALERTS, INTENTS, REJECTIONS
 
+from .checks import blocked_alert, candidate_codes, gates_passed, global_codes
+from .decisions import dlq_code, find_decisions, match_decision, schema_ok
 from .gates import ENFORCEMENT, FAIL_CLOSED, ordered
+from .limits import MODES, Controls, Limits
+from .sizing import Book, build_book, drawdown_pct, modulate, regime_detail, size
+from .state import PendingEntry, RiskState, Step, copy_state, decode_state, encode_state, ny_day
+from .telemetry import UNKNOWN, DecisionRecord, ShadowRecord, line_provenance
 
 NS = 1_000_000_000
-MODES = EXECUTION_MODES  # any other EXECUTION_MODE refuses every entry (MODE_UNKNOWN)
 POST_OPEN = ("OPEN", "WINDOW_OPEN", "CLOSE")
 KEEP_DATES = 5  # sessions of decisions / clock / decision batches kept in the state
 KEEP_DAYS = 10  # NY days of the new-entries ledger kept in the state
-EPS = 1e-9
-
-Emit = tuple[str, Message]
 
 
-# -- inputs ------------------------------------------------------------------------------------
-class Limits(msgspec.Struct, frozen=True, kw_only=True):
-    """The risk settings as plain values (built by the shell from ``RiskSettings``)."""
-
-    max_risk_per_trade: float = 500.0
-    max_risk_per_trade_pct: float = 0.5
-    max_gross_exposure: float = 100_000.0
-    max_gross_exposure_pct: float = 100.0
-    max_notional_per_symbol: float = 20_000.0
-    max_concurrent_positions: int = 5
-    max_new_entries_per_day: int = 3
-    max_risk_per_share: float = 3.0
-    allowlist: tuple[str, ...] = ()
-    phase_c_enabled: bool = False
-    phase_c_enable_date: str = ""
-    phase_c_allowlist: tuple[str, ...] = ()
-    enforce: bool = False
-    snapshot_max_age_s: int = 900
-    settings_hash: str = ""
-    code_version: str = ""  # recorded in each telemetry line's provenance (the shell reads it)
-    run_id: str = ""  # ditto (``Settings.resolved_run_id()``)
-    modulation: Table | None = None  # REGIME_MODULATION=1: the regime table (shared.regime); None: off
-
-    @classmethod
-    def from_settings(cls, rs: object, settings_hash: str = "", code_version: str = "", run_id: str = "") -> Limits:
-        def syms(s: str) -> tuple[str, ...]:
-            return tuple(x.strip().upper() for x in s.split(",") if x.strip())
-
-        return cls(
-            max_risk_per_trade=rs.max_risk_per_trade, max_risk_per_trade_pct=rs.max_risk_per_trade_pct,  # type: ignore[attr-defined]
-            max_gross_exposure=rs.max_gross_exposure, max_gross_exposure_pct=rs.max_gross_exposure_pct,  # type: ignore[attr-defined]
-            max_notional_per_symbol=rs.max_notional_per_symbol,  # type: ignore[attr-defined]
-            max_concurrent_positions=rs.max_concurrent_positions,  # type: ignore[attr-defined]
-            max_new_entries_per_day=rs.max_new_entries_per_day, max_risk_per_share=rs.max_risk_per_share,  # type: ignore[attr-defined]
-            allowlist=syms(rs.allowlist), phase_c_enabled=rs.phase_c_enabled,  # type: ignore[attr-defined]
-            phase_c_enable_date=rs.phase_c_enable_date.strip(), phase_c_allowlist=syms(rs.phase_c_allowlist),  # type: ignore[attr-defined]
-            enforce=rs.portfolio_decision_enforce, snapshot_max_age_s=rs.snapshot_max_age_s,  # type: ignore[attr-defined]
-            settings_hash=settings_hash, code_version=code_version, run_id=run_id,
-        )
-
-
-class Controls(msgspec.Struct, frozen=True, kw_only=True):
-    """Control inputs the shell reads at each step (never cached)."""
-
-    kill_switch: str = "off"  # off | on | unreadable (the trading state's entry view, shared.controls)
-    kill_switch_env: bool = False
-    trading_state: str = "ACTIVE"  # ACTIVE | REDUCING | HALTED | UNREADABLE
-    mode: str = "DRY_RUN"
-    live_trading: bool = False
-    live_token: str = "n/a"  # n/a (not LIVE) | ok | missing | file_missing | mismatch
-    # dead-lettered decision batches seen by the risk group: (source entry ms, date or "", code)
-    decision_dlq: tuple[tuple[int, str, str], ...] = ()
-
-
-# -- state -------------------------------------------------------------------------------------
-class PendingEntry(msgspec.Struct, kw_only=True):
-    """An entry intent sent and not yet reflected in a broker snapshot."""
-
-    intent_id: str
-    client_order_id: str
-    symbol: str
-    trade_date: str
-    qty: int
-    notional: float
-    status: str = "open"  # open | filled
-    filled_qty: int = 0
-    fill_notional: float = 0.0
-    resolved_ts: int = 0
-
-
-class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """One risk decision, as written to ``risk_decisions/<D>.jsonl``."""
-
-    kind: str = "decision"
-    ord: int
-    session: str
-    trade_date: str
-    candidate_id: str
-    symbol: str
-    batch_id: str
-    outcome: str  # intent | rejection
-    message_id: str
-    qty: int = 0
-    notional: float = 0.0
-    entry_level: float = 0.0
-    stop_price: float = 0.0
-    reasons: list[str] = []
-    gates_passed: list[str] = []
-    decision_ts: int
-    ny_day: str
-    enforcement: str  # enforced | shadow
-    portfolio_decision: str = ""
-    portfolio_decision_id: str = ""
-    portfolio_reason_codes: list[str] = []
-    provenance: dict[str, str] = {}
-
-
-class ShadowRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """An analytics ALLOW/BLOCK decision as risk received it (logged whether enforced or not)."""
-
-    kind: str = "portfolio_decision"
-    date: str
-    decision_id: str
-    candidate_id: str
-    symbol: str
-    decision: str
-    reason_codes: list[str]
-    batch_id: str
-    enforcement: str
-    provenance: dict[str, str] = {}
-
-
-class RiskState(msgspec.Struct, kw_only=True):
-    session: str = ""  # the current NY trading session (latest SessionEvent date)
-    clock: dict[str, dict[str, int]] = {}  # session -> phase -> event ts (+ PRE_MARKET_entry_ms)
-    broker: BrokerSnapshot | None = None
-    portfolio: PortfolioSnapshot | None = None
-    decision_batches: dict[str, PortfolioDecisionBatch] = {}
-    held: dict[str, CandidateBatch] = {}
-    decided: dict[str, dict[str, DecisionRecord]] = {}  # session -> candidate_id -> record
-    shadow: dict[str, dict[str, ShadowRecord]] = {}  # date -> decision_id -> record
-    entries_by_day: dict[str, int] = {}  # NY date -> entry intents sent
-    pending: dict[str, PendingEntry] = {}  # intent_id -> entry not yet in a snapshot
-    regimes: dict[str, Regime] = {}  # session -> its Regime (the first one received)
-    seq: int = 0
-
-
-class Step(msgspec.Struct, kw_only=True):
-    state: RiskState
-    emits: list[tuple[str, Message]] = []
-    dates: list[str] = []  # sessions whose decision artifact changed
-
-
-_STATE_ENC = msgspec.json.Encoder()
-_STATE_DEC = msgspec.json.Decoder(RiskState)
-
-
-def encode_state(st: RiskState) -> bytes:
-    return _STATE_ENC.encode(st)
-
-
-def decode_state(raw: bytes | None) -> RiskState:
-    return RiskState() if not raw else _STATE_DEC.decode(raw)
-
-
-def ny_day(ts: int) -> str:
-    """The NY calendar date keying the new-entries ledger (rolls over at NY midnight, DST-safe)."""
-    return ny_trade_date(ts)
-
-
-# -- exposure ----------------------------------------------------------------------------------
-class Book(msgspec.Struct, kw_only=True):
-    """Exposure at decision time: the snapshot plus entries sent and not yet in it."""
-
-    equity: float
-    cash_free: float
-    gross: float
-    by_symbol: dict[str, float]
-    open_symbols: set[str]
-    entries_today: int
-
-
-def _position_value(qty: int, current: float, avg: float) -> float:
-    return abs(qty) * (current if current > 0 else avg)
-
-
-def build_book(st: RiskState, snap: BrokerSnapshot, day: str) -> Book:
-    by_symbol: dict[str, float] = {}
-    open_symbols: set[str] = set()
-    gross = 0.0
-    committed = 0.0  # cash promised to entries not yet in the snapshot's cash
-    for p in snap.positions:
-        if p.qty == 0:
-            continue
-        v = _position_value(p.qty, p.current_price, p.avg_entry_price)
-        by_symbol[p.symbol] = by_symbol.get(p.symbol, 0.0) + v
-        gross += v
-        open_symbols.add(p.symbol)
-    ours = {pe.client_order_id for pe in st.pending.values()}
-    marks = {p.symbol: (p.current_price or p.avg_entry_price) for p in snap.positions}
-    for o in snap.open_orders:
-        if o.side != "buy" or o.order_type.startswith("stop") or o.client_order_id in ours:
-            continue
-        price = o.limit_price or marks.get(o.symbol, 0.0)
-        v = max(0, o.qty - o.filled_qty) * price
-        by_symbol[o.symbol] = by_symbol.get(o.symbol, 0.0) + v
-        gross += v
-        committed += v
-        open_symbols.add(o.symbol)
-    for pe in st.pending.values():
-        if pe.status == "filled" and pe.resolved_ts <= snap.ts:
-            continue  # the snapshot already holds it
-        v = pe.fill_notional if pe.status == "filled" else max(pe.notional, pe.fill_notional)
-        by_symbol[pe.symbol] = by_symbol.get(pe.symbol, 0.0) + v
-        gross += v
-        committed += v
-        open_symbols.add(pe.symbol)
-    return Book(equity=snap.equity, cash_free=snap.cash - committed, gross=gross, by_symbol=by_symbol,
-                open_symbols=open_symbols, entries_today=st.entries_by_day.get(day, 0))
-
-
-# -- the reducer -------------------------------------------------------------------------------
 def step(state: RiskState, msg: Message, controls: Controls, limits: Limits, entry_ms: int = 0,
          copy: bool = True) -> Step:
     """Apply one input message; return the new state and what to publish (pure).
@@ -265,7 +61,7 @@ def step(state: RiskState, msg: Message, controls: Controls, limits: Limits, ent
     ``copy=False`` lets the step change ``state`` in place: for a caller that decoded it for this
     step only and never looks at it again (the worker), it saves a full encode + decode.
     """
-    st = _STATE_DEC.decode(_STATE_ENC.encode(state)) if copy else state
+    st = copy_state(state) if copy else state
     out = Step(state=st, emits=[], dates=[])
     if isinstance(msg, SessionEvent):
         _on_session(st, msg, entry_ms)
@@ -359,29 +155,6 @@ def _shadow(st: RiskState, b: PortfolioDecisionBatch, limits: Limits, out: Step)
         out.dates.append(b.date)
 
 
-UNKNOWN = "unknown"  # a provenance value risk does not have (no decision batch, or it did not say)
-
-
-def line_provenance(limits: Limits, inputs: dict[str, str], b: PortfolioDecisionBatch | None,
-                    d: PortfolioDecision | None) -> dict[str, str]:
-    """The provenance block of one telemetry line (docs/risk.md "Artifacts").
-
-    The project's provenance shape (``shared.artifacts.provenance``: code version and settings hash
-    at decision time, ``input:<name>`` ids) plus ``run_id`` and what links the line to analytics'
-    decision: the decision artifact the batch names and the decision id (``unknown`` when there is
-    no batch or it does not say).
-    """
-    prov_in = b.provenance if b is not None else {}
-    artifact = prov_in.get("decision_artifact") or prov_in.get("artifact") or UNKNOWN
-    extra = {"decision_artifact": artifact, "decision_id": d.decision_id if d is not None else UNKNOWN,
-             "run_id": limits.run_id or UNKNOWN}
-    if b is not None:
-        extra["decision_snapshot_id"] = b.snapshot_id or UNKNOWN
-        if prov_in.get("run_id"):
-            extra["decision_run_id"] = prov_in["run_id"]
-    return provenance(limits.settings_hash, inputs, code=limits.code_version or UNKNOWN, **extra)
-
-
 def _decision_ts(phases: dict[str, int]) -> tuple[int, int, bool]:
     """(reference time, message time, opened) of a session's decisions.
 
@@ -392,49 +165,6 @@ def _decision_ts(phases: dict[str, int]) -> tuple[int, int, bool]:
     post = [phases[p] for p in POST_OPEN if p in phases]
     ref = phases.get("PRE_MARKET", min(post) if post else 0)
     return ref, (min(post) if post else ref), bool(post)
-
-
-def _dlq_code(st: RiskState, controls: Controls, session: str) -> str | None:
-    """The code of a dead-lettered decision batch that belongs to ``session``, if any."""
-    best: str | None = None
-    starts = sorted((v.get("PRE_MARKET_entry_ms", 0), d) for d, v in st.clock.items() if v.get("PRE_MARKET_entry_ms"))
-    for ms, date, code in controls.decision_dlq:
-        owner = date
-        if not owner:
-            owners = [d for start, d in starts if start <= ms]
-            owner = owners[-1] if owners else ""
-        if owner == session and (best is None or code < best):
-            best = code
-    return best
-
-
-def _find_decisions(st: RiskState, batch: CandidateBatch) -> PortfolioDecisionBatch | None:
-    linked = [b for b in st.decision_batches.values() if b.candidates_batch_id == batch.batch_id]
-    if linked:
-        return linked[0]
-    same_day = [b for b in st.decision_batches.values() if b.date == batch.scan_date]
-    return same_day[0] if same_day else None
-
-
-def _schema_ok(b: PortfolioDecisionBatch) -> bool:
-    ids = [d.decision_id for d in b.decisions]
-    cands = [d.candidate_id for d in b.decisions if d.candidate_id]
-    if len(set(ids)) != len(ids) or len(set(cands)) != len(cands):
-        return False
-    for d in b.decisions:
-        if d.decision not in ("ALLOW", "BLOCK") or not d.decision_id or not d.symbol or not d.reason_codes:
-            return False
-        if any(code not in DECISION_REASON_ORDER for code in d.reason_codes):
-            return False
-    return True
-
-
-def _match(b: PortfolioDecisionBatch, c: Candidate) -> PortfolioDecision | None:
-    for d in b.decisions:
-        if d.candidate_id and d.candidate_id == c.candidate_id:
-            return d
-    by_symbol = [d for d in b.decisions if d.symbol == c.symbol and (not d.candidate_id or d.candidate_id == c.candidate_id)]
-    return by_symbol[0] if len(by_symbol) == 1 else None
 
 
 def _advance(st: RiskState, controls: Controls, limits: Limits, out: Step) -> None:
@@ -469,11 +199,11 @@ def _advance(st: RiskState, controls: Controls, limits: Limits, out: Step) -> No
         waiting = True  # the session's Regime: wait until OPEN, then the most conservative row (REGIME_UNKNOWN)
     ready: list[tuple[CandidateBatch, PortfolioDecisionBatch | None, str | None]] = []
     for b in current:
-        dec = _find_decisions(st, b)
+        dec = find_decisions(st, b)
         dec_code: str | None = None
         b_wait = waiting
         if limits.enforce and dec is None:
-            dlq = _dlq_code(st, controls, session)
+            dlq = dlq_code(st, controls, session)
             dec_code = dlq or "DECISION_FILE_MISSING"
             b_wait = b_wait or dlq is None
         if b_wait and not opened:
@@ -488,71 +218,6 @@ def _advance(st: RiskState, controls: Controls, limits: Limits, out: Step) -> No
             controls, limits, out, snapshot_ok=snapshot_ok)
 
 
-def global_codes(controls: Controls, limits: Limits, today: str) -> set[str]:
-    """The codes that refuse every entry right now (kill switch, mode, live gate, Phase C date/allowlist)."""
-    codes: set[str] = set()
-    if controls.trading_state == "HALTED":
-        codes.add("TRADING_HALTED")
-    elif controls.kill_switch == "on" or controls.kill_switch_env:
-        codes.add("KILL_SWITCH_ON")
-    if controls.kill_switch not in ("on", "off"):
-        codes.add("KILL_SWITCH_UNREADABLE")
-    if controls.mode not in MODES:
-        codes.add("MODE_UNKNOWN")
-    if controls.mode == "LIVE":
-        if not controls.live_trading:
-            codes.add("LIVE_TRADING_DISABLED")
-        token_code = {"missing": "LIVE_TOKEN_MISSING", "file_missing": "LIVE_TOKEN_FILE_MISSING",
-                      "mismatch": "LIVE_TOKEN_MISMATCH"}.get(controls.live_token)
-        if controls.live_token != "ok":
-            codes.add(token_code or "LIVE_TOKEN_MISMATCH")
-    if limits.phase_c_enabled:
-        if limits.phase_c_enable_date != today:
-            codes.add("phase_c_live_date_not_permitted")
-        if len(limits.phase_c_allowlist) != 1:
-            codes.add("phase_c_allowlist_must_be_single_symbol")
-    return codes
-
-
-def _candidate_codes(c: Candidate, limits: Limits) -> set[str]:
-    codes: set[str] = set()
-    sym = c.symbol.upper()
-    if limits.phase_c_enabled and sym not in limits.phase_c_allowlist:
-        codes.add("phase_c_symbol_not_permitted")
-    if limits.allowlist and sym not in limits.allowlist:
-        codes.add("SYMBOL_NOT_ALLOWLISTED")
-    finite = all(math.isfinite(x) for x in (c.entry_level, c.stop_loss))
-    if c.direction != "LONG" or not finite or c.entry_level <= 0 or c.stop_loss <= 0:
-        codes.add("INVALID_CANDIDATE")
-    elif round(c.entry_level - c.stop_loss, 4) <= 0:
-        codes.add("STOP_NOT_BELOW_ENTRY")
-    elif round(c.entry_level - c.stop_loss, 4) > limits.max_risk_per_share + EPS:
-        codes.add("RISK_PER_SHARE_TOO_HIGH")
-    return codes
-
-
-def _floor(x: float) -> int:
-    return max(0, math.floor(x + EPS)) if math.isfinite(x) else 0
-
-
-def size(entry: float, stop: float, book: Book, limits: Limits, symbol: str) -> tuple[int, set[str], dict[str, int]]:
-    """Whole shares = floor(min(risk budget / rps, symbol, gross and cash headroom / entry)) and the zero terms' codes."""
-    codes: set[str] = set()
-    if book.equity <= 0 or not math.isfinite(book.equity):
-        return 0, {"EQUITY_INVALID"}, {}
-    rps = round(entry - stop, 4)
-    budget = min(limits.max_risk_per_trade, book.equity * limits.max_risk_per_trade_pct / 100.0)
-    gross_cap = min(limits.max_gross_exposure, book.equity * limits.max_gross_exposure_pct / 100.0)
-    terms = {
-        "MAX_RISK_PER_TRADE": _floor(budget / rps) if rps > 0 else 0,
-        "MAX_NOTIONAL_PER_SYMBOL": _floor((limits.max_notional_per_symbol - book.by_symbol.get(symbol, 0.0)) / entry),
-        "MAX_GROSS_EXPOSURE": _floor((gross_cap - book.gross) / entry),
-        "INSUFFICIENT_CASH": _floor(book.cash_free / entry),
-    }
-    codes = {k for k, v in terms.items() if v <= 0}
-    return (0 if codes else min(terms.values())), codes, terms
-
-
 def _decide(st: RiskState, batches: Iterable[CandidateBatch], session: str, ref: int, ts: int, prereq: set[str],
             decisions: dict[str, tuple[PortfolioDecisionBatch | None, str | None]] | None,
             controls: Controls, limits: Limits, out: Step, *, snapshot_ok: bool) -> None:
@@ -561,7 +226,7 @@ def _decide(st: RiskState, batches: Iterable[CandidateBatch], session: str, ref:
     snap = st.broker
     book = build_book(st, snap, today) if snapshot_ok and snap is not None else None
     recs = st.decided.setdefault(session, {})
-    eff = effect(limits.modulation, st.regimes.get(session), _drawdown_pct(st, session)) if limits.modulation else None
+    eff = effect(limits.modulation, st.regimes.get(session), drawdown_pct(st, session)) if limits.modulation else None
     items: list[tuple[Candidate, CandidateBatch]] = []
     seen: set[str] = set()
     for b in batches:
@@ -573,19 +238,19 @@ def _decide(st: RiskState, batches: Iterable[CandidateBatch], session: str, ref:
     items.sort(key=lambda cb: (-cb[0].score, cb[0].symbol, cb[0].candidate_id))
     blocked: list[tuple[str, list[str]]] = []
     for c, b in items:
-        codes = set(blocking) | set(prereq) | _candidate_codes(c, limits)
+        codes = set(blocking) | set(prereq) | candidate_codes(c, limits)
         dec_b, dec_code = (decisions or {}).get(b.batch_id, (None, None))
         pd: PortfolioDecision | None = None
         if limits.enforce and "WATCHLIST_STALE" not in prereq:
             if dec_code:
                 codes.add(dec_code)
             elif dec_b is not None:
-                if not _schema_ok(dec_b):
+                if not schema_ok(dec_b):
                     codes.add("DECISION_SCHEMA_INVALID")
                 elif dec_b.date != b.scan_date:
                     codes.add("DECISION_DATE_MISMATCH")
                 else:
-                    pd = _match(dec_b, c)
+                    pd = match_decision(dec_b, c)
                     if pd is None:
                         codes.add("DECISION_SYMBOL_NOT_FOUND")
                     elif pd.decision == "BLOCK":
@@ -604,7 +269,7 @@ def _decide(st: RiskState, batches: Iterable[CandidateBatch], session: str, ref:
                 qty, size_codes, terms = size(c.entry_level, c.stop_loss, book, limits, sym)
                 codes |= size_codes
             if eff is not None:
-                qty, regime_codes = _modulate(eff, c, book, limits, codes, qty)
+                qty, regime_codes = modulate(eff, c, book, limits, codes, qty)
                 if qty <= 0:
                     codes |= set(regime_codes)  # the modulation turned an intent into a rejection
         elif book is None and not prereq:
@@ -632,7 +297,7 @@ def _decide(st: RiskState, batches: Iterable[CandidateBatch], session: str, ref:
             if terms:
                 detail = (detail + "; " if detail else "") + "sizing: " + ",".join(f"{k}={v}" for k, v in sorted(terms.items()))
             if regime_codes and eff is not None:
-                detail = (detail + "; " if detail else "") + _regime_detail(eff)
+                detail = (detail + "; " if detail else "") + regime_detail(eff)
             rej = Rejection(rejection_id=stable_id("rj", c.candidate_id, c.scan_date, reasons), source="risk", symbol=c.symbol,
                             trade_date=c.scan_date, reasons=reasons, candidate_id=c.candidate_id, detail=detail, ts=ts)
             out.emits.append((REJECTIONS, rej))
@@ -645,7 +310,7 @@ def _decide(st: RiskState, batches: Iterable[CandidateBatch], session: str, ref:
         intent = EntryIntent(intent_id=stable_id("in", c.candidate_id, c.scan_date), candidate_id=c.candidate_id,
                              symbol=c.symbol, trade_date=c.scan_date, qty=qty, entry_level=c.entry_level,
                              stop_price=c.stop_loss, risk_per_share=rps, notional=notional,
-                             gates_passed=_passed(limits), ts=ts)
+                             gates_passed=gates_passed(limits), ts=ts)
         out.emits.append((INTENTS, intent))
         recs[c.candidate_id] = DecisionRecord(outcome="intent", message_id=intent.intent_id, qty=qty, notional=notional,
                                               entry_level=c.entry_level, stop_price=c.stop_loss, reasons=ordered(regime_codes),
@@ -665,61 +330,8 @@ def _decide(st: RiskState, batches: Iterable[CandidateBatch], session: str, ref:
         out.emits.append((ALERTS, blocked_alert(session, ts, blocked)))
 
 
-def _drawdown_pct(st: RiskState, session: str) -> float | None:
-    """The portfolio's drawdown (%) from its high-water mark before ``session``: analytics' latest
-    snapshot; 0 on the very first session (no earlier session seen); None (unknown) otherwise."""
-    if st.portfolio is not None and st.portfolio.date < session:
-        return 100.0 * st.portfolio.drawdown
-    if not any(d < session for d in st.clock):
-        return 0.0
-    return None
-
-
-def _modulate(eff: Effect, c: Candidate, book: Book, limits: Limits, codes: set[str], qty: int) -> tuple[int, list[str]]:
-    """(shares, regime codes) of one candidate under the regime's row and the drawdown multiplier.
-
-    The regime's entries cap blocks (REGIME_ENTRY_CAP) only where the base cap did not; the size is
-    re-computed with the risk budget and the gross cap multiplied; a size smaller than the base one
-    (or zero) is REGIME_THROTTLED. Codes appear only on a decision the modulation changed.
-    """
-    capped = book.entries_today >= eff.max_entries and "MAX_NEW_ENTRIES_PER_DAY" not in codes
-    throttled = False
-    new_qty = qty
-    if "STOP_NOT_BELOW_ENTRY" not in codes and "INVALID_CANDIDATE" not in codes:
-        scaled = msgspec.structs.replace(
-            limits, max_risk_per_trade=limits.max_risk_per_trade * eff.risk_mult,
-            max_risk_per_trade_pct=limits.max_risk_per_trade_pct * eff.risk_mult,
-            max_gross_exposure=limits.max_gross_exposure * eff.gross_mult,
-            max_gross_exposure_pct=limits.max_gross_exposure_pct * eff.gross_mult)
-        new_qty, _, _ = size(c.entry_level, c.stop_loss, book, scaled, c.symbol)
-        throttled = qty > 0 and new_qty < qty and not codes
-    if capped and not codes:
-        new_qty = 0
-    return new_qty, changed_codes(eff, throttled=throttled and not capped, capped=capped and not codes)
-
-
-def _regime_detail(eff: Effect) -> str:
-    return (f"regime: {eff.label} risk x{eff.risk_mult:g} gross x{eff.gross_mult:g} entries/day {eff.max_entries} "
-            f"(drawdown x{eff.dd_mult:g})")
-
-
-def _passed(limits: Limits) -> list[str]:
-    from .gates import GATE_NAMES
-
-    skip = set() if limits.phase_c_enabled else {"phase_c"}
-    if not limits.allowlist:
-        skip.add("allowlist")
-    if not limits.enforce:
-        skip.add("portfolio_decision")
-    return [g for g in GATE_NAMES if g not in skip]
-
-
-def blocked_alert(session: str, ts: int, blocked: list[tuple[str, list[str]]]) -> Alert:
-    """One alert summarising the entries blocked by a fail-closed gate, the kill switch or enforcement."""
-    all_codes = sorted({c for _, rs in blocked for c in rs})
-    critical = any(c in FAIL_CLOSED for c in all_codes)
-    fields = {sym: ",".join(rs) for sym, rs in blocked[:25]}
-    title = f"risk: {len(blocked)} entr{'y' if len(blocked) == 1 else 'ies'} blocked on {session} ({', '.join(ordered(all_codes))})"
-    return make_alert("risk", "entry_blocked", title, severity="critical" if critical else "warning",
-                      text="fail closed: no entry was sent for these candidates", fields=fields,
-                      trade_date=session, ts=ts, dedup=str([session, sorted(blocked)]))
+__all__ = [
+    "MODES", "Book", "Controls", "DecisionRecord", "Limits", "PendingEntry", "RiskState", "ShadowRecord", "Step",
+    "blocked_alert", "build_book", "decode_state", "encode_state", "global_codes", "line_provenance", "ny_day",
+    "size", "step",
+]

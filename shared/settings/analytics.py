@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import Flag, Section
+from .base import CommaList, Flag, Section
 
 
 class AnalyticsSettings(Section):
@@ -29,7 +29,7 @@ class AnalyticsSettings(Section):
     slack_backoff_s: float = Field(1.0, ge=0, le=3600, description="Notifier: first backoff after a Slack 5xx or connection error (doubles, max 60 s).")
     analytics_fsync: Flag = Field(True, description="Analytics: fsync every artifact and ledger file (and its directory) before it replaces the old one. Replays set 0: the rename stays atomic, only a power failure could lose a file, and a replay is rerun.")
     analytics_lock_timeout_s: int = Field(120, ge=5, le=86_400, description="Analytics: seconds the per-session lock (snapshot, reconciliation, report) outlives a holder that died; the longest a successor waits. Must exceed the longest CLOSE work (the report's charts).")
-    heartbeat_watch_services: str = Field("scanner,regime,risk,executor,exits,analytics", description="Notifier watchdog: comma-separated services (consumer groups) whose heartbeat keys must exist; empty: no watchdog.")
+    heartbeat_watch_services: CommaList = Field(["scanner", "regime", "risk", "executor", "exits", "analytics"], description="Notifier watchdog: comma-separated services (consumer groups) whose heartbeat keys must exist; empty: no watchdog.")
     heartbeat_grace_s: float = Field(90.0, gt=0, le=86_400, description="Notifier watchdog: seconds a service may have no live heartbeat before a `heartbeat_missing` alert (give restarts time).")
     heartbeat_check_s: float = Field(15.0, gt=0, le=3600, description="Notifier watchdog: seconds between heartbeat checks.")
     heartbeat_summary: Flag = Field(True, description="Notifier: post a `heartbeat` system-alive summary (every watched service and its consumers) at each session's PRE_MARKET.")
@@ -39,5 +39,5 @@ class AnalyticsSettings(Section):
     breaker_max_drawdown_pct: float | None = Field(None, gt=0, description="Circuit breaker `drawdown`: trip when equity is this % below its high-water mark (unset: off).")
     breaker_max_consecutive_stops: int | None = Field(None, ge=1, description="Circuit breaker `consecutive_stops`: trip after this many positions in a row closed by their stop at a loss (unset: off).")
     breaker_trip_state: Literal["REDUCING", "HALTED"] = Field("REDUCING", description="Trading state a tripped breaker sets (a HALTED state is never lowered).")
-    slack_allowed_users: str = Field("", description="Slack commands: comma-separated Slack user ids allowed to act (`/avwap status` too); empty: nobody.")
+    slack_allowed_users: CommaList = Field([], description="Slack commands: comma-separated Slack user ids allowed to act (`/avwap status` too); empty: nobody.")
     slack_confirm_ttl_s: float = Field(120.0, gt=0, description="Slack commands: seconds a confirmation button stays valid (one use).")

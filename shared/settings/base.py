@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Annotated
 
 from pydantic import BeforeValidator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _TRUE, _FALSE = ("1", "true"), ("0", "false")
 
@@ -28,9 +28,34 @@ def _strict_flag(value: object) -> object:
 Flag = Annotated[bool, BeforeValidator(_strict_flag)]
 
 
+def comma_list(value: str | Iterable[str]) -> list[str]:
+    """The items of a list setting: comma-separated text (``"AAPL, MSFT,,"`` -> ``["AAPL", "MSFT"]``,
+    blanks and surrounding spaces dropped) or an iterable of items (stripped the same way)."""
+    items = value.split(",") if isinstance(value, str) else value
+    return [x.strip() for x in items if x.strip()]
+
+
+def _comma_list(value: object) -> object:
+    return comma_list(value) if isinstance(value, str) else value  # a list from code: validated as is
+
+
+# every list setting: the environment gives comma-separated text (``ALLOWLIST=AAPL,MSFT``), not JSON
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
+
+
+def env_text(value: object) -> object:
+    """A settings value as the environment spells it: a list setting as its comma-joined items."""
+    return ",".join(value) if isinstance(value, list) else value
+
+
 def fingerprint(values: Mapping[str, object]) -> str:
-    """sha256 (16 hex) of settings values: the one settings-hash rule of every section."""
-    return hashlib.sha256(json.dumps(dict(values), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """sha256 (16 hex) of settings values: the one settings-hash rule of every section.
+
+    A list setting is hashed as its comma-joined text, so the hash of unchanged settings is what it
+    was when list settings were plain comma-separated strings (old artifacts' provenance still matches).
+    """
+    text = {k: env_text(v) for k, v in values.items()}
+    return hashlib.sha256(json.dumps(text, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class Section(BaseSettings):

@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, distribution, entry_points
 from pydantic_settings import BaseSettings
 
 from . import SECTIONS
+from .base import env_text
 
 # Sections that live outside shared/ (e.g. the executor's broker settings, which hold secrets only
 # it reads) register themselves as entry points of this group in pyproject.toml.
@@ -20,9 +21,11 @@ This file is generated from the settings classes: `python -m shared.settings.doc
 (a test fails when it is out of date). Secrets are read only from the environment and never logged.
 
 Booleans are `1`/`0` or `true`/`false` (any case), nothing else; numbers must be finite (`nan`/`inf`
-are refused) and inside the range shown. A service whose environment does not validate refuses to
-start: one log line naming each bad variable and a `settings_invalid` alert, then it idles without a
-heartbeat until it is fixed and restarted (no restart loop); the CLI prints the same line and exits 2.
+are refused) and inside the range shown. A `list[str]` setting is comma-separated text
+(`ALLOWLIST=AAPL,MSFT`; spaces around items and empty items are ignored). A service whose
+environment does not validate refuses to start: one log line naming each bad variable and a
+`settings_invalid` alert, then it idles without a heartbeat until it is fixed and restarted (no
+restart loop); the CLI prints the same line and exits 2.
 """
 
 
@@ -74,8 +77,9 @@ def render() -> str:
         lines.append("| --- | --- | --- | --- |")
         for name, field in cls.model_fields.items():
             env = name.upper()
-            typ = getattr(field.annotation, "__name__", str(field.annotation)).replace("|", "\\|")
-            default = field.default
+            typ = "list[str]" if field.annotation == list[str] else getattr(field.annotation, "__name__", str(field.annotation))
+            typ = typ.replace("|", "\\|")
+            default = env_text(field.default)  # a list setting: as the environment spells it
             if default is None:
                 shown = "unset"
             elif default == "":

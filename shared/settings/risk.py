@@ -6,7 +6,7 @@ from pydantic import Field, field_validator
 
 from shared.schemas.types import is_date_text, is_symbol
 
-from .base import Flag, Section
+from .base import CommaList, Flag, Section
 
 
 class RiskSettings(Section):
@@ -20,18 +20,18 @@ class RiskSettings(Section):
     max_concurrent_positions: int = Field(5, ge=0, le=10_000, description="Maximum open positions.")
     max_new_entries_per_day: int = Field(3, ge=0, le=10_000, description="Maximum new entries per NY trading day.")
     max_risk_per_share: float = Field(3.00, gt=0, le=1e6, description="Reject when entry - stop exceeds this (dollars per share).")
-    allowlist: str = Field("", description="Comma-separated symbols allowed to trade; empty: all.")
+    allowlist: CommaList = Field([], description="Comma-separated symbols allowed to trade; empty: all.")
     phase_c_enabled: Flag = Field(False, description="Phase C: live trading of exactly one symbol on one date.")
     phase_c_enable_date: str = Field("", description="Phase C: the only NY date (YYYY-MM-DD) entries are permitted.")
-    phase_c_allowlist: str = Field("", description="Phase C: the single permitted symbol.")
+    phase_c_allowlist: CommaList = Field([], description="Phase C: the single permitted symbol.")
     portfolio_decision_enforce: Flag = Field(False, description="1: follow analytics' ALLOW/BLOCK decisions (fail-closed); 0: shadow only.")
     snapshot_max_age_s: int = Field(900, ge=1, le=86_400, description="Risk decides session D only with a BrokerSnapshot of D whose ts is within this "
                                     "many seconds of PRE_MARKET(D) (event time); else it holds, then fails closed at OPEN.")
 
     @field_validator("allowlist", "phase_c_allowlist")
     @classmethod
-    def _symbols(cls, v: str) -> str:
-        bad = [s for s in (x.strip() for x in v.split(",")) if s and not is_symbol(s)]
+    def _symbols(cls, v: list[str]) -> list[str]:
+        bad = [s for s in v if not is_symbol(s)]
         if bad:
             raise ValueError(f"not symbols (upper-case letters, digits, '.', '-'): {bad}")
         return v

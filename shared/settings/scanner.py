@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 
 from shared.schemas.types import is_symbol
 
-from .base import Section, fingerprint
+from .base import CommaList, Section, fingerprint
 
 MarketGateMode = Literal["symbol", "universe_proxy", "off"]
 
@@ -68,7 +68,7 @@ class ScannerSettings(Section):
     scan_tier_moderate: float = Field(5.0, description="TrendScore at or above which the trend tier is MODERATE (else WEAK).")
     scan_stop_mult: float = Field(0.997, gt=0, lt=1, description="Stop = min(SMA5, 5-day low) x this.")
     scan_top_n: int = Field(50, ge=1, description="Maximum candidates per batch (best score first).")
-    universe_exchanges: str = Field("NYSE,NASDAQ,ARCA,AMEX,BATS", description="`avwap universe build`: exchanges (Alpaca's names) whose active, tradable US equities are considered.")
+    universe_exchanges: CommaList = Field(["NYSE", "NASDAQ", "ARCA", "AMEX", "BATS"], description="`avwap universe build`: exchanges (Alpaca's names) whose active, tradable US equities are considered.")
     universe_min_price: float | None = Field(None, description="`avwap universe build`: minimum last close; unset: SCAN_MIN_PRICE.")
     universe_min_avg_dollar_volume: float | None = Field(None, description="`avwap universe build`: minimum average dollar volume over SCAN_AVG_LEN sessions; unset: SCAN_MIN_AVG_DOLLAR_VOLUME.")
     scan_universe_file: str | None = Field(None, description="Universe file (one `SYMBOL[,SECTOR]` per line, `#` comments); unset: every symbol with a bar in the history window.")

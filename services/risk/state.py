@@ -1,0 +1,74 @@
+"""Risk's state (one Redis key) and the result of one step of the reducer."""
+
+from __future__ import annotations
+
+import msgspec
+
+from shared.clock import ny_trade_date
+from shared.schemas import (
+    BrokerSnapshot,
+    CandidateBatch,
+    Message,
+    PortfolioDecisionBatch,
+    PortfolioSnapshot,
+    Regime,
+)
+
+from .telemetry import DecisionRecord, ShadowRecord
+
+
+class PendingEntry(msgspec.Struct, kw_only=True):
+    """An entry intent sent and not yet reflected in a broker snapshot."""
+
+    intent_id: str
+    client_order_id: str
+    symbol: str
+    trade_date: str
+    qty: int
+    notional: float
+    status: str = "open"  # open | filled
+    filled_qty: int = 0
+    fill_notional: float = 0.0
+    resolved_ts: int = 0
+
+
+class RiskState(msgspec.Struct, kw_only=True):
+    session: str = ""  # the current NY trading session (latest SessionEvent date)
+    clock: dict[str, dict[str, int]] = {}  # session -> phase -> event ts (+ PRE_MARKET_entry_ms)
+    broker: BrokerSnapshot | None = None
+    portfolio: PortfolioSnapshot | None = None
+    decision_batches: dict[str, PortfolioDecisionBatch] = {}
+    held: dict[str, CandidateBatch] = {}
+    decided: dict[str, dict[str, DecisionRecord]] = {}  # session -> candidate_id -> record
+    shadow: dict[str, dict[str, ShadowRecord]] = {}  # date -> decision_id -> record
+    entries_by_day: dict[str, int] = {}  # NY date -> entry intents sent
+    pending: dict[str, PendingEntry] = {}  # intent_id -> entry not yet in a snapshot
+    regimes: dict[str, Regime] = {}  # session -> its Regime (the first one received)
+    seq: int = 0
+
+
+class Step(msgspec.Struct, kw_only=True):
+    state: RiskState
+    emits: list[tuple[str, Message]] = []
+    dates: list[str] = []  # sessions whose decision artifact changed
+
+_STATE_ENC = msgspec.json.Encoder()
+_STATE_DEC = msgspec.json.Decoder(RiskState)
+
+
+def encode_state(st: RiskState) -> bytes:
+    return _STATE_ENC.encode(st)
+
+
+def copy_state(st: RiskState) -> RiskState:
+    """A deep copy (through the state's own JSON codec)."""
+    return _STATE_DEC.decode(_STATE_ENC.encode(st))
+
+
+def decode_state(raw: bytes | None) -> RiskState:
+    return RiskState() if not raw else _STATE_DEC.decode(raw)
+
+
+def ny_day(ts: int) -> str:
+    """The NY calendar date keying the new-entries ledger (rolls over at NY midnight, DST-safe)."""
+    return ny_trade_date(ts)
