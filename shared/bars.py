@@ -373,6 +373,9 @@ class BarStore:
         self._cache: dict[tuple[str, str], tuple[tuple[int, int, int], pd.DataFrame]] = {}
         self._day_arrays: dict[str, tuple[tuple[int, int, int], np.ndarray, np.ndarray, int]] = {}
         self._sym_index: dict[str, int] = {}
+        # the last panels built, by symbols requested (None: every symbol): a session's panel reuses the
+        # previous one's columns for every day whose file version is unchanged (a sliding window)
+        self._panels: dict[tuple[str, ...] | None, _PanelCache] = {}
 
     # -- writing --------------------------------------------------------------------------
     def path(self, tf: str, trade_date: str) -> Path:
@@ -470,48 +473,88 @@ class BarStore:
 
     def _day_array(self, d: str) -> tuple[np.ndarray, np.ndarray, int]:
         """(symbol indices, OHLCV values (5, n), session ts) of one daily file, cached by its version."""
+        _, idx, vals, ts = self._day_part(d)
+        return idx, vals, ts
+
+    def _day_part(self, d: str) -> tuple[tuple[int, int, int], np.ndarray, np.ndarray, int]:
+        """(file version, symbol indices, OHLCV values (5, n), session ts) of one daily file."""
         size = _version(os.stat(os.path.join(self.root, "1d", f"{d}.csv")))
         hit = self._day_arrays.get(d)
         if hit is not None and hit[0] == size:
-            return hit[1], hit[2], hit[3]
+            return hit
         f = self.read_day("1d", d)
         idx = np.array([self._sym_index.setdefault(s, len(self._sym_index)) for s in f["symbol"]], dtype=np.int64)
         vals = np.ascontiguousarray(f[list(FIELDS)].to_numpy(dtype=np.float64).T)
         ts = int(f["ts"].iloc[0]) if len(f) else 0
         self._day_arrays[d] = (size, idx, vals, ts)
-        return idx, vals, ts
+        return self._day_arrays[d]
 
     def daily_panel(self, symbols: Sequence[str] | None = None, before: str | None = None,
                     through: str | None = None, lookback: int | None = None) -> Panel:
-        """Daily bars of the selected sessions as aligned arrays (symbols sorted)."""
+        """Daily bars of the selected sessions as aligned arrays (symbols sorted). The arrays are
+        read-only: the store keeps them to build the next panel (the days a later window shares with
+        this one are copied, not re-assembled; a day whose file changed is assembled afresh)."""
         ds = self._select_dates("1d", before, through, lookback)
-        parts = [self._day_array(d) for d in ds]
+        parts = [self._day_part(d) for d in ds]
         every = symbols is None
         if symbols is None:
             seen = np.zeros(len(self._sym_index), dtype=bool)
-            for idx, _, _ in parts:
+            for _, idx, _, _ in parts:
                 seen[idx] = True
             names = {i: s for s, i in self._sym_index.items()}
             symbols = sorted(names[int(i)] for i in np.flatnonzero(seen))
         symbols = list(symbols)
-        col = np.full(max(len(self._sym_index), 1), -1, dtype=np.int64)
-        for j, s in enumerate(symbols):
-            i = self._sym_index.get(s)
-            if i is not None:
-                col[i] = j
         t, s = len(ds), len(symbols)
         cube = np.full((5, t, s), np.nan)
         ts = np.zeros(t, dtype=np.int64)
-        for k, (idx, vals, day_ts) in enumerate(parts):
-            j = col[idx]
-            if every:
-                cube[:, k, j] = vals
-            else:
-                keep = j >= 0
-                cube[:, k, j[keep]] = vals[:, keep]
-            ts[k] = day_ts
-        return Panel(dates=ds, symbols=symbols, open=cube[0], high=cube[1], low=cube[2], close=cube[3],
+        versions = [p[0] for p in parts]
+        todo = range(t)
+        key = None if every else tuple(symbols)
+        prev = self._panels.get(key)
+        if prev is not None and prev.symbols == symbols:
+            where = {(d, v): k for k, (d, v) in enumerate(zip(prev.dates, prev.versions, strict=True))}
+            reuse = [(k, where[dv]) for k, dv in enumerate(zip(ds, versions, strict=True)) if dv in where]
+            if reuse:
+                new_k, old_k = (np.array(x, dtype=np.int64) for x in zip(*reuse, strict=True))
+                cube[:, new_k, :] = prev.cube[:, old_k, :]
+                ts[new_k] = prev.ts[old_k]
+                done = set(new_k.tolist())
+                todo = [k for k in range(t) if k not in done]
+        if todo:
+            col = np.full(max(len(self._sym_index), 1), -1, dtype=np.int64)
+            for j, sym in enumerate(symbols):
+                i = self._sym_index.get(sym)
+                if i is not None:
+                    col[i] = j
+            for k in todo:
+                _, idx, vals, day_ts = parts[k]
+                j = col[idx]
+                if every:
+                    cube[:, k, j] = vals
+                else:
+                    keep = j >= 0
+                    cube[:, k, j[keep]] = vals[:, keep]
+                ts[k] = day_ts
+        cube.flags.writeable = False
+        ts.flags.writeable = False
+        self._panels.pop(key, None)
+        self._panels[key] = _PanelCache(dates=list(ds), versions=versions, symbols=symbols, cube=cube, ts=ts)
+        while len(self._panels) > _PANELS_KEPT:
+            self._panels.pop(next(iter(self._panels)))
+        return Panel(dates=list(ds), symbols=list(symbols), open=cube[0], high=cube[1], low=cube[2], close=cube[3],
                      volume=cube[4], ts=ts)
+
+
+_PANELS_KEPT = 4  # panels kept per store (the scanner and the regime ask for one each; analytics a few)
+
+
+@dataclass
+class _PanelCache:
+    dates: list[str]
+    versions: list[tuple[int, int, int]]
+    symbols: list[str]
+    cube: np.ndarray  # (5, T, S), read-only
+    ts: np.ndarray
 
 
 def _version(st: os.stat_result) -> tuple[int, int, int]:
