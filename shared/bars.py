@@ -516,8 +516,14 @@ class BarStore:
             reuse = [(k, where[dv]) for k, dv in enumerate(zip(ds, versions, strict=True)) if dv in where]
             if reuse:
                 new_k, old_k = (np.array(x, dtype=np.int64) for x in zip(*reuse, strict=True))
-                cube[:, new_k, :] = prev.cube[:, old_k, :]
-                ts[new_k] = prev.ts[old_k]
+                m = len(reuse)
+                if new_k[-1] - new_k[0] == m - 1 and old_k[-1] - old_k[0] == m - 1:  # a slid window: one block
+                    a, b = int(new_k[0]), int(old_k[0])
+                    cube[:, a:a + m, :] = prev.cube[:, b:b + m, :]
+                    ts[a:a + m] = prev.ts[b:b + m]
+                else:
+                    cube[:, new_k, :] = prev.cube[:, old_k, :]
+                    ts[new_k] = prev.ts[old_k]
                 done = set(new_k.tolist())
                 todo = [k for k in range(t) if k not in done]
         if todo:

@@ -111,6 +111,30 @@ def test_daily_panel_before_d_never_sees_d(tmp_path):
     assert [b.close for b in store.daily("A", before="2018-01-04")] == [10, 11]
 
 
+def _same_panel(a, b) -> bool:
+    return a.dates == b.dates and a.symbols == b.symbols and all(
+        np.array_equal(getattr(a, f), getattr(b, f), equal_nan=True) for f in ("open", "high", "low", "close", "volume", "ts"))
+
+
+def test_daily_panel_reused_across_sessions_equals_a_fresh_store_and_sees_a_rewritten_day(tmp_path):
+    store = BarStore(tmp_path)
+    days = calendar().sessions_in_range("2018-01-02", "2018-01-12")
+    for i, d in enumerate(days[:4]):
+        store.append("1d", [_bar("A", d, 10 + i), _bar("B", d, 50 + i)])
+    for i, d in enumerate(days[4:], start=4):  # a sliding window, one new day each session, a new symbol
+        store.append("1d", [_bar("A", d, 10 + i)] + ([_bar("C", d, 70 + i)] if i > 5 else []))
+        for syms in (None, ["A", "C"]):
+            got = store.daily_panel(symbols=syms, before=days[i] + "x", lookback=3)
+            assert _same_panel(got, BarStore(tmp_path).daily_panel(symbols=syms, before=days[i] + "x", lookback=3))
+    assert not store.daily_panel(lookback=3).close.flags.writeable  # callers only read; the store keeps it
+    path = store.path("1d", days[-2])  # a rewrite of a day already in the window (the backfill's purge)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"A,{_bar('A', days[-2], 99).ts},99,100,98,99,100\n")
+    tmp.replace(path)
+    p = store.daily_panel(lookback=3)
+    assert p.close[1, p.symbols.index("A")] == 99 and _same_panel(p, BarStore(tmp_path).daily_panel(lookback=3))
+
+
 def test_store_daily_returns_exactly_the_loaded_bars_of_one_symbol(tmp_path):
     """``BarStore.daily`` (from the cached per-day arrays) gives the file's own rows of the symbol."""
     from tests.conftest import SAMPLE_DIR
