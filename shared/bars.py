@@ -482,10 +482,15 @@ class BarStore:
         hit = self._day_arrays.get(d)
         if hit is not None and hit[0] == size:
             return hit
-        f = self.read_day("1d", d)
-        idx = np.array([self._sym_index.setdefault(s, len(self._sym_index)) for s in f["symbol"]], dtype=np.int64)
-        vals = np.ascontiguousarray(f[list(FIELDS)].to_numpy(dtype=np.float64).T)
-        ts = int(f["ts"].iloc[0]) if len(f) else 0
+        got = _parse_rows(self.path("1d", d).read_bytes())
+        if got is not None and got[3]:  # in order: the arrays as parsed (what read_day's frame holds)
+            syms, tss, vals = got[0].tolist(), got[1], np.ascontiguousarray(got[2].T)
+        else:
+            f = self.read_day("1d", d)
+            syms, tss = f["symbol"].tolist(), f["ts"].to_numpy()
+            vals = np.ascontiguousarray(f[list(FIELDS)].to_numpy(dtype=np.float64).T)
+        idx = np.array([self._sym_index.setdefault(s, len(self._sym_index)) for s in syms], dtype=np.int64)
+        ts = int(tss[0]) if len(syms) else 0
         self._day_arrays[d] = (size, idx, vals, ts)
         return self._day_arrays[d]
 
@@ -600,12 +605,15 @@ def _columns(rows: list[list[str]]) -> tuple[list[str], np.ndarray, np.ndarray]:
     return list(cols[0]), np.array(cols[1], dtype=np.int64), np.array(cols[2:], dtype=np.float64).T
 
 
-def _parse_day(data: bytes) -> pd.DataFrame:
-    """One store file (csv rows). Torn or malformed rows, symbols outside the pattern and non-finite or
-    non-positive prices are skipped (the writer never writes them; a hand edit might)."""
+def _parse_rows(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None:
+    """(symbols (object), ts int64, values (n, 5) float64, in order) of the good rows of one store file,
+    in file order, or None when there are none. "In order": (ts, symbol) strictly increasing, i.e.
+    written once, in order (no duplicate to drop, nothing to sort). Torn or malformed rows, symbols
+    outside the pattern and non-finite or non-positive prices are skipped (the writer never writes
+    them; a hand edit might)."""
     rows = [r for r in csv.reader(io.StringIO(data.decode("utf-8", errors="replace"))) if len(r) == 7]
     if not rows:
-        return _empty_frame()
+        return None
     try:
         syms, ts, arr = _columns(rows)
     except (ValueError, OverflowError):  # a torn or garbled row: keep the rows whose numbers parse
@@ -617,7 +625,7 @@ def _parse_day(data: bytes) -> pd.DataFrame:
                 continue
             good.append(r)
         if not good:
-            return _empty_frame()
+            return None
         syms, ts, arr = _columns(good)
     with np.errstate(invalid="ignore"):
         keep = np.isfinite(arr).all(axis=1) & (arr[:, :4] > 0).all(axis=1)
@@ -625,9 +633,19 @@ def _parse_day(data: bytes) -> pd.DataFrame:
     sym_arr = np.array(syms, dtype=object)
     if not keep.all():
         sym_arr, ts, arr = sym_arr[keep], ts[keep], arr[keep]
-    frame = pd.DataFrame({"symbol": sym_arr, "ts": ts, **{f: arr[:, i] for i, f in enumerate(FIELDS)}})
     keys = list(zip(ts.tolist(), sym_arr.tolist(), strict=True))
-    if all(a < b for a, b in zip(keys, keys[1:], strict=False)):  # written once, in order: nothing to do
+    ordered = all(a < b for a, b in zip(keys, keys[1:], strict=False))
+    return sym_arr, ts, arr, ordered
+
+
+def _parse_day(data: bytes) -> pd.DataFrame:
+    """One store file as a frame (``_parse_rows``; the last copy of each (symbol, ts) wins, sorted)."""
+    got = _parse_rows(data)
+    if got is None:
+        return _empty_frame()
+    sym_arr, ts, arr, ordered = got
+    frame = pd.DataFrame({"symbol": sym_arr, "ts": ts, **{f: arr[:, i] for i, f in enumerate(FIELDS)}})
+    if ordered:  # written once, in order: nothing to do
         return frame
     frame = frame.drop_duplicates(["symbol", "ts"], keep="last")
     return frame.sort_values(["ts", "symbol"], kind="stable").reset_index(drop=True)

@@ -135,6 +135,18 @@ def test_daily_panel_reused_across_sessions_equals_a_fresh_store_and_sees_a_rewr
     assert p.close[1, p.symbols.index("A")] == 99 and _same_panel(p, BarStore(tmp_path).daily_panel(lookback=3))
 
 
+def test_daily_panel_of_a_redelivered_out_of_order_day_keeps_the_last_copy_like_read_day(tmp_path):
+    store = BarStore(tmp_path)
+    d = "2018-01-02"
+    store.append("1d", [_bar("B", d, 20), _bar("A", d, 10), _bar("B", d, 21)])  # out of order, B twice
+    with open(store.path("1d", d), "ab") as fh:
+        fh.write(b"C,15148")  # and a torn last line
+    p = store.daily_panel()
+    frame = store.read_day("1d", d)
+    assert p.symbols == frame["symbol"].tolist() == ["A", "B"]
+    assert p.close[0].tolist() == frame["close"].tolist() == [10, 21]
+
+
 def test_store_daily_returns_exactly_the_loaded_bars_of_one_symbol(tmp_path):
     """``BarStore.daily`` (from the cached per-day arrays) gives the file's own rows of the symbol."""
     from tests.conftest import SAMPLE_DIR
