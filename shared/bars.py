@@ -497,8 +497,9 @@ class BarStore:
     def daily_panel(self, symbols: Sequence[str] | None = None, before: str | None = None,
                     through: str | None = None, lookback: int | None = None) -> Panel:
         """Daily bars of the selected sessions as aligned arrays (symbols sorted). The arrays are
-        read-only: the store keeps them to build the next panel (the days a later window shares with
-        this one are copied, not re-assembled; a day whose file changed is assembled afresh)."""
+        read-only views of a buffer the store keeps (``_PanelCache``): a window that slid on (the next
+        session's) only writes its new days into the buffer's unwritten slots; another window copies
+        the days it shares with the last one; a day whose file changed is assembled afresh."""
         ds = self._select_dates("1d", before, through, lookback)
         parts = [self._day_part(d) for d in ds]
         every = symbols is None
@@ -510,27 +511,31 @@ class BarStore:
             symbols = sorted(names[int(i)] for i in np.flatnonzero(seen))
         symbols = list(symbols)
         t, s = len(ds), len(symbols)
-        cube = np.full((5, t, s), np.nan)
-        ts = np.zeros(t, dtype=np.int64)
         versions = [p[0] for p in parts]
-        todo = range(t)
         key = None if every else tuple(symbols)
         prev = self._panels.get(key)
-        if prev is not None and prev.symbols == symbols:
-            where = {(d, v): k for k, (d, v) in enumerate(zip(prev.dates, prev.versions, strict=True))}
-            reuse = [(k, where[dv]) for k, dv in enumerate(zip(ds, versions, strict=True)) if dv in where]
-            if reuse:
-                new_k, old_k = (np.array(x, dtype=np.int64) for x in zip(*reuse, strict=True))
-                m = len(reuse)
-                if new_k[-1] - new_k[0] == m - 1 and old_k[-1] - old_k[0] == m - 1:  # a slid window: one block
-                    a, b = int(new_k[0]), int(old_k[0])
-                    cube[:, a:a + m, :] = prev.cube[:, b:b + m, :]
-                    ts[a:a + m] = prev.ts[b:b + m]
-                else:
-                    cube[:, new_k, :] = prev.cube[:, old_k, :]
-                    ts[new_k] = prev.ts[old_k]
-                done = set(new_k.tolist())
-                todo = [k for k in range(t) if k not in done]
+        slid = _slide(prev, symbols, ds, versions) if prev is not None else None
+        if slid is not None:  # the window moved on: the new days go into the buffer's untouched slots
+            c, start = slid, slid.end - t
+            todo = range(t - (slid.end - prev.end), t)  # the days after the last panel's
+            c.buf.flags.writeable = True
+            c.tbuf.flags.writeable = True
+        else:
+            c = _PanelCache(dates=[], versions=[], symbols=symbols, buf=np.full((5, t + _SLACK, s), np.nan),
+                            tbuf=np.zeros(t + _SLACK, dtype=np.int64), start=0, end=t)
+            start = 0
+            todo = range(t)
+            if prev is not None and prev.symbols == symbols:  # reuse the days the two windows share
+                where = {(d, v): k for k, (d, v) in enumerate(zip(prev.dates, prev.versions, strict=True))}
+                reuse = [(k, prev.start + where[dv]) for k, dv in enumerate(zip(ds, versions, strict=True))
+                         if dv in where]
+                if reuse:
+                    new_k, old_k = (np.array(x, dtype=np.int64) for x in zip(*reuse, strict=True))
+                    c.buf[:, new_k, :] = prev.buf[:, old_k, :]
+                    c.tbuf[new_k] = prev.tbuf[old_k]
+                    done = set(new_k.tolist())
+                    todo = [k for k in range(t) if k not in done]
+        cube, ts = c.buf[:, start:start + t, :], c.tbuf[start:start + t]
         if todo:
             col = np.full(max(len(self._sym_index), 1), -1, dtype=np.int64)
             for j, sym in enumerate(symbols):
@@ -546,10 +551,12 @@ class BarStore:
                     keep = j >= 0
                     cube[:, k, j[keep]] = vals[:, keep]
                 ts[k] = day_ts
-        cube.flags.writeable = False
-        ts.flags.writeable = False
+        c.buf.flags.writeable = False
+        c.tbuf.flags.writeable = False
+        cube, ts = c.buf[:, start:start + t, :], c.tbuf[start:start + t]  # read-only views
+        c.dates, c.versions, c.start = list(ds), versions, start
         self._panels.pop(key, None)
-        self._panels[key] = _PanelCache(dates=list(ds), versions=versions, symbols=symbols, cube=cube, ts=ts)
+        self._panels[key] = c
         while len(self._panels) > _PANELS_KEPT:
             self._panels.pop(next(iter(self._panels)))
         return Panel(dates=list(ds), symbols=list(symbols), open=cube[0], high=cube[1], low=cube[2], close=cube[3],
@@ -559,13 +566,42 @@ class BarStore:
 _PANELS_KEPT = 4  # panels kept per store (the scanner and the regime ask for one each; analytics a few)
 
 
+_SLACK = 64  # spare day slots of a panel buffer: a window sliding one day a session reallocates every 64 sessions
+
+
 @dataclass
 class _PanelCache:
+    """A panel buffer (5, capacity, S), read-only between calls: the last panel is the view
+    ``[start, start + len(dates))``; slots from ``end`` on were never written (NaN). Panels handed out
+    are views of it, so a later panel only ever writes slots beyond every earlier one's range."""
+
     dates: list[str]
     versions: list[tuple[int, int, int]]
     symbols: list[str]
-    cube: np.ndarray  # (5, T, S), read-only
-    ts: np.ndarray
+    buf: np.ndarray
+    tbuf: np.ndarray
+    start: int
+    end: int
+
+
+def _slide(prev: _PanelCache, symbols: list[str], ds: list[str], versions: list[tuple[int, int, int]]) -> _PanelCache | None:
+    """``prev`` with ``end`` moved on when the window ``ds`` begins inside the last panel, matches its
+    tail day by day (same file versions) and the days after it fit in the buffer's unwritten slots;
+    else None (the caller assembles a new buffer)."""
+    if prev.symbols != symbols or not ds or not prev.dates or prev.end != prev.start + len(prev.dates):
+        return None
+    try:
+        j = prev.dates.index(ds[0])
+    except ValueError:
+        return None
+    m = len(prev.dates) - j
+    if m > len(ds) or prev.dates[j:] != ds[:m] or prev.versions[j:] != versions[:m]:
+        return None
+    end = prev.start + j + len(ds)
+    if end > prev.buf.shape[1]:
+        return None
+    return _PanelCache(dates=prev.dates, versions=prev.versions, symbols=symbols, buf=prev.buf, tbuf=prev.tbuf,
+                       start=prev.start, end=end)
 
 
 def _version(st: os.stat_result) -> tuple[int, int, int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -121,11 +123,14 @@ def test_daily_panel_reused_across_sessions_equals_a_fresh_store_and_sees_a_rewr
     days = calendar().sessions_in_range("2018-01-02", "2018-01-12")
     for i, d in enumerate(days[:4]):
         store.append("1d", [_bar("A", d, 10 + i), _bar("B", d, 50 + i)])
+    handed: list[tuple[object, object]] = []
     for i, d in enumerate(days[4:], start=4):  # a sliding window, one new day each session, a new symbol
         store.append("1d", [_bar("A", d, 10 + i)] + ([_bar("C", d, 70 + i)] if i > 5 else []))
         for syms in (None, ["A", "C"]):
             got = store.daily_panel(symbols=syms, before=days[i] + "x", lookback=3)
             assert _same_panel(got, BarStore(tmp_path).daily_panel(symbols=syms, before=days[i] + "x", lookback=3))
+            handed.append((got, copy.deepcopy(got)))
+    assert all(_same_panel(p, q) for p, q in handed)  # a later panel never changes an earlier one
     assert not store.daily_panel(lookback=3).close.flags.writeable  # callers only read; the store keeps it
     path = store.path("1d", days[-2])  # a rewrite of a day already in the window (the backfill's purge)
     tmp = path.with_suffix(".tmp")
