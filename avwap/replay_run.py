@@ -17,6 +17,7 @@ import redis
 import typer
 
 from avwap.common import fail, job_redis
+from avwap.procs import ServiceProcs
 from avwap.replay import Driver, ReplayConfig, StepHook, session_steps, start_services
 from shared.bars import BarStore, LoadResult, frame_to_rows, load_bars
 from shared.clock import calendar
@@ -99,9 +100,11 @@ def clean_output(out: Path) -> None:
 
 
 def run_replay(inp: ReplayInput, cfg: ReplayConfig, redis_url: str, after_publish: StepHook | None = None,
-               progress: bool = False, flush: bool = False, tearsheet: bool = True) -> ReplayResult:
+               progress: bool = False, flush: bool = False, tearsheet: bool = True,
+               on_started: Callable[[ServiceProcs], None] | None = None) -> ReplayResult:
     """Replay ``inp`` through the five services on ``redis_url``; outputs go under ``cfg.out``
-    (with the run's tear sheet in ``artifacts/tearsheet/`` unless ``tearsheet`` is False)."""
+    (with the run's tear sheet in ``artifacts/tearsheet/`` unless ``tearsheet`` is False).
+    ``on_started(procs)`` runs once the services are ready (the bench attaches its profiler there)."""
     r = connect(redis_url)
     if flush:
         r.flushdb()
@@ -115,6 +118,8 @@ def run_replay(inp: ReplayInput, cfg: ReplayConfig, redis_url: str, after_publis
     store.import_result(LoadResult(tf="1d", frame=history))
     t0 = time.monotonic()
     procs = start_services(redis_url, cfg)
+    if on_started is not None:
+        on_started(procs)
     driver = Driver(r, procs, store.append, after_publish=after_publish)
     stats: dict[str, dict[str, float]] = {}
     try:

@@ -373,6 +373,9 @@ class BarStore:
         self._cache: dict[tuple[str, str], tuple[tuple[int, int, int], pd.DataFrame]] = {}
         self._day_arrays: dict[str, tuple[tuple[int, int, int], np.ndarray, np.ndarray, int]] = {}
         self._sym_index: dict[str, int] = {}
+        # the last panels built, by symbols requested (None: every symbol): a session's panel reuses the
+        # previous one's columns for every day whose file version is unchanged (a sliding window)
+        self._panels: dict[tuple[str, ...] | None, _PanelCache] = {}
 
     # -- writing --------------------------------------------------------------------------
     def path(self, tf: str, trade_date: str) -> Path:
@@ -470,48 +473,135 @@ class BarStore:
 
     def _day_array(self, d: str) -> tuple[np.ndarray, np.ndarray, int]:
         """(symbol indices, OHLCV values (5, n), session ts) of one daily file, cached by its version."""
+        _, idx, vals, ts = self._day_part(d)
+        return idx, vals, ts
+
+    def _day_part(self, d: str) -> tuple[tuple[int, int, int], np.ndarray, np.ndarray, int]:
+        """(file version, symbol indices, OHLCV values (5, n), session ts) of one daily file."""
         size = _version(os.stat(os.path.join(self.root, "1d", f"{d}.csv")))
         hit = self._day_arrays.get(d)
         if hit is not None and hit[0] == size:
-            return hit[1], hit[2], hit[3]
-        f = self.read_day("1d", d)
-        idx = np.array([self._sym_index.setdefault(s, len(self._sym_index)) for s in f["symbol"]], dtype=np.int64)
-        vals = np.ascontiguousarray(f[list(FIELDS)].to_numpy(dtype=np.float64).T)
-        ts = int(f["ts"].iloc[0]) if len(f) else 0
+            return hit
+        got = _parse_rows(self.path("1d", d).read_bytes())
+        if got is not None and got[3]:  # in order: the arrays as parsed (what read_day's frame holds)
+            syms, tss, vals = got[0].tolist(), got[1], np.ascontiguousarray(got[2].T)
+        else:
+            f = self.read_day("1d", d)
+            syms, tss = f["symbol"].tolist(), f["ts"].to_numpy()
+            vals = np.ascontiguousarray(f[list(FIELDS)].to_numpy(dtype=np.float64).T)
+        idx = np.array([self._sym_index.setdefault(s, len(self._sym_index)) for s in syms], dtype=np.int64)
+        ts = int(tss[0]) if len(syms) else 0
         self._day_arrays[d] = (size, idx, vals, ts)
-        return idx, vals, ts
+        return self._day_arrays[d]
 
     def daily_panel(self, symbols: Sequence[str] | None = None, before: str | None = None,
                     through: str | None = None, lookback: int | None = None) -> Panel:
-        """Daily bars of the selected sessions as aligned arrays (symbols sorted)."""
+        """Daily bars of the selected sessions as aligned arrays (symbols sorted). The arrays are
+        read-only views of a buffer the store keeps (``_PanelCache``): a window that slid on (the next
+        session's) only writes its new days into the buffer's unwritten slots; another window copies
+        the days it shares with the last one; a day whose file changed is assembled afresh."""
         ds = self._select_dates("1d", before, through, lookback)
-        parts = [self._day_array(d) for d in ds]
+        parts = [self._day_part(d) for d in ds]
         every = symbols is None
         if symbols is None:
             seen = np.zeros(len(self._sym_index), dtype=bool)
-            for idx, _, _ in parts:
+            for _, idx, _, _ in parts:
                 seen[idx] = True
             names = {i: s for s, i in self._sym_index.items()}
             symbols = sorted(names[int(i)] for i in np.flatnonzero(seen))
         symbols = list(symbols)
-        col = np.full(max(len(self._sym_index), 1), -1, dtype=np.int64)
-        for j, s in enumerate(symbols):
-            i = self._sym_index.get(s)
-            if i is not None:
-                col[i] = j
         t, s = len(ds), len(symbols)
-        cube = np.full((5, t, s), np.nan)
-        ts = np.zeros(t, dtype=np.int64)
-        for k, (idx, vals, day_ts) in enumerate(parts):
-            j = col[idx]
-            if every:
-                cube[:, k, j] = vals
-            else:
-                keep = j >= 0
-                cube[:, k, j[keep]] = vals[:, keep]
-            ts[k] = day_ts
-        return Panel(dates=ds, symbols=symbols, open=cube[0], high=cube[1], low=cube[2], close=cube[3],
+        versions = [p[0] for p in parts]
+        key = None if every else tuple(symbols)
+        prev = self._panels.get(key)
+        slid = _slide(prev, symbols, ds, versions) if prev is not None else None
+        if slid is not None:  # the window moved on: the new days go into the buffer's untouched slots
+            c, start = slid, slid.end - t
+            todo = range(t - (slid.end - prev.end), t)  # the days after the last panel's
+            c.buf.flags.writeable = True
+            c.tbuf.flags.writeable = True
+        else:
+            c = _PanelCache(dates=[], versions=[], symbols=symbols, buf=np.full((5, t + _SLACK, s), np.nan),
+                            tbuf=np.zeros(t + _SLACK, dtype=np.int64), start=0, end=t)
+            start = 0
+            todo = range(t)
+            if prev is not None and prev.symbols == symbols:  # reuse the days the two windows share
+                where = {(d, v): k for k, (d, v) in enumerate(zip(prev.dates, prev.versions, strict=True))}
+                reuse = [(k, prev.start + where[dv]) for k, dv in enumerate(zip(ds, versions, strict=True))
+                         if dv in where]
+                if reuse:
+                    new_k, old_k = (np.array(x, dtype=np.int64) for x in zip(*reuse, strict=True))
+                    c.buf[:, new_k, :] = prev.buf[:, old_k, :]
+                    c.tbuf[new_k] = prev.tbuf[old_k]
+                    done = set(new_k.tolist())
+                    todo = [k for k in range(t) if k not in done]
+        cube, ts = c.buf[:, start:start + t, :], c.tbuf[start:start + t]
+        if todo:
+            col = np.full(max(len(self._sym_index), 1), -1, dtype=np.int64)
+            for j, sym in enumerate(symbols):
+                i = self._sym_index.get(sym)
+                if i is not None:
+                    col[i] = j
+            for k in todo:
+                _, idx, vals, day_ts = parts[k]
+                j = col[idx]
+                if every:
+                    cube[:, k, j] = vals
+                else:
+                    keep = j >= 0
+                    cube[:, k, j[keep]] = vals[:, keep]
+                ts[k] = day_ts
+        c.buf.flags.writeable = False
+        c.tbuf.flags.writeable = False
+        cube, ts = c.buf[:, start:start + t, :], c.tbuf[start:start + t]  # read-only views
+        c.dates, c.versions, c.start = list(ds), versions, start
+        self._panels.pop(key, None)
+        self._panels[key] = c
+        while len(self._panels) > _PANELS_KEPT:
+            self._panels.pop(next(iter(self._panels)))
+        return Panel(dates=list(ds), symbols=list(symbols), open=cube[0], high=cube[1], low=cube[2], close=cube[3],
                      volume=cube[4], ts=ts)
+
+
+_PANELS_KEPT = 4  # panels kept per store (the scanner and the regime ask for one each; analytics a few)
+
+
+_SLACK = 64  # spare day slots of a panel buffer: a window sliding one day a session reallocates every 64 sessions
+
+
+@dataclass
+class _PanelCache:
+    """A panel buffer (5, capacity, S), read-only between calls: the last panel is the view
+    ``[start, start + len(dates))``; slots from ``end`` on were never written (NaN). Panels handed out
+    are views of it, so a later panel only ever writes slots beyond every earlier one's range."""
+
+    dates: list[str]
+    versions: list[tuple[int, int, int]]
+    symbols: list[str]
+    buf: np.ndarray
+    tbuf: np.ndarray
+    start: int
+    end: int
+
+
+def _slide(prev: _PanelCache, symbols: list[str], ds: list[str], versions: list[tuple[int, int, int]]) -> _PanelCache | None:
+    """``prev`` with ``end`` moved on when the window ``ds`` begins inside the last panel, matches its
+    tail day by day (same file versions) and the days after it fit in the buffer's unwritten slots;
+    else None (the caller assembles a new buffer)."""
+    if prev.symbols != symbols or not ds or not prev.dates or prev.end != prev.start + len(prev.dates):
+        return None
+    try:
+        j = prev.dates.index(ds[0])
+    except ValueError:
+        return None
+    m = len(prev.dates) - j
+    if m > len(ds) or prev.dates[j:] != ds[:m] or prev.versions[j:] != versions[:m]:
+        return None
+    end = prev.start + j + len(ds)
+    if end > prev.buf.shape[1]:
+        return None
+    return _PanelCache(dates=prev.dates, versions=prev.versions, symbols=symbols, buf=prev.buf, tbuf=prev.tbuf,
+                       start=prev.start, end=end)
 
 
 def _version(st: os.stat_result) -> tuple[int, int, int]:
@@ -551,12 +641,15 @@ def _columns(rows: list[list[str]]) -> tuple[list[str], np.ndarray, np.ndarray]:
     return list(cols[0]), np.array(cols[1], dtype=np.int64), np.array(cols[2:], dtype=np.float64).T
 
 
-def _parse_day(data: bytes) -> pd.DataFrame:
-    """One store file (csv rows). Torn or malformed rows, symbols outside the pattern and non-finite or
-    non-positive prices are skipped (the writer never writes them; a hand edit might)."""
+def _parse_rows(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None:
+    """(symbols (object), ts int64, values (n, 5) float64, in order) of the good rows of one store file,
+    in file order, or None when there are none. "In order": (ts, symbol) strictly increasing, i.e.
+    written once, in order (no duplicate to drop, nothing to sort). Torn or malformed rows, symbols
+    outside the pattern and non-finite or non-positive prices are skipped (the writer never writes
+    them; a hand edit might)."""
     rows = [r for r in csv.reader(io.StringIO(data.decode("utf-8", errors="replace"))) if len(r) == 7]
     if not rows:
-        return _empty_frame()
+        return None
     try:
         syms, ts, arr = _columns(rows)
     except (ValueError, OverflowError):  # a torn or garbled row: keep the rows whose numbers parse
@@ -568,7 +661,7 @@ def _parse_day(data: bytes) -> pd.DataFrame:
                 continue
             good.append(r)
         if not good:
-            return _empty_frame()
+            return None
         syms, ts, arr = _columns(good)
     with np.errstate(invalid="ignore"):
         keep = np.isfinite(arr).all(axis=1) & (arr[:, :4] > 0).all(axis=1)
@@ -576,9 +669,19 @@ def _parse_day(data: bytes) -> pd.DataFrame:
     sym_arr = np.array(syms, dtype=object)
     if not keep.all():
         sym_arr, ts, arr = sym_arr[keep], ts[keep], arr[keep]
-    frame = pd.DataFrame({"symbol": sym_arr, "ts": ts, **{f: arr[:, i] for i, f in enumerate(FIELDS)}})
     keys = list(zip(ts.tolist(), sym_arr.tolist(), strict=True))
-    if all(a < b for a, b in zip(keys, keys[1:], strict=False)):  # written once, in order: nothing to do
+    ordered = all(a < b for a, b in zip(keys, keys[1:], strict=False))
+    return sym_arr, ts, arr, ordered
+
+
+def _parse_day(data: bytes) -> pd.DataFrame:
+    """One store file as a frame (``_parse_rows``; the last copy of each (symbol, ts) wins, sorted)."""
+    got = _parse_rows(data)
+    if got is None:
+        return _empty_frame()
+    sym_arr, ts, arr, ordered = got
+    frame = pd.DataFrame({"symbol": sym_arr, "ts": ts, **{f: arr[:, i] for i, f in enumerate(FIELDS)}})
+    if ordered:  # written once, in order: nothing to do
         return frame
     frame = frame.drop_duplicates(["symbol", "ts"], keep="last")
     return frame.sort_values(["ts", "symbol"], kind="stable").reset_index(drop=True)

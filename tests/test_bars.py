@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -109,6 +111,45 @@ def test_daily_panel_before_d_never_sees_d(tmp_path):
     p2 = store.daily_panel(before="2018-01-05", lookback=2)
     assert p2.dates == days[1:] and p2.ts[-1] == calendar().open_close_ns("2018-01-04")[1]
     assert [b.close for b in store.daily("A", before="2018-01-04")] == [10, 11]
+
+
+def _same_panel(a, b) -> bool:
+    return a.dates == b.dates and a.symbols == b.symbols and all(
+        np.array_equal(getattr(a, f), getattr(b, f), equal_nan=True) for f in ("open", "high", "low", "close", "volume", "ts"))
+
+
+def test_daily_panel_reused_across_sessions_equals_a_fresh_store_and_sees_a_rewritten_day(tmp_path):
+    store = BarStore(tmp_path)
+    days = calendar().sessions_in_range("2018-01-02", "2018-01-12")
+    for i, d in enumerate(days[:4]):
+        store.append("1d", [_bar("A", d, 10 + i), _bar("B", d, 50 + i)])
+    handed: list[tuple[object, object]] = []
+    for i, d in enumerate(days[4:], start=4):  # a sliding window, one new day each session, a new symbol
+        store.append("1d", [_bar("A", d, 10 + i)] + ([_bar("C", d, 70 + i)] if i > 5 else []))
+        for syms in (None, ["A", "C"]):
+            got = store.daily_panel(symbols=syms, before=days[i] + "x", lookback=3)
+            assert _same_panel(got, BarStore(tmp_path).daily_panel(symbols=syms, before=days[i] + "x", lookback=3))
+            handed.append((got, copy.deepcopy(got)))
+    assert all(_same_panel(p, q) for p, q in handed)  # a later panel never changes an earlier one
+    assert not store.daily_panel(lookback=3).close.flags.writeable  # callers only read; the store keeps it
+    path = store.path("1d", days[-2])  # a rewrite of a day already in the window (the backfill's purge)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"A,{_bar('A', days[-2], 99).ts},99,100,98,99,100\n")
+    tmp.replace(path)
+    p = store.daily_panel(lookback=3)
+    assert p.close[1, p.symbols.index("A")] == 99 and _same_panel(p, BarStore(tmp_path).daily_panel(lookback=3))
+
+
+def test_daily_panel_of_a_redelivered_out_of_order_day_keeps_the_last_copy_like_read_day(tmp_path):
+    store = BarStore(tmp_path)
+    d = "2018-01-02"
+    store.append("1d", [_bar("B", d, 20), _bar("A", d, 10), _bar("B", d, 21)])  # out of order, B twice
+    with open(store.path("1d", d), "ab") as fh:
+        fh.write(b"C,15148")  # and a torn last line
+    p = store.daily_panel()
+    frame = store.read_day("1d", d)
+    assert p.symbols == frame["symbol"].tolist() == ["A", "B"]
+    assert p.close[0].tolist() == frame["close"].tolist() == [10, 21]
 
 
 def test_store_daily_returns_exactly_the_loaded_bars_of_one_symbol(tmp_path):
