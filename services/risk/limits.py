@@ -3,6 +3,8 @@ the shell reads at each step (``Controls``)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 from shared.regime import Table
@@ -51,11 +53,11 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
 class Controls(msgspec.Struct, frozen=True, kw_only=True):
     """Control inputs the shell reads at each step (never cached)."""
 
-    kill_switch: str = "off"  # off | on | unreadable (the trading state's entry view, shared.controls)
+    kill_switch: Literal["off", "on", "unreadable"] = "off"  # the trading state's entry view (shared.controls)
     kill_switch_env: bool = False
-    trading_state: str = "ACTIVE"  # ACTIVE | REDUCING | HALTED | UNREADABLE
-    mode: str = "DRY_RUN"
+    trading_state: Literal["ACTIVE", "REDUCING", "HALTED", "UNREADABLE"] = "ACTIVE"
+    mode: str = "DRY_RUN"  # EXECUTION_MODE as set: an unknown one is a gate (MODE_UNKNOWN), not an error
     live_trading: bool = False
-    live_token: str = "n/a"  # n/a (not LIVE) | ok | missing | file_missing | mismatch
+    live_token: Literal["n/a", "ok", "missing", "file_missing", "mismatch"] = "n/a"  # n/a: not LIVE
     # dead-lettered decision batches seen by the risk group: (source entry ms, date or "", code)
     decision_dlq: tuple[tuple[int, str, str], ...] = ()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 from shared.clock import ny_trade_date
@@ -26,7 +28,7 @@ class PendingEntry(msgspec.Struct, kw_only=True):
     trade_date: str
     qty: int
     notional: float
-    status: str = "open"  # open | filled
+    status: Literal["open", "filled"] = "open"
     filled_qty: int = 0
     fill_notional: float = 0.0
     resolved_ts: int = 0

@@ -3,12 +3,16 @@ decision and per analytics decision received, with the provenance that links the
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 from shared.artifacts import provenance
 from shared.schemas import PortfolioDecision, PortfolioDecisionBatch
 
 from .limits import Limits
+
+Enforcement = Literal["enforced", "shadow"]  # PORTFOLIO_DECISION_ENFORCE on / off
 
 
 class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -21,7 +25,7 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
     candidate_id: str
     symbol: str
     batch_id: str
-    outcome: str  # intent | rejection
+    outcome: Literal["intent", "rejection"]
     message_id: str
     qty: int = 0
     notional: float = 0.0
@@ -31,7 +35,7 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
     gates_passed: list[str] = []
     decision_ts: int
     ny_day: str
-    enforcement: str  # enforced | shadow
+    enforcement: Enforcement
     portfolio_decision: str = ""
     portfolio_decision_id: str = ""
     portfolio_reason_codes: list[str] = []
@@ -46,10 +50,10 @@ class ShadowRecord(msgspec.Struct, frozen=True, kw_only=True):
     decision_id: str
     candidate_id: str
     symbol: str
-    decision: str
+    decision: str  # as received (risk's enforcement judges it: DECISION_SCHEMA_INVALID)
     reason_codes: list[str]
     batch_id: str
-    enforcement: str
+    enforcement: Enforcement
     provenance: dict[str, str] = {}
 
 UNKNOWN = "unknown"  # a provenance value risk does not have (no decision batch, or it did not say)

@@ -17,10 +17,12 @@ Versions
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import msgspec
 
 from .base import Message, register, register_legacy
-from .orders import Rejection
+from .orders import OrderKind, Rejection, Side
 
 
 @register
@@ -29,8 +31,8 @@ class Fill(Message, frozen=True, kw_only=True, tag="fill"):
 
     fill_id: str
     symbol: str
-    side: str  # buy | sell
-    kind: str  # entry | stop | exit
+    side: Side
+    kind: OrderKind
     qty: int
     price: float
     fees: float
@@ -47,7 +49,7 @@ class _TradeFields(Message, frozen=True, kw_only=True, tag="trade"):
     trade_id: str
     position_id: str
     symbol: str
-    status: str  # open | closed
+    status: Literal["open", "closed"]
     entry_intent_id: str
     opened_ts: int
     opened_date: str
@@ -130,11 +132,12 @@ class DailyRejections(Message, frozen=True, kw_only=True, tag="daily_rejections"
     provenance: dict[str, str] = {}
 
 
-MISMATCH_TYPES = ("MISSING_POSITION", "QUANTITY", "AVERAGE_PRICE", "UNKNOWN_ORDER", "STOP_MISSING")
+MismatchType = Literal["MISSING_POSITION", "QUANTITY", "AVERAGE_PRICE", "UNKNOWN_ORDER", "STOP_MISSING"]
+MISMATCH_TYPES: tuple[str, ...] = get_args(MismatchType)
 
 
 class Mismatch(msgspec.Struct, frozen=True, kw_only=True):
-    type: str  # one of MISMATCH_TYPES
+    type: MismatchType
     symbol: str
     key: str = ""
     expected: str = ""
@@ -149,7 +152,7 @@ class Reconciliation(Message, frozen=True, kw_only=True, tag="reconciliation"):
     recon_id: str
     date: str
     snapshot_id: str
-    status: str  # ok | mismatch
+    status: Literal["ok", "mismatch"]
     mismatches: list[Mismatch]
     positions_internal: int
     positions_broker: int

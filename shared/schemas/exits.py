@@ -8,12 +8,14 @@ one key per symbol (``avwap:state:exits:pos:<SYMBOL>``); it is versioned through
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import msgspec
 
 from .base import Message, register
 from .types import Symbol, TradeDate
 
-EXIT_EVENT_KINDS = (
+ExitEventKind = Literal[
     "STOP_RESOLVED",
     "STOP_RATCHET",
     "STOP_SUBMITTED",
@@ -23,7 +25,8 @@ EXIT_EVENT_KINDS = (
     "POSITION_CLOSED",
     "STOP_REJECTED",  # the executor refused a stop intent (reason = its reason)
     "STOP_BLOCKED",  # no stop can be sent: the shares are held by another sell (reason names it)
-)
+]
+EXIT_EVENT_KINDS: tuple[str, ...] = get_args(ExitEventKind)
 
 
 @register
@@ -31,7 +34,7 @@ class ExitEvent(Message, frozen=True, kw_only=True, tag="exit_event"):
     """What the exits service did and the inputs that produced it."""
 
     event_id: str
-    kind: str  # one of EXIT_EVENT_KINDS
+    kind: ExitEventKind
     symbol: Symbol
     position_id: str
     trade_date: TradeDate
@@ -82,7 +85,7 @@ class PendingStop(msgspec.Struct, frozen=True, kw_only=True):
 
     intent_id: str
     client_order_id: str
-    action: str  # place | replace | cancel
+    action: Literal["place", "replace", "cancel"]
     price: float
     qty: int
     ts: int

@@ -67,7 +67,7 @@ class Rejection(Message, frozen=True, kw_only=True, tag="rejection"):
     """A refused entry with ordered, stable reason codes."""
 
     rejection_id: str
-    source: str  # risk | executor
+    source: Literal["risk", "executor"]
     symbol: Symbol
     trade_date: TradeDate
     reasons: list[str]
@@ -77,7 +77,10 @@ class Rejection(Message, frozen=True, kw_only=True, tag="rejection"):
     ts: int = 0
 
 
-ORDER_EVENTS = ("accepted", "partially_filled", "filled", "cancelled", "rejected", "replaced")
+OrderEventName = Literal["accepted", "partially_filled", "filled", "cancelled", "rejected", "replaced"]
+ORDER_EVENTS: tuple[str, ...] = get_args(OrderEventName)
+Side = Literal["buy", "sell"]
+OrderKind = Literal["entry", "stop", "exit"]  # what an order is for
 
 # Why an order event happened, as a closed code another service may branch on (``reason`` is the human text).
 ReasonCode = Literal[
@@ -115,14 +118,14 @@ REASON_CODES: tuple[str, ...] = get_args(ReasonCode)
 
 class _OrderEventFields(Message, frozen=True, kw_only=True):
     event_id: str
-    event: str  # one of ORDER_EVENTS
+    event: OrderEventName
     mode: str
     intent_id: str
     client_order_id: str
     broker_order_id: str = ""
     symbol: Symbol
-    side: str  # buy | sell
-    kind: str  # entry | stop | exit
+    side: Side
+    kind: OrderKind
     qty: Shares
     order_type: str = "market"
     stop_price: float | None = None  # stop orders: the trigger; entries: the intent's protective stop

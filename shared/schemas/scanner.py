@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 from .base import Message, register
@@ -50,5 +52,5 @@ class CandidateBatch(Message, frozen=True, kw_only=True, tag="candidate_batch"):
     universe_size: int = 0
     provenance: dict[str, str] = {}
     counts: dict[str, int] = {}  # symbols per outcome: CANDIDATE or the first failing filter's code
-    market_gate_mode: str = ""  # symbol | universe_proxy | off
+    market_gate_mode: Literal["symbol", "universe_proxy", "off", ""] = ""  # "": a batch written before the field
     bars_through: OptTradeDate = ""  # the last session of daily bars the scan read (the session before scan_date)
