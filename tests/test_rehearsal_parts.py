@@ -151,6 +151,29 @@ def test_warped_clock_is_shared_by_python_and_redis_and_moves_forward(tmp_path: 
             rd.wait(timeout=10)
 
 
+@needs_faketime
+def test_a_relative_clock_directory_still_warps_a_redis_that_changes_directory(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """``make rehearse`` writes into the relative ``out/rehearsal``; redis-server chdirs to its --dir, so a
+    relative spec-file path made it run on the real clock (a week's rehearsal then never saw its sessions)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    start = datetime(2019, 2, 11, 13, 30, tzinfo=UTC)
+    with Warp(start=start, speed=1.0, workdir=Path("out") / "clock") as warp:
+        assert Path(warp.redis_env()["FAKETIME_TIMESTAMP_FILE"]).is_absolute()
+        port = free_port()
+        rd = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--dir", str(tmp_path / "data")], cwd=tmp_path,
+                              env={"PATH": "/usr/bin:/bin", **warp.redis_env()}, stdout=subprocess.DEVNULL)
+        try:
+            r = redis.Redis(port=port)
+            _until(lambda: _ping(r))
+            assert abs(r.time()[0] - start.timestamp()) < 600
+        finally:
+            rd.terminate()
+            rd.wait(timeout=10)
+
+
 def time_of(env: dict[str, str]) -> float:
     return float(subprocess.run([sys.executable, "-c", _NOW], env=env, capture_output=True, text=True, check=True).stdout)
 

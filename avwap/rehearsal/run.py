@@ -161,6 +161,7 @@ def _write_env(path: Path, env: dict[str, str], note: str) -> None:
 
 class Rehearsal:
     def __init__(self, cfg: RehearsalConfig) -> None:
+        cfg.out = cfg.out.resolve()  # every path handed to a process is absolute (processes chdir)
         self.cfg = cfg
         self.phases: dict[str, float] = {}
         self.project = cfg.out / "droplet"  # the droplet's project directory (env files, universe)

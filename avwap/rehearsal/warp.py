@@ -95,6 +95,9 @@ class Warp:
 
     def __enter__(self) -> Warp:
         self.lib = require_faketime()
+        # absolute: a process that changes directory (redis-server chdirs to its --dir) must still find
+        # the spec file and the shim, or libfaketime silently falls back to the real clock
+        self.workdir = self.workdir.resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.shim = build_shim(self.workdir)
         self._anchor = self.start
