@@ -216,3 +216,54 @@ def test_parity_ignores_broker_ids_timestamps_mode_and_provenance_only(tmp_path:
     later = canonical(_run_root(tmp_path / "c", "sim-0002", 173.23, "PAPER_SIM"), ["2019-02-13"])
     diffs = differences(live, later)
     assert diffs and all(d.startswith(("fills", "orders")) for d in diffs)
+
+
+def _descendants(pid: int) -> set[int]:
+    parent: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        kids = {c for c, pp in parent.items() if pp == p}
+        out |= kids
+        todo.extend(kids)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@needs_faketime
+def test_sigterm_to_avwap_rehearse_takes_its_whole_stack_down(tmp_path: Path) -> None:
+    """The services run in sessions of their own: a SIGTERMed rehearsal (a stopped `make rehearse`) must stop
+    them itself, or they keep ports (the dashboard's 8050) that the next rehearsal then cannot bind."""
+    import os
+
+    out = tmp_path / "r"
+    kids: set[int] = set()
+    p = subprocess.Popen([sys.executable, "-m", "avwap", "rehearse", "--from", "2019-02-13", "--to", "2019-02-13",
+                          "--out", str(out)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _until(lambda: (out / "logs" / "exits.log").exists() and (out / "logs" / "exits.log").stat().st_size > 0,
+               timeout=240)
+        kids = _descendants(p.pid)
+        assert len(kids) >= 8  # the stand-ins, redis and the compose services
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=120) != 0
+        _until(lambda: not any(_alive(k) for k in kids), timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        for k in kids:  # what a failed run left behind
+            if _alive(k):
+                os.kill(k, signal.SIGKILL)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -15,6 +16,12 @@ app = typer.Typer()
 # seconds per unit of speed-up, i.e. real seconds (docs/rehearsal.md, "Protection"): the chain from the
 # entry fill to the stop's acceptance, plus one restart or outage of the fault plan.
 UNPROTECTED_BOUND_WALL_S = 5.0
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    """SIGTERM as Ctrl-C: the rehearsal's ``finally`` stops every process it started (they run in their
+    own sessions, so nothing else would)."""
+    raise KeyboardInterrupt
 
 
 @app.command("rehearse")
@@ -48,6 +55,7 @@ def rehearse(
                           symbols=[s.strip().upper() for s in symbols.split(",") if s.strip()] or None,
                           log=typer.echo)
     t0 = time.monotonic()
+    signal.signal(signal.SIGTERM, _interrupted)  # `kill` / a stopped `make`: the stack comes down with us
     typer.echo(f"rehearsal {start}..{end} at x{speed:g} into {out}")
     try:
         res = Rehearsal(cfg).run()
