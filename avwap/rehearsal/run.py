@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -161,7 +161,7 @@ def _write_env(path: Path, env: dict[str, str], note: str) -> None:
 
 class Rehearsal:
     def __init__(self, cfg: RehearsalConfig) -> None:
-        cfg.out = cfg.out.resolve()  # every path handed to a process is absolute (processes chdir)
+        cfg = replace(cfg, out=cfg.out.resolve())  # every path handed to a process is absolute (processes chdir)
         self.cfg = cfg
         self.phases: dict[str, float] = {}
         self.project = cfg.out / "droplet"  # the droplet's project directory (env files, universe)
