@@ -37,6 +37,7 @@ import redis
 from shared import audit
 from shared.bus import fields_of
 from shared.ids import stable_id
+from shared.reads import typed_get
 from shared.schemas import BreakerRearm, FlattenRequest, TradingState, TradingStateChange
 from shared.schemas.controls import BreakerName, ControlSource, TradingStateName
 from shared.streams import BREAKERS_KEY, CONTROL, LEGACY_KILL_SWITCH_KEY, TRADING_STATE_KEY
@@ -114,17 +115,17 @@ def _combine(cur: StateView, legacy_raw: object) -> StateView:
 def read_state(r: redis.Redis, *, env_kill_switch: bool = False) -> StateView:
     """The trading state now (never raises for a bad key: unreadable is a state). ``env_kill_switch``
     (``KILL_SWITCH=1``) raises ACTIVE to REDUCING."""
-    def get(key: str) -> object:
-        try:
-            return r.get(key)
-        except redis.ResponseError as exc:  # WRONGTYPE
-            return exc
-
     try:
-        raw, legacy = get(TRADING_STATE_KEY), get(LEGACY_KILL_SWITCH_KEY)
+        raw, legacy = typed_get(r, [TRADING_STATE_KEY, LEGACY_KILL_SWITCH_KEY])  # one round trip; WRONGTYPE: the error
     except (redis.RedisError, OSError) as exc:
         log.error("trading state unreadable: %s", exc)
         return StateView(state="UNREADABLE", detail=str(exc))
+    return view_of(raw, legacy, env_kill_switch=env_kill_switch)
+
+
+def view_of(raw: object, legacy: object, *, env_kill_switch: bool = False) -> StateView:
+    """The trading state of the two keys' values as read (bytes, None when absent, or the exception the
+    read raised, e.g. WRONGTYPE); ``read_state`` reads them, a caller that read them itself calls this."""
     if isinstance(raw, Exception):
         log.error("trading state key unreadable: %s", raw)
         view = StateView(state="UNREADABLE", detail=str(raw))

@@ -26,6 +26,7 @@ outbox, written before a broker call leaves the process).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -90,6 +91,7 @@ for _ = 1, tonumber(ARGV[3]) do
 end
 return {acked, lost, emitted}
 """
+COMMIT_SHA = hashlib.sha1(COMMIT_LUA.encode()).hexdigest()
 
 Value = bytes | str | int
 # a state write of a commit: command (SET, DEL, HSET, HINCRBY, SADD, SREM, RPUSH), key, arguments
@@ -202,12 +204,12 @@ class UnitOfWork:
         block: Block = (d.stream if d else "", d.entry_id if d else "", self.writes,
                         [(out, fields_of(m)) for out, m in self.emits])
         keys, args = commit_args(self.group, self.maxlen, [block])
-        pipe = self._pipeline() if self._watch or self._pipe is not None else self._client.pipeline(transaction=True)
-        pipe.multi()
-        pipe.register_script(COMMIT_LUA)(keys=keys, args=args, client=pipe)
         if final and self._crash:
             crash_point(self._crash[0])
-        _acked, lost, _emitted = pipe.execute()[-1]
+        if self._pipe is None:  # nothing watched: the script alone is atomic (EVALSHA, loaded on NOSCRIPT)
+            _acked, lost, _emitted = self._client.register_script(COMMIT_LUA)(keys=keys, args=args)
+        else:
+            _acked, lost, _emitted = self._exec_watched(self._pipe, keys, args)
         if final and self._crash:
             crash_point(self._crash[1])
         answer = Committed(lost_race=int(lost) > 0)
@@ -217,6 +219,18 @@ class UnitOfWork:
         self._pipe = None
         self.r = self._client
         return answer
+
+    def _exec_watched(self, pipe: redis.client.Pipeline, keys: list[str], args: list[Value]) -> list[int]:
+        """MULTI, EVALSHA, EXEC on the WATCHing pipeline: one round trip (not ``Script`` in a pipeline, which
+        asks SCRIPT EXISTS first). A server without the script (restarted, flushed) ran nothing: load it and
+        raise ``WatchError`` so the block runs again on fresh reads (its WATCH ended with the EXEC)."""
+        pipe.multi()
+        pipe.execute_command("EVALSHA", COMMIT_SHA, len(keys), *keys, *args)
+        try:
+            return pipe.execute()[-1]
+        except redis.exceptions.NoScriptError:
+            self._client.script_load(COMMIT_LUA)
+            raise redis.WatchError("commit script not loaded; loaded it, run again") from None
 
     def __enter__(self) -> UnitOfWork:
         if self._watch:

@@ -197,6 +197,32 @@ def test_self_committing_handler_that_lost_its_entry_writes_nothing_and_counts_t
     assert r.xpending(IN, "g")["pending"] == 0
 
 
+@pytest.mark.parametrize("watched", [True, False])
+def test_unit_of_work_commits_once_after_the_server_lost_its_scripts(real_redis: redis.Redis, watched: bool) -> None:
+    """The commit runs by EVALSHA: a Redis that lost the script (restart, SCRIPT FLUSH) gets it loaded and the
+    commit made exactly once — a watched block runs again on fresh reads, an unwatched one is resent."""
+    r = real_redis
+    bus = Bus(r)
+    r.xgroup_create(IN, "g", id="0", mkstream=True)
+    bus.publish(IN, alert("s"))
+    (_, entries), = r.xreadgroup("g", "c", {IN: ">"}, count=1)
+    entry_id = entries[0][0].decode()
+    d = Delivery(stream=IN, entry_id=entry_id, consumer="c", deliveries=1)
+    r.set(COUNT, b"0")
+    runs = 0
+    for uow in bus.unit_of_work("g", d, watch=[COUNT] if watched else []):
+        with uow:
+            runs += 1
+            n = int(uow.r.get(COUNT) or b"0")
+            if runs == 1:
+                r.script_flush()
+            uow.set(COUNT, str(n + 1).encode())
+            uow.emit(OUT, alert("s"))
+    assert uow.result == Committed(lost_race=False)
+    assert runs == (2 if watched else 1) and r.get(COUNT) == b"1"
+    assert out_ids(r) == ["al-s"] and r.xpending(IN, "g")["pending"] == 0
+
+
 def test_own_pending_entries_are_reread_on_start(real_redis: redis.Redis) -> None:
     r = real_redis
     Consumer(r, "g", [IN], echo()).ensure_groups()

@@ -452,3 +452,24 @@ def test_risk_never_consumes_exits_or_stop_intents() -> None:
     from shared.streams import EXITS, INTENTS
 
     assert INTENTS not in SPEC.streams and EXITS not in SPEC.streams
+
+
+def test_a_worker_that_holds_the_state_sees_what_another_replica_committed(redis_url: str, real_redis: redis.Redis,
+                                                                           tmp_path: Path) -> None:
+    """Each worker keeps the state it committed decoded (``StateCache``); when another replica committed since,
+    the stored revision differs and the worker decides on the stored state: the day's cap holds across both."""
+    _, a = worker(redis_url, tmp_path, name="a", max_new_entries_per_day=2)
+    _, b = worker(redis_url, tmp_path, name="b", max_new_entries_per_day=2)
+    bus = Bus(real_redis)
+    bus.publish(CLOCK, session())
+    bus.publish(BROKER, snapshot())
+    drain(a)  # a holds the state of revision 2
+    rev_a = decode_state(real_redis.get(STATE_KEY)).rev
+    bus.publish(CANDIDATES, batch([cand("AAA")]))
+    drain(b)  # b enters AAA: a's revision is stale now
+    assert decode_state(real_redis.get(STATE_KEY)).rev > rev_a
+    bus.publish(CANDIDATES, batch([cand("BBB"), cand("CCC", score=5)]))
+    drain(a)  # one entry left of the day's two
+    assert [i.symbol for i in read(real_redis, INTENTS)] == ["AAA", "BBB"]
+    st = decode_state(real_redis.get(STATE_KEY))
+    assert sum(st.entries_by_day.values()) == 2 and sorted(st.pending) == sorted(i.intent_id for i in read(real_redis, INTENTS))

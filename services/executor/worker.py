@@ -120,6 +120,7 @@ class Executor(BrokerSync, BrokerActions, Worker):
         self._uow: UnitOfWork | None = None
         self._journal: list[Message] = []
         self._trigger = ""
+        self._ledger_queued = False  # ledger records queued since the last flush
 
     # -- state -----------------------------------------------------------------
     @contextlib.contextmanager
@@ -136,7 +137,7 @@ class Executor(BrokerSync, BrokerActions, Worker):
                     yield uow
                 finally:
                     self._uow = None
-        self.flush_ledger()
+        self.flush_ledger(only_if_queued=True)
 
     def load(self) -> ExecState:
         """The committed state."""
@@ -163,7 +164,7 @@ class Executor(BrokerSync, BrokerActions, Worker):
         assert self._uow is not None
         self._uow.checkpoint()
         crash_point("after_outbox")
-        self.flush_ledger()
+        self.flush_ledger(only_if_queued=True)
 
     def commit(self, st: ExecState, events: list[Message]) -> None:
         """The end of a unit of work: state, the journal and ``events``, their alerts and ledger records
@@ -183,8 +184,14 @@ class Executor(BrokerSync, BrokerActions, Worker):
         lines = ledger.queue_lines(events, prov)
         if lines:
             uow.rpush(self.ledger_key, *lines)
+            self._ledger_queued = True
 
-    def flush_ledger(self) -> None:
+    def flush_ledger(self, only_if_queued: bool = False) -> None:
+        """Append the queued ledger records to their files. ``only_if_queued``: skip the read when this process
+        queued none since its last flush (after a unit of work; start-up and every idle pass flush always)."""
+        if only_if_queued and not self._ledger_queued:
+            return
+        self._ledger_queued = False
         ledger.flush(self.r, self.ledger_key, self.ledger_dir, self.mode)
 
     # -- messages ----------------------------------------------------------------

@@ -33,7 +33,8 @@ from shared.artifacts import canonical_line, provenance, to_plain, under, write_
 from shared.bars import BarStore
 from shared.bus import Committed, Delivery, UnitOfWork
 from shared.clock import NS, dt_to_ns, ny_datetime, ny_trade_date
-from shared.controls import orders_allowed, read_state
+from shared.controls import orders_allowed, view_of
+from shared.reads import typed_get
 from shared.schemas import (
     BarBatch,
     BrokerSnapshot,
@@ -56,6 +57,7 @@ from shared.streams import (
     CLOCK,
     EXITS,
     INTENTS,
+    LEGACY_KILL_SWITCH_KEY,
     ORDERS,
     TRADING_STATE_KEY,
     state_key,
@@ -167,9 +169,12 @@ class Exits(Worker):
         for uow in self.ctx.bus.unit_of_work(GROUP, d, watch=[INDEX_KEY, TRADING_STATE_KEY],
                                              crash_points=("exits_before_exec", "exits_after_exec")):
             with uow:
-                index = decode_index(uow.r.get(INDEX_KEY))
-                # the trading state, read for this message (HALTED: no stop replace; shared.controls)
-                halted = not orders_allowed(read_state(uow.r))
+                # the index and the trading state, read for this message (HALTED: no stop replace; shared.controls)
+                raw_index, ts_raw, legacy_raw = typed_get(uow.r, [INDEX_KEY, TRADING_STATE_KEY, LEGACY_KILL_SWITCH_KEY])
+                if isinstance(raw_index, Exception):
+                    raise raw_index  # exits' own key is broken: nothing is decided (the entry stays pending)
+                index = decode_index(raw_index)
+                halted = not orders_allowed(view_of(ts_raw, legacy_raw))
                 if isinstance(msg, OrderEvent):
                     symbols = [msg.symbol]
                 elif isinstance(msg, SessionEvent) and msg.phase == "CLOSE":  # forgets closed positions too

@@ -35,6 +35,9 @@ class PendingEntry(msgspec.Struct, kw_only=True):
 
 
 class RiskState(msgspec.Struct, kw_only=True):
+    # the state's commits (the first field, so the shell reads it with GETRANGE; the core never reads it):
+    # a worker that holds revision ``rev`` decoded does not fetch and decode the blob again (worker.StateCache)
+    rev: int = 0
     session: str = ""  # the current NY trading session (latest SessionEvent date)
     clock: dict[str, dict[str, int]] = {}  # session -> phase -> event ts (+ PRE_MARKET_entry_ms)
     broker: BrokerSnapshot | None = None

@@ -17,6 +17,7 @@ gets shorter (``never_shorter``: records the state lost are kept, logged and ale
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -28,8 +29,9 @@ import redis
 from shared.alerts import make_alert
 from shared.artifacts import canonical_line, code_version, under, write_atomic
 from shared.bus import Bus, Committed, Delivery, Emit
-from shared.controls import read_state
+from shared.controls import StateView, read_state, view_of
 from shared.live_token import read_token_file, token_status
+from shared.reads import evalsha, typed_value
 from shared.regime import Table
 from shared.schemas import Alert, Message, SessionEvent
 from shared.service import ServiceContext, ServiceSpec, Worker, run_service
@@ -93,13 +95,14 @@ def dead_lettered_decisions(r: redis.Redis) -> tuple[tuple[int, str, str], ...]:
     return tuple(sorted(out))
 
 
-def controls_for(r: redis.Redis, settings: Settings, msg: Message | None) -> Controls:
-    """The control inputs of one step, read now (never cached); ``msg`` decides whether the DLQ is read."""
+def controls_for(r: redis.Redis, settings: Settings, msg: Message | None, view: StateView | None = None) -> Controls:
+    """The control inputs of one step, read now (never cached); ``msg`` decides whether the DLQ is read;
+    ``view``: the trading state when the caller read it already."""
     core = settings.core
     dlq: tuple[tuple[int, str, str], ...] = ()
     if settings.risk.portfolio_decision_enforce and isinstance(msg, SessionEvent) and msg.phase != "PRE_MARKET":
         dlq = dead_lettered_decisions(r)
-    state = read_state(r).state
+    state = (view if view is not None else read_state(r)).state
     kill = {"ACTIVE": "off", "REDUCING": "on", "HALTED": "on"}.get(state, "unreadable")
     return Controls(kill_switch=kill, kill_switch_env=core.kill_switch, trading_state=state, mode=core.execution_mode,
                     live_trading=core.live_trading, live_token=live_token_status(settings), decision_dlq=dlq)
@@ -196,34 +199,88 @@ def write_artifacts(r: redis.Redis, settings: Settings, sessions: list[str],
             except FileNotFoundError:
                 old = b""
             data, kept = never_shorter(old, artifact_bytes(st, s, line))
-            if kept and r.get(STATE_KEY) != raw:
+            if kept and state_moved(r, raw):
                 moved = True  # the file may be from a newer state than ours: start again from that one
                 break
             if kept:
                 gaps.append((s, kept))
             if data != old:
                 write_atomic(path, data)
-        if not moved and r.get(STATE_KEY) == raw:
+        if not moved and not state_moved(r, raw):
             return gaps
     return gaps
 
 
-def transact(bus: Bus, settings: Settings, limits: Limits, msg: Message,
-             d: Delivery | None) -> tuple[Committed, list[str], bytes, RiskState]:
+# One round trip under the WATCH: the state's revision (its first field), the blob unless this process
+# holds that revision (ARGV: held revision and length, "" when none), and each control key's type and value.
+# KEYS: risk state, trading state, legacy kill switch.
+_READ_LUA = """
+local rev = string.match(redis.call('GETRANGE', KEYS[1], 0, 40), '^{"rev":(%d+)[,}]') or ''
+local len = redis.call('STRLEN', KEYS[1])
+local blob = false
+if rev == '' or rev ~= ARGV[1] or tostring(len) ~= ARGV[2] then blob = redis.call('GET', KEYS[1]) end
+local out = {rev, blob}
+for i = 2, 3 do
+  local t = redis.call('TYPE', KEYS[i])['ok']
+  out[#out + 1] = t
+  if t == 'string' then out[#out + 1] = redis.call('GET', KEYS[i]) else out[#out + 1] = false end
+end
+return out
+"""
+_READ_SHA = hashlib.sha1(_READ_LUA.encode()).hexdigest()
+
+
+class StateCache(msgspec.Struct):
+    """The state this process last committed or read: its revision, its bytes and its value. A step reuses
+    the value while the stored revision and length are the same (no fetch, no decode); every commit of the
+    state bumps the revision (``transact``). Emptied before a step changes the value in place, refilled
+    after the commit."""
+
+    rev: int = -1
+    raw: bytes = b""
+    state: RiskState | None = None
+
+
+def _read(r: redis.Redis, held: StateCache) -> tuple[bytes | None, RiskState, object, object]:
+    """(state bytes, state, trading state value, legacy kill-switch value), in one round trip."""
+    _rev, blob, t1, v1, t2, v2 = evalsha(r, _READ_LUA, _READ_SHA, [STATE_KEY, TRADING_STATE_KEY, LEGACY_KILL_SWITCH_KEY],
+                                         [held.rev if held.state is not None else "", len(held.raw)])
+    if blob is None and held.state is not None and _rev:
+        raw, st = held.raw, held.state
+    else:
+        raw, st = blob, decode_state(blob)
+    return raw, st, typed_value(t1, v1), typed_value(t2, v2)
+
+
+def _with_rev(body: bytes, old: int, new: int) -> bytes:
+    """``body`` (a state encoded with revision ``old``) with revision ``new`` (its first field)."""
+    head = b'{"rev":%d' % old
+    assert body.startswith(head), "RiskState.rev must be its first field"
+    return b'{"rev":%d' % new + body[len(head):]
+
+
+def transact(bus: Bus, settings: Settings, limits: Limits, msg: Message, d: Delivery | None,
+             held: StateCache | None = None) -> tuple[Committed, list[str], bytes, RiskState]:
     """Run one step in a unit of work: state + outputs + ack in one commit (``Bus.unit_of_work``).
 
     Returns the bus answer, the sessions whose artifact changed and the committed state (bytes and
     value). When another consumer had already acked the entry (a real race) nothing is written:
-    ``Committed(lost_race=True)`` and no session changed.
+    ``Committed(lost_race=True)`` and no session changed. ``held``: this process's ``StateCache`` (updated).
     """
+    held = held if held is not None else StateCache()
     entry_ms = int(d.entry_id.split("-")[0]) if d is not None else 0
     for uow in bus.unit_of_work(GROUP, d, watch=[STATE_KEY, TRADING_STATE_KEY, LEGACY_KILL_SWITCH_KEY]):
         with uow:
-            raw = uow.r.get(STATE_KEY)
-            controls = controls_for(uow.r, settings, msg)
-            res = step(decode_state(raw), msg, controls, limits, entry_ms=entry_ms, copy=False)  # a fresh decode
+            raw, state, ts_raw, legacy_raw = _read(uow.r, held)
+            held.state, held.raw = None, b""  # the step changes ``state`` in place
+            controls = controls_for(uow.r, settings, msg, view=view_of(ts_raw, legacy_raw))
+            rev = state.rev
+            res = step(state, msg, controls, limits, entry_ms=entry_ms, copy=False)
+            res.state.rev = rev
             new = encode_state(res.state)
             if new != raw:
+                res.state.rev = rev + 1
+                new = _with_rev(new, rev, rev + 1)
                 uow.set(STATE_KEY, new)
             for out, m in res.emits:
                 uow.emit(out, m)
@@ -231,7 +288,16 @@ def transact(bus: Bus, settings: Settings, limits: Limits, msg: Message,
     assert answer is not None
     if answer.lost_race:
         return answer, [], raw or b"", decode_state(raw)
+    held.rev, held.raw, held.state = res.state.rev, new, res.state
     return answer, res.dates, new, res.state
+
+
+def state_moved(r: redis.Redis, raw: bytes | None) -> bool:
+    """Whether the stored state is no longer ``raw``: by its revision when it has one (a GETRANGE)."""
+    head = (raw or b"").partition(b",")[0]
+    if head.startswith(b'{"rev":') and head[7:].isdigit():
+        return r.getrange(STATE_KEY, 0, len(head)) != head + b","
+    return r.get(STATE_KEY) != raw
 
 
 def limits_for(settings: Settings) -> Limits:
@@ -259,11 +325,12 @@ class Risk(Worker):
         self.limits = limits_for(ctx.settings)
         self.lines = Lines()
         self.gaps_alerted: set[tuple[str, int]] = set()  # (session, count) alerted by this process
+        self.held = StateCache()  # the state this process last committed (no fetch, no decode while current)
 
     def handle(self, msg: Message, d: Delivery) -> Committed:
         ctx = self.ctx
         try:
-            answer, dates, raw, st = transact(ctx.bus, self.settings, self.limits, msg, d)
+            answer, dates, raw, st = transact(ctx.bus, self.settings, self.limits, msg, d, self.held)
         except redis.RedisError as exc:
             log.error("risk: Redis error, no entry made (message stays pending): %s", exc)
             with contextlib.suppress(redis.RedisError):
