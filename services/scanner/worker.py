@@ -7,39 +7,86 @@ second replica changes nothing), and RETURNS ``[(avwap:candidates, CandidateBatc
 scan summary)]`` for the bus to commit with the ack. Every PRE_MARKET gets one batch, also when
 the gate is closed, bars are stale or the universe file is unreadable (then ``market_gate_ok`` is
 false with a reason and no candidates). When the rq cron job (or ``avwap scan --publish``) already
-published D's batch, the worker publishes nothing (``services/scanner/session.py``).
+published D's batch, the worker publishes nothing (``services/scanner/session.py``). At CLOSE of D it
+acks at once and computes the next session's scan ahead in a thread, used at PRE_MARKET only if its
+inputs are still the same (``services/scanner/ahead.py``).
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from shared.bars import BarStore
 from shared.bus import Delivery, Emit
+from shared.clock import calendar
 from shared.schemas import Message, SessionEvent
-from shared.service import ServiceContext, ServiceSpec, run_service
+from shared.service import ServiceContext, ServiceSpec, Worker, run_service
 from shared.streams import ALERTS, CANDIDATES, CLOCK
 
-from .artifacts import write_artifacts
+from .ahead import Ahead, universe_stamp
+from .artifacts import artifact_bytes, write_artifacts
+from .core import ScanResult
 from .session import claim_for_worker, claim_of, outputs, scan_for, store_panel
 
 log = logging.getLogger(__name__)
 
 
-def build(ctx: ServiceContext):
-    settings = ctx.settings
-    store = BarStore(settings.core.bars_dir)
+class Scanner(Worker):
+    """One batch per PRE_MARKET; at CLOSE, the next session's scan computed ahead in a thread (``ahead.py``)
+    while the other services do their close of day. Only that thread and PRE_MARKET read the bar store,
+    never at the same time: PRE_MARKET (and the next CLOSE) first wait for the thread."""
 
-    def handle(msg: Message, d: Delivery) -> list[Emit]:
-        if not isinstance(msg, SessionEvent) or msg.phase != "PRE_MARKET":
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.store = BarStore(ctx.settings.core.bars_dir)
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scan-ahead")
+        self.ahead: Future[Ahead | None] | None = None
+
+    def scan_ahead(self, after: str) -> Ahead | None:
+        """The scan of the session after ``after`` over the bars there are now (None: it failed)."""
+        settings = self.settings
+        try:
+            nxt = calendar().next_session(after)
+            stamp = universe_stamp(settings.scanner.scan_universe_file)
+            panel = store_panel(self.store, nxt, settings)
+            result = scan_for(panel, nxt, settings)
+            return Ahead(nxt, panel.content_hash(), stamp, result, artifact_bytes(result))
+        except Exception:  # only a head start: PRE_MARKET scans afresh (and reports what fails then)
+            log.warning("scanner: the scan ahead of the session after %s failed; PRE_MARKET will scan", after,
+                        exc_info=True)
+            return None
+
+    def take_ahead(self) -> Ahead | None:
+        fut, self.ahead = self.ahead, None
+        return fut.result() if fut is not None else None
+
+    def scan(self, day: str) -> tuple[ScanResult, dict[str, bytes] | None]:
+        ahead = self.take_ahead()
+        settings = self.settings
+        panel = store_panel(self.store, day, settings)
+        if ahead is not None and ahead.fits(day, panel, universe_stamp(settings.scanner.scan_universe_file)):
+            return ahead.result, ahead.files
+        return scan_for(panel, day, settings, r=self.ctx.r), None
+
+    def handle(self, msg: Message, d: Delivery) -> list[Emit]:
+        if not isinstance(msg, SessionEvent):
             return []
-        day = msg.trade_date
+        if msg.phase == "CLOSE":
+            self.take_ahead()
+            if self.settings.scanner.scan_shards == 1:
+                self.ahead = self.pool.submit(self.scan_ahead, msg.trade_date)
+            return []
+        if msg.phase != "PRE_MARKET":
+            return []
+        ctx, settings, day = self.ctx, self.settings, msg.trade_date
         got = claim_of(ctx.r, day)
         if got is not None and (got[1] != "clock" or got[2] != d.entry_id):
             log.info("scanner: %s batch %s already published (%s %s); nothing to do", day, got[0], got[1], got[2])
             return []
-        result = scan_for(store_panel(store, day, settings), day, settings, r=ctx.r)
-        write_artifacts(settings.core.artifacts_dir, result)
+        result, files = self.scan(day)
+        write_artifacts(settings.core.artifacts_dir, result, files)
         if not claim_for_worker(ctx.r, result.batch, d.entry_id):
             return []
         b = result.batch
@@ -47,10 +94,11 @@ def build(ctx: ServiceContext):
                  "open" if b.market_gate_ok else "closed", b.market_gate_reason, b.universe_size)
         return outputs(result, msg.ts)
 
-    return handle
+    def stop(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-SPEC = ServiceSpec(name="scanner", streams=[CLOCK], build=build, produces=[CANDIDATES, ALERTS])
+SPEC = ServiceSpec(name="scanner", streams=[CLOCK], build=Scanner, produces=[CANDIDATES, ALERTS])
 
 
 def main() -> int:
