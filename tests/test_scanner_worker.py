@@ -10,6 +10,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis
 
@@ -310,3 +311,19 @@ def test_the_scan_computed_ahead_at_close_is_used_only_on_the_same_inputs(redis_
     fresh = real_scan_for(store_panel(BarStore(root), D, s), D, s)
     assert paths(tmp_path / "artifacts", D)["batch"].read_bytes() == artifact_bytes(fresh)["batch"]
     assert paths(tmp_path / "artifacts", D)["rejects"].read_bytes() == artifact_bytes(fresh)["rejects"]
+
+
+def test_a_scan_ahead_fits_only_a_bit_identical_panel(sample) -> None:
+    from dataclasses import replace as dc_replace
+
+    from services.scanner.ahead import same_panel
+
+    pan = Panel.from_frame(sample.frame, before=D, lookback=260)
+    holed = pan.close.copy()
+    holed[5, 3] = np.nan  # no bar
+    pan = dc_replace(pan, close=holed)
+    assert same_panel(pan, dc_replace(pan, close=holed.copy()))  # NaN compares as the same bits
+    fixed = pan.close.copy()
+    fixed[-1, 0] = np.nextafter(fixed[-1, 0], np.inf)  # a correction in the last digit of one close
+    assert not same_panel(pan, dc_replace(pan, close=fixed))
+    assert not same_panel(pan, dc_replace(pan, dates=[*pan.dates[:-1], "2099-01-01"]))

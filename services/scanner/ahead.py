@@ -2,9 +2,9 @@
 
 A scan is a pure function of the panel of bars before its session, the session, the universe file
 and the settings (``session.scan_for``). At CLOSE of D the worker runs the scan of the next session
-N over the bars it has then, and keeps the result with what it was computed from: the panel's
-content hash and the universe file's bytes. At PRE_MARKET N it builds N's panel again and uses the
-kept result only when N, the panel's hash and the universe bytes are all the same — the same inputs,
+N over the bars it has then, and keeps the result with what it was computed from: the panel
+and the universe file's bytes. At PRE_MARKET N it builds N's panel again and uses the
+kept result only when N, the panel (bit for bit) and the universe bytes are all the same — the same inputs,
 so the same bytes as a scan done then (``tests/test_scanner_worker.py``). Otherwise (a bar arrived
 or was corrected after the close, the universe file changed, another session) it scans afresh. A
 replay appends each daily bar before the CLOSE, so its scans are all computed ahead, while the CLOSE
@@ -18,7 +18,9 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.bars import Panel
+import numpy as np
+
+from shared.bars import FIELDS, Panel
 
 from .core import ScanResult
 
@@ -33,12 +35,25 @@ def universe_stamp(path: str | None) -> str:
         return "missing"
 
 
+def same_panel(a: Panel, b: Panel) -> bool:
+    """Whether two panels hold exactly the same dates, symbols and values (bit for bit, NaN included)."""
+    if a.dates != b.dates or a.symbols != b.symbols:
+        return False
+    for f in (*FIELDS, "ts"):
+        x, y = getattr(a, f), getattr(b, f)
+        if x.shape != y.shape or x.dtype != y.dtype:
+            return False
+        if not np.array_equal(np.ascontiguousarray(x).view(np.uint8), np.ascontiguousarray(y).view(np.uint8)):
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class Ahead:
     """A scan computed ahead: its session, the inputs it was computed from, the result and its files."""
 
     scan_date: str
-    panel_hash: str
+    panel: Panel  # a read-only view (``BarStore.daily_panel`` never changes a panel it handed out)
     universe: str
     result: ScanResult
     files: dict[str, bytes]
@@ -46,4 +61,4 @@ class Ahead:
     def fits(self, scan_date: str, panel: Panel, universe: str) -> bool:
         """Whether this is the scan of ``scan_date`` over exactly ``panel`` and ``universe``."""
         return (scan_date == self.scan_date and universe == self.universe and universe != "missing"
-                and panel.content_hash() == self.panel_hash)
+                and same_panel(panel, self.panel))

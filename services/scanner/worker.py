@@ -52,7 +52,7 @@ class Scanner(Worker):
             stamp = universe_stamp(settings.scanner.scan_universe_file)
             panel = store_panel(self.store, nxt, settings)
             result = scan_for(panel, nxt, settings)
-            return Ahead(nxt, panel.content_hash(), stamp, result, artifact_bytes(result))
+            return Ahead(nxt, panel, stamp, result, artifact_bytes(result))
         except Exception:  # only a head start: PRE_MARKET scans afresh (and reports what fails then)
             log.warning("scanner: the scan ahead of the session after %s failed; PRE_MARKET will scan", after,
                         exc_info=True)
