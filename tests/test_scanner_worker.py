@@ -298,7 +298,7 @@ def test_the_scan_computed_ahead_at_close_is_used_only_on_the_same_inputs(redis_
     bus.publish(CLOCK, SessionEvent(trade_date=prev, phase="CLOSE", ts=dt_to_ns(ny_datetime(prev, "16:00"))))
     consumer.run(install_signals=False, until_idle=True)
     assert real_redis.xpending(CLOCK, "scanner")["pending"] == 0  # CLOSE is acked at once, the scan runs in a thread
-    assert consumer.handler.ahead.result(timeout=60) is not None
+    assert consumer.handler.ahead.wait(timeout=60) is not None
     assert calls == [D] and real_redis.xlen(CANDIDATES) == 0  # computed ahead, nothing published at CLOSE
     if late_bar:  # a bar of a new symbol for the last session, arriving after the close
         ts = dt_to_ns(ny_datetime(prev, "16:00"))
@@ -316,7 +316,7 @@ def test_the_scan_computed_ahead_at_close_is_used_only_on_the_same_inputs(redis_
 def test_a_scan_ahead_fits_only_a_bit_identical_panel(sample) -> None:
     from dataclasses import replace as dc_replace
 
-    from services.scanner.ahead import same_panel
+    from shared.ahead import same_panel
 
     pan = Panel.from_frame(sample.frame, before=D, lookback=260)
     holed = pan.close.copy()

@@ -9,14 +9,14 @@ the gate is closed, bars are stale or the universe file is unreadable (then ``ma
 false with a reason and no candidates). When the rq cron job (or ``avwap scan --publish``) already
 published D's batch, the worker publishes nothing (``services/scanner/session.py``). At CLOSE of D it
 acks at once and computes the next session's scan ahead in a thread, used at PRE_MARKET only if its
-inputs are still the same (``services/scanner/ahead.py``).
+inputs are still the same (``shared/ahead.py``).
 """
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
 
+from shared.ahead import Ahead, Kept, file_stamp
 from shared.bars import BarStore
 from shared.bus import Delivery, Emit
 from shared.clock import calendar
@@ -24,7 +24,6 @@ from shared.schemas import Message, SessionEvent
 from shared.service import ServiceContext, ServiceSpec, Worker, run_service
 from shared.streams import ALERTS, CANDIDATES, CLOCK
 
-from .ahead import Ahead, universe_stamp
 from .artifacts import artifact_bytes, write_artifacts
 from .core import ScanResult
 from .session import claim_for_worker, claim_of, outputs, scan_for, store_panel
@@ -33,50 +32,39 @@ log = logging.getLogger(__name__)
 
 
 class Scanner(Worker):
-    """One batch per PRE_MARKET; at CLOSE, the next session's scan computed ahead in a thread (``ahead.py``)
-    while the other services do their close of day. Only that thread and PRE_MARKET read the bar store,
-    never at the same time: PRE_MARKET (and the next CLOSE) first wait for the thread."""
+    """One batch per PRE_MARKET; at CLOSE, the next session's scan computed ahead in a thread
+    (``shared.ahead``) while the other services do their close of day. Only that thread and PRE_MARKET
+    read the bar store, never at the same time: PRE_MARKET (and the next CLOSE) first wait for it."""
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self.settings = ctx.settings
         self.store = BarStore(ctx.settings.core.bars_dir)
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scan-ahead")
-        self.ahead: Future[Ahead | None] | None = None
+        self.ahead: Ahead[tuple[ScanResult, dict[str, bytes]]] = Ahead("scanner")
 
-    def scan_ahead(self, after: str) -> Ahead | None:
-        """The scan of the session after ``after`` over the bars there are now (None: it failed)."""
+    def scan_ahead(self, after: str) -> Kept[tuple[ScanResult, dict[str, bytes]]]:
+        """The scan of the session after ``after`` over the bars there are now, with its files' bytes."""
         settings = self.settings
-        try:
-            nxt = calendar().next_session(after)
-            stamp = universe_stamp(settings.scanner.scan_universe_file)
-            panel = store_panel(self.store, nxt, settings)
-            result = scan_for(panel, nxt, settings)
-            return Ahead(nxt, panel, stamp, result, artifact_bytes(result))
-        except Exception:  # only a head start: PRE_MARKET scans afresh (and reports what fails then)
-            log.warning("scanner: the scan ahead of the session after %s failed; PRE_MARKET will scan", after,
-                        exc_info=True)
-            return None
-
-    def take_ahead(self) -> Ahead | None:
-        fut, self.ahead = self.ahead, None
-        return fut.result() if fut is not None else None
+        nxt = calendar().next_session(after)
+        stamp = file_stamp(settings.scanner.scan_universe_file)
+        panel = store_panel(self.store, nxt, settings)
+        result = scan_for(panel, nxt, settings)
+        return Kept(nxt, panel, stamp, (result, artifact_bytes(result)))
 
     def scan(self, day: str) -> tuple[ScanResult, dict[str, bytes] | None]:
-        ahead = self.take_ahead()
+        kept = self.ahead.take()
         settings = self.settings
         panel = store_panel(self.store, day, settings)
-        if ahead is not None and ahead.fits(day, panel, universe_stamp(settings.scanner.scan_universe_file)):
-            return ahead.result, ahead.files
+        if kept is not None and kept.fits(day, panel, file_stamp(settings.scanner.scan_universe_file)):
+            return kept.value
         return scan_for(panel, day, settings, r=self.ctx.r), None
 
     def handle(self, msg: Message, d: Delivery) -> list[Emit]:
         if not isinstance(msg, SessionEvent):
             return []
         if msg.phase == "CLOSE":
-            self.take_ahead()
-            if self.settings.scanner.scan_shards == 1:
-                self.ahead = self.pool.submit(self.scan_ahead, msg.trade_date)
+            if self.settings.scanner.scan_shards == 1:  # a sharded scan runs on rq workers: never ahead
+                self.ahead.start(lambda: self.scan_ahead(msg.trade_date))
             return []
         if msg.phase != "PRE_MARKET":
             return []
@@ -95,7 +83,7 @@ class Scanner(Worker):
         return outputs(result, msg.ts)
 
     def stop(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.ahead.shutdown()
 
 
 SPEC = ServiceSpec(name="scanner", streams=[CLOCK], build=Scanner, produces=[CANDIDATES, ALERTS])
