@@ -120,8 +120,8 @@ def start_services(redis_url: str, cfg: ReplayConfig) -> ServiceProcs:
         # one report at the end of the run (replay_run.final_report) instead of one per session:
         # three matplotlib charts per CLOSE would dominate a long replay
         "REPORT_ON_CLOSE": "0",
-        # analytics artifacts without fsync: the rename stays atomic; a replay is rerun, not recovered
-        "ANALYTICS_FSYNC": "0",
+        # artifacts, ledgers and bars without fsync: the rename stays atomic; a replay is rerun, not recovered
+        "ARTIFACTS_FSYNC": "0",
         **cfg.env,
     }
     procs = ServiceProcs(redis_url, env=env, log_dir=cfg.out / "logs")

@@ -7,6 +7,7 @@ the Redis it is given; the replay only plays the live scheduler and feed (avwap.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,6 +20,7 @@ import typer
 from avwap.common import fail, job_redis
 from avwap.procs import ServiceProcs
 from avwap.replay import Driver, ReplayConfig, StepHook, session_steps, start_services
+from shared.artifacts import fsync_off
 from shared.bars import BarStore, LoadResult, frame_to_rows, load_bars
 from shared.clock import calendar
 from shared.redis_conn import connect
@@ -115,7 +117,8 @@ def run_replay(inp: ReplayInput, cfg: ReplayConfig, redis_url: str, after_publis
     store = BarStore(cfg.out / "bars")
     first = inp.sessions[0] if inp.sessions else "9999-12-31"
     history = inp.daily.frame[inp.daily.frame["trade_date"] < first]
-    store.import_result(LoadResult(tf="1d", frame=history))
+    with _durability(cfg):
+        store.import_result(LoadResult(tf="1d", frame=history))
     t0 = time.monotonic()
     procs = start_services(redis_url, cfg)
     if on_started is not None:
@@ -124,11 +127,12 @@ def run_replay(inp: ReplayInput, cfg: ReplayConfig, redis_url: str, after_publis
     stats: dict[str, dict[str, float]] = {}
     try:
         bar = _progress(len(inp.sessions)) if progress else None
-        for d, steps in iter_sessions(inp, cfg.window_start):
-            for step in steps:
-                driver.play(step)
-            if bar is not None:
-                bar[0].update(bar[1], advance=1, description=d)
+        with _durability(cfg):  # the driver's bar store, as the services' files (ARTIFACTS_FSYNC)
+            for d, steps in iter_sessions(inp, cfg.window_start):
+                for step in steps:
+                    driver.play(step)
+                if bar is not None:
+                    bar[0].update(bar[1], advance=1, description=d)
         if bar is not None:
             bar[0].stop()
         for key, proc in procs.procs.items():
@@ -147,6 +151,13 @@ def run_replay(inp: ReplayInput, cfg: ReplayConfig, redis_url: str, after_publis
     elapsed = time.monotonic() - t0
     return ReplayResult(out=cfg.out, sessions=len(inp.sessions), steps=driver.steps_done, replay_s=elapsed,
                         wait_s=driver.wait_s, services=stats, summary=summarize(cfg.out), dlq=int(r.xlen(DLQ)))
+
+
+def _durability(cfg: ReplayConfig) -> contextlib.AbstractContextManager[None]:
+    """The driver writes its bar store as the replay's services write their files: without fsync unless
+    the replay's env sets ARTIFACTS_FSYNC (``start_services`` sets 0)."""
+    on = cfg.env.get("ARTIFACTS_FSYNC", "0").strip().lower() not in ("0", "false", "no", "off", "")
+    return contextlib.nullcontext() if on else fsync_off()
 
 
 def _progress(total: int):  # noqa: ANN202 - rich types

@@ -7,6 +7,7 @@ UTF-8, one trailing newline. Same inputs -> same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -88,6 +89,31 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+class _Durability:
+    """Whether this process fsyncs what it writes (``ARTIFACTS_FSYNC``; ``set_fsync`` at service start)."""
+
+    fsync = True
+
+
+def set_fsync(on: bool) -> None:
+    """The process-wide default of every write here (``ARTIFACTS_FSYNC``: a service sets it at start)."""
+    _Durability.fsync = on
+
+
+@contextlib.contextmanager
+def fsync_off() -> Iterator[None]:
+    """No fsync by default inside the block (a replay's driver writing its bar store), then as before."""
+    before, _Durability.fsync = _Durability.fsync, False
+    try:
+        yield
+    finally:
+        _Durability.fsync = before
+
+
+def fsync_default(fsync: bool | None) -> bool:
+    return _Durability.fsync if fsync is None else fsync
+
+
 def _replace_with(target: Path, data: bytes, fsync: bool = True) -> None:
     """Write ``data`` to a temp file beside ``target``, fsync it (unless told not to), rename it over ``target``."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -113,21 +139,23 @@ def _fsync_dir(d: Path) -> None:
         os.close(dir_fd)
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes, fsync: bool = True) -> Path:
+def write_atomic(path: str | os.PathLike[str], data: bytes, fsync: bool | None = None) -> Path:
     """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename, fsync dir.
 
     ``fsync=False`` keeps the atomic rename (readers never see a partial file) but skips both
     fsyncs: the file may be lost by a power failure, not by a process crash (replays use it).
+    None: the process default (``ARTIFACTS_FSYNC``, ``set_fsync``).
     """
     return write_atomic_many({Path(path): data}, fsync=fsync)[0]
 
 
-def write_atomic_many(files: dict[Path, bytes], fsync: bool = True) -> list[Path]:
+def write_atomic_many(files: dict[Path, bytes], fsync: bool | None = None) -> list[Path]:
     """``write_atomic`` for several files, in the given order, with one fsync per directory.
 
     Each file is still written to a temp file, fsynced and renamed (a reader never sees a torn
     file); the directories are fsynced once at the end instead of once per file.
     """
+    fsync = fsync_default(fsync)
     done = [Path(p) for p in files]
     for target, data in zip(done, files.values(), strict=True):
         _replace_with(target, data, fsync)
@@ -137,13 +165,13 @@ def write_atomic_many(files: dict[Path, bytes], fsync: bool = True) -> list[Path
     return done
 
 
-def write_json_artifact(path: str | os.PathLike[str], obj: Any, fsync: bool = True) -> Path:
+def write_json_artifact(path: str | os.PathLike[str], obj: Any, fsync: bool | None = None) -> Path:
     """Write ``obj`` as canonical JSON, atomically (see ``write_atomic``). Returns the path."""
     return write_atomic(path, canonical_json(obj), fsync=fsync)
 
 
-def append_jsonl(path: str | os.PathLike[str], records: Iterable[Any]) -> Path:
-    """Append canonical JSON lines and fsync.
+def append_jsonl(path: str | os.PathLike[str], records: Iterable[Any], fsync: bool | None = None) -> Path:
+    """Append canonical JSON lines and fsync (``fsync``: as ``write_atomic``).
 
     If the file ends in a torn line (a crash mid-write), a newline is written first so
     the torn fragment stays isolated on its own line and is skipped by ``read_jsonl``.
@@ -161,7 +189,8 @@ def append_jsonl(path: str | os.PathLike[str], records: Iterable[Any]) -> Path:
                 fh.write(b"\n")
         fh.write(payload)
         fh.flush()
-        os.fsync(fh.fileno())
+        if fsync_default(fsync):
+            os.fsync(fh.fileno())
     return target
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shared.artifacts import under
+from shared.artifacts import fsync_default, under
 from shared.clock import calendar, ny_trade_date
 from shared.schemas import BarRow
 from shared.schemas.types import PRICE_MAX, VOLUME_MAX, is_symbol
@@ -406,7 +406,8 @@ class BarStore:
                         fh.write(b"\n")  # a torn last line stays torn (skipped on read); start clean
                 fh.write(buf.getvalue().encode())
                 fh.flush()
-                os.fsync(fh.fileno())
+                if fsync_default(None):  # ARTIFACTS_FSYNC
+                    os.fsync(fh.fileno())
             n += len(day_rows)
         return n
 

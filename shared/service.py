@@ -26,6 +26,7 @@ from pydantic_settings import EnvSettingsSource
 
 from shared import metrics
 from shared.alerts import AlertPublisher
+from shared.artifacts import set_fsync
 from shared.bus import DLQ, Bus, Committed, Consumer, Delivery, Emit, Handler, session_problem
 from shared.clock import Clock, WallClock, calendar
 from shared.logs import redact, setup_logging
@@ -219,6 +220,7 @@ def run_service(spec: ServiceSpec, settings: Settings | None = None) -> int:
         except ValidationError:
             return idle_invalid_settings(spec.name)
     setup_logging(settings.core.log_level, settings.core.log_format, service=spec.name)
+    set_fsync(settings.core.artifacts_fsync)
     if not settings.core.redis_url:  # an embedded Redis would be private: this service could talk to nobody
         return refuse_and_idle(spec.name, "settings_invalid", f"{spec.name}: REDIS_URL not set, not started",
                                NO_REDIS_URL, redis_url=None, runbook="invalid-settings")

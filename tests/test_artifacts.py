@@ -67,3 +67,39 @@ def test_write_atomic_many_writes_every_file_and_leaves_no_temp(tmp_path) -> Non
     write_atomic_many({tmp_path / "a" / "x.json": b'{"v":2}\n'})  # replaced whole
     assert (tmp_path / "a" / "x.json").read_bytes() == b'{"v":2}\n'
     assert not [p for p in tmp_path.rglob("*.tmp")]
+
+
+def test_artifacts_fsync_is_the_process_default_and_fsync_off_restores_it(tmp_path, monkeypatch) -> None:
+    """ARTIFACTS_FSYNC (``set_fsync`` at service start) decides whether a write fsyncs by default; an explicit
+    ``fsync=`` wins; ``fsync_off`` turns it off for a block only. The bytes and the atomic rename are the same."""
+    import os
+
+    from shared import artifacts
+    from shared.bars import BarStore
+    from shared.schemas import BarRow
+
+    calls: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(fd) or real(fd))
+    bar = BarRow(symbol="AAA", ts=1_514_926_800_000_000_000, open=1.0, high=2.0, low=0.5, close=1.5, volume=10.0)
+    try:
+        artifacts.write_atomic(tmp_path / "a.json", b"x")
+        artifacts.append_jsonl(tmp_path / "l.jsonl", [{"a": 1}])
+        assert len(calls) == 3  # file + directory, and the appended file
+        artifacts.set_fsync(False)
+        calls.clear()
+        artifacts.write_atomic(tmp_path / "a.json", b"y")
+        artifacts.append_jsonl(tmp_path / "l.jsonl", [{"a": 2}])
+        BarStore(tmp_path / "bars").append("1d", [bar])
+        assert calls == [] and (tmp_path / "a.json").read_bytes() == b"y"
+        artifacts.write_atomic(tmp_path / "a.json", b"z", fsync=True)
+        assert len(calls) == 2
+        artifacts.set_fsync(True)
+        calls.clear()
+        with artifacts.fsync_off():
+            BarStore(tmp_path / "bars").append("1d", [bar])
+        assert calls == []
+        BarStore(tmp_path / "bars").append("1d", [bar])
+        assert len(calls) == 1
+    finally:
+        artifacts.set_fsync(True)

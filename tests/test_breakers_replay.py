@@ -60,7 +60,7 @@ def replay(tmp: Path, minutes: list[BarRow], analytics_replicas: int = 1) -> dic
     r = connect(emb.url)
     env = {"EXECUTION_MODE": "PAPER_SIM", "ARTIFACTS_DIR": str(out / "artifacts"), "LEDGER_DIR": str(out / "ledger"),
            "BARS_DIR": str(out / "bars"), "STARTING_CAPITAL": "1000000", "BUS_BLOCK_MS": "200",
-           "BUS_CLAIM_IDLE_MS": "1000", "AVWAP_REPLAY": "1", "REPORT_ON_CLOSE": "0", "ANALYTICS_FSYNC": "0",
+           "BUS_CLAIM_IDLE_MS": "1000", "AVWAP_REPLAY": "1", "REPORT_ON_CLOSE": "0", "ARTIFACTS_FSYNC": "0",
            "STOP_BUFFER": "0.75", **LIMITS}
     procs = ServiceProcs(emb.url, env=env, log_dir=out / "logs")
     store = BarStore(out / "bars")

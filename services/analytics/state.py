@@ -29,7 +29,7 @@ class State:
         self.close_cfg = CloseConfig.from_settings(s, self.code)
         self.trade_memo: dict[tuple[object, ...], object] = {}
         self.lines: dict[tuple[str, bytes, bytes], bytes] = {}  # canonical ledger lines by (key, record, provenance)
-        self.fsync = s.analytics.analytics_fsync
+        self.fsync = s.core.artifacts_fsync
 
     def locked(self, date: str):
         return self.store.locked(date)

@@ -27,7 +27,6 @@ class AnalyticsSettings(Section):
     report_on_close: Flag = Field(True, description="Write the daily report (HTML, Markdown, PNG charts) after each CLOSE snapshot.")
     slack_max_attempts: int = Field(5, ge=1, le=100, description="Notifier: attempts per message on 429/5xx before leaving it in the outbox for the next round.")
     slack_backoff_s: float = Field(1.0, ge=0, le=3600, description="Notifier: first backoff after a Slack 5xx or connection error (doubles, max 60 s).")
-    analytics_fsync: Flag = Field(True, description="Analytics: fsync every artifact and ledger file (and its directory) before it replaces the old one. Replays set 0: the rename stays atomic, only a power failure could lose a file, and a replay is rerun.")
     analytics_lock_timeout_s: int = Field(120, ge=5, le=86_400, description="Analytics: seconds the per-session lock (snapshot, reconciliation, report) outlives a holder that died; the longest a successor waits. Must exceed the longest CLOSE work (the report's charts).")
     heartbeat_watch_services: CommaList = Field(["scanner", "regime", "risk", "executor", "exits", "analytics"], description="Notifier watchdog: comma-separated services (consumer groups) whose heartbeat keys must exist; empty: no watchdog.")
     heartbeat_grace_s: float = Field(90.0, gt=0, le=86_400, description="Notifier watchdog: seconds a service may have no live heartbeat before a `heartbeat_missing` alert (give restarts time).")

@@ -23,6 +23,7 @@ class CoreSettings(Section):
     artifacts_dir: str = Field("artifacts", description="Root directory of every artifact (candidates, decisions, snapshots, reports).")
     ledger_dir: str = Field("ledger", description="Root directory of the append-only JSONL ledgers.")
     bars_dir: str = Field("bars", description="Root directory of the bar store (daily and 1-minute bars, one file per session).")
+    artifacts_fsync: Flag = Field(True, description="fsync every artifact, ledger and bar file (and its directory) before it replaces the old one. Replays set 0: the rename stays atomic (a reader or a killed process never sees a torn file), only a power failure could lose a file, and a replay is rerun.")
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
     log_format: Literal["console", "json"] = Field("console", description="Log output: human console lines or JSON lines.")
     consumer_name: str | None = Field(None, description="Consumer name in the service's groups (default: hostname-pid).")
