@@ -165,7 +165,8 @@ def test_daily_replay_every_trade_agrees_with_the_exit_simulator(aof: dict, tmp_
     store = BarStore(out / "bars")
     store.import_result(LoadResult(tf="1d", frame=res.frame[res.frame["trade_date"] < days[0]]))
     env = {"EXECUTION_MODE": "PAPER_SIM", "ARTIFACTS_DIR": str(out / "artifacts"), "LEDGER_DIR": str(out / "ledger"),
-           "BARS_DIR": str(out / "bars"), "STARTING_CAPITAL": "1000000", "BUS_BLOCK_MS": "200", "SIM_SLIPPAGE_BPS": "0"}
+           "BARS_DIR": str(out / "bars"), "STARTING_CAPITAL": "1000000", "BUS_BLOCK_MS": "200", "SIM_SLIPPAGE_BPS": "0",
+           "BUS_KEEP_SESSIONS": "0"}  # the test rebuilds every trade of the 100 sessions from the orders stream
     procs = ServiceProcs(url, env=env, log_dir=out / "logs")
     prev_close = {s: float(res.frame[(res.frame["symbol"] == s) & (res.frame["trade_date"] < days[0])]["close"].iloc[-1])
                   for s in DAILY_SYMS}

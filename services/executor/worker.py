@@ -28,6 +28,7 @@ from shared.controls import read_state
 from shared.crash import crash_point
 from shared.live_token import read_token_file
 from shared.logs import setup_logging
+from shared.retention import trim_history
 from shared.schemas import (
     BarBatch,
     EntryIntent,
@@ -212,6 +213,9 @@ class Executor(BrokerSync, BrokerActions, Worker):
                 out = self.on_intent(st, msg)
             self.commit(st, out.events)
         assert uow.result is not None
+        if isinstance(msg, SessionEvent) and msg.phase == "CLOSE":  # the executor is one replica: one janitor
+            core_s = self.ctx.settings.core
+            trim_history(self.r, core_s.bus_keep_sessions, core_s.bus_keep_sessions_bars)
         return uow.result
 
     def current_date(self, st: ExecState) -> str:
