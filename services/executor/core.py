@@ -36,6 +36,7 @@ from shared.schemas import (
     OrderEvent,
     ReasonCode,
     Rejection,
+    RejectionCode,
     StopIntent,
 )
 
@@ -50,15 +51,15 @@ DONE = frozenset(lifecycle.FINAL)
 # docs/runbook.md anchor of the protection alerts (a test checks it exists)
 RUNBOOK_PROTECTION = "executor-protection"
 
-# reason codes of entries the executor refuses
-R_UNRECONCILED = "EXECUTOR_UNRECONCILED"
-R_KILL_SWITCH = "KILL_SWITCH_ON"
-R_KILL_SWITCH_UNREADABLE = "KILL_SWITCH_UNREADABLE"  # the key holds garbage: blocks, named as risk names it
-R_EXPIRED = "INTENT_EXPIRED"
-R_NOT_CONFIRMED = "ENTRY_NOT_CONFIRMED"
-R_BAD_QTY = "INVALID_QTY"
-R_LIVE_GATE = "LIVE_GATE_CLOSED"
-R_HALTED = "TRADING_HALTED"  # the trading state is HALTED (shared.controls): entries, exits and stop replaces refused
+# reason codes of entries the executor refuses (shared.schemas.reasons: ExecutorCode, and three of risk's)
+R_UNRECONCILED: RejectionCode = "EXECUTOR_UNRECONCILED"
+R_KILL_SWITCH: RejectionCode = "KILL_SWITCH_ON"
+R_KILL_SWITCH_UNREADABLE: RejectionCode = "KILL_SWITCH_UNREADABLE"  # the key holds garbage: blocks, named as risk names it
+R_EXPIRED: RejectionCode = "INTENT_EXPIRED"
+R_NOT_CONFIRMED: RejectionCode = "ENTRY_NOT_CONFIRMED"
+R_BAD_QTY: RejectionCode = "INVALID_QTY"
+R_LIVE_GATE: RejectionCode = "LIVE_GATE_CLOSED"
+R_HALTED: RejectionCode = "TRADING_HALTED"  # the trading state is HALTED (shared.controls): entries, exits and stop replaces refused
 STOP_RESTORED = "stop restored"  # in an exit's rejected/cancelled reason: its cancelled stop is being put back
 
 
@@ -212,7 +213,7 @@ def order_event(rec: OrderRec, event: str, ctx: Ctx, mode: str, *, reason: str =
         replaces_client_order_id=rec.replaces if event == "replaced" else "")
 
 
-def reject_entry(intent: EntryIntent, reasons: list[str], ts: int, detail: str = "") -> Rejection:
+def reject_entry(intent: EntryIntent, reasons: list[RejectionCode], ts: int, detail: str = "") -> Rejection:
     return Rejection(rejection_id=stable_id("rj", "executor", intent.intent_id, reasons), source="executor",
                      symbol=intent.symbol, trade_date=intent.trade_date, reasons=reasons,
                      candidate_id=intent.candidate_id, intent_id=intent.intent_id, detail=detail, ts=ts)
@@ -232,10 +233,10 @@ def _dry_run_accept(st: ExecState, rec: OrderRec, ctx: Ctx) -> Out:
 
 
 # -- intents -----------------------------------------------------------------
-def entry_blocks(st: ExecState, gates: Gates, *, reconciling: bool = False) -> list[str]:
+def entry_blocks(st: ExecState, gates: Gates, *, reconciling: bool = False) -> list[RejectionCode]:
     """Reason codes that forbid sending a new entry now (empty: it may go). ``reconciling``: the
     check runs as part of start-up reconciliation, so ``reconciled`` is not (yet) required."""
-    reasons: list[str] = []
+    reasons: list[RejectionCode] = []
     if gates.live_gate:
         reasons.append(R_LIVE_GATE)
     if not st.reconciled and not reconciling:
