@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from services.executor import core as exec_core
+from services.executor import model as exec_model
 from services.risk.gates import CODES, GATES
 from services.risk.state import RiskState, decode_state, encode_state
 from services.risk.telemetry import DecisionRecord
@@ -19,7 +19,7 @@ def test_the_gate_table_is_the_wires_closed_set_and_upper_case() -> None:
     assert CODES == RISK_CODES and len(GATES) == len(set(CODES))
     assert all(c == c.upper() for c in REJECTION_CODES)
     assert set(LEGACY_CODES.values()) <= set(RISK_CODES) and not set(LEGACY_CODES) & set(REJECTION_CODES)
-    executor = {v for k, v in vars(exec_core).items() if k.startswith("R_") and isinstance(v, str)}
+    executor = {v for k, v in vars(exec_model).items() if k.startswith("R_") and isinstance(v, str)}
     assert executor <= set(REJECTION_CODES) and set(EXECUTOR_CODES) <= executor
 
 

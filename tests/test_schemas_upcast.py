@@ -163,15 +163,20 @@ def test_daily_rejections_v1_file_is_upcast_rejection_by_rejection() -> None:
     assert [(r.v, r.reasons) for r in new.rejections] == [(2, ["PHASE_C_LIVE_DATE_NOT_PERMITTED"]), (2, ["ENTRY_NOT_CONFIRMED"])]
 
 
+def _left_by_an_old_producer(r: redis.Redis, stream: str, type_name: str, raw: bytes) -> list[Message]:
+    """What a consumer's handler receives for one v1 entry on ``stream`` (nothing dead-lettered or pending)."""
+    got: list[Message] = []
+    c = Consumer(r, "g", [stream], lambda m, d: got.append(m), name="c1", block_ms=20)
+    c.ensure_groups()
+    r.xadd(stream, {"type": type_name, "v": 1, "data": raw})
+    c.run(install_signals=False, until_idle=True)
+    assert r.xlen("avwap:dlq") == 0 and r.xpending(stream, "g")["pending"] == 0
+    return got
+
+
 def test_v1_rejection_on_a_stream_reaches_the_handler_with_the_new_code(real_redis: redis.Redis) -> None:
     from shared.schemas import Rejection
 
-    r = real_redis
-    got: list[Message] = []
-    c = Consumer(r, "g", ["test:rejections"], lambda m, d: got.append(m), name="c1", block_ms=20)
-    c.ensure_groups()
-    r.xadd("test:rejections", {"type": "rejection", "v": 1, "data": REJECTION_V1})  # left by an old producer
-    c.run(install_signals=False, until_idle=True)
+    got = _left_by_an_old_producer(real_redis, "test:rejections", "rejection", REJECTION_V1)
     assert [type(m) for m in got] == [Rejection]
     assert got[0].reasons == ["PHASE_C_ALLOWLIST_MUST_BE_SINGLE_SYMBOL", "PHASE_C_SYMBOL_NOT_PERMITTED"]  # type: ignore[attr-defined]
-    assert r.xlen("avwap:dlq") == 0 and r.xpending("test:rejections", "g")["pending"] == 0

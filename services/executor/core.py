@@ -27,79 +27,50 @@ helpers and the tests use ``core.<name>``.
 from __future__ import annotations
 
 from shared.ids import stable_id
-from shared.schemas import (
-    BarRow,
-    BrokerOrder,
-    BrokerPosition,
-    BrokerSnapshot,
-)
+from shared.schemas import BrokerOrder, BrokerPosition, BrokerSnapshot
 
-from .broker import TERMINAL, AccountView, OrderView, PositionView
-from .broker_results import (
-    breach_exit,
-    impossible_alert,
-    mark_cancel_requested,
-    on_broker_update,
-    on_rejected,
-    on_submitted,
-    on_view,
-    reprotect_rec,
-)
-from .intents import (
-    batch_id,
-    confirm_daily,
-    confirm_intraday,
-    entry_blocks,
-    expire_unconfirmed,
-    on_entry_intent,
-    on_exit_intent,
-    on_stop_intent,
-    ready_waiting,
-    resend_or_block,
-)
-from .model import (
-    DONE,
-    LOOKUP,
-    OPEN_GATES,
-    OPEN_LOCAL,
-    R_BAD_QTY,
-    R_EXPIRED,
-    R_HALTED,
-    R_KILL_SWITCH,
-    R_KILL_SWITCH_UNREADABLE,
-    R_LIVE_GATE,
-    R_NOT_CONFIRMED,
-    R_UNRECONCILED,
-    RUNBOOK_PROTECTION,
-    STOP_RESTORED,
-    Action,
-    Bucket,
-    Cancel,
-    CancelForeign,
-    Ctx,
-    ExecState,
-    Gates,
-    OrderRec,
-    Out,
-    Params,
-    Pending,
-    Replace,
-    Submit,
-    live_stops,
-    order_event,
-    reject_entry,
-    request_of,
-)
-from .protection import (
-    STOP_TYPES,
-    Gap,
-    coverage,
-    flatten_intents,
-    in_flight,
-    overdue_exits,
-    repair_protection,
-    restore_stops,
-)
+# ``from .part import X as X``: re-exported (the worker, the shell's helpers and the tests use ``core.<name>``)
+from .broker import AccountView, OrderView, PositionView
+from .broker_results import breach_exit as breach_exit
+from .broker_results import mark_cancel_requested as mark_cancel_requested
+from .broker_results import on_broker_update as on_broker_update
+from .broker_results import on_rejected as on_rejected
+from .broker_results import on_submitted as on_submitted
+from .broker_results import on_view as on_view
+from .broker_results import reprotect_rec as reprotect_rec
+from .intents import batch_id as batch_id
+from .intents import confirm_daily as confirm_daily
+from .intents import confirm_intraday as confirm_intraday
+from .intents import entry_blocks as entry_blocks
+from .intents import expire_unconfirmed as expire_unconfirmed
+from .intents import on_entry_intent as on_entry_intent
+from .intents import on_exit_intent as on_exit_intent
+from .intents import on_stop_intent as on_stop_intent
+from .intents import ready_waiting as ready_waiting
+from .intents import resend_or_block as resend_or_block
+from .model import DONE, ExecState
+from .model import LOOKUP as LOOKUP
+from .model import OPEN_GATES as OPEN_GATES
+from .model import OPEN_LOCAL as OPEN_LOCAL
+from .model import R_NOT_CONFIRMED as R_NOT_CONFIRMED
+from .model import RUNBOOK_PROTECTION as RUNBOOK_PROTECTION
+from .model import Action as Action
+from .model import Cancel as Cancel
+from .model import CancelForeign as CancelForeign
+from .model import Ctx as Ctx
+from .model import Gates as Gates
+from .model import OrderRec as OrderRec
+from .model import Out as Out
+from .model import Params as Params
+from .model import Replace as Replace
+from .model import Submit as Submit
+from .model import order_event as order_event
+from .model import reject_entry as reject_entry
+from .model import request_of as request_of
+from .protection import coverage as coverage
+from .protection import flatten_intents as flatten_intents
+from .protection import overdue_exits as overdue_exits
+from .protection import repair_protection as repair_protection
 
 
 # -- snapshots ----------------------------------------------------------------
@@ -138,17 +109,3 @@ def _days_before(d: str, n: int) -> str:
     from datetime import date, timedelta
 
     return (date.fromisoformat(d) - timedelta(days=n)).isoformat()
-
-
-__all__ = [
-    "Action", "BarRow", "Bucket", "Cancel", "CancelForeign", "Ctx", "DONE", "ExecState", "Gap", "Gates",
-    "LOOKUP", "OPEN_GATES", "OPEN_LOCAL", "OrderRec", "Out", "Params", "Pending", "RUNBOOK_PROTECTION",
-    "R_BAD_QTY", "R_EXPIRED", "R_HALTED", "R_KILL_SWITCH", "R_KILL_SWITCH_UNREADABLE", "R_LIVE_GATE",
-    "R_NOT_CONFIRMED", "R_UNRECONCILED", "Replace", "STOP_RESTORED", "STOP_TYPES", "Submit", "TERMINAL",
-    "batch_id", "breach_exit", "confirm_daily", "confirm_intraday", "coverage", "entry_blocks",
-    "expire_unconfirmed", "flatten_intents", "impossible_alert", "in_flight", "live_stops",
-    "mark_cancel_requested", "on_broker_update", "on_entry_intent", "on_exit_intent", "on_rejected",
-    "on_stop_intent", "on_submitted", "on_view", "order_event", "overdue_exits", "prune", "ready_waiting",
-    "reject_entry", "repair_protection", "reprotect_rec", "request_of", "resend_or_block",
-    "restore_stops", "snapshot",
-]

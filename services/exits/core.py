@@ -45,49 +45,31 @@ from collections.abc import Iterable
 from shared.bars import row_problem
 from shared.schemas import BarBatch, ExitEvent, ExitPositionState, SessionEvent
 
-from .model import (
-    B_FOREIGN,
-    B_HELD,
-    C_BAR_BAD,
-    C_BAR_DUP,
-    C_BAR_STALE,
-    C_BAR_UNHELD,
-    C_HALTED,
-    C_ORDER_DUP,
-    C_ORDER_OTHER,
-    C_RECON_BLOCKED,
-    C_RECON_FOREIGN,
-    C_RECON_LOST,
-    C_RECON_OUTSIDE,
-    C_RECON_PENDING,
-    C_RECON_QTY,
-    C_RECON_UNTRACKED,
-    C_REJECT_WAIT,
-    C_SNAPSHOT_STALE,
-    C_SNAPSHOT_UNREC,
-    C_STOP_SIDE_WAIT,
-    C_TIMEOUT,
-    C_TRIGGER,
-    EPS,
-    FILL_EVENTS,
-    KEEP_FILL_KEYS,
-    KEEP_STOP_IDS,
-    NOT_LIVE,
-    SERVICE,
-    STOP_SIDE_MARGIN,
-    STOP_TYPES,
-    ExitsIndex,
-    History,
-    Orphan,
-    Params,
-    Result,
-    _alert,
-    _ignore,
-    in_window,
-    window_bounds,
-)
-from .positions import history_through, needs_history, on_order
-from .reconcile import on_snapshot
+# ``from .part import X as X``: re-exported (the worker, the shell's helpers and the tests use ``core.<name>``)
+from .model import B_HELD as B_HELD
+from .model import C_BAR_BAD, C_BAR_UNHELD, ExitsIndex, Params, Result, _alert, _ignore, in_window
+from .model import C_BAR_DUP as C_BAR_DUP
+from .model import C_BAR_STALE as C_BAR_STALE
+from .model import C_HALTED as C_HALTED
+from .model import C_RECON_BLOCKED as C_RECON_BLOCKED
+from .model import C_RECON_FOREIGN as C_RECON_FOREIGN
+from .model import C_RECON_LOST as C_RECON_LOST
+from .model import C_RECON_OUTSIDE as C_RECON_OUTSIDE
+from .model import C_RECON_PENDING as C_RECON_PENDING
+from .model import C_RECON_QTY as C_RECON_QTY
+from .model import C_RECON_UNTRACKED as C_RECON_UNTRACKED
+from .model import C_REJECT_WAIT as C_REJECT_WAIT
+from .model import C_SNAPSHOT_STALE as C_SNAPSHOT_STALE
+from .model import C_SNAPSHOT_UNREC as C_SNAPSHOT_UNREC
+from .model import C_STOP_SIDE_WAIT as C_STOP_SIDE_WAIT
+from .model import C_TIMEOUT as C_TIMEOUT
+from .model import C_TRIGGER as C_TRIGGER
+from .model import History as History
+from .model import Orphan as Orphan
+from .positions import history_through as history_through
+from .positions import needs_history as needs_history
+from .positions import on_order as on_order
+from .reconcile import on_snapshot as on_snapshot
 from .stop_rules import _cancel_orphans, _take, sync
 
 
@@ -177,15 +159,3 @@ def sorted_events(events: Iterable[ExitEvent]) -> list[ExitEvent]:
 
 def event_sort_key(e: ExitEvent) -> tuple[int, str, int, str]:
     return (e.ts, e.symbol, e.seq, e.event_id)
-
-
-__all__ = [
-    "B_FOREIGN", "B_HELD", "C_BAR_BAD", "C_BAR_DUP", "C_BAR_STALE", "C_BAR_UNHELD", "C_HALTED",
-    "C_ORDER_DUP", "C_ORDER_OTHER", "C_RECON_BLOCKED", "C_RECON_FOREIGN", "C_RECON_LOST",
-    "C_RECON_OUTSIDE", "C_RECON_PENDING", "C_RECON_QTY", "C_RECON_UNTRACKED", "C_REJECT_WAIT",
-    "C_SNAPSHOT_STALE", "C_SNAPSHOT_UNREC", "C_STOP_SIDE_WAIT", "C_TIMEOUT", "C_TRIGGER", "EPS",
-    "ExitsIndex", "FILL_EVENTS", "History", "KEEP_FILL_KEYS", "KEEP_STOP_IDS", "NOT_LIVE", "Orphan",
-    "Params", "Result", "SERVICE", "STOP_SIDE_MARGIN", "STOP_TYPES", "event_sort_key", "history_through",
-    "in_window", "needs_history", "on_bars", "on_order", "on_session", "on_snapshot", "sorted_events",
-    "status_row", "sync", "window_bounds", "_cancel_orphans",
-]
