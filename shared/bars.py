@@ -335,8 +335,8 @@ class Panel:
         """sha256 of exactly what a computation over this panel sees (dates, symbols, values)."""
         h = hashlib.sha256()
         h.update("\n".join(self.dates).encode() + b"\x00" + "\n".join(self.symbols).encode() + b"\x00")
-        for f in FIELDS:
-            h.update(np.ascontiguousarray(getattr(self, f), dtype=np.float64).tobytes())
+        for f in FIELDS:  # the array's own buffer (no copy when it is contiguous float64 already)
+            h.update(np.ascontiguousarray(getattr(self, f), dtype=np.float64).data)
         return h.hexdigest()
 
     @classmethod

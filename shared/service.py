@@ -27,7 +27,7 @@ from pydantic_settings import EnvSettingsSource
 from shared import metrics
 from shared.alerts import AlertPublisher
 from shared.bus import DLQ, Bus, Committed, Consumer, Delivery, Emit, Handler, session_problem
-from shared.clock import Clock, WallClock
+from shared.clock import Clock, WallClock, calendar
 from shared.logs import redact, setup_logging
 from shared.redis_conn import connect, embedded_redis, redact_url
 from shared.schemas import Message
@@ -231,6 +231,7 @@ def run_service(spec: ServiceSpec, settings: Settings | None = None) -> int:
         log.info("%s stopped before Redis was reachable", spec.name)
         return 0
     consumer.ensure_groups()
+    calendar()  # built now (~1 s), not inside the first message it would delay
     if settings.core.metrics_port:
         metrics.watch_redis(r, spec.name, spec.streams, DLQ)
         metrics.serve(settings.core.metrics_port, settings.core.metrics_addr)

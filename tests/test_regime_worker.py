@@ -50,3 +50,49 @@ def test_one_regime_per_session_with_its_artifact(redis_url: str, real_redis: re
     a.run(install_signals=False, until_idle=True)
     stale = regimes(real_redis)[-1]
     assert (stale.session, stale.label, stale.reason_code) == ("2018-10-29", "REGIME_UNKNOWN", "MARKET_STALE")
+
+
+
+def test_the_label_computed_ahead_at_close_is_the_fresh_one_and_yields_to_a_late_bar(redis_url: str, real_redis: redis.Redis,
+                                                                                    tmp_path: Path, monkeypatch) -> None:
+    """CLOSE of D computes the next session's label in a thread; PRE_MARKET publishes it (with its own ts) only
+    when the panel is bit-identical — the bytes a worker without it publishes; a bar corrected after the close
+    makes it label afresh, again the bytes of a fresh worker over the corrected store."""
+    import services.regime.worker as regime_worker
+    from shared.bus import Delivery
+    from shared.schemas import BarRow, encode
+
+    calls: list[str] = []
+    real = regime_worker.regime_for
+
+    def counting(panel, session_, settings, ts=0):  # noqa: ANN001
+        calls.append(session_)
+        return real(panel, session_, settings, ts=ts)
+
+    monkeypatch.setattr(regime_worker, "regime_for", counting)
+    frame = load_bars(SAMPLE_DIR / "daily_2017_2018.csv.gz").frame
+    stores = {}
+    for name in ("ahead", "fresh"):
+        stores[name] = BarStore(tmp_path / name / "bars")
+        stores[name].import_result(LoadResult(tf="1d", frame=frame[frame["trade_date"] < "2018-10-25"]))
+    workers = {name: consumer(redis_url, tmp_path / name, name).handler for name in stores}
+    d = Delivery(stream=CLOCK, entry_id="1-0", deliveries=1, consumer="t")
+    w = workers["ahead"]
+
+    def label(worker, day: str) -> bytes:  # noqa: ANN001
+        real_redis.delete(regime_worker.CLAIM_KEY)
+        ((_, reg),) = worker.handle(session(day, "PRE_MARKET"), d)
+        return encode(reg)
+
+    assert w.handle(session("2018-10-24", "CLOSE"), d) == []
+    assert w.ahead.wait(timeout=60).session == "2018-10-25" and calls == ["2018-10-25"]
+    assert label(w, "2018-10-25") == label(workers["fresh"], "2018-10-25") and len(calls) == 2  # one ahead, one fresh
+    w.handle(session("2018-10-24", "CLOSE"), d)
+    w.ahead.wait(timeout=60)
+    last = frame[(frame["trade_date"] == "2018-10-24")].iloc[0]
+    fix = BarRow(symbol=last["symbol"], ts=int(last["ts"]), open=float(last["open"]), high=float(last["high"]) * 1.5,
+                 low=float(last["low"]), close=float(last["high"]) * 1.4, volume=float(last["volume"]))
+    for st in stores.values():
+        st.append("1d", [fix])  # a correction after the close (the last copy of a bar wins)
+    n = len(calls)
+    assert label(w, "2018-10-25") == label(workers["fresh"], "2018-10-25") and len(calls) == n + 2  # both fresh

@@ -10,6 +10,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis
 
@@ -267,3 +268,62 @@ def test_rq_cron_scheduler_enqueues_the_job_and_a_real_rq_worker_runs_it(redis_u
         assert batch.scan_date == today and not batch.market_gate_ok and batch.market_gate_reason.startswith("BARS_STALE")
     else:
         assert result.startswith("skipped")
+
+
+@pytest.mark.parametrize("late_bar", [False, True])
+def test_the_scan_computed_ahead_at_close_is_used_only_on_the_same_inputs(redis_url, real_redis, tmp_path, sample,
+                                                                          monkeypatch, late_bar) -> None:
+    """CLOSE of D computes the next session's scan; PRE_MARKET uses it only when the panel (and universe) it
+    was computed from are unchanged — a bar appended after the close makes it scan again. Either way the
+    batch is the fresh scan of the store as it is at PRE_MARKET."""
+    import services.scanner.worker as scanner_worker
+    from shared.schemas import BarRow
+
+    calls: list[str] = []
+    real_scan_for = scanner_worker.scan_for
+
+    def counting(panel, day, settings, **kw):  # noqa: ANN001, ANN003
+        calls.append(day)
+        return real_scan_for(panel, day, settings, **kw)
+
+    monkeypatch.setattr(scanner_worker, "scan_for", counting)
+    prev = last_session_before(D)
+    root = tmp_path / "bars"
+    bars = BarStore(root)
+    bars.import_result(LoadResult(tf="1d", frame=sample.frame[sample.frame["trade_date"] < D]))
+    s = settings_for(redis_url, tmp_path, root)
+    consumer = make_consumer(SPEC, make_context("scanner", s, real_redis), consumer_name="scanner-0")
+    consumer.ensure_groups()
+    bus = Bus(real_redis)
+    bus.publish(CLOCK, SessionEvent(trade_date=prev, phase="CLOSE", ts=dt_to_ns(ny_datetime(prev, "16:00"))))
+    consumer.run(install_signals=False, until_idle=True)
+    assert real_redis.xpending(CLOCK, "scanner")["pending"] == 0  # CLOSE is acked at once, the scan runs in a thread
+    assert consumer.handler.ahead.wait(timeout=60) is not None
+    assert calls == [D] and real_redis.xlen(CANDIDATES) == 0  # computed ahead, nothing published at CLOSE
+    if late_bar:  # a bar of a new symbol for the last session, arriving after the close
+        ts = dt_to_ns(ny_datetime(prev, "16:00"))
+        bars.append("1d", [BarRow(symbol="ZZZZ", ts=ts, open=10.0, high=10.5, low=9.5, close=10.2, volume=1e6)])
+    bus.publish(CLOCK, pre_market(D))
+    consumer.run(install_signals=False, until_idle=True)
+    assert calls == ([D, D] if late_bar else [D])
+    (batch,) = stream(real_redis, CANDIDATES)
+    assert batch.universe_size == (37 if late_bar else 36)
+    fresh = real_scan_for(store_panel(BarStore(root), D, s), D, s)
+    assert paths(tmp_path / "artifacts", D)["batch"].read_bytes() == artifact_bytes(fresh)["batch"]
+    assert paths(tmp_path / "artifacts", D)["rejects"].read_bytes() == artifact_bytes(fresh)["rejects"]
+
+
+def test_a_scan_ahead_fits_only_a_bit_identical_panel(sample) -> None:
+    from dataclasses import replace as dc_replace
+
+    from shared.ahead import same_panel
+
+    pan = Panel.from_frame(sample.frame, before=D, lookback=260)
+    holed = pan.close.copy()
+    holed[5, 3] = np.nan  # no bar
+    pan = dc_replace(pan, close=holed)
+    assert same_panel(pan, dc_replace(pan, close=holed.copy()))  # NaN compares as the same bits
+    fixed = pan.close.copy()
+    fixed[-1, 0] = np.nextafter(fixed[-1, 0], np.inf)  # a correction in the last digit of one close
+    assert not same_panel(pan, dc_replace(pan, close=fixed))
+    assert not same_panel(pan, dc_replace(pan, dates=[*pan.dates[:-1], "2099-01-01"]))

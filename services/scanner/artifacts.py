@@ -52,9 +52,10 @@ def artifact_bytes(result: ScanResult) -> dict[str, bytes]:
     return {"batch": canonical_json(result.batch), "rejects": canonical_json(rejects), "csv": csv_b}
 
 
-def write_artifacts(root: str | Path, result: ScanResult) -> dict[str, Path]:
-    """Write the three files atomically (the batch last, so a batch file always has its companions)."""
-    files = artifact_bytes(result)
+def write_artifacts(root: str | Path, result: ScanResult, files: dict[str, bytes] | None = None) -> dict[str, Path]:
+    """Write the three files atomically (the batch last, so a batch file always has its companions);
+    ``files``: their bytes when rendered already (``artifact_bytes(result)``)."""
+    files = files if files is not None else artifact_bytes(result)
     out = paths(root, result.batch.scan_date)
     write_atomic_many({out[name]: files[name] for name in ("csv", "rejects", "batch")})
     return out
