@@ -7,21 +7,26 @@ canonical JSON without the ``hash`` field. Changing, inserting or removing a rec
 at that record; ``verify`` recomputes it and names the first record that does not match.
 
 Several processes append (CLI, notifier, analytics): ``stage`` reads the tip under ``WATCH`` and the
-caller's ``MULTI`` pushes the record together with the change it records (a trading-state
+caller's commit pushes the record together with the change it records (a trading-state
 transition, a breaker trip), so a record exists if and only if its change was committed.
+``transact`` is that commit: the project's one optimistic-locking idiom (``shared.unit_of_work``,
+a unit of work without an input entry), with the audit log always among the watched keys.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import msgspec
 import redis
 
 from shared.artifacts import canonical_json
+from shared.bus import DEFAULT_MAXLEN
+from shared.schemas import Message, decode
 from shared.streams import AUDIT_KEY
+from shared.unit_of_work import UnitOfWork, attempts
 
 GENESIS = "0" * 64
 AuditKind = Literal["state_change", "breaker_trip", "breaker_rearm", "flatten", "command", "confirmation", "refusal"]
@@ -67,42 +72,60 @@ def make(tip: bytes | None, kind: AuditKind, actor: str, action: str, ts: int,
 def stage(pipe: redis.client.Pipeline, kind: AuditKind, actor: str, action: str, ts: int,
           detail: dict[str, str] | None = None) -> AuditRecord:
     """Inside a ``WATCH`` (``pipe`` in immediate mode, ``AUDIT_KEY`` watched): the next record.
-    The caller pushes it with ``push`` after ``pipe.multi()``."""
+    The caller queues it with ``push`` in the ``write`` of its ``transact`` step."""
     return make(pipe.lindex(AUDIT_KEY, -1), kind, actor, action, ts, detail)  # type: ignore[arg-type]
 
 
-def push(pipe: redis.client.Pipeline, rec: AuditRecord) -> None:
-    pipe.rpush(AUDIT_KEY, line_of(rec))
+class Writes(Protocol):
+    """What a ``transact`` step's ``write`` queues on (the unit of work's writes and outputs)."""
+
+    def set(self, key: str, value: bytes | str) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def rpush(self, key: str, *values: bytes | str) -> None: ...
+    def emit(self, stream: str, msg: Message) -> None: ...
 
 
-def transact(r: redis.Redis, step: Callable[[redis.client.Pipeline], tuple[T, Callable[[redis.client.Pipeline], None]]],
-             watch: Iterable[str] = ()) -> T:
-    """Run ``step`` under ``WATCH AUDIT_KEY + watch`` until its ``MULTI`` commits (optimistic retry).
+def push(w: Writes, rec: AuditRecord) -> None:
+    w.rpush(AUDIT_KEY, line_of(rec))
 
-    ``step(pipe)`` reads what it needs (immediate mode) and returns ``(result, write)``; ``write``
-    queues the writes after ``MULTI``.
+
+class _Queue:
+    """A ``UnitOfWork``'s writes and outputs as a step's ``write`` sees them (``Writes``), plus ``xadd``
+    of an entry already in stream form (``fields_of``), for callers that still queue entries that way
+    (services/analytics/breaker_hook.py): the entry is queued as the message it holds."""
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.set, self.delete, self.rpush, self.emit = uow.set, uow.delete, uow.rpush, uow.emit
+
+    def xadd(self, stream: str, fields: dict) -> None:
+        self.emit(stream, decode(fields["data"]))
+
+
+Step = Callable[[redis.client.Pipeline], tuple[T, Callable[[Writes], None]]]
+
+
+def transact(r: redis.Redis, step: Step[T], watch: Iterable[str] = (), *, maxlen: int = DEFAULT_MAXLEN) -> T:
+    """Run ``step`` in a unit of work watching ``AUDIT_KEY + watch`` until it commits (a lost ``WATCH``
+    runs it again on fresh reads; ``shared.unit_of_work.attempts``).
+
+    ``step(pipe)`` reads what it needs through ``pipe`` (the watching pipeline, immediate mode) and
+    returns ``(result, write)``; ``write(w)`` queues the writes and outputs (``Writes``), committed in
+    one atomic script. An exception in either commits nothing. Streams are trimmed as the bus trims
+    them (``maxlen``).
     """
-    keys = (AUDIT_KEY, *watch)
-    for _ in range(MAX_TXN_RETRIES):
-        with r.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(*keys)
-                result, write = step(pipe)
-                pipe.multi()
-                write(pipe)
-                pipe.execute()
-                return result
-            except redis.WatchError:
-                continue
-    raise RuntimeError(f"audit: {MAX_TXN_RETRIES} lost races on {keys}")
+    for uow in attempts(r, "audit", None, watch=(AUDIT_KEY, *watch), maxlen=maxlen, retries=MAX_TXN_RETRIES):
+        with uow:
+            result, write = step(uow.r)  # type: ignore[arg-type]  # uow.r is the watching pipeline
+            write(_Queue(uow))
+    return result
 
 
 def append(r: redis.Redis, kind: AuditKind, actor: str, action: str, ts: int,
            detail: dict[str, str] | None = None) -> AuditRecord:
     """Append one record on its own (a command, a confirmation, a refusal)."""
-    def step(pipe: redis.client.Pipeline) -> tuple[AuditRecord, Callable[[redis.client.Pipeline], None]]:
+    def step(pipe: redis.client.Pipeline) -> tuple[AuditRecord, Callable[[Writes], None]]:
         rec = stage(pipe, kind, actor, action, ts, detail)
-        return rec, lambda p: push(p, rec)
+        return rec, lambda w: push(w, rec)
 
     return transact(r, step)
 

@@ -20,7 +20,8 @@ The value is a ``TradingState`` (msgspec JSON). A value written before trading s
 REDUCING (on) or ACTIVE (off), and the old key ``avwap:control:kill_switch`` is still read (ON
 raises the state to REDUCING) until the first transition deletes it.
 
-Every transition is one ``MULTI``: the key, a ``TradingStateChange`` on ``avwap:control`` (who, why,
+Every transition is one atomic commit (``shared.audit.transact``, a unit of work of
+``shared.unit_of_work``): the key, a ``TradingStateChange`` on ``avwap:control`` (who, why,
 when) and an audit record (``shared.audit``). Risk, the executor and exits read the key for every
 message they handle, so a transition applies from the next message on.
 """
@@ -35,7 +36,6 @@ import msgspec
 import redis
 
 from shared import audit
-from shared.bus import fields_of
 from shared.ids import stable_id
 from shared.reads import typed_get
 from shared.schemas import BreakerRearm, FlattenRequest, TradingState, TradingStateChange
@@ -175,7 +175,7 @@ def _tripped(raw: bytes | None) -> list[str]:
 def transition(r: redis.Redis, state: TradingStateName, *, who: str, source: ControlSource, reason: str, ts: int,
                breaker: str | None = None, figures: dict[str, float] | None = None, never_lower: bool = False,
                flatten: FlattenRequest | None = None) -> TradingStateChange:
-    """Set the state: key + ``TradingStateChange`` on ``avwap:control`` + audit record, one ``MULTI``
+    """Set the state: key + ``TradingStateChange`` on ``avwap:control`` + audit record, one commit
     (with ``flatten``: the request and its audit record too, after the change).
 
     ``never_lower`` (breaker trips): a HALTED state is not lowered to REDUCING. ACTIVE is refused
@@ -199,30 +199,30 @@ def transition(r: redis.Redis, state: TradingStateName, *, who: str, source: Con
                                    "flatten " + (",".join(flatten.symbols) or "ALL"), ts,
                                    {"request_id": flatten.request_id, "reason": flatten.reason}))
 
-        def write(p: redis.client.Pipeline) -> None:
-            staged.write(p, with_record=False)
+        def write(w: audit.Writes) -> None:
+            staged.write(w, with_record=False)
             if flatten is not None:
-                p.xadd(CONTROL, fields_of(flatten))  # type: ignore[arg-type]
+                w.emit(CONTROL, flatten)
             for x in recs:
-                audit.push(p, x)
+                audit.push(w, x)
         return staged.change, write
 
     return audit.transact(r, step, watch=(TRADING_STATE_KEY, BREAKERS_KEY))
 
 
 class Staged(msgspec.Struct, frozen=True, kw_only=True):
-    """A transition read and computed inside a WATCH; ``write`` queues it after MULTI."""
+    """A transition read and computed inside a WATCH; ``write`` queues it in the commit (``audit.transact``)."""
 
     change: TradingStateChange
     value: TradingState
     record: audit.AuditRecord
 
-    def write(self, p: redis.client.Pipeline, *, with_record: bool = True) -> None:
-        p.set(TRADING_STATE_KEY, msgspec.json.encode(self.value))
-        p.delete(LEGACY_KILL_SWITCH_KEY)
-        p.xadd(CONTROL, fields_of(self.change))  # type: ignore[arg-type]
+    def write(self, w: audit.Writes, *, with_record: bool = True) -> None:
+        w.set(TRADING_STATE_KEY, msgspec.json.encode(self.value))
+        w.delete(LEGACY_KILL_SWITCH_KEY)
+        w.emit(CONTROL, self.change)
         if with_record:
-            audit.push(p, self.record)
+            audit.push(w, self.record)
 
 
 def stage_transition(pipe: redis.client.Pipeline, state: TradingStateName, *, who: str, source: ControlSource,
@@ -263,7 +263,7 @@ def flatten_request(symbols: list[str], *, who: str, source: ControlSource, reas
 def request_flatten(r: redis.Redis, symbols: list[str], *, who: str, source: ControlSource, reason: str,
                     ts: int) -> tuple[TradingStateChange, FlattenRequest]:
     """REDUCING from now (HALTED too: the operator's flatten overrides a halt for its exits), and a
-    ``FlattenRequest`` for the executor, in one ``MULTI``."""
+    ``FlattenRequest`` for the executor, in one commit."""
     req = flatten_request(symbols, who=who, source=source, reason=reason, ts=ts)
     change = transition(r, "REDUCING", who=who, source=source, reason=f"flatten: {reason}", ts=ts, flatten=req)
     return change, req
@@ -272,7 +272,7 @@ def request_flatten(r: redis.Redis, symbols: list[str], *, who: str, source: Con
 def rearm_breaker(r: redis.Redis, name: BreakerName, *, who: str, source: ControlSource, reason: str,
                   ts: int) -> BreakerRearm:
     """Re-arm a tripped breaker (``Refused`` if it is not tripped or no reason is given): the book,
-    a ``BreakerRearm`` on ``avwap:control`` and an audit record in one ``MULTI``. An unreadable book
+    a ``BreakerRearm`` on ``avwap:control`` and an audit record in one commit. An unreadable book
     is replaced by a fresh one (every breaker re-armed, measurements from the next figures). The
     trading state is not changed: ``resume`` is a separate, explicit step."""
     from shared.breakers import BreakerBook, decode_book, encode_book, rearm
@@ -295,10 +295,10 @@ def rearm_breaker(r: redis.Redis, name: BreakerName, *, who: str, source: Contro
             detail["note"] = note
         rec = audit.stage(pipe, "breaker_rearm", who, f"rearm {name}", ts, detail)
 
-        def write(p: redis.client.Pipeline) -> None:
-            p.set(BREAKERS_KEY, encode_book(book))
-            p.xadd(CONTROL, fields_of(msg))  # type: ignore[arg-type]
-            audit.push(p, rec)
+        def write(w: audit.Writes) -> None:
+            w.set(BREAKERS_KEY, encode_book(book))
+            w.emit(CONTROL, msg)
+            audit.push(w, rec)
         return msg, write
 
     return audit.transact(r, step, watch=(BREAKERS_KEY,))

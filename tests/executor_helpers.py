@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import redis
 
 from shared.clock import calendar, dt_to_ns, ny_datetime
@@ -20,6 +22,7 @@ from shared.schemas import (
 )
 from shared.settings import load_settings
 from shared.streams import BROKER, ORDERS, REJECTIONS
+from standins.alpaca_api import AlpacaStandIn
 
 
 def session(d: str, phase: str) -> SessionEvent:
@@ -33,6 +36,19 @@ def at(d: str, hhmm: str):
     """A stand-in clock fixed at NY ``hhmm`` on ``d`` (``AlpacaStandIn(clock=...)``)."""
     moment = ny_datetime(d, hhmm)
     return lambda: moment
+
+
+def standin_at_open(**kw: object) -> AlpacaStandIn:
+    """The stand-in the Alpaca-mode executor tests run against: its clock fixed at 10:00 NY on
+    2018-03-02 (a session, inside the stop window), answering after 0.6 s; ``kw`` overrides."""
+    return AlpacaStandIn(**{"response_delay_s": 0.6, "clock": at("2018-03-02", "10:00"), **kw})  # type: ignore[arg-type]
+
+
+@pytest.fixture(name="standin")
+def standin_fixture() -> Iterator[AlpacaStandIn]:
+    """``standin``: a running ``standin_at_open()`` (a test module imports ``standin_fixture`` to use it)."""
+    with standin_at_open() as s:
+        yield s
 
 
 def daily(d: str, *rows: tuple[str, float, float, float, float], volume: float = 1_000_000) -> BarBatch:

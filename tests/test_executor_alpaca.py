@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ from tests.executor_helpers import (
     KEY,
     SECRET,
     alpaca_executor,
-    at,
     clean_ledger,
     coid,
     daily,
@@ -25,17 +23,12 @@ from tests.executor_helpers import (
     poll,
     read,
     session,
+    standin_fixture,  # noqa: F401  (the ``standin`` fixture)
     stop_place,
     stop_replace,
 )
 
 D1, D2 = "2018-03-01", "2018-03-02"
-
-
-@pytest.fixture
-def standin() -> Iterator[AlpacaStandIn]:
-    with AlpacaStandIn(response_delay_s=0.6, clock=at("2018-03-02", "10:00")) as s:
-        yield s
 
 
 def make(fake_redis, tmp_path: Path, standin: AlpacaStandIn, *, reconcile: bool = True) -> Executor:

@@ -4,7 +4,6 @@ is pending, ``done_for_day``, re-protection, the coverage invariant, bounded pol
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ from standins.alpaca_api import AlpacaStandIn, Behaviours
 from tests.executor_helpers import (
     KEY,
     alpaca_executor,
-    at,
     clean_ledger,
     coid,
     daily,
@@ -26,22 +24,17 @@ from tests.executor_helpers import (
     poll,
     read,
     session,
+    standin_at_open,
+    standin_fixture,  # noqa: F401  (the ``standin`` fixture)
     stop_place,
     stop_replace,
 )
 
 D1, D2 = "2018-03-01", "2018-03-02"
-OPEN_CLOCK = at(D2, "10:00")
 
 
 def standin_with(**kw: object) -> AlpacaStandIn:
-    return AlpacaStandIn(response_delay_s=0.6, clock=OPEN_CLOCK, behaviours=Behaviours(**kw))  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def standin() -> Iterator[AlpacaStandIn]:
-    with standin_with() as s:
-        yield s
+    return standin_at_open(behaviours=Behaviours(**kw))  # type: ignore[arg-type]
 
 
 def held(fake_redis, tmp_path: Path, s: AlpacaStandIn, qty: int = 100) -> Executor:

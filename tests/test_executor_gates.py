@@ -9,7 +9,6 @@ Exits and stops are never blocked.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,6 @@ from shared.streams import ALERTS, KILL_SWITCH_KEY
 from standins.alpaca_api import AlpacaStandIn
 from tests.executor_helpers import (
     alpaca_executor,
-    at,
     clean_ledger,
     coid,
     daily,
@@ -37,6 +35,7 @@ from tests.executor_helpers import (
     session,
     sim_executor,
     snapshots,
+    standin_fixture,  # noqa: F401  (the ``standin`` fixture)
 )
 
 D1, D2 = "2018-03-01", "2018-03-02"
@@ -132,12 +131,6 @@ def test_exits_and_stops_still_go_through_with_the_switch_on(fake_redis, tmp_pat
 
 
 # -- Alpaca modes: reconciliation, the LIVE gate, a resend from the outbox -------------------------
-@pytest.fixture
-def standin() -> Iterator[AlpacaStandIn]:
-    with AlpacaStandIn(response_delay_s=0.6, clock=at("2018-03-02", "10:00")) as s:
-        yield s
-
-
 def _pending(ex: Executor, it) -> None:
     feed(ex, session(D1, "PRE_MARKET"), it, session(D1, "OPEN"))
     assert it.intent_id in ex.load().pending

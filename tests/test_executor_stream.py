@@ -17,7 +17,6 @@ from tests.executor_helpers import (
     KEY,
     SECRET,
     alpaca_executor,
-    at,
     clean_ledger,
     coid,
     daily,
@@ -26,6 +25,7 @@ from tests.executor_helpers import (
     orders,
     poll,
     session,
+    standin_at_open,
     stop_place,
 )
 
@@ -35,7 +35,7 @@ SLOW = 3600.0  # polling slowed to once an hour: what arrives, arrives by the st
 
 @pytest.fixture
 def standin() -> Iterator[AlpacaStandIn]:
-    with AlpacaStandIn(stream=True, keys=(KEY, SECRET), clock=at("2018-03-02", "10:00")) as s:
+    with standin_at_open(stream=True, keys=(KEY, SECRET), response_delay_s=1.0) as s:
         yield s
 
 

@@ -116,3 +116,67 @@ def test_trade_is_at_version_2_and_a_v1_trade_is_upcast() -> None:
         decode(b'{"type":"fill","v":1,"fill_id":"f"}')  # a fill without its fields
     assert isinstance(decode(encode(Fill(fill_id="f", symbol="A", side="buy", kind="entry", qty=1, price=1.0, fees=0.0,
                                          ts=1, trade_date="2018-06-01", intent_id="i", client_order_id="c"))), Fill)
+
+
+# exactly what a v1 producer wrote: Rejection v1 (free-string codes, Phase C codes in lower case)
+REJECTION_V1 = (b'{"type":"rejection","v":1,"rejection_id":"rj-1","source":"risk","symbol":"AAPL","trade_date":"2018-12-03",'
+                b'"reasons":["phase_c_allowlist_must_be_single_symbol","phase_c_symbol_not_permitted"],'
+                b'"candidate_id":"cd-1","intent_id":"","detail":"","ts":7}')
+
+
+def test_rejection_is_at_version_2_and_a_v1_lower_case_code_is_upcast() -> None:
+    from shared.schemas import Rejection, RejectionV1
+
+    assert registered_types()["rejection"] == 2 and registered_types()["daily_rejections"] == 2
+    assert Rejection.VERSION == 2 and RejectionV1.VERSION == 1
+    msg = decode(REJECTION_V1)
+    assert type(msg) is Rejection and msg.v == 2
+    assert msg == Rejection(rejection_id="rj-1", source="risk", symbol="AAPL", trade_date="2018-12-03", candidate_id="cd-1",
+                            reasons=["PHASE_C_ALLOWLIST_MUST_BE_SINGLE_SYMBOL", "PHASE_C_SYMBOL_NOT_PERMITTED"], ts=7)
+    same = REJECTION_V1.replace(b"phase_c_allowlist_must_be_single_symbol", b"KILL_SWITCH_ON")
+    assert decode(same).reasons == ["KILL_SWITCH_ON", "PHASE_C_SYMBOL_NOT_PERMITTED"]  # type: ignore[attr-defined]
+
+
+def test_rejection_codes_are_a_closed_set_in_v2_and_v1() -> None:
+    v2 = encode(decode(REJECTION_V1))
+    assert b'"v":2' in v2 and decode(v2) == decode(REJECTION_V1)
+    with pytest.raises(InvalidPayload) as exc:  # v2 takes the current spelling only
+        decode(v2.replace(b"PHASE_C_SYMBOL_NOT_PERMITTED", b"phase_c_symbol_not_permitted"))
+    assert "v=2" in exc.value.detail
+    with pytest.raises(InvalidPayload) as exc:  # a v1 code that never was one: refused, not passed on
+        decode(REJECTION_V1.replace(b"phase_c_symbol_not_permitted", b"NO_SUCH_CODE"))
+    assert "NO_SUCH_CODE" in exc.value.detail
+
+
+def test_daily_rejections_v1_file_is_upcast_rejection_by_rejection() -> None:
+    from shared.schemas import DailyRejections, DailyRejectionsV1, RejectionV1
+
+    old = DailyRejectionsV1(date="2018-12-03", provenance={"settings_hash": "h"}, rejections=[
+        RejectionV1(rejection_id="rj-1", source="risk", symbol="AAPL", trade_date="2018-12-03",
+                    reasons=["phase_c_live_date_not_permitted"]),
+        RejectionV1(rejection_id="rj-2", source="executor", symbol="MSFT", trade_date="2018-12-03",
+                    reasons=["ENTRY_NOT_CONFIRMED"])])
+    raw = encode(old)
+    assert json.loads(raw)["v"] == 1
+    new = decode(raw)
+    assert isinstance(new, DailyRejections) and new.v == 2 and new.provenance == {"settings_hash": "h"}
+    assert [(r.v, r.reasons) for r in new.rejections] == [(2, ["PHASE_C_LIVE_DATE_NOT_PERMITTED"]), (2, ["ENTRY_NOT_CONFIRMED"])]
+
+
+def _left_by_an_old_producer(r: redis.Redis, stream: str, type_name: str, raw: bytes) -> list[Message]:
+    """What a consumer's handler receives for one v1 entry on ``stream`` (nothing dead-lettered or pending)."""
+    got: list[Message] = []
+    c = Consumer(r, "g", [stream], lambda m, d: got.append(m), name="c1", block_ms=20)
+    c.ensure_groups()
+    r.xadd(stream, {"type": type_name, "v": 1, "data": raw})
+    c.run(install_signals=False, until_idle=True)
+    assert r.xlen("avwap:dlq") == 0 and r.xpending(stream, "g")["pending"] == 0
+    return got
+
+
+def test_v1_rejection_on_a_stream_reaches_the_handler_with_the_new_code(real_redis: redis.Redis) -> None:
+    from shared.schemas import Rejection
+
+    got = _left_by_an_old_producer(real_redis, "test:rejections", "rejection", REJECTION_V1)
+    assert [type(m) for m in got] == [Rejection]
+    assert got[0].reasons == ["PHASE_C_ALLOWLIST_MUST_BE_SINGLE_SYMBOL", "PHASE_C_SYMBOL_NOT_PERMITTED"]  # type: ignore[attr-defined]

@@ -21,6 +21,7 @@ from shared.bars import BarStore
 from shared.bus import HEARTBEAT_PREFIX, live_consumers
 from shared.clock import NY, ns_to_dt
 from shared.schemas import BarBatch, BrokerSnapshot, ExitPositionState, SchemaError, decode
+from shared.schemas.reasons import upcast_codes
 from shared.streams import ALERTS, ALL_STREAMS, BARS_1D, BARS_1M, BROKER, DLQ, state_key
 
 READ_COMMANDS = frozenset({"GET", "MGET", "EXISTS", "SCAN", "TYPE", "TTL", "XLEN", "XRANGE", "XREVRANGE",
@@ -301,10 +302,10 @@ def today_view(artifacts: Path, ledger: Path, d: str) -> dict[str, Any]:
     for x in risk:
         kind = "intent" if x.get("outcome") == "intent" else "rejection"
         timeline.append((int(x.get("decision_ts", 0)), 2, kind, x["symbol"],
-                         f"qty {x.get('qty', 0)}" if kind == "intent" else ", ".join(x.get("reasons", []))))
+                         f"qty {x.get('qty', 0)}" if kind == "intent" else ", ".join(upcast_codes(x.get("reasons", [])))))
     for x in rejections:
         if x.get("source") != "risk":
-            timeline.append((int(x.get("ts", 0)), 2, "rejection", x["symbol"], ", ".join(x.get("reasons", []))))
+            timeline.append((int(x.get("ts", 0)), 2, "rejection", x["symbol"], ", ".join(upcast_codes(x.get("reasons", [])))))
     for x in orders:
         price = f" {x['fill_qty']}@{x['fill_price']}" if x.get("fill_price") is not None else ""
         timeline.append((int(x["ts"]), 3, f"order {x['event']}", x["symbol"],
@@ -315,7 +316,7 @@ def today_view(artifacts: Path, ledger: Path, d: str) -> dict[str, Any]:
     timeline.sort(key=lambda t: (t[0], t[1], t[3]))
     rej_counts: dict[str, int] = {}
     for x in rejections:
-        for reason in x.get("reasons", []):
+        for reason in upcast_codes(x.get("reasons", [])):  # an old day's files: the codes' current spelling
             rej_counts[reason] = rej_counts.get(reason, 0) + 1
     fills = [x for x in orders if x.get("fill_price") is not None]
     return {

@@ -6,16 +6,16 @@ from __future__ import annotations
 import math
 
 from shared.alerts import make_alert
-from shared.schemas import Alert, Candidate
+from shared.schemas import Alert, Candidate, RiskCode
 
 from .gates import FAIL_CLOSED, GATE_NAMES, ordered
 from .limits import MODES, Controls, Limits
 from .sizing import EPS
 
 
-def global_codes(controls: Controls, limits: Limits, today: str) -> set[str]:
+def global_codes(controls: Controls, limits: Limits, today: str) -> set[RiskCode]:
     """The codes that refuse every entry right now (kill switch, mode, live gate, Phase C date/allowlist)."""
-    codes: set[str] = set()
+    codes: set[RiskCode] = set()
     if controls.trading_state == "HALTED":
         codes.add("TRADING_HALTED")
     elif controls.kill_switch == "on" or controls.kill_switch_env:
@@ -27,23 +27,23 @@ def global_codes(controls: Controls, limits: Limits, today: str) -> set[str]:
     if controls.mode == "LIVE":
         if not controls.live_trading:
             codes.add("LIVE_TRADING_DISABLED")
-        token_code = {"missing": "LIVE_TOKEN_MISSING", "file_missing": "LIVE_TOKEN_FILE_MISSING",
-                      "mismatch": "LIVE_TOKEN_MISMATCH"}.get(controls.live_token)
+        token_code: RiskCode | None = {"missing": "LIVE_TOKEN_MISSING", "file_missing": "LIVE_TOKEN_FILE_MISSING",
+                                       "mismatch": "LIVE_TOKEN_MISMATCH"}.get(controls.live_token)
         if controls.live_token != "ok":
             codes.add(token_code or "LIVE_TOKEN_MISMATCH")
     if limits.phase_c_enabled:
         if limits.phase_c_enable_date != today:
-            codes.add("phase_c_live_date_not_permitted")
+            codes.add("PHASE_C_LIVE_DATE_NOT_PERMITTED")
         if len(limits.phase_c_allowlist) != 1:
-            codes.add("phase_c_allowlist_must_be_single_symbol")
+            codes.add("PHASE_C_ALLOWLIST_MUST_BE_SINGLE_SYMBOL")
     return codes
 
 
-def candidate_codes(c: Candidate, limits: Limits) -> set[str]:
-    codes: set[str] = set()
+def candidate_codes(c: Candidate, limits: Limits) -> set[RiskCode]:
+    codes: set[RiskCode] = set()
     sym = c.symbol.upper()
     if limits.phase_c_enabled and sym not in limits.phase_c_allowlist:
-        codes.add("phase_c_symbol_not_permitted")
+        codes.add("PHASE_C_SYMBOL_NOT_PERMITTED")
     if limits.allowlist and sym not in limits.allowlist:
         codes.add("SYMBOL_NOT_ALLOWLISTED")
     finite = all(math.isfinite(x) for x in (c.entry_level, c.stop_loss))

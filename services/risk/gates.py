@@ -2,15 +2,21 @@
 
 A Rejection lists every failing code sorted by its position here. Never reorder or rename a
 code: analytics, alerts and operators key on them. New gates are appended to their group.
+One spelling, upper-case snake: the wire's closed set is ``shared.schemas.reasons.RiskCode`` (a
+decode-time check), which must list exactly these codes in this order (checked on import). The three
+Phase C codes were lower case before Rejection v2; old messages, state and artifacts are upcast
+(``shared.schemas.reasons.LEGACY_CODES``).
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+from shared.schemas.reasons import RISK_CODES, RiskCode
+
 
 class Gate(NamedTuple):
-    code: str
+    code: RiskCode
     gate: str
     blocks_when: str
     switch: str
@@ -28,11 +34,11 @@ GATES: tuple[Gate, ...] = (
     Gate("LIVE_TOKEN_FILE_MISSING", "live_gate", "mode is LIVE and the token file is missing, unreadable or empty",
          "`LIVE_CONFIRM_TOKEN_FILE`"),
     Gate("LIVE_TOKEN_MISMATCH", "live_gate", "mode is LIVE and the token does not match the file", "`LIVE_CONFIRM_TOKEN`"),
-    Gate("phase_c_live_date_not_permitted", "phase_c", "Phase C is on and today's NY session is not `PHASE_C_ENABLE_DATE`",
+    Gate("PHASE_C_LIVE_DATE_NOT_PERMITTED", "phase_c", "Phase C is on and today's NY session is not `PHASE_C_ENABLE_DATE`",
          "`PHASE_C_ENABLED`, `PHASE_C_ENABLE_DATE`"),
-    Gate("phase_c_allowlist_must_be_single_symbol", "phase_c", "Phase C is on and `PHASE_C_ALLOWLIST` is not exactly one symbol",
+    Gate("PHASE_C_ALLOWLIST_MUST_BE_SINGLE_SYMBOL", "phase_c", "Phase C is on and `PHASE_C_ALLOWLIST` is not exactly one symbol",
          "`PHASE_C_ALLOWLIST`"),
-    Gate("phase_c_symbol_not_permitted", "phase_c", "Phase C is on and the symbol is not the Phase C symbol", "`PHASE_C_ALLOWLIST`"),
+    Gate("PHASE_C_SYMBOL_NOT_PERMITTED", "phase_c", "Phase C is on and the symbol is not the Phase C symbol", "`PHASE_C_ALLOWLIST`"),
     Gate("SYMBOL_NOT_ALLOWLISTED", "allowlist", "`ALLOWLIST` is set and does not contain the symbol", "`ALLOWLIST` (empty: all)"),
     Gate("SESSION_NOT_STARTED", "session", "no `SessionEvent(PRE_MARKET)` of the candidate's session was seen by OPEN",
          "the clock (scheduler / replay driver)"),
@@ -76,21 +82,24 @@ GATES: tuple[Gate, ...] = (
          "with fewer shares lists it in its decision record; zero shares: a rejection)", "`REGIME_MODULATION`"),
 )
 
-CODES: tuple[str, ...] = tuple(g.code for g in GATES)
-ORDER: dict[str, int] = {c: i for i, c in enumerate(CODES)}
+CODES: tuple[RiskCode, ...] = tuple(g.code for g in GATES)
+if CODES != RISK_CODES:  # the table and the wire's Literal are one list
+    raise RuntimeError(f"services.risk.gates: GATES codes differ from shared.schemas.reasons.RiskCode: "
+                      f"{sorted(set(CODES) ^ set(RISK_CODES)) or 'same codes, another order'}")
+ORDER: dict[RiskCode, int] = {c: i for i, c in enumerate(CODES)}
 GATE_NAMES: tuple[str, ...] = tuple(dict.fromkeys(g.gate for g in GATES))
 
 # codes that mean "fail closed" (an input or control is missing/broken) rather than a normal limit
-FAIL_CLOSED: frozenset[str] = frozenset({
+FAIL_CLOSED: frozenset[RiskCode] = frozenset({
     "KILL_SWITCH_UNREADABLE", "MODE_UNKNOWN", "LIVE_TRADING_DISABLED", "LIVE_TOKEN_MISSING", "LIVE_TOKEN_FILE_MISSING",
     "LIVE_TOKEN_MISMATCH", "SESSION_NOT_STARTED", "SNAPSHOT_MISSING", "SNAPSHOT_STALE", "SNAPSHOT_UNRECONCILED",
     "DECISION_FILE_MISSING", "DECISION_JSON_INVALID", "DECISION_SCHEMA_INVALID", "DECISION_DATE_MISMATCH",
     "DECISION_SYMBOL_NOT_FOUND", "EQUITY_INVALID",
 })
-ENFORCEMENT: frozenset[str] = frozenset(c for c in CODES if c.startswith("DECISION_"))
+ENFORCEMENT: frozenset[RiskCode] = frozenset(c for c in CODES if c.startswith("DECISION_"))
 
 
-def ordered(codes: set[str] | list[str]) -> list[str]:
+def ordered(codes: set[RiskCode] | list[RiskCode]) -> list[RiskCode]:
     """The codes in their documented order (unknown codes are a programming error)."""
     return sorted(set(codes), key=ORDER.__getitem__)
 

@@ -15,6 +15,7 @@ from shared.schemas import (
     PortfolioSnapshot,
     Regime,
 )
+from shared.schemas.reasons import upcast_text
 
 from .telemetry import DecisionRecord, ShadowRecord
 
@@ -71,7 +72,18 @@ def copy_state(st: RiskState) -> RiskState:
 
 
 def decode_state(raw: bytes | None) -> RiskState:
-    return RiskState() if not raw else _STATE_DEC.decode(raw)
+    """The state in ``raw`` (empty: a fresh state). A state written before the reason codes had one
+    spelling (lower-case Phase C codes in its decision records) fails the closed ``RiskCode`` and is
+    upcast (``shared.schemas.reasons.upcast_text``) and decoded again."""
+    if not raw:
+        return RiskState()
+    try:
+        return _STATE_DEC.decode(raw)
+    except msgspec.ValidationError:
+        upcast = upcast_text(raw)
+        if upcast == raw:
+            raise
+        return _STATE_DEC.decode(upcast)
 
 
 def ny_day(ts: int) -> str:

@@ -8,7 +8,7 @@ from typing import Literal
 import msgspec
 
 from shared.artifacts import provenance
-from shared.schemas import PortfolioDecision, PortfolioDecisionBatch
+from shared.schemas import PortfolioDecision, PortfolioDecisionBatch, RiskCode
 
 from .limits import Limits
 
@@ -31,7 +31,7 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
     notional: float = 0.0
     entry_level: float = 0.0
     stop_price: float = 0.0
-    reasons: list[str] = []
+    reasons: list[RiskCode] = []  # one spelling (a closed set: an old state's lower-case codes are upcast on load)
     gates_passed: list[str] = []
     decision_ts: int
     ny_day: str

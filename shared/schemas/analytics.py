@@ -12,7 +12,9 @@ Versions
   v1 (``TradeV1``) measured ``stop_efficiency`` against the highest price held; its upcast keeps
   every other field and sets the hindsight fields and ``stop_efficiency`` to None (the old
   value had another meaning and the bars are not in the record to recompute it).
-- ``daily_trades`` v1, ``daily_rejections`` v1, ``reconciliation`` v1: the artifact files.
+- ``daily_rejections`` v2 (current): of ``Rejection`` v2 (closed reason codes, one spelling); v1
+  (``DailyRejectionsV1``) is upcast rejection by rejection (``upcast_rejection_v1``).
+- ``daily_trades`` v1, ``reconciliation`` v1: the artifact files.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Literal, get_args
 import msgspec
 
 from .base import Message, register, register_legacy
-from .orders import OrderKind, Rejection, Side
+from .orders import OrderKind, Rejection, RejectionV1, Side, upcast_rejection_v1
 
 
 @register
@@ -125,11 +127,29 @@ class DailyTrades(Message, frozen=True, kw_only=True, tag="daily_trades"):
 
 @register
 class DailyRejections(Message, frozen=True, kw_only=True, tag="daily_rejections"):
-    """``rejections/D.json``: D's rejections sorted by id."""
+    """``rejections/D.json``: D's rejections sorted by id (v2: of ``Rejection`` v2; v1 files are upcast)."""
 
+    VERSION = 2
+    v: int = 2
     date: str
     rejections: list[Rejection]
     provenance: dict[str, str] = {}
+
+
+class DailyRejectionsV1(Message, frozen=True, kw_only=True, tag="daily_rejections"):
+    """``rejections/D.json`` as written before v2 (its rejections are ``RejectionV1``). Decoded only to be upcast."""
+
+    date: str
+    rejections: list[RejectionV1]
+    provenance: dict[str, str] = {}
+
+
+def upcast_daily_rejections_v1(old: DailyRejectionsV1) -> DailyRejections:
+    return DailyRejections(date=old.date, rejections=[upcast_rejection_v1(r) for r in old.rejections],
+                           provenance=dict(old.provenance))
+
+
+register_legacy(DailyRejectionsV1, upcast_daily_rejections_v1)
 
 
 MismatchType = Literal["MISSING_POSITION", "QUANTITY", "AVERAGE_PRICE", "UNKNOWN_ORDER", "STOP_MISSING"]

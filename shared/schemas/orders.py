@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from .base import Message, register, register_legacy
+from .base import InvalidPayload, Message, register, register_legacy
+from .reasons import REJECTION_CODES, RejectionCode, upcast_codes
 from .types import Money, OptPrice, Price, Qty, Shares, Symbol, TradeDate, long_stop_problem
 
 
@@ -62,19 +63,50 @@ class ExitIntent(Message, frozen=True, kw_only=True, tag="exit_intent"):
     ts: int = 0
 
 
-@register
-class Rejection(Message, frozen=True, kw_only=True, tag="rejection"):
-    """A refused entry with ordered, stable reason codes."""
-
+class _RejectionFields(Message, frozen=True, kw_only=True):
     rejection_id: str
     source: Literal["risk", "executor"]
     symbol: Symbol
     trade_date: TradeDate
-    reasons: list[str]
     candidate_id: str = ""
     intent_id: str = ""
     detail: str = ""
     ts: int = 0
+
+
+@register
+class Rejection(_RejectionFields, frozen=True, kw_only=True, tag="rejection"):
+    """A refused entry with ordered, stable reason codes.
+
+    Versions: v1 carried ``reasons`` as free strings (three Phase C codes in lower case); v2 (current)
+    takes only ``REJECTION_CODES`` (``shared.schemas.reasons``: risk's gate codes, then the executor's).
+    v1 entries are upcast on decode (``upcast_rejection_v1``: old spellings mapped, an unknown code is
+    an ``InvalidPayload``).
+    """
+
+    VERSION = 2
+    v: int = 2
+    reasons: list[RejectionCode]
+
+
+class RejectionV1(_RejectionFields, frozen=True, kw_only=True, tag="rejection"):
+    """Rejection as written before v2 (free-string codes). Decoded only to be upcast."""
+
+    VERSION = 1
+    v: int = 1
+    reasons: list[str]
+
+
+def upcast_rejection_v1(old: RejectionV1) -> Rejection:
+    reasons = upcast_codes(old.reasons)
+    unknown = [c for c in reasons if c not in REJECTION_CODES]
+    if unknown:
+        raise InvalidPayload(f"type='rejection' v=1: unknown reason codes {unknown}")
+    fields = {f: getattr(old, f) for f in old.__struct_fields__ if f not in ("v", "type", "reasons")}
+    return Rejection(**fields, reasons=reasons)  # type: ignore[arg-type]  # checked against REJECTION_CODES above
+
+
+register_legacy(RejectionV1, upcast_rejection_v1)
 
 
 OrderEventName = Literal["accepted", "partially_filled", "filled", "cancelled", "rejected", "replaced"]
