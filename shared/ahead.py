@@ -1,9 +1,8 @@
 """Work computed ahead of the message that needs it, kept only while its inputs are unchanged.
 
-The scanner and the regime worker each compute, at CLOSE of D, what PRE_MARKET of the next session
-will ask for (a scan, a regime label) — pure functions of the bars before that session and a few
-files — in one background thread, so the CLOSE entry is acked at once and the work overlaps the
-other services' close of day. PRE_MARKET takes the result and uses it only if ``Kept.fits``: the
+The scanner computes, at CLOSE of D, what PRE_MARKET of the next session will ask for (its scan, a
+pure function of the bars before that session and the universe file) in one background thread, so
+the CLOSE entry is acked at once and the work overlaps the other services' close of day. PRE_MARKET takes the result and uses it only if ``Kept.fits``: the
 same session, a bit-identical panel and the same universe file bytes; otherwise it computes afresh.
 Same inputs, same pure function: the same bytes as if computed at PRE_MARKET (docs/performance.md).
 """

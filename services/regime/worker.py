@@ -16,10 +16,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import msgspec
 import numpy as np
 
-from shared.ahead import Ahead, Kept, file_stamp
 from shared.artifacts import code_version, provenance, sha256_bytes, write_json_artifact
 from shared.bars import BarStore, Panel
 from shared.bus import Delivery, Emit
@@ -66,38 +64,16 @@ def regime_for(panel: Panel, session: str, settings: Settings, ts: int = 0) -> R
 
 
 class RegimeWorker(Worker):
-    """One Regime per PRE_MARKET; at CLOSE, the next session's label computed ahead in a thread
-    (``shared.ahead``: used only on a bit-identical panel and the same universe file)."""
+    """One Regime per PRE_MARKET (labelled then: unlike the scan, ahead at CLOSE it saved no wall time and
+    cost CPU, docs/performance.md)."""
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self.settings = ctx.settings
         self.store = BarStore(ctx.settings.core.bars_dir)
-        self.ahead: Ahead[Regime] = Ahead("regime")
-
-    def panel(self, session: str) -> Panel:
-        return self.store.daily_panel(before=session, lookback=self.settings.regime.regime_history_bars)
-
-    def label_ahead(self, after: str) -> Kept[Regime]:
-        nxt = calendar().next_session(after)
-        stamp = file_stamp(self.settings.scanner.scan_universe_file)
-        panel = self.panel(nxt)
-        return Kept(nxt, panel, stamp, regime_for(panel, nxt, self.settings))
-
-    def regime(self, session: str, ts: int) -> Regime:
-        kept = self.ahead.take()
-        panel = self.panel(session)
-        if kept is not None and kept.fits(session, panel, file_stamp(self.settings.scanner.scan_universe_file)):
-            return msgspec.structs.replace(kept.value, ts=ts)
-        return regime_for(panel, session, self.settings, ts=ts)
 
     def handle(self, msg: Message, d: Delivery) -> list[Emit]:
-        if not isinstance(msg, SessionEvent):
-            return []
-        if msg.phase == "CLOSE":
-            self.ahead.start(lambda: self.label_ahead(msg.trade_date))
-            return []
-        if msg.phase != "PRE_MARKET":
+        if not isinstance(msg, SessionEvent) or msg.phase != "PRE_MARKET":
             return []
         r, mine = self.ctx.r, d.entry_id
         r.hsetnx(CLAIM_KEY, msg.trade_date, mine)
@@ -105,13 +81,11 @@ class RegimeWorker(Worker):
         if owner is not None and owner.decode() != mine:
             log.info("regime: %s already published for PRE_MARKET entry %s; nothing to do", msg.trade_date, owner.decode())
             return []  # a repeated clock event gives no second Regime (a redelivery of the same entry does)
-        reg = self.regime(msg.trade_date, msg.ts)
+        panel = self.store.daily_panel(before=msg.trade_date, lookback=self.settings.regime.regime_history_bars)
+        reg = regime_for(panel, msg.trade_date, self.settings, ts=msg.ts)
         write_json_artifact(artifact_path(self.settings.core.artifacts_dir, reg.date), reg)
         log.info("regime: %s (as of %s) %s by %s: %s", reg.session, reg.date, reg.label, reg.rule, reg.reason)
         return [(REGIME, reg)]
-
-    def stop(self) -> None:
-        self.ahead.shutdown()
 
 
 SPEC = ServiceSpec(name="regime", streams=[CLOCK], build=RegimeWorker, produces=[REGIME])
