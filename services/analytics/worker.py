@@ -6,13 +6,15 @@ sets off, and this module runs that under the date's lock: a close of day (``clo
 decisions (``day_decisions``), or the rewrite of a closed day's files (``ledger_files``).
 Artifacts are always rewritten whole from the sorted records; a record of D arriving after D's
 close (another replica, a late rejection) rewrites D's artifacts, so the last writer has them all.
+A closed session more than ANALYTICS_KEEP_SESSIONS closed sessions old is sealed (``retire``): its
+records leave Redis, and a later message of it goes to the DLQ (``ANALYTICS_SESSION_SEALED``).
 Redis keys: ``store.py``; what is computed: ``core.py``.
 """
 
 from __future__ import annotations
 
 from shared.breakers import BreakerConfig
-from shared.bus import Delivery
+from shared.bus import DeadLetter, Delivery
 from shared.schemas import BarBatch, CandidateBatch, Message, SessionEvent
 from shared.service import ServiceContext, ServiceSpec, run_service
 from shared.streams import (
@@ -35,9 +37,11 @@ from .breaker_hook import BreakerHook
 from .close_of_day import process_close
 from .core import Emit, batch_due, route
 from .day_decisions import decisions_for, on_open, regime_of, undecided
-from .ledger_files import flush_dirty, flush_ledgers
+from .ledger_files import flush_dirty, flush_ledgers, retire
 from .state import State
 from .store import SVC
+
+SEALED = "ANALYTICS_SESSION_SEALED"  # DLQ reason: a message of a session whose records were dropped
 
 
 def build(ctx: ServiceContext):
@@ -46,6 +50,13 @@ def build(ctx: ServiceContext):
     store = st.store
     modulating = ctx.settings.regime.regime_modulation
     breakers = BreakerHook(ctx.r, BreakerConfig.from_settings(ctx.settings.analytics))
+    keep = ctx.settings.analytics.analytics_keep_sessions
+
+    def unsealed(date: str, key: str) -> None:
+        """Under D's lock: D was sealed after this message's ingest (its records are gone), so it is dead-lettered."""
+        if store.sealed(date):
+            raise DeadLetter(SEALED, f"{key} of {date}: the session was sealed while it was handled "
+                                     "(ANALYTICS_KEEP_SESSIONS); its artifacts stay as written")
 
     def handle(msg: Message, d: Delivery) -> list[Emit]:
         breakers(msg)  # circuit breakers on live equity (off unless configured; idempotent on redelivery)
@@ -54,17 +65,24 @@ def build(ctx: ServiceContext):
         got = store.ingest(msg)
         if got is None:
             return []
-        date, key, new, closed = got
+        date, key, new, closed, sealed = got
+        if sealed:
+            raise DeadLetter(SEALED, f"{key} of {date}: the session is sealed (ANALYTICS_KEEP_SESSIONS); "
+                                     "its artifacts stay as written")
         redelivered = d.deliveries > 1
         step = route(msg, key, new=new, closed=closed, redelivered=redelivered, modulating=modulating)
         if step.close:
             store.mark_closed(date)
             with st.locked(date):
-                return process_close(st, date)
+                unsealed(date, key)
+                out = process_close(st, date)
+            retire(st, date, keep)
+            return out
         if not step.locked:
             return []
         emits: list[Emit] = []
         with st.locked(date):  # the last writer of D's files has read every record of D
+            unsealed(date, key)
             for what in step.decide:
                 if what == "batch" and isinstance(msg, CandidateBatch):
                     regime = regime_of(st, date) if modulating else None
@@ -80,6 +98,8 @@ def build(ctx: ServiceContext):
                 process_close(st, date)
             elif step.regen:
                 flush_ledgers(st, date, (step.regen,))
+        if step.regen == "artifacts":
+            retire(st, date, keep)
         return emits
 
     return handle
