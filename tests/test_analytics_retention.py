@@ -10,10 +10,12 @@ import pytest
 import redis
 
 import tests.test_analytics_worker as tw
-from services.analytics.store import DIRTY_KEY, SEALED_KEY, day_key, prov_key
+from services.analytics.ledger_files import flush_dirty
+from services.analytics.state import State
+from services.analytics.store import DECISIONS_KEY, DIRTY_KEY, OPENS_KEY, SEALED_KEY, day_key, prov_key
 from services.analytics.worker import SPEC
 from shared.bus import Bus
-from shared.schemas import Rejection
+from shared.schemas import PortfolioDecisionBatch, Rejection, decode
 from shared.service import make_consumer, make_context
 from shared.streams import DLQ, REJECTIONS
 from tests.test_analytics_helpers import close_ns
@@ -39,6 +41,8 @@ def test_old_sessions_are_sealed_and_a_late_message_is_dead_lettered(
     full = tw.run(redis_url, tmp_path / "full", bars_dir)  # default retention: nothing sealed in three sessions
     assert all(real_redis.exists(day_key(d)) for d in (D1, D2, D3))
     assert not real_redis.exists(SEALED_KEY)
+    decided = sorted(decode(v, PortfolioDecisionBatch).date for v in real_redis.hvals(DECISIONS_KEY))
+    assert D2 in decided
     real_redis.flushdb()
 
     monkeypatch.setattr(tw, "_settings", _keeping(1))
@@ -48,6 +52,9 @@ def test_old_sessions_are_sealed_and_a_late_message_is_dead_lettered(
     assert not any(real_redis.exists(prov_key(d)) for d in (D1, D2))
     assert real_redis.get(SEALED_KEY) == D2.encode()
     assert not any(m.decode().startswith((D1, D2)) for m in real_redis.smembers(DIRTY_KEY))
+    assert sorted(decode(v, PortfolioDecisionBatch).date for v in real_redis.hvals(DECISIONS_KEY)) == \
+        [d for d in decided if d > D2]  # a sealed session's decisions go with it
+    assert all(d.decode() > D2 for d in real_redis.zrange(OPENS_KEY, 0, -1))
 
     late = Rejection(rejection_id="rj-late", source="executor", symbol="MSFT", trade_date=D1,
                      reasons=["ENTRY_NOT_CONFIRMED"], ts=close_ns(D1))
@@ -62,3 +69,8 @@ def test_old_sessions_are_sealed_and_a_late_message_is_dead_lettered(
     assert not real_redis.exists(day_key(D1))  # nothing of the sealed session re-created
     assert _files(tmp_path / "kept") == kept  # its artifacts stay as written
     assert c.stats.dead_lettered == 1 and c.stats.failed == 0
+
+    # a record ingested just before its session was sealed left a dirty mark: the ledger file stays as written
+    real_redis.sadd(DIRTY_KEY, f"{D1}|ledger")
+    flush_dirty(State(make_context("analytics", settings, real_redis)))
+    assert not real_redis.smembers(DIRTY_KEY) and _files(tmp_path / "kept") == kept

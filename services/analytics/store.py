@@ -16,7 +16,7 @@ Keys (keyed by stable ids, so redelivery and two replicas change nothing):
 - lock ``avwap:state:analytics:lock:<D>``: one writer of D's artifacts at a time;
 - ``avwap:state:analytics:sealed``: the newest sealed date. Once a closed session is more than
   ANALYTICS_KEEP_SESSIONS closed sessions old its day/prov keys and dirty marks are dropped and it is
-  sealed (``seal``): every closed date up to this one. The ingest stores nothing of a sealed date
+  sealed (``seal``; its decisions and OPEN go too): every closed date up to this one. The ingest stores nothing of a sealed date
   and says so (the worker dead-letters the message), so a late message never re-creates the keys
   nor rewrites the session's finished artifacts from partial records.
 """
@@ -68,8 +68,14 @@ if ARGV[6] == '1' then redis.call('ZADD', KEYS[6], 0, ARGV[3]) end
 return {new, redis.call('SISMEMBER', KEYS[8], ARGV[3]), 0}
 """
 
-# KEYS: day, prov, dirty, sealed. ARGV: date. Drops the date's records and dirty marks; the horizon only moves on.
+# KEYS: day, prov, dirty, sealed, decisions, opens. ARGV: date. Drops the date's records, dirty marks, decisions
+# (its batches' and ``open:<D>``) and OPEN; the horizon only moves on.
 _SEAL = """
+for _, k in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(k, 1, 16) == 'candidate_batch:' then redis.call('HDEL', KEYS[5], string.sub(k, 17)) end
+end
+redis.call('HDEL', KEYS[5], 'open:' .. ARGV[1])
+redis.call('ZREM', KEYS[6], ARGV[1])
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('SREM', KEYS[3], ARGV[1] .. '|ledger', ARGV[1] .. '|journal')
 local h = redis.call('GET', KEYS[4])
@@ -171,7 +177,7 @@ class Store:
 
     def seal(self, date: str) -> None:
         """Drop ``date``'s records and dirty marks and move the horizon to it (the caller holds its lock)."""
-        self._seal(keys=[day_key(date), prov_key(date), DIRTY_KEY, SEALED_KEY], args=[date])
+        self._seal(keys=[day_key(date), prov_key(date), DIRTY_KEY, SEALED_KEY, DECISIONS_KEY, OPENS_KEY], args=[date])
 
     # decisions
     def decided(self, key: str) -> bool:
