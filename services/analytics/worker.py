@@ -16,7 +16,7 @@ from __future__ import annotations
 from shared.breakers import BreakerConfig
 from shared.bus import DeadLetter, Delivery
 from shared.schemas import BarBatch, CandidateBatch, Message, SessionEvent
-from shared.service import ServiceContext, ServiceSpec, run_service
+from shared.service import ServiceContext, ServiceSpec, Worker, run_service
 from shared.streams import (
     ALERTS,
     BARS_1D,
@@ -44,22 +44,20 @@ from .store import SVC
 SEALED = "ANALYTICS_SESSION_SEALED"  # DLQ reason: a message of a session whose records were dropped
 
 
-def build(ctx: ServiceContext):
-    st = State(ctx)
-    ctx.extra["analytics"] = st
-    store = st.store
-    modulating = ctx.settings.regime.regime_modulation
-    breakers = BreakerHook(ctx.r, BreakerConfig.from_settings(ctx.settings.analytics))
-    keep = ctx.settings.analytics.analytics_keep_sessions
+class Analytics(Worker):
+    """The analytics worker: ``handle`` one message, ``start`` (backfill the history logs, rewrite what a dead
+    predecessor left dirty), ``idle`` (rewrite the dirty ledger files). Its process state is ``self.st``."""
 
-    def unsealed(date: str, key: str) -> None:
-        """Under D's lock: D was sealed after this message's ingest (its records are gone), so it is dead-lettered."""
-        if store.sealed(date):
-            raise DeadLetter(SEALED, f"{key} of {date}: the session was sealed while it was handled "
-                                     "(ANALYTICS_KEEP_SESSIONS); its artifacts stay as written")
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.st = State(ctx)
+        self.store = self.st.store
+        self.modulating = ctx.settings.regime.regime_modulation
+        self.breakers = BreakerHook(ctx.r, BreakerConfig.from_settings(ctx.settings.analytics))
+        self.keep = ctx.settings.analytics.analytics_keep_sessions
 
-    def handle(msg: Message, d: Delivery) -> list[Emit]:
-        breakers(msg)  # circuit breakers on live equity (off unless configured; idempotent on redelivery)
+    def handle(self, msg: Message, d: Delivery) -> list[Emit]:
+        st, store, modulating = self.st, self.store, self.modulating
+        self.breakers(msg)  # circuit breakers on live equity (off unless configured; idempotent on redelivery)
         if isinstance(msg, BarBatch) and msg.tf == "1m":
             return []  # minute bars only mark equity for the breakers
         got = store.ingest(msg)
@@ -74,15 +72,15 @@ def build(ctx: ServiceContext):
         if step.close:
             store.mark_closed(date)
             with st.locked(date):
-                unsealed(date, key)
+                self._unsealed(date, key)
                 out = process_close(st, date)
-            retire(st, date, keep)
+            retire(st, date, self.keep)
             return out
         if not step.locked:
             return []
         emits: list[Emit] = []
         with st.locked(date):  # the last writer of D's files has read every record of D
-            unsealed(date, key)
+            self._unsealed(date, key)
             for what in step.decide:
                 if what == "batch" and isinstance(msg, CandidateBatch):
                     regime = regime_of(st, date) if modulating else None
@@ -99,32 +97,33 @@ def build(ctx: ServiceContext):
             elif step.regen:
                 flush_ledgers(st, date, (step.regen,))
         if step.regen == "artifacts":
-            retire(st, date, keep)
+            retire(st, date, self.keep)
         return emits
 
-    return handle
+    def _unsealed(self, date: str, key: str) -> None:
+        """Under D's lock: D was sealed after this message's ingest (its records are gone), so it is dead-lettered."""
+        if self.store.sealed(date):
+            raise DeadLetter(SEALED, f"{key} of {date}: the session was sealed while it was handled "
+                                     "(ANALYTICS_KEEP_SESSIONS); its artifacts stay as written")
 
+    def start(self) -> list[Emit]:
+        """Backfill the history ingest logs if needed, and rewrite the ledger files left dirty by a
+        predecessor that died before writing them."""
+        self.store.backfill_logs()
+        flush_dirty(self.st)
+        return []
 
-def on_idle(ctx: ServiceContext) -> list[Emit]:
-    flush_dirty(ctx.extra["analytics"])  # type: ignore[arg-type]  # set by ``build``
-    return []
-
-
-def on_start(ctx: ServiceContext) -> list[Emit]:
-    """Backfill the history ingest logs if needed, and rewrite the ledger files left dirty by a
-    predecessor that died before writing them."""
-    st: State = ctx.extra["analytics"]  # type: ignore[assignment]  # set by ``build`` (make_consumer runs it first)
-    st.store.backfill_logs()
-    flush_dirty(st)
-    return []
+    def idle(self) -> list[Emit]:
+        flush_dirty(self.st)
+        return []
 
 
 SPEC = ServiceSpec(name=SVC, streams=[CLOCK, CANDIDATES, INTENTS, REJECTIONS, ORDERS, BROKER, EXITS, ALERTS, BARS_1D, BARS_1M, REGIME],
-                   build=build, on_start=on_start, on_idle=on_idle, produces=[PORTFOLIO, ALERTS, CONTROL])
+                   build=Analytics, produces=[PORTFOLIO, ALERTS, CONTROL])
 
 
 def main() -> int:
     return run_service(SPEC)
 
 
-__all__ = ["SPEC", "build", "main"]
+__all__ = ["SPEC", "Analytics", "main"]
