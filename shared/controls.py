@@ -37,7 +37,6 @@ import redis
 
 from shared import audit
 from shared.ids import stable_id
-from shared.reads import typed_get
 from shared.schemas import BreakerRearm, FlattenRequest, TradingState, TradingStateChange
 from shared.schemas.controls import BreakerName, ControlSource, TradingStateName
 from shared.streams import BREAKERS_KEY, CONTROL, LEGACY_KILL_SWITCH_KEY, TRADING_STATE_KEY
@@ -115,8 +114,14 @@ def _combine(cur: StateView, legacy_raw: object) -> StateView:
 def read_state(r: redis.Redis, *, env_kill_switch: bool = False) -> StateView:
     """The trading state now (never raises for a bad key: unreadable is a state). ``env_kill_switch``
     (``KILL_SWITCH=1``) raises ACTIVE to REDUCING."""
-    try:
-        raw, legacy = typed_get(r, [TRADING_STATE_KEY, LEGACY_KILL_SWITCH_KEY])  # one round trip; WRONGTYPE: the error
+    try:  # one round trip, no script (a read-only user, e.g. the dashboard's, may not run one); WRONGTYPE: the error
+        pipe = r.pipeline(transaction=False)
+        pipe.get(TRADING_STATE_KEY)
+        pipe.get(LEGACY_KILL_SWITCH_KEY)
+        raw, legacy = pipe.execute(raise_on_error=False)
+        for got in (raw, legacy):
+            if isinstance(got, Exception) and not isinstance(got, redis.ResponseError):
+                raise got  # a connection error: the whole read failed
     except (redis.RedisError, OSError) as exc:
         log.error("trading state unreadable: %s", exc)
         return StateView(state="UNREADABLE", detail=str(exc))

@@ -14,16 +14,16 @@ from collections.abc import Sequence
 
 import redis
 
-# KEYS: the keys. Returns, per key, its type and (strings only) its value.
-_TYPED_GET_LUA = """
-local out = {}
-for i = 1, #KEYS do
+# Appends to the Lua table ``out``, for KEYS[first] .. KEYS[#KEYS], each key's type and (strings only) value;
+# a script that reads other things first (risk's state revision) starts at a later key.
+TYPED_VALUES_LUA = """
+for i = {first}, #KEYS do
   local t = redis.call('TYPE', KEYS[i])['ok']
   out[#out + 1] = t
   if t == 'string' then out[#out + 1] = redis.call('GET', KEYS[i]) else out[#out + 1] = false end
 end
-return out
 """
+_TYPED_GET_LUA = "local out = {}" + TYPED_VALUES_LUA.replace("{first}", "1") + "return out\n"
 _SHA = hashlib.sha1(_TYPED_GET_LUA.encode()).hexdigest()
 
 

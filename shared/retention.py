@@ -75,12 +75,9 @@ def cut_id(r: redis.Redis, keep_sessions: int) -> str | None:
         end = "(" + _text(_id(page[-1][0]))
 
 
-def floor_id(r: redis.Redis, stream: str) -> tuple[int, int] | None:
-    """The oldest entry of ``stream`` a consumer group still needs (pending or not yet delivered);
-    None when the stream has no group (then nothing is trimmed)."""
-    groups = r.xinfo_groups(stream)
-    if not groups:
-        return None
+def _floor(r: redis.Redis, stream: str, groups: list[dict]) -> tuple[int, int] | None:
+    """The oldest entry of ``stream`` one of its ``groups`` still needs (pending or not yet delivered);
+    None when it has no group (then nothing is trimmed)."""
     floor: tuple[int, int] | None = None
     for g in groups:
         need = _id(g["last-delivered-id"])
@@ -94,19 +91,25 @@ def floor_id(r: redis.Redis, stream: str) -> tuple[int, int] | None:
 
 def trim_before(r: redis.Redis, cut: str, streams: Sequence[str] = TRIMMED) -> int:
     """XTRIM each stream to entries at or after ``cut`` and after what its groups still need. Returns the
-    number of entries removed."""
-    removed = 0
+    number of entries removed. Three round trips: the groups of every stream, then the trims."""
+    pipe = r.pipeline(transaction=False)
     for s in streams:
-        if not r.exists(s):
+        pipe.xinfo_groups(s)
+    infos = pipe.execute(raise_on_error=False)  # a stream that does not exist answers an error: skipped
+    pipe = r.pipeline(transaction=False)
+    n = 0
+    for s, groups in zip(streams, infos, strict=True):
+        if isinstance(groups, Exception) or not groups:
             continue
-        floor = floor_id(r, s)
+        floor = _floor(r, s, groups)
         if floor is None:
             continue
         # ids are (server ms, sequence within the stream): across streams only the ms compares, so the cut
         # keeps the whole millisecond of the kept session's first event
         minid = min((_id(cut)[0], 0), floor)
-        removed += int(r.xtrim(s, minid=_text(minid), approximate=False))
-    return removed
+        pipe.xtrim(s, minid=_text(minid), approximate=False)
+        n += 1
+    return sum(int(x) for x in pipe.execute()) if n else 0
 
 
 def trim_history(r: redis.Redis, keep_sessions: int, keep_bar_sessions: int) -> int:

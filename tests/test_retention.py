@@ -3,6 +3,8 @@ group still needs, never the DLQ, never a stream without a group."""
 
 from __future__ import annotations
 
+import time
+
 import redis
 
 from shared.bus import Bus
@@ -27,6 +29,7 @@ def history(r: redis.Redis, groups: tuple[str, ...] = (CLOCK, ALERTS)) -> dict[s
         bus.publish(ALERTS, Alert(alert_id=f"al-{d}", severity="info", kind="test", source="t", title=d))
         r.xadd(BARS_1D, {"d": d})
         r.xadd(DLQ, {"dlq_reason": d})
+        time.sleep(0.003)  # sessions are hours apart: never in one millisecond (the cut keeps its whole ms)
     return first
 
 

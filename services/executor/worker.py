@@ -78,6 +78,7 @@ if TYPE_CHECKING:  # imported for real only in ALPACA modes (make_updates)
 
 log = logging.getLogger(__name__)
 GROUP = "executor"
+RETAIN_EVERY = 5  # CLOSE events between two stream trims (shared/retention.py)
 def trigger_of(msg: Message) -> str:
     """The stable id of a handled message (ledger provenance ``input:trigger``)."""
     if isinstance(msg, SessionEvent):
@@ -122,6 +123,7 @@ class Executor(BrokerSync, BrokerActions, Worker):
         self._journal: list[Message] = []
         self._trigger = ""
         self._ledger_queued = False  # ledger records queued since the last flush
+        self._closes = 0  # CLOSE events handled by this process (stream retention runs every RETAIN_EVERY)
 
     # -- state -----------------------------------------------------------------
     @contextlib.contextmanager
@@ -214,8 +216,10 @@ class Executor(BrokerSync, BrokerActions, Worker):
             self.commit(st, out.events)
         assert uow.result is not None
         if isinstance(msg, SessionEvent) and msg.phase == "CLOSE":  # the executor is one replica: one janitor
-            core_s = self.ctx.settings.core
-            trim_history(self.r, core_s.bus_keep_sessions, core_s.bus_keep_sessions_bars)
+            self._closes += 1
+            if self._closes % RETAIN_EVERY == 1:  # every 5th CLOSE (the first after start too): a few extra sessions
+                core_s = self.ctx.settings.core
+                trim_history(self.r, core_s.bus_keep_sessions, core_s.bus_keep_sessions_bars)
         return uow.result
 
     def current_date(self, st: ExecState) -> str:

@@ -31,7 +31,7 @@ from shared.artifacts import canonical_line, code_version, under, write_atomic
 from shared.bus import Bus, Committed, Delivery, Emit
 from shared.controls import StateView, read_state, view_of
 from shared.live_token import read_token_file, token_status
-from shared.reads import evalsha, typed_value
+from shared.reads import TYPED_VALUES_LUA, evalsha, typed_value
 from shared.regime import Table
 from shared.schemas import Alert, Message, SessionEvent
 from shared.service import ServiceContext, ServiceSpec, Worker, run_service
@@ -219,14 +219,7 @@ local rev = string.match(redis.call('GETRANGE', KEYS[1], 0, 40), '^{"rev":(%d+)[
 local len = redis.call('STRLEN', KEYS[1])
 local blob = false
 if rev == '' or rev ~= ARGV[1] or tostring(len) ~= ARGV[2] then blob = redis.call('GET', KEYS[1]) end
-local out = {rev, blob}
-for i = 2, 3 do
-  local t = redis.call('TYPE', KEYS[i])['ok']
-  out[#out + 1] = t
-  if t == 'string' then out[#out + 1] = redis.call('GET', KEYS[i]) else out[#out + 1] = false end
-end
-return out
-"""
+local out = {rev, blob}""" + TYPED_VALUES_LUA.replace("{first}", "2") + "return out\n"
 _READ_SHA = hashlib.sha1(_READ_LUA.encode()).hexdigest()
 
 

@@ -37,7 +37,7 @@ class CoreSettings(Section):
         "portfolio snapshot, entry intent) dated more than this many days from now (`DATE_OUT_OF_HORIZON`). 0: off "
         "(replays and tests run past dates); compose sets 7. A date that is not an NYSE session is always refused.")
     bus_maxlen: int = Field(200_000, ge=1000, description="Approximate MAXLEN each stream is trimmed to on publish.")
-    bus_keep_sessions: int = Field(20, ge=0, le=100_000, description="Streams keep the entries of the last this many sessions (trimmed after each CLOSE by the executor; never an entry a consumer group has not acked; not the DLQ nor avwap:control); 0: BUS_MAXLEN only.")
+    bus_keep_sessions: int = Field(20, ge=0, le=100_000, description="Streams keep the entries of the last this many sessions (trimmed after every fifth CLOSE by the executor; never an entry a consumer group has not acked; not the DLQ nor avwap:control); 0: BUS_MAXLEN only.")
     bus_keep_sessions_bars: int = Field(5, ge=0, le=100_000, description="The same for avwap:bars:1d and avwap:bars:1m (the bar store keeps the history); 0: BUS_MAXLEN only.")
     bus_max_deliveries: int = Field(5, ge=1, description="Deliveries after which a failing message goes to the DLQ.")
     bus_block_ms: int = Field(1000, ge=1, description="How long a consumer blocks waiting for new messages.")
