@@ -9,7 +9,8 @@ Delivery contract
   ``max_deliveries`` times goes there too, with the reason and the original fields. So does a
   ``data`` field longer than ``max_payload_bytes`` (``PAYLOAD_TOO_LARGE``: not decoded; the DLQ
   keeps its first ``DLQ_KEEP_BYTES`` and its size and sha256), and a message whose dates fail
-  ``check`` (default ``session_problem``: ``NOT_A_SESSION`` / ``DATE_OUT_OF_HORIZON``).
+  ``check`` (default ``session_problem``: ``NOT_A_SESSION`` / ``DATE_OUT_OF_HORIZON``), and an
+  entry whose handler raises ``DeadLetter(code, detail)`` (at once, reason ``<code>: <detail>``).
 - Every commit is one script (``shared.unit_of_work.COMMIT_LUA``, atomic like MULTI/EXEC),
   run only after the handlers succeeded: a crash before it redelivers the entries, a crash after
   it leaves nothing pending. It is "first committer wins" per entry: an entry's state writes and
@@ -154,6 +155,16 @@ class _Refused(SchemaError):
     def __init__(self, code: str, detail: str) -> None:
         self.code = code
         super().__init__(detail)
+
+
+class DeadLetter(Exception):  # noqa: N818 - an outcome, not an error
+    """Raised by a handler: the entry goes to the DLQ at once (no retry) with reason ``<code>: <detail>``,
+    committing nothing of the handler's work."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        self.code = code
+        self.detail = detail
+        super().__init__(f"{code}: {detail}")
 
 
 class Bus:
@@ -568,6 +579,11 @@ class Consumer:
             t0 = time.perf_counter()
             try:
                 out = self.handler(msg, delivery)
+            except DeadLetter as exc:
+                self._flush(blocks)
+                blocks = []
+                self._dead_letter(stream, entry_id, fields, str(exc), deliveries)
+                continue
             except Exception as exc:  # noqa: BLE001 - any handler failure is counted, never fatal
                 metrics.failed(self.group, stream, time.perf_counter() - t0)
                 self.stats.failed += 1

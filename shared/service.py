@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import redis
 from pydantic import BaseModel, ValidationError
@@ -52,7 +52,6 @@ class ServiceContext:
     bus: Bus
     clock: Clock
     alerts: AlertPublisher
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class StreamIO:
 
 class Worker:
     """What a stateful service's ``build`` makes: its handler and its hooks, one object, so the hooks
-    share the worker's state as attributes (no module globals, no ``ctx.extra``).
+    share the worker's state as attributes (no module globals, nothing kept on the context).
 
     ``handle``: one message (the consumer calls the worker); ``start``: after the groups exist, before
     the first read (its outputs are published); ``idle``: on every empty read and at least once per
@@ -93,15 +92,11 @@ class Worker:
 @dataclass(frozen=True)
 class ServiceSpec:
     """``build`` makes the handler: a ``Worker`` (its ``start``/``idle``/``stop`` are the hooks) or a
-    function. The ``on_*`` fields are the hooks of a service whose ``build`` makes a function: they get
-    the context (the same moments as ``Worker``'s)."""
+    function (a stateless service without hooks)."""
 
     name: str
     streams: Sequence[str]
     build: Callable[[ServiceContext], Handler]
-    on_start: Callable[[ServiceContext], Iterable[Emit] | None] | None = None
-    on_idle: Callable[[ServiceContext], Iterable[Emit] | None] | None = None
-    on_stop: Callable[[ServiceContext], None] | None = None
     produces: Sequence[str] = ()  # the streams its handlers and hooks publish on
     exclusive: bool = False  # one active consumer at a time (the group's lease; the others stand by)
 
@@ -131,11 +126,7 @@ def make_consumer(spec: ServiceSpec, ctx: ServiceContext, consumer_name: str | N
     """The consumer of ``spec`` (its handler, ``consumer.handler``, is what ``spec.build`` made)."""
     core = ctx.settings.core
     handler = spec.build(ctx)
-    on_idle: Callable[[], Iterable[Emit] | None] | None = None
-    if isinstance(handler, Worker):
-        on_idle = handler.idle
-    elif spec.on_idle is not None:
-        on_idle = lambda: spec.on_idle(ctx)  # type: ignore[misc]  # noqa: E731
+    on_idle: Callable[[], Iterable[Emit] | None] | None = handler.idle if isinstance(handler, Worker) else None
     horizon = core.message_date_horizon_days
 
     def check(msg: Message) -> str | None:
@@ -239,16 +230,12 @@ def run_service(spec: ServiceSpec, settings: Settings | None = None) -> int:
     worker = consumer.handler if isinstance(consumer.handler, Worker) else None
     if worker is not None:
         ctx.bus.publish_many(list(worker.start() or []))
-    elif spec.on_start is not None:
-        ctx.bus.publish_many(list(spec.on_start(ctx) or []))
     log.info("%s started as %s on %s", spec.name, consumer.name, ", ".join(spec.streams))
     try:
         stats = consumer.run(install_signals=False)
     finally:
         if worker is not None:
             worker.stop()
-        elif spec.on_stop is not None:
-            spec.on_stop(ctx)
     log.info("%s stopped: handled=%d failed=%d dlq=%d lost_races=%d", spec.name, stats.handled, stats.failed,
              stats.dead_lettered, stats.lost_races)
     return 0

@@ -17,7 +17,6 @@ from services.analytics.notifier import (
     blocks_for,
     drain,
     make_client,
-    on_idle,
 )
 from shared.alerts import make_alert
 from shared.bus import Bus
@@ -127,7 +126,7 @@ def test_worker_consumes_alerts_through_an_outage_and_never_logs_the_token(
     assert real_redis.xpending(ALERTS, "notifier")["pending"] == 0  # acked: safe in the outbox
     assert real_redis.llen(OUTBOX) == 3 and slack.messages == []
     slack.mode = "ok"
-    on_idle(ctx)
+    consumer.handler.idle()
     assert [m["text"] for m in slack.messages] == [f"[warning] Blocked entry {i}" for i in range(3)]
     assert all(m["channel"] == "#ops" for m in slack.messages)
     text = "\n".join(r.getMessage() for r in caplog.records) + caplog.text

@@ -367,8 +367,8 @@ def test_history_written_before_the_ingest_logs_is_backfilled_on_start(redis_url
     (tmp_path / "artifacts" / "trades" / f"{D3}.json").unlink()
     ctx = make_context("analytics", _settings(redis_url, tmp_path, bars_dir), real_redis)
     handler = SPEC.build(ctx)
-    SPEC.on_start(ctx)
-    SPEC.on_start(ctx)  # twice (a second replica starting): each key is logged once
+    handler.start()
+    handler.start()  # twice (a second replica starting): each key is logged once
     assert real_redis.llen(histlog_key("order_event")) == real_redis.hlen("avwap:state:analytics:hist:order_event")
     handler(snap(D3, "close"), Delivery(BROKER, "9-0", 2, "analytics-0"))
     assert (tmp_path / "artifacts" / "trades" / f"{D3}.json").read_bytes() == files[f"artifacts/trades/{D3}.json"]

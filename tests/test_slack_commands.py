@@ -164,14 +164,14 @@ def test_the_notifier_serves_commands_only_with_the_app_token(redis_url: str, re
 
     with SocketModeStandIn() as sm, SlackStandIn(token=BOT, app_token=APP, socket=sm) as api:
         base = {"redis_url": redis_url, "slack_bot_token": BOT, "slack_base_url": api.base_url, "slack_allowed_users": OP}
-        ctx = make_context("notifier", load_settings(**base), real_redis)
-        notifier.on_start(ctx)
-        assert "socket_mode" not in ctx.extra and sm.connects == 0  # no app token: no commands
-        ctx = make_context("notifier", load_settings(**base, slack_app_token=APP), real_redis)
-        notifier.on_start(ctx)
+        worker = notifier.Notifier(make_context("notifier", load_settings(**base), real_redis))
+        worker.start()
+        assert worker.socket_mode is None and sm.connects == 0  # no app token: no commands
+        worker = notifier.Notifier(make_context("notifier", load_settings(**base, slack_app_token=APP), real_redis))
+        worker.start()
         try:
             sm.wait_connected(1)
             assert command(sm, OP, "status")["text"].startswith("*State:* ACTIVE")
         finally:
-            notifier.on_stop(ctx)
-        assert "socket_mode" not in ctx.extra
+            worker.stop()
+        assert worker.socket_mode is None

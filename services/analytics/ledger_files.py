@@ -54,7 +54,19 @@ def flush_ledgers(st: State, date: str, which: Iterable[str] = ("ledger", "journ
 
 
 def flush_dirty(st: State) -> None:
-    """Rewrite every ledger file marked dirty, each under its date's lock."""
+    """Rewrite every ledger file marked dirty, each under its date's lock (never a sealed date's: its records are gone)."""
     for date, names in sorted(st.store.dirty().items()):
         with st.locked(date):
-            flush_ledgers(st, date, sorted(names))
+            if st.store.sealed(date):
+                st.store.mark_clean(date, tuple(sorted(names)))
+            else:
+                flush_ledgers(st, date, sorted(names))
+
+
+def retire(st: State, date: str, keep: int) -> None:
+    """After ``date``'s artifacts were written: seal the closed dates older than the ``keep`` newest closed
+    ones (their records leave Redis; ``store.seal``), each under its own lock (older than the one the
+    caller may hold, so locks are always taken newest first)."""
+    for old in st.store.to_seal(date, keep):
+        with st.locked(old):
+            st.store.seal(old)

@@ -40,7 +40,7 @@ import redis
 
 from shared.bus import Delivery, Emit, fields_of, live_consumers
 from shared.schemas import Alert, Message, SessionEvent, decode, encode
-from shared.service import ServiceContext, ServiceSpec, run_service
+from shared.service import ServiceContext, ServiceSpec, Worker, run_service
 from shared.streams import ALERTS, CLOCK, CONTROL, DLQ, state_key
 
 from .watchdog import WatchState, observe, summary, watched
@@ -354,12 +354,19 @@ def check_heartbeats(ctx: ServiceContext, now_ns: int | None = None) -> list[Ale
     return []
 
 
-def build(ctx: ServiceContext):
-    outbox, sender = build_parts(ctx)
-    ctx.extra["notifier"] = (outbox, sender)
-    ctx.extra["next_watch"] = 0.0
+class Notifier(Worker):
+    """The notifier: ``handle`` posts alerts (through the outbox) and the PRE_MARKET summary; ``idle`` drains
+    the outbox and runs the heartbeat watchdog every HEARTBEAT_CHECK_S; ``start``/``stop`` open and close the
+    Socket Mode client of the ``/avwap`` commands (``socket_mode``, None when off)."""
 
-    def handle(msg: Message, d: Delivery) -> list[Emit]:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.outbox, self.sender = build_parts(ctx)
+        self.next_watch = 0.0
+        self.socket_mode: Any = None
+
+    def handle(self, msg: Message, d: Delivery) -> list[Emit]:
+        ctx, outbox = self.ctx, self.outbox
         if isinstance(msg, SessionEvent):
             if msg.phase != "PRE_MARKET" or not ctx.settings.analytics.heartbeat_summary:
                 return []
@@ -368,54 +375,46 @@ def build(ctx: ServiceContext):
             return [(ALERTS, summary(msg.trade_date, msg.ts, live, expected, int(ctx.r.xlen(DLQ)), outbox.size()))]
         if not isinstance(msg, Alert):
             return []
-        if sender is None:
+        if self.sender is None:
             log.info("alert (Slack not configured): %s", json.dumps({"id": msg.alert_id, "severity": msg.severity,
                                                                     "kind": msg.kind, "title": msg.title}))
             return []
         outbox.put(msg)
-        drain(outbox, sender)
+        drain(outbox, self.sender)
         return []
 
-    return handle
+    def idle(self) -> list[Emit]:
+        if self.sender is not None and self.outbox.size():
+            drain(self.outbox, self.sender)
+        now = time.monotonic()
+        if now >= self.next_watch:
+            self.next_watch = now + self.ctx.settings.analytics.heartbeat_check_s
+            check_heartbeats(self.ctx)
+        return []
+
+    def start(self) -> list[Emit]:
+        """With ``SLACK_APP_TOKEN`` (and the bot token): serve ``/avwap`` commands over Socket Mode."""
+        core, a = self.ctx.settings.core, self.ctx.settings.analytics
+        app = core.slack_app_token.get_secret_value() if core.slack_app_token else ""
+        bot = core.slack_bot_token.get_secret_value() if core.slack_bot_token else ""
+        if app and bot:
+            from .slack_control import start_socket_mode
+
+            base = core.slack_base_url if core.slack_base_url.endswith("/") else core.slack_base_url + "/"
+            self.socket_mode = start_socket_mode(self.ctx.r, app, bot, base, core.slack_channel, a.slack_allowed_users,
+                                                 a.slack_confirm_ttl_s)
+            log.info("slack commands: Socket Mode connected (%d allowed users)", len(a.slack_allowed_users))
+        elif app:
+            log.warning("slack commands: SLACK_APP_TOKEN is set but SLACK_BOT_TOKEN is not; commands are off")
+        return []
+
+    def stop(self) -> None:
+        client, self.socket_mode = self.socket_mode, None
+        if client is not None:
+            client.close()
 
 
-def on_idle(ctx: ServiceContext) -> list[Emit]:
-    outbox, sender = ctx.extra.get("notifier", (None, None))  # type: ignore[misc]
-    if outbox is not None and sender is not None and outbox.size():
-        drain(outbox, sender)
-    now = time.monotonic()
-    if now >= float(ctx.extra.get("next_watch", 0.0)):  # type: ignore[arg-type]
-        ctx.extra["next_watch"] = now + ctx.settings.analytics.heartbeat_check_s
-        check_heartbeats(ctx)
-    return []
-
-
-def on_start(ctx: ServiceContext) -> list[Emit]:
-    """With ``SLACK_APP_TOKEN`` (and the bot token): serve ``/avwap`` commands over Socket Mode."""
-    core, a = ctx.settings.core, ctx.settings.analytics
-    app = core.slack_app_token.get_secret_value() if core.slack_app_token else ""
-    bot = core.slack_bot_token.get_secret_value() if core.slack_bot_token else ""
-    if app and bot:
-        from .slack_control import start_socket_mode
-
-        base = core.slack_base_url if core.slack_base_url.endswith("/") else core.slack_base_url + "/"
-        ctx.extra["socket_mode"] = start_socket_mode(ctx.r, app, bot, base, core.slack_channel, a.slack_allowed_users,
-                                                     a.slack_confirm_ttl_s)
-        log.info("slack commands: Socket Mode connected (%d allowed users)",
-                 len(a.slack_allowed_users))
-    elif app:
-        log.warning("slack commands: SLACK_APP_TOKEN is set but SLACK_BOT_TOKEN is not; commands are off")
-    return []
-
-
-def on_stop(ctx: ServiceContext) -> None:
-    client = ctx.extra.pop("socket_mode", None)
-    if client is not None:
-        client.close()  # type: ignore[attr-defined]
-
-
-SPEC = ServiceSpec(name=SVC, streams=[ALERTS, CLOCK], build=build, on_start=on_start, on_idle=on_idle, on_stop=on_stop,
-                   produces=[ALERTS, CONTROL])
+SPEC = ServiceSpec(name=SVC, streams=[ALERTS, CLOCK], build=Notifier, produces=[ALERTS, CONTROL])
 
 
 def main() -> int:

@@ -16,7 +16,7 @@ LINES_MAX = 200_000  # canonical ledger lines kept before the cache is cleared
 
 
 class State:
-    """One worker process's state; ``build`` makes it and keeps it in ``ctx.extra["analytics"]``."""
+    """One worker process's state (``worker.Analytics.st``)."""
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx

@@ -13,7 +13,12 @@ Keys (keyed by stable ids, so redelivery and two replicas change nothing):
 - ``avwap:state:analytics:decisions``: candidate batch id (or ``open:<D>``) -> PortfolioDecisionBatch;
 - ``avwap:state:analytics:opens``: sorted set, date scored by the ms of its OPEN event's entry id;
 - ``avwap:state:analytics:dirty``: ledger files (``<D>|ledger`` / ``<D>|journal``) to rewrite;
-- lock ``avwap:state:analytics:lock:<D>``: one writer of D's artifacts at a time.
+- lock ``avwap:state:analytics:lock:<D>``: one writer of D's artifacts at a time;
+- ``avwap:state:analytics:sealed``: the newest sealed date. Once a closed session is more than
+  ANALYTICS_KEEP_SESSIONS closed sessions old its day/prov keys and dirty marks are dropped and it is
+  sealed (``seal``; its decisions and OPEN go too): every closed date up to this one. The ingest stores nothing of a sealed date
+  and says so (the worker dead-letters the message), so a late message never re-creates the keys
+  nor rewrites the session's finished artifacts from partial records.
 """
 
 from __future__ import annotations
@@ -40,10 +45,16 @@ DECISIONS_KEY = state_key(SVC, "decisions")  # candidate batch id (or open:<D>) 
 OPENS_KEY = state_key(SVC, "opens")  # sorted set: date scored by the ms of its OPEN event's entry id
 DIRTY_KEY = state_key(SVC, "dirty")  # set of "<D>|ledger" / "<D>|journal" files to rewrite
 
-# KEYS: day, prov, hist, histlog, dates, sessions, dirty, closed
+SEALED_KEY = state_key(SVC, "sealed")  # the newest sealed date (see the module doc)
+
+# KEYS: day, prov, hist, histlog, dates, sessions, dirty, closed, sealed
 # ARGV: key, data, date, prov, is_history, is_session, dirty member
-# returns {1 if newly stored, 1 if the date's CLOSE snapshot was already processed}
-_INGEST = """
+# returns {1 if newly stored, 1 if the date's CLOSE snapshot was already processed, 1 if the date is sealed}
+_SEALED = """
+local h = redis.call('GET', KEYS[9])
+if h and ARGV[3] <= h and redis.call('SISMEMBER', KEYS[8], ARGV[3]) == 1 then return {0, 1, 1} end
+"""
+_INGEST = _SEALED + """
 local new = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 if new == 1 then
   redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[4])
@@ -54,7 +65,21 @@ if ARGV[5] == '1' and redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[2]) == 1 then
 end
 redis.call('SADD', KEYS[5], ARGV[3])
 if ARGV[6] == '1' then redis.call('ZADD', KEYS[6], 0, ARGV[3]) end
-return {new, redis.call('SISMEMBER', KEYS[8], ARGV[3])}
+return {new, redis.call('SISMEMBER', KEYS[8], ARGV[3]), 0}
+"""
+
+# KEYS: day, prov, dirty, sealed, decisions, opens. ARGV: date. Drops the date's records, dirty marks, decisions
+# (its batches' and ``open:<D>``) and OPEN; the horizon only moves on.
+_SEAL = """
+for _, k in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(k, 1, 16) == 'candidate_batch:' then redis.call('HDEL', KEYS[5], string.sub(k, 17)) end
+end
+redis.call('HDEL', KEYS[5], 'open:' .. ARGV[1])
+redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[1] .. '|ledger', ARGV[1] .. '|journal')
+local h = redis.call('GET', KEYS[4])
+if not h or h < ARGV[1] then redis.call('SET', KEYS[4], ARGV[1]) end
 """
 
 
@@ -82,10 +107,12 @@ class Store:
         self.prov = prov  # canonical JSON of this process's provenance (code version, settings hash)
         self.lock_timeout_s = lock_timeout_s
         self._ingest = r.register_script(_INGEST)
+        self._seal = r.register_script(_SEAL)
         self.snapshot_cache = SnapshotCache(r)
 
-    def ingest(self, msg: Message) -> tuple[str, str, bool, bool] | None:
-        """Store a message once; returns (date, key, newly stored, date already closed) or None when not kept."""
+    def ingest(self, msg: Message) -> tuple[str, str, bool, bool, bool] | None:
+        """Store a message once; returns (date, key, newly stored, date already closed, date sealed: nothing
+        stored) or None when not kept."""
         rk = record_key(msg)
         if rk is None:
             return None
@@ -93,11 +120,11 @@ class Store:
         rec = ledger_record(msg)
         data = msgspec.json.encode(rec) if isinstance(rec, dict) else msgspec.json.encode(msg)
         t = type_name_of(msg)
-        new, closed = self._ingest(keys=[day_key(date), prov_key(date), hist_key(t), histlog_key(t), DATES_KEY,
-                                         SESSIONS_KEY, DIRTY_KEY, CLOSED_KEY],
+        new, closed, sealed = self._ingest(keys=[day_key(date), prov_key(date), hist_key(t), histlog_key(t), DATES_KEY,
+                                                 SESSIONS_KEY, DIRTY_KEY, CLOSED_KEY, SEALED_KEY],
                                    args=[key, data, date, self.prov, int(t in HISTORY_TYPES), int(t == "session_event"),
                                          f"{date}|{ledger_file_of(key)}"])
-        return date, key, bool(new), bool(closed)
+        return date, key, bool(new), bool(closed), bool(sealed)
 
     def day(self, date: str) -> dict[str, bytes]:
         raw = self.r.hgetall(day_key(date))
@@ -126,6 +153,31 @@ class Store:
 
     def mark_closed(self, date: str) -> None:
         self.r.sadd(CLOSED_KEY, date)
+
+    # retention by trade date
+    def sealed(self, date: str) -> bool:
+        """Whether ``date``'s records were dropped (a closed date up to the sealed horizon)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.get(SEALED_KEY)
+        pipe.sismember(CLOSED_KEY, date)
+        horizon, closed = pipe.execute()
+        return bool(horizon) and date <= horizon.decode() and bool(closed)
+
+    def to_seal(self, date: str, keep: int) -> list[str]:
+        """The closed dates to seal after ``date``'s close: those older than the ``keep`` newest closed dates
+        and past the horizon, and ``date`` itself when it is a late close at or before the horizon."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.smembers(CLOSED_KEY)
+        pipe.get(SEALED_KEY)
+        members, raw = pipe.execute()
+        horizon = raw.decode() if raw else ""
+        closed = sorted(m.decode() for m in members)
+        old = [d for d in closed[:-keep] if d > horizon]
+        return old + [date] if horizon and date <= horizon and date not in old else old
+
+    def seal(self, date: str) -> None:
+        """Drop ``date``'s records and dirty marks and move the horizon to it (the caller holds its lock)."""
+        self._seal(keys=[day_key(date), prov_key(date), DIRTY_KEY, SEALED_KEY, DECISIONS_KEY, OPENS_KEY], args=[date])
 
     # decisions
     def decided(self, key: str) -> bool:

@@ -52,7 +52,7 @@ class Settings(BaseModel, frozen=True):
         if self._hash is None:
             skip = {"redis_url", "artifacts_dir", "ledger_dir", "log_level", "log_format", "consumer_name",
                     "slack_bot_token", "slack_app_token", "live_confirm_token", "slack_base_url", "bars_dir", "run_id", "artifacts_fsync",
-                    "bus_keep_sessions", "bus_keep_sessions_bars"}
+                    "bus_keep_sessions", "bus_keep_sessions_bars", "analytics_keep_sessions"}
             self._hash = fingerprint({k: v for k, v in self.public_dict().items() if k not in skip})
         return self._hash
 

@@ -28,6 +28,7 @@ class AnalyticsSettings(Section):
     slack_max_attempts: int = Field(5, ge=1, le=100, description="Notifier: attempts per message on 429/5xx before leaving it in the outbox for the next round.")
     slack_backoff_s: float = Field(1.0, ge=0, le=3600, description="Notifier: first backoff after a Slack 5xx or connection error (doubles, max 60 s).")
     analytics_lock_timeout_s: int = Field(120, ge=5, le=86_400, description="Analytics: seconds the per-session lock (snapshot, reconciliation, report) outlives a holder that died; the longest a successor waits. Must exceed the longest CLOSE work (the report's charts).")
+    analytics_keep_sessions: int = Field(20, ge=1, le=100_000, description="Analytics: closed sessions whose records (`day:<D>`, `prov:<D>`) stay in Redis. An older closed session, its artifacts written, has them dropped and is sealed: a late message of a sealed session goes to the DLQ (`ANALYTICS_SESSION_SEALED`) and its artifacts stay as written.")
     heartbeat_watch_services: CommaList = Field(["scanner", "regime", "risk", "executor", "exits", "analytics"], description="Notifier watchdog: comma-separated services (consumer groups) whose heartbeat keys must exist; empty: no watchdog.")
     heartbeat_grace_s: float = Field(90.0, gt=0, le=86_400, description="Notifier watchdog: seconds a service may have no live heartbeat before a `heartbeat_missing` alert (give restarts time).")
     heartbeat_check_s: float = Field(15.0, gt=0, le=3600, description="Notifier watchdog: seconds between heartbeat checks.")
