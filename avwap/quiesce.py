@@ -11,16 +11,8 @@ from collections.abc import Sequence
 
 import redis
 
+from shared.bus import entry_id
 from shared.streams import ALL_STREAMS, DLQ
-
-
-def _id(value: bytes | str | None) -> tuple[int, int]:
-    if not value:
-        return (0, 0)
-    s = value.decode() if isinstance(value, bytes) else value
-    ms, _, seq = s.partition("-")
-    return (int(ms), int(seq or 0))
-
 
 # One round trip: for each existing stream, the groups with pending entries or entries not yet read.
 _BUSY_LUA = """
@@ -76,10 +68,10 @@ def _busy_groups_pipelined(r: redis.Redis, watched: Sequence[str]) -> list[str]:
     res = pipe.execute()
     busy: list[str] = []
     for i, s in enumerate(live):
-        last = _id(res[2 * i]["last-generated-id"])
+        last = entry_id(res[2 * i]["last-generated-id"])
         for g in res[2 * i + 1]:
             name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
-            if g["pending"] or _id(g["last-delivered-id"]) < last:
+            if g["pending"] or entry_id(g["last-delivered-id"]) < last:
                 busy.append(f"{s}/{name}")
     return busy
 

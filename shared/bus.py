@@ -83,10 +83,18 @@ STREAM_RANK = {CLOCK: 0, BARS_1M: 1, BARS_1D: 2, CANDIDATES: 3, PORTFOLIO: 4, IN
                EXITS: 8, BROKER: 9, ALERTS: 10}
 
 
+def entry_id(raw: bytes | str | None) -> tuple[int, int]:
+    """A stream entry id as (ms, sequence), the order Redis gives them ((0, 0) for none)."""
+    if not raw:
+        return (0, 0)
+    ms, _, seq = (raw.decode() if isinstance(raw, bytes) else raw).partition("-")
+    return int(ms), int(seq or 0)
+
+
 def publication_order(entry: tuple) -> tuple[int, int, int]:
     """Sort key of an ``(stream, entry_id, ...)`` tuple: entry time, stream rank, sequence."""
-    ms, _, seq = str(entry[1]).partition("-")
-    return int(ms), STREAM_RANK.get(entry[0], 99), int(seq or 0)
+    ms, seq = entry_id(entry[1])
+    return ms, STREAM_RANK.get(entry[0], 99), seq
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import msgspec
 import redis
 
+from shared.bus import entry_id
 from shared.streams import ALL_STREAMS, BARS_1D, BARS_1M, CLOCK, CONTROL, DLQ
 
 log = logging.getLogger(__name__)
@@ -40,12 +41,6 @@ class _Event(msgspec.Struct):
 _DEC = msgspec.json.Decoder(_Event)
 
 
-def _id(raw: bytes | str) -> tuple[int, int]:
-    s = raw.decode() if isinstance(raw, bytes) else raw
-    ms, _, seq = s.partition("-")
-    return int(ms), int(seq or 0)
-
-
 def _text(i: tuple[int, int]) -> str:
     return f"{i[0]}-{i[1]}"
 
@@ -58,7 +53,7 @@ def cut_id(r: redis.Redis, keep_sessions: int) -> str | None:
     end = "+"
     while True:
         page = r.xrevrange(CLOCK, max=end, min="-", count=PAGE)
-        for entry_id, fields in page:
+        for eid, fields in page:
             try:
                 date = _DEC.decode(fields.get(b"data", b"{}")).trade_date
             except msgspec.DecodeError:
@@ -69,10 +64,10 @@ def cut_id(r: redis.Redis, keep_sessions: int) -> str | None:
                 if len(kept) == keep_sessions:
                     return oldest_kept  # an event of an older session: everything before the kept ones goes
                 kept.add(date)
-            oldest_kept = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            oldest_kept = eid.decode() if isinstance(eid, bytes) else eid
         if len(page) < PAGE:
             return None
-        end = "(" + _text(_id(page[-1][0]))
+        end = "(" + _text(entry_id(page[-1][0]))
 
 
 def _floor(r: redis.Redis, stream: str, groups: list[dict]) -> tuple[int, int] | None:
@@ -80,18 +75,19 @@ def _floor(r: redis.Redis, stream: str, groups: list[dict]) -> tuple[int, int] |
     None when it has no group (then nothing is trimmed)."""
     floor: tuple[int, int] | None = None
     for g in groups:
-        need = _id(g["last-delivered-id"])
+        need = entry_id(g["last-delivered-id"])
         if g["pending"]:
             low = r.xpending(stream, g["name"])["min"]
             if low is not None:
-                need = min(need, _id(low))
+                need = min(need, entry_id(low))
         floor = need if floor is None else min(floor, need)
     return floor
 
 
 def trim_before(r: redis.Redis, cut: str, streams: Sequence[str] = TRIMMED) -> int:
     """XTRIM each stream to entries at or after ``cut`` and after what its groups still need. Returns the
-    number of entries removed. Three round trips: the groups of every stream, then the trims."""
+    number of entries removed. Two pipelined round trips (the groups of every stream, then the trims), plus
+    one XPENDING per group that holds pending entries."""
     pipe = r.pipeline(transaction=False)
     for s in streams:
         pipe.xinfo_groups(s)
@@ -106,7 +102,7 @@ def trim_before(r: redis.Redis, cut: str, streams: Sequence[str] = TRIMMED) -> i
             continue
         # ids are (server ms, sequence within the stream): across streams only the ms compares, so the cut
         # keeps the whole millisecond of the kept session's first event
-        minid = min((_id(cut)[0], 0), floor)
+        minid = min((entry_id(cut)[0], 0), floor)
         pipe.xtrim(s, minid=_text(minid), approximate=False)
         n += 1
     return sum(int(x) for x in pipe.execute()) if n else 0

@@ -36,6 +36,7 @@ import redis
 
 from shared import metrics
 from shared.crash import crash_point
+from shared.reads import evalsha
 from shared.schemas import Message, encode, type_name_of
 
 if TYPE_CHECKING:
@@ -207,7 +208,7 @@ class UnitOfWork:
         if final and self._crash:
             crash_point(self._crash[0])
         if self._pipe is None:  # nothing watched: the script alone is atomic (EVALSHA, loaded on NOSCRIPT)
-            _acked, lost, _emitted = self._client.register_script(COMMIT_LUA)(keys=keys, args=args)
+            _acked, lost, _emitted = evalsha(self._client, COMMIT_LUA, COMMIT_SHA, keys, args)
         else:
             _acked, lost, _emitted = self._exec_watched(self._pipe, keys, args)
         if final and self._crash:
