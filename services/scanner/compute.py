@@ -33,12 +33,15 @@ Definitions (docs/scanner.md has the table):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from shared.settings import ScannerSettings
+
+from .series import anchored_vwap, date_keys, dx, first_row, last_true, prev_rows, tail_mean, wilder
+
+__all__ = ["ANCHORS", "ANCHOR_KINDS", "BAND_KS", "Computed", "anchored_vwap", "compute", "compute_blocks"]
 
 # Anchor kinds in priority order (highest first) with their priorities.
 ANCHORS: tuple[tuple[str, int], ...] = (
@@ -85,96 +88,6 @@ class Computed:
     best: np.ndarray  # (S,) anchor index of the best qualifying anchor, -1 when none
 
 
-def _keys(dates: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(year, year*100+month, ISO year*100+week) per session date."""
-    ds = [date.fromisoformat(d) for d in dates]
-    year = np.array([d.year for d in ds], dtype=np.int64)
-    month = np.array([d.year * 100 + d.month for d in ds], dtype=np.int64)
-    iso = [d.isocalendar() for d in ds]
-    week = np.array([y * 100 + w for y, w, _ in iso], dtype=np.int64)
-    return year, month, week
-
-
-def _tail_mean(x: np.ndarray, k: int) -> np.ndarray:
-    """Mean of the last ``k`` rows per column (NaN when a column has fewer than k values)."""
-    if k > x.shape[0]:
-        return np.full(x.shape[1], np.nan)
-    return x[-k:].sum(axis=0) / k
-
-
-def _shift(x: np.ndarray) -> np.ndarray:
-    """``x`` one row down (row 0 NaN): the previous bar's value."""
-    out = np.empty_like(x)
-    out[0] = np.nan
-    out[1:] = x[:-1]
-    return out
-
-
-def _wilder(x3: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    """(ATR series (T,S), ADX at the last row (S,)) from ``x3`` = (T, 3, S) TR, +DM, -DM rows.
-
-    Wilder smoothing ``y = (1-a)·y + a·x`` seeded with each column's first value (leading NaN
-    rows stay NaN), done in place in ``x3``; rows before the first bar of any column are skipped.
-    """
-    om = 1.0 - alpha
-    t = x3.shape[0]
-    any_bar = ~np.isnan(x3[:, 0]).all(axis=1)
-    start = int(np.argmax(any_bar)) if any_bar.any() else t - 1
-    for i in range(start + 1, t):
-        prev = x3[i - 1]
-        x3[i] = np.where(np.isnan(prev), x3[i], om * prev + alpha * x3[i])
-    dx = _dx(x3[:, 1], x3[:, 2])
-    adx = dx[start].copy()
-    for i in range(start + 1, t):
-        adx = np.where(np.isnan(adx), dx[i], om * adx + alpha * dx[i])
-    return x3[:, 0], adx
-
-
-def _dx(plus: np.ndarray, minus: np.ndarray) -> np.ndarray:
-    """DX from smoothed +DM, -DM: 100·|DI+ - DI-|/(DI+ + DI-) = 100·|+DM - -DM|/(+DM + -DM) (0 when both are 0)."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tot = plus + minus
-        return np.where(tot == 0, 0.0, 100.0 * np.abs(plus - minus) / tot)
-
-
-def _suffix_sums(x: np.ndarray) -> np.ndarray:
-    """(T+1, S): row i = sum of rows i..T-1 (row T = 0), summed from the last row up."""
-    out = np.empty((x.shape[0] + 1, x.shape[1]))
-    out[-1] = 0.0
-    np.cumsum(x[::-1], axis=0, out=out[-2::-1])
-    return out
-
-
-def anchored_vwap(h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray, anchor: np.ndarray,
-                  ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """AVWAP and sigma from row ``anchor`` (inclusive) to the last row, and the AVWAP from ``anchor``
-    to row ``ref``; ``anchor``/``ref`` are ``(K, S)`` row indices. NaN rows and zero volume weigh nothing.
-
-    AVWAP = sum(TP·V)/sum(V), TP = (H+L+C)/3; sigma² = sum(TP²·V)/sum(V) - AVWAP² (clamped at 0).
-    """
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tp = h + lo
-        tp += c
-        tp /= 3.0
-        w = np.nan_to_num(v, nan=0.0)
-        tpv = np.nan_to_num(tp * w, nan=0.0)  # NaN rows (no bar) weigh nothing
-        tp *= tpv
-        tp2v = np.nan_to_num(tp, nan=0.0)
-        suf = [_suffix_sums(x) for x in (w, tpv, tp2v)]
-        del tp, tpv, tp2v
-        s0, s1, s2 = (np.take_along_axis(x, anchor, axis=0) for x in suf)
-        avwap = s1 / s0
-        sigma = np.sqrt(np.maximum(s2 / s0 - avwap * avwap, 0.0))
-        cut0, cut1 = (np.take_along_axis(x, ref + 1, axis=0) for x in suf[:2])
-        return avwap, sigma, (s1 - cut1) / (s0 - cut0)
-
-
-def _last_true(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(row of the last True per column, any True)."""
-    t = mask.shape[0]
-    return t - 1 - np.argmax(mask[::-1], axis=0), mask.any(axis=0)
-
-
 def compute(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray, dates: list[str],
             p: ScannerSettings) -> Computed:
     """Scan every column; arrays are ``(T, S)`` aligned on ``dates`` (NaN = no bar)."""
@@ -188,7 +101,7 @@ def compute(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.n
         arrs = [np.pad(a, ((pad_rows, 0), (0, pad_cols)), constant_values=np.nan) for a in arrs]
     o, h, lo, c, v = (np.ascontiguousarray(a, dtype=np.float64) for a in arrs)
     t, s = c.shape
-    year, month, week = (np.concatenate([np.full(pad_rows, -1, dtype=np.int64), k]) for k in _keys(dates))
+    year, month, week = (np.concatenate([np.full(pad_rows, -1, dtype=np.int64), k]) for k in date_keys(dates))
     rowid = np.arange(t, dtype=np.int64)
 
     # Right-align every column on its own bars (only columns with a hole or a stale end move).
@@ -208,16 +121,19 @@ def compute(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.n
 
         o, h, lo, c, v = (realign(a) for a in (o, h, lo, c, v))
         valid = suffix
-    yr, wk = year[src], week[src]
+        yr, wk = year[src], week[src]
+    else:  # every column on the same rows: the keys broadcast
+        yr, wk = (np.broadcast_to(k[:, None], (t, s)) for k in (year, week))
     mo = month[src[-MONTH_ROWS:]]
     last_row = np.where(n > 0, src[-1] - pad_rows, -1)
 
     with np.errstate(invalid="ignore", divide="ignore"):
-        prev_c, prev_h, prev_l = (_shift(x) for x in (c, h, lo))
         close = c[-1]
-        sma5, sma20, sma50, sma200 = (_tail_mean(c, k) for k in (5, 20, 50, 200))
-        avg_volume = _tail_mean(v, p.scan_avg_len)
-        avg_dollar_volume = _tail_mean(c * v, p.scan_avg_len)
+        prev_close = prev_rows(c, 1)[0]
+        sma5, sma20, sma50, sma200 = (tail_mean(c, k) for k in (5, 20, 50, 200))
+        al = p.scan_avg_len
+        avg_volume = tail_mean(v, al)
+        avg_dollar_volume = tail_mean(c[-al:] * v[-al:], al) if al <= t else np.full(s, np.nan)
         low5 = lo[-5:].min(axis=0)
 
         # Weekly closes: the last bar of each ISO week.
@@ -232,21 +148,33 @@ def compute(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.n
 
         sma_w_fast, sma_w_slow = weekly_sma(p.scan_weekly_fast), weekly_sma(p.scan_weekly_slow)
 
-        # ATR / ADX (Wilder).
-        x3 = np.empty((t, 3, s))  # TR, +DM, -DM per row, laid out for the Wilder loop
-        tr = x3[:, 0]
-        np.fmax(h - lo, np.fmax(np.abs(h - prev_c), np.abs(lo - prev_c)), out=tr)
-        up, dn = h - prev_h, prev_l - lo
+        # ATR / ADX (Wilder). Row 0 has no previous bar: TR = H-L there, and no directional move.
+        x3 = np.empty((3, t, s))  # TR, +DM, -DM
+        tr = x3[0]
+        hl = h - lo
+        a, b = h[1:] - c[:-1], lo[1:] - c[:-1]
+        np.abs(a, out=a)
+        np.abs(b, out=b)
+        np.fmax(a, b, out=a)
+        np.fmax(hl[1:], a, out=tr[1:])
+        tr[0] = hl[0]
+        up, dn = h[1:] - h[:-1], lo[:-1] - lo[1:]
         zero_or_nan = np.where(valid, 0.0, np.nan)
-        x3[:, 1] = np.where((up > dn) & (up > 0), up, zero_or_nan)
-        x3[:, 2] = np.where((dn > up) & (dn > 0), dn, zero_or_nan)
-        del up, dn, zero_or_nan
-        atr_s, adx = _wilder(x3, 1.0 / p.scan_atr_len)
-        atr_pct_s = atr_s / c * 100.0
+        for k, x, other in ((1, up, dn), (2, dn, up)):
+            np.copyto(x3[k], zero_or_nan)
+            np.copyto(x3[k, 1:], x, where=(x > other) & (x > 0))
+        del hl, a, b, up, dn, zero_or_nan
+        alpha = 1.0 / p.scan_atr_len
+        start = first_row(tr)
+        sm = wilder(x3.transpose(1, 0, 2), alpha, start)  # rows (T, 3, S)
         del x3
-        atr, atr_pct = atr_s[-1], atr_pct_s[-1]
+        atr_s = sm[:, 0]
+        adx = wilder(dx(sm[:, 1], sm[:, 2]), alpha, start)[-1]
         m = p.scan_atr_median_len
-        atr_pct_median = np.median(atr_pct_s[-m:], axis=0) if m <= t else np.full(s, np.nan)
+        atr_pct_s = atr_s[-m:] / c[-m:] * 100.0  # only the last m rows are used
+        atr, atr_pct = atr_s[-1], atr_pct_s[-1]
+        atr_pct_median = np.median(atr_pct_s, axis=0) if m <= t else np.full(s, np.nan)
+        del sm, atr_s
         tb = p.scan_trend_slope_bars
         sma50_prev = c[-50 - tb:-tb].sum(axis=0) / 50
         sma50_slope = (sma50 / sma50_prev - 1.0) * 100.0
@@ -262,17 +190,17 @@ def compute(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.n
             a_rows[k] = np.argmax(mask, axis=0) + (t - span)
             a_ok[k] = mask.any(axis=0)
         gl = p.scan_gap_lookback
-        gap = np.abs(o[-gl:] / prev_c[-gl:] - 1.0) * 100.0 >= p.scan_gap_pct
-        r, ok = _last_true(pos[-gl:] & gap)
+        gap = np.abs(o[-gl:] / prev_rows(c, gl) - 1.0) * 100.0 >= p.scan_gap_pct
+        r, ok = last_true(pos[-gl:] & gap)
         a_rows[1], a_ok[1] = r + (t - gl), ok
-        lb, al, hl = p.scan_vol_breakout_lookback, p.scan_avg_len, p.scan_vol_breakout_high_len
+        lb, hl = p.scan_vol_breakout_lookback, p.scan_vol_breakout_high_len
         tail = slice(t - lb, t)
         vol_prior = sliding_window_view(v[t - lb - al:t - 1], al, axis=0).mean(axis=-1)
         high_prior = sliding_window_view(h[t - lb - hl:t - 1], hl, axis=0).max(axis=-1)
         ct, ht, lt, vt = c[tail], h[tail], lo[tail], v[tail]
         brk = (pos[tail] & (vt > p.scan_vol_breakout_mult * vol_prior) & (ht > lt)
                & (ct - lt >= (1.0 - p.scan_vol_breakout_top_pct) * (ht - lt)) & (ct > high_prior))
-        r, ok = _last_true(brk)
+        r, ok = last_true(brk)
         a_rows[2], a_ok[2] = r + (t - lb), ok
         sw = p.scan_swing_lookback
         lows = np.where(pos[-sw:], lo[-sw:], np.inf)
@@ -289,11 +217,12 @@ def compute(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.n
 
         # AVWAP and bands from each anchor (suffix sums from the anchor bar to the last bar).
         ref = np.maximum(a_rows, last - p.scan_slope_bars)
-        avwap, sigma, avwap_ref = anchored_vwap(h, lo, c, v, a_rows, ref)
+        first = a_rows[a_ok].min() if a_ok.any() else last  # an anchor that does not exist is masked below:
+        avwap, sigma, avwap_ref = anchored_vwap(h, lo, c, v, np.where(a_ok, a_rows, first), ref)  # sum no rows for it
         avwap, sigma = np.where(a_ok, avwap, np.nan), np.where(a_ok, sigma, np.nan)
         slope = (avwap / avwap_ref - 1.0) * 100.0
         dist = (close - avwap) / avwap * 100.0
-        reclaim = a_ok & (a_rows < last) & (prev_c[-1] <= avwap) & (avwap < close)  # an AVWAP the previous close saw
+        reclaim = a_ok & (a_rows < last) & (prev_close <= avwap) & (avwap < close)  # an AVWAP the previous close saw
         qualifies = (a_ok & (close > avwap) & ((slope >= p.scan_min_slope_pct) | reclaim)
                      & (dist <= p.scan_max_dist_pct))
         prio = np.array([pr for _, pr in ANCHORS], dtype=np.float64)[:, None]

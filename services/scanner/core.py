@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import msgspec
 import numpy as np
@@ -82,6 +82,18 @@ class ScanResult:
     results: list[SymbolResult]
 
 
+class Columns:
+    """A ``Computed`` as Python lists (``tolist``: the same values as Python floats, ints and bools), for
+    the per-symbol decisions: indexing a list is many times cheaper than making a numpy scalar."""
+
+    def __init__(self, cp: Computed) -> None:
+        for f in fields(cp):
+            setattr(self, f.name, getattr(cp, f.name).tolist())
+
+    def __getattr__(self, name: str) -> list:  # the fields set above (for type checkers)
+        raise AttributeError(name)
+
+
 def _f(x: float | np.floating) -> float | None:
     x = float(x)
     return x if math.isfinite(x) else None
@@ -98,26 +110,26 @@ def trend_tier(score: float, p: ScannerSettings) -> str:
     return "MODERATE" if score >= p.scan_tier_moderate else "WEAK"
 
 
-def _anchor_detail(cp: Computed, j: int, k: int, dates: list[str], p: ScannerSettings) -> dict[str, object]:
+def _anchor_detail(cp: Columns, j: int, k: int, dates: list[str], p: ScannerSettings) -> dict[str, object]:
     kind = ANCHORS[k][0]
-    if not cp.anchor_ok[k, j]:
+    if not cp.anchor_ok[k][j]:
         return {"kind": kind, "fail": "NONE"}
-    av, dist, slope, rec = cp.avwap[k, j], cp.dist[k, j], cp.slope[k, j], bool(cp.reclaim[k, j])
+    av, dist, slope, rec = cp.avwap[k][j], cp.dist[k][j], cp.slope[k][j], bool(cp.reclaim[k][j])
     if not cp.close[j] > av:
         fail = "CLOSE_NOT_ABOVE_AVWAP"
     elif not (slope >= p.scan_min_slope_pct or rec):
         fail = "SLOPE_TOO_NEGATIVE"
     elif not dist <= p.scan_max_dist_pct:
         fail = "TOO_FAR_ABOVE_AVWAP"
-    elif not cp.qualifies[k, j]:
+    elif not cp.qualifies[k][j]:
         fail = "SCORE_UNDEFINED"
     else:
         fail = ""
-    return {"kind": kind, "date": dates[int(cp.anchor_row[k, j])], "avwap": _f(av), "dist_pct": _f(dist),
-            "slope_pct": _f(slope), "reclaim": rec, "score": _f(cp.score[k, j]), "fail": fail}
+    return {"kind": kind, "date": dates[int(cp.anchor_row[k][j])], "avwap": _f(av), "dist_pct": _f(dist),
+            "slope_pct": _f(slope), "reclaim": rec, "score": _f(cp.score[k][j]), "fail": fail}
 
 
-def _first_failure(cp: Computed, j: int, dates: list[str], last_session: str, p: ScannerSettings
+def _first_failure(cp: Columns, j: int, dates: list[str], last_session: str, p: ScannerSettings
                    ) -> tuple[str, dict[str, object]]:
     """The first failing filter of column ``j`` and the values that failed ("" when none)."""
     last = int(cp.last_row[j])
@@ -152,32 +164,32 @@ def _first_failure(cp: Computed, j: int, dates: list[str], last_session: str, p:
     return "", {}
 
 
-def _candidate(cp: Computed, j: int, symbol: str, sector: str, dates: list[str], scan_date: str,
+def _candidate(cp: Columns, j: int, symbol: str, sector: str, dates: list[str], scan_date: str,
                p: ScannerSettings) -> Candidate:
     k = int(cp.best[j])
     kind, prio = ANCHORS[k]
-    av, sig = float(cp.avwap[k, j]), float(cp.sigma[k, j])
+    av, sig = float(cp.avwap[k][j]), float(cp.sigma[k][j])
     close, hi, lo = float(cp.close[j]), float(cp.high[j]), float(cp.low[j])
     pivot = (hi + lo + close) / 3.0
     stop = min(float(cp.sma5[j]), float(cp.low5[j])) * p.scan_stop_mult
-    dist = float(cp.dist[k, j])
+    dist = float(cp.dist[k][j])
     ts = float(cp.trend_score[j])
     setups = []
-    if cp.reclaim[k, j]:
+    if cp.reclaim[k][j]:
         setups.append("RECLAIM")
     if p.scan_near_min_pct <= dist <= p.scan_near_max_pct:
         setups.append("PULLBACK")
     if close <= av + sig:
         setups.append("BAND1")
-    if int(cp.qualifies[:, j].sum()) >= 2:
+    if sum(q[j] for q in cp.qualifies) >= 2:
         setups.append("CONFLUENCE")
     bands = {f"{side}{n}": _r(av + sgn * n * sig) for n in BAND_KS for side, sgn in (("L", -1), ("U", 1))}
     return Candidate(
         candidate_id="", scan_date=scan_date, symbol=symbol, trend_tier=trend_tier(ts, p), price=_r(close),
-        anchor=kind, anchor_date=dates[int(cp.anchor_row[k, j])], avwap=_r(av), entry_level=_r(av),
+        anchor=kind, anchor_date=dates[int(cp.anchor_row[k][j])], avwap=_r(av), entry_level=_r(av),
         entry_dist_pct=_r(dist), stop_loss=_r(stop), target_r1=_r(2 * pivot - lo), target_r2=_r(pivot + (hi - lo)),
-        trend_score=_r(ts), avwap_slope=_r(cp.slope[k, j]), score=_r(cp.score[k, j]), sector=sector, setups=setups,
-        band_sigma=_r(sig), bands=bands, anchor_priority=prio, reclaim=bool(cp.reclaim[k, j]), atr=_r(cp.atr[j]),
+        trend_score=_r(ts), avwap_slope=_r(cp.slope[k][j]), score=_r(cp.score[k][j]), sector=sector, setups=setups,
+        band_sigma=_r(sig), bands=bands, anchor_priority=prio, reclaim=bool(cp.reclaim[k][j]), atr=_r(cp.atr[j]),
         atr_pct=_r(cp.atr_pct[j]), adx=_r(cp.adx[j]))
 
 
@@ -190,7 +202,7 @@ def symbol_results(panel: Panel, universe: Sequence[str], sectors: Mapping[str, 
         out.append(SymbolResult(symbol=sym, code=NO_BARS, values={"bars": 0}))
     sub = panel.select(universe)
     if sub.symbols and panel.dates:
-        cp = compute_blocks(sub.open, sub.high, sub.low, sub.close, sub.volume, panel.dates, p)
+        cp = Columns(compute_blocks(sub.open, sub.high, sub.low, sub.close, sub.volume, panel.dates, p))
         for i, sym in enumerate(sub.symbols):
             code, values = _first_failure(cp, i, panel.dates, last_session, p)
             if code:
