@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 
 from shared.ahead import Ahead, Kept, file_stamp
+from shared.allocator import keep_freed_memory
 from shared.bars import BarStore
 from shared.bus import Delivery, Emit
 from shared.clock import calendar
@@ -90,4 +91,5 @@ SPEC = ServiceSpec(name="scanner", streams=[CLOCK], build=Scanner, produces=[CAN
 
 
 def main() -> int:
+    keep_freed_memory()  # a scan's ~1 MB temporaries reuse freed pages (shared/allocator.py)
     return run_service(SPEC)
