@@ -1,4 +1,5 @@
-"""Analytics' Redis state (shell): every key, the ingest script, the per-date locks.
+"""Analytics' Redis state (shell): every key, the ingest's read, guards and writes, the day's writes
+(``DayWork``), the per-date locks. Every write is made by a unit of work (``shared/unit_of_work.py``).
 
 Keys (keyed by stable ids, so redelivery and two replicas change nothing):
 - ``avwap:state:analytics:day:<D>``: hash record key -> message JSON (HSETNX) for every message of D,
@@ -16,8 +17,8 @@ Keys (keyed by stable ids, so redelivery and two replicas change nothing):
 - lock ``avwap:state:analytics:lock:<D>``: one writer of D's artifacts at a time;
 - ``avwap:state:analytics:sealed``: the newest sealed date. Once a closed session is more than
   ANALYTICS_KEEP_SESSIONS closed sessions old its day/prov keys and dirty marks are dropped and it is
-  sealed (``seal``; its decisions and OPEN go too): every closed date up to this one. The ingest stores nothing of a sealed date
-  and says so (the worker dead-letters the message), so a late message never re-creates the keys
+  sealed (``seal``; its decisions and OPEN go too): every closed date up to this one. The ingest stores nothing
+  of a sealed date and says so (the worker dead-letters the message), so a late message never re-creates the keys
   nor rewrites the session's finished artifacts from partial records.
 """
 
