@@ -18,7 +18,7 @@ posting the message twice; the alert leaves the outbox only when both are done.
 
 The notifier also owns the heartbeat watchdog (``watchdog.py``): every ``HEARTBEAT_CHECK_S`` it
 reads the live ``avwap:hb:*`` keys and raises ``heartbeat_missing`` / ``heartbeat_recovered``
-alerts (state and alerts in one MULTI/EXEC, so replicas raise each transition once), and at
+alerts (state and alerts in one unit of work, so replicas raise each transition once), and at
 each session's PRE_MARKET it posts the ``heartbeat`` system-alive summary.
 
 With ``SLACK_APP_TOKEN`` it also serves the ``/avwap`` commands over Socket Mode (``slack_control.py``):
@@ -38,10 +38,11 @@ from typing import Any
 import msgspec
 import redis
 
-from shared.bus import Delivery, Emit, fields_of, live_consumers
+from shared.bus import Delivery, Emit, live_consumers
 from shared.schemas import Alert, Message, SessionEvent, decode, encode
 from shared.service import ServiceContext, ServiceSpec, Worker, run_service
 from shared.streams import ALERTS, CLOCK, CONTROL, DLQ, state_key
+from shared.unit_of_work import attempts
 
 from .watchdog import WatchState, observe, summary, watched
 
@@ -329,29 +330,22 @@ def live_heartbeats(r: redis.Redis) -> dict[str, int]:
 
 
 def check_heartbeats(ctx: ServiceContext, now_ns: int | None = None) -> list[Alert]:
-    """One watchdog check: read the heartbeats, advance the state, publish its alerts (one EXEC)."""
+    """One watchdog check: read the heartbeats, advance the state, publish its alerts (one unit of work)."""
     a = ctx.settings.analytics
     expected = watched(a.heartbeat_watch_services)
     if not expected:
         return []
     now = ctx.clock.now_ns() if now_ns is None else now_ns
     live = live_heartbeats(ctx.r)
-    for _ in range(50):
-        with ctx.r.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(WATCH)
-                raw = pipe.get(WATCH)
-                state = msgspec.json.decode(raw, type=WatchState) if raw else WatchState()
-                new, alerts = observe(state, live, expected, now, a.heartbeat_grace_s)
-                pipe.multi()
-                pipe.set(WATCH, msgspec.json.encode(new))
-                for al in alerts:
-                    pipe.xadd(ALERTS, fields_of(al), maxlen=ctx.settings.core.bus_maxlen, approximate=True)  # type: ignore[arg-type]
-                pipe.execute()
-                return alerts
-            except redis.WatchError:
-                continue
-    return []
+    for uow in attempts(ctx.r, SVC, None, watch=[WATCH], maxlen=ctx.settings.core.bus_maxlen, retries=50):
+        with uow:
+            raw = uow.r.get(WATCH)
+            state = msgspec.json.decode(raw, type=WatchState) if raw else WatchState()  # type: ignore[arg-type]
+            new, alerts = observe(state, live, expected, now, a.heartbeat_grace_s)
+            uow.set(WATCH, msgspec.json.encode(new))
+            for al in alerts:
+                uow.emit(ALERTS, al)
+    return alerts
 
 
 class Notifier(Worker):
