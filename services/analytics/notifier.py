@@ -21,6 +21,8 @@ reads the live ``avwap:hb:*`` keys and raises ``heartbeat_missing`` / ``heartbea
 alerts (state and alerts in one unit of work, so replicas raise each transition once), and at
 each session's PRE_MARKET it posts the ``heartbeat`` system-alive summary.
 
+The message of an alert (Block Kit, runbook links) is ``slack_format.py``.
+
 With ``SLACK_APP_TOKEN`` it also serves the ``/avwap`` commands over Socket Mode (``slack_control.py``):
 this container is the only one with Slack tokens; the commands reach the services through Redis.
 """
@@ -44,6 +46,7 @@ from shared.service import ServiceContext, ServiceSpec, Worker, run_service
 from shared.streams import ALERTS, CLOCK, CONTROL, DLQ, state_key
 from shared.unit_of_work import attempts
 
+from .slack_format import blocks_for
 from .watchdog import WatchState, observe, summary, watched
 
 log = logging.getLogger(__name__)
@@ -74,65 +77,9 @@ redis.call('HDEL', KEYS[4], ARGV[1])
 return 1
 """
 
-SEVERITY_ICON = {"critical": ":rotating_light:", "warning": ":warning:", "info": ":information_source:"}
 PERMANENT = ("invalid_auth", "not_authed", "account_inactive", "channel_not_found", "not_in_channel",
              "is_archived", "invalid_blocks", "msg_too_long", "token_revoked", "missing_scope",
              "not_allowed_token_type", "file_uploads_disabled")
-
-
-def runbook_target(value: str) -> str:
-    """The document and anchor an alert's ``runbook`` names, as a repository path (``""``: none).
-
-    Accepts a plain anchor (``reconciliation-mismatch``, ``#reconciliation-mismatch``: a section
-    of docs/runbook.md), a document with an anchor (``docs/executor.md#modes``, ``executor.md#modes``:
-    under docs/), or a full URL (kept as is).
-    """
-    v = value.strip()
-    if not v:
-        return ""
-    if v.startswith(("http://", "https://")):
-        return v
-    doc, sep, anchor = v.rpartition("#") if "#" in v else ("", "", v)
-    anchor = "-".join(anchor.strip().lower().split())
-    doc = doc.strip().lstrip("./")
-    if not doc:
-        doc = "docs/runbook.md"
-    elif not doc.startswith("docs/"):
-        doc = f"docs/{doc}"
-    return f"{doc}#{anchor}" if anchor else doc
-
-
-def runbook_link(value: str, base_url: str = "") -> str:
-    """mrkdwn for the runbook: a link when ``base_url`` is set (or the value is a URL), else the path."""
-    target = runbook_target(value)
-    if not target:
-        return ""
-    if target.startswith(("http://", "https://")):
-        return f"<{target}|runbook>"
-    if base_url:
-        return f"<{base_url.rstrip('/')}/{target}|runbook: {target}>"
-    return f"runbook: {target}"
-
-
-def blocks_for(a: Alert, runbook_base: str = "", chart_note: str = "") -> tuple[str, list[dict[str, Any]]]:
-    """(fallback text, Block Kit blocks) of an alert."""
-    icon = SEVERITY_ICON.get(a.severity, ":grey_question:")
-    text = f"[{a.severity}] {a.title}"
-    blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": f"{a.title}"[:150]}}]
-    if a.text:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"{icon} {a.text}"[:3000]}})
-    fields = {k: v for k, v in a.fields.items() if k != "chart"}
-    if chart_note:
-        fields["chart"] = chart_note
-    if fields:
-        blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"[:2000]}
-                                                     for k, v in sorted(fields.items())][:10]})
-    ctx = f"{a.source} · {a.kind}" + (f" · {a.trade_date}" if a.trade_date else "") + f" · {a.alert_id}"
-    link = runbook_link(a.runbook, runbook_base)
-    if link:
-        ctx += f" · {link}"
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": ctx}]})
-    return text, blocks
 
 
 def chart_file(a: Alert, artifacts_dir: str) -> tuple[Path | None, str]:
