@@ -3,7 +3,10 @@
 Prints points/minute for each worker count, the scaling ratio (2 workers over 1: target >= 1.7 on
 two cores; the reference is the same sweep with one worker, in the same run) and the peak memory
 of one worker (the worker, its work horse and the replay it runs: private redis-server and the
-five services, summed over the worker's process session, sampled every 0.5 s). Each run gets a
+five services, summed over the worker's process session, sampled every 0.5 s). It also prints how many
+cores the workers kept busy (the CPU time of each worker's process tree over the wall time): a replay's
+services overlap, so one worker already uses more than one core, and ``cores / cores_busy(1 worker)``
+bounds the ratio two workers can reach. Each run gets a
 fresh private Redis and output directory. The last line is one JSON object.
 
     make bench-sweep                                   # the full benchmark
@@ -55,6 +58,16 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and of every descendant it has waited for (utime, stime, cutime, cstime): an rq
+    worker's finished jobs, their work horses, and the replay each ran (services, private redis-server)."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in f[11:15]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def session_rss_mb(sid: int) -> float:
     return sum(_rss_mb(int(d.name)) for d in Path("/proc").iterdir() if d.name.isdigit() and _sid(int(d.name)) == sid)
 
@@ -86,6 +99,7 @@ def run(n_workers: int, bars: Path, start: str, end: str, grid_doc: dict, tmp: P
         th.join()
         if res.failed:
             raise SystemExit(f"bench sweep: points failed: {res.failed}")
+        cpu = sum(tree_cpu_s(p.pid) for p in procs)  # every job has finished and was waited for
     finally:
         stop.set()
         for p in procs:
@@ -98,7 +112,8 @@ def run(n_workers: int, bars: Path, start: str, end: str, grid_doc: dict, tmp: P
         emb.stop()
     pts = len(res.rows)
     return {"workers": n_workers, "points": pts, "wall_s": round(wall, 2), "points_per_min": round(60 * pts / wall, 3),
-            "peak_worker_rss_mb": round(max(peak.values(), default=0.0), 1)}
+            "peak_worker_rss_mb": round(max(peak.values(), default=0.0), 1), "cpu_s": round(cpu, 1),
+            "cores_busy": round(cpu / wall, 2)}
 
 
 def main() -> int:
@@ -129,10 +144,15 @@ def main() -> int:
     print(f"2 workers: {two['points']} points in {two['wall_s']:.1f}s = {two['points_per_min']:.2f} points/min, "
           f"peak worker memory {two['peak_worker_rss_mb']:.0f} MB")
     ratio = two["points_per_min"] / one["points_per_min"] if one["points_per_min"] else 0.0
+    cores = os.cpu_count() or 1
+    bound = min(2.0, cores / one["cores_busy"]) if one["cores_busy"] else 0.0
+    print(f"one worker keeps {one['cores_busy']:.2f} cores busy (its replay's services run side by side), "
+          f"two keep {two['cores_busy']:.2f}: on {cores} cores 2 workers can scale at most {bound:.2f}x")
     print(f"scaling 2 workers / 1 worker: {ratio:.2f}x (target >= 1.7x on 2 cores: {'met' if ratio >= 1.7 else 'NOT met'})")
     print(json.dumps({"span": [args.start, args.end], "symbols": args.symbols or "all", "grid_points": args.points,
                       "one_worker": one, "two_workers": two, "scaling_ratio": round(ratio, 3),
-                      "target_ratio": 1.7, "cpus": os.cpu_count()}, sort_keys=True))
+                      "target_ratio": 1.7, "cpus": os.cpu_count(), "scaling_bound": round(bound, 3)},
+                     sort_keys=True))
     return 0
 
 

@@ -21,7 +21,14 @@ state (up to ``retries`` times). An exception inside the block commits nothing (
 pending and is redelivered). ``uow.result.lost_race`` is true only when the XACK found the entry
 already acked by another consumer (a real race: nothing of this commit was written); the consumer
 counts those. ``checkpoint()`` commits what is queued so far without the XACK (the executor's
-outbox, written before a broker call leaves the process).
+outbox, written before a broker call leaves the process); ``leave_pending()`` makes the unit's commit leave
+the entry pending for a second unit of the same handler (analytics stores a record before the day's work).
+
+Reads may also be optimistic instead of WATCHed: ``uow.expect(cmd, key, *args, answer=...)`` says what the
+block assumed, and the commit script checks each such guard before it writes anything; one that answers
+otherwise fails the commit, and the block runs again (``uow.attempt`` > 0: the block reads for real). A
+handler that can guess what it would read (analytics' ingest: a new record of an open day) commits in one
+round trip.
 """
 
 from __future__ import annotations
@@ -50,17 +57,32 @@ def fields_of(msg: Message) -> dict[str, bytes | str | int]:
     return {"type": type_name_of(msg), "v": msg.v, "data": encode(msg)}
 
 
-# Commit a batch atomically. KEYS: every key touched. ARGV: group, maxlen, number of blocks,
-# then per block: key index of the input stream (0: no input, commit unconditionally), entry id,
-# number of state writes, number of emits, then per write: command, key index, number of
-# arguments, arguments; per emit: key index of the output stream, number of field pairs, pairs.
+# Commit a batch atomically. KEYS: every key touched. ARGV: group, maxlen, number of guards, the guards, number
+# of blocks, the blocks. A guard: command, key index, number of arguments, arguments, the answer expected (a nil
+# answer reads as ""): every guard is checked first, and one answering otherwise fails the whole commit with an
+# AVWAP_GUARD error before anything is written. A block: key index of the input stream (0: no input, commit
+# unconditionally), entry id, number of state writes, number of emits, then per write: command, key index, number
+# of arguments, arguments; per emit: key index of the output stream, number of field pairs, pairs.
 # A block's writes and emits are made only if its XACK removed the entry from the pending list
 # (first committer wins). Returns {entries acked, entries already acked elsewhere, emits published}.
 COMMIT_LUA = """
 local group, maxlen = ARGV[1], ARGV[2]
 local i = 4
-local acked, lost, emitted = 0, 0, 0
 for _ = 1, tonumber(ARGV[3]) do
+  local ki, na = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local args = {ARGV[i], KEYS[ki]}
+  for f = i + 3, i + 2 + na do args[#args + 1] = ARGV[f] end
+  local got = redis.call(unpack(args))
+  if got == false then got = '' end
+  if tostring(got) ~= ARGV[i + 3 + na] then
+    return redis.error_reply('AVWAP_GUARD ' .. ARGV[i] .. ' ' .. KEYS[ki] .. ' answers otherwise')
+  end
+  i = i + 4 + na
+end
+local acked, lost, emitted = 0, 0, 0
+local blocks = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, blocks do
   local si, id, nw, k = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
   i = i + 4
   local ok = true
@@ -95,14 +117,19 @@ return {acked, lost, emitted}
 COMMIT_SHA = hashlib.sha1(COMMIT_LUA.encode()).hexdigest()
 
 Value = bytes | str | int
-# a state write of a commit: command (SET, DEL, HSET, HINCRBY, SADD, SREM, RPUSH), key, arguments
+# a state write of a commit: command (SET, DEL, HSET, HSETNX, HDEL, HINCRBY, INCR, SADD, SREM, RPUSH, ZADD,
+# ZREM), key, arguments
 Write = tuple[str, str, tuple[Value, ...]]
 # one block of a commit: input stream ("" for none), entry id, state writes, emits (stream, fields)
 Block = tuple[str, str, list[Write], list[tuple[str, dict]]]
+# a guard of a commit: command, key, arguments, the answer it must give (nil as "")
+Guard = tuple[str, str, tuple[Value, ...], str]
+GUARD_ERROR = "AVWAP_GUARD"
 
 
-def commit_args(group: str, maxlen: int, work: Sequence[Block]) -> tuple[list[str], list[Value]]:
-    """KEYS and ARGV of ``COMMIT_LUA`` for ``work``."""
+def commit_args(group: str, maxlen: int, work: Sequence[Block],
+                guards: Sequence[Guard] = ()) -> tuple[list[str], list[Value]]:
+    """KEYS and ARGV of ``COMMIT_LUA`` for ``work`` (``guards``: checked before anything is written)."""
     keys: dict[str, int] = {}
 
     def key(name: str) -> int:
@@ -110,7 +137,10 @@ def commit_args(group: str, maxlen: int, work: Sequence[Block]) -> tuple[list[st
             keys[name] = len(keys) + 1
         return keys[name]
 
-    args: list[Value] = [group, maxlen, len(work)]
+    args: list[Value] = [group, maxlen, len(guards)]
+    for cmd, name, gargs, answer in guards:
+        args += [cmd, key(name), len(gargs), *gargs, answer]
+    args.append(len(work))
     for stream, entry_id, writes, outs in work:
         args += [key(stream) if stream else 0, entry_id or "-", len(writes), len(outs)]
         for cmd, name, wargs in writes:
@@ -143,8 +173,9 @@ class UnitOfWork:
     """
 
     def __init__(self, r: redis.Redis, group: str, d: Delivery | None, *, watch: Sequence[str] = (),
-                 maxlen: int, crash_points: tuple[str, str] | None = None) -> None:
+                 maxlen: int, crash_points: tuple[str, str] | None = None, attempt: int = 0) -> None:
         self._client = r
+        self.attempt = attempt  # 0 for the first attempt; the next ones follow a lost WATCH or a failed guard
         self.group = group
         self.delivery = d
         self.maxlen = maxlen
@@ -154,6 +185,7 @@ class UnitOfWork:
         self.r: redis.Redis = r
         self.writes: list[Write] = []
         self.emits: list[tuple[str, Message]] = []
+        self.guards: list[Guard] = []
         self.result: Committed | None = None  # set once committed
 
     # -- reads ----------------------------------------------------------------------------
@@ -167,6 +199,14 @@ class UnitOfWork:
             self._pipe = self._client.pipeline(transaction=True)
             self.r = self._pipe  # type: ignore[assignment]
         return self._pipe
+
+    def expect(self, cmd: str, key: str, *args: Value, answer: bytes | str | int | None) -> None:
+        """Commit only if ``cmd key args`` still answers ``answer`` at the commit (an optimistic read: what the
+        block assumed, checked in the commit script instead of WATCHed; nil answers compare as ""). If it
+        answers otherwise, nothing is written and the block runs again (``attempt`` counts up)."""
+        if isinstance(answer, bytes):
+            answer = answer.decode()
+        self.guards.append((cmd, key, args, "" if answer is None else str(answer)))
 
     # -- writes (made only if the entry's XACK wins) ----------------------------------------
     def set(self, key: str, value: bytes | str) -> None:
@@ -190,10 +230,31 @@ class UnitOfWork:
     def rpush(self, key: str, *values: bytes | str) -> None:
         self.writes.append(("RPUSH", key, values))
 
+    def hsetnx(self, key: str, field: str, value: bytes | str) -> None:
+        self.writes.append(("HSETNX", key, (field, value)))
+
+    def hdel(self, key: str, *fields: str) -> None:
+        self.writes.append(("HDEL", key, fields))
+
+    def incr(self, key: str) -> None:
+        self.writes.append(("INCR", key, ()))
+
+    def zadd(self, key: str, member: str, score: int, *, nx: bool = False) -> None:
+        self.writes.append(("ZADD", key, ("NX", score, member) if nx else (score, member)))
+
+    def zrem(self, key: str, *members: str) -> None:
+        self.writes.append(("ZREM", key, members))
+
     def emit(self, stream: str, msg: Message) -> None:
         self.emits.append((stream, msg))
 
     # -- commit -------------------------------------------------------------------------------
+    def leave_pending(self) -> None:
+        """Commit this unit without the XACK: the entry stays pending, and a later unit of work of the same
+        handler (same delivery) commits the rest with the XACK (analytics: the record is stored before the
+        day's work that reads it). A crash in between redelivers the entry."""
+        self.delivery = None
+
     def checkpoint(self) -> None:
         """Commit what is queued so far, unconditionally and without the XACK (an outbox write). It ends
         the WATCH: a unit that checkpoints reads nothing it must watch afterwards (the executor watches none)."""
@@ -204,19 +265,24 @@ class UnitOfWork:
             return Committed()  # nothing to commit
         block: Block = (d.stream if d else "", d.entry_id if d else "", self.writes,
                         [(out, fields_of(m)) for out, m in self.emits])
-        keys, args = commit_args(self.group, self.maxlen, [block])
+        keys, args = commit_args(self.group, self.maxlen, [block], self.guards)
         if final and self._crash:
             crash_point(self._crash[0])
-        if self._pipe is None:  # nothing watched: the script alone is atomic (EVALSHA, loaded on NOSCRIPT)
-            _acked, lost, _emitted = evalsha(self._client, COMMIT_LUA, COMMIT_SHA, keys, args)
-        else:
-            _acked, lost, _emitted = self._exec_watched(self._pipe, keys, args)
+        try:
+            if self._pipe is None:  # nothing watched: the script alone is atomic (EVALSHA, loaded on NOSCRIPT)
+                _acked, lost, _emitted = evalsha(self._client, COMMIT_LUA, COMMIT_SHA, keys, args)
+            else:
+                _acked, lost, _emitted = self._exec_watched(self._pipe, keys, args)
+        except redis.ResponseError as e:
+            if not str(e).startswith(GUARD_ERROR):
+                raise
+            raise redis.WatchError(str(e)) from None  # a guard failed: nothing was written, run again
         if final and self._crash:
             crash_point(self._crash[1])
         answer = Committed(lost_race=int(lost) > 0)
         if not answer.lost_race:
             metrics.published(self.group, self.emits)
-        self.writes, self.emits = [], []
+        self.writes, self.emits, self.guards = [], [], []
         self._pipe = None
         self.r = self._client
         return answer
@@ -254,8 +320,8 @@ class UnitOfWork:
 def attempts(r: redis.Redis, group: str, d: Delivery | None, *, watch: Sequence[str] = (), maxlen: int,
              retries: int = MAX_TXN_RETRIES, crash_points: tuple[str, str] | None = None) -> Iterator[UnitOfWork]:
     """Fresh ``UnitOfWork``s until one commits (a lost WATCH starts the next); see the module doc."""
-    for _ in range(retries):
-        uow = UnitOfWork(r, group, d, watch=watch, maxlen=maxlen, crash_points=crash_points)
+    for attempt in range(retries):
+        uow = UnitOfWork(r, group, d, watch=watch, maxlen=maxlen, crash_points=crash_points, attempt=attempt)
         yield uow
         if uow.result is not None:
             return

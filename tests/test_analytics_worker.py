@@ -288,15 +288,46 @@ def test_two_replicas_and_a_crash_give_identical_bytes(redis_url: str, real_redi
     assert any(n.endswith(".png") for n in one)
 
 
+def test_a_crash_just_before_the_days_commit_is_redone_on_redelivery_with_identical_bytes(
+        redis_url: str, real_redis: redis.Redis, tmp_path: Path, bars_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The day's work (close, decisions, OPEN) commits its Redis writes, outputs and XACK in one unit of work: a
+    crash after its files were written and before that commit publishes nothing and acks nothing, and the
+    redelivery does the work again: every output once, every file the bytes of an uncrashed run."""
+    clean = run(redis_url, tmp_path / "clean", bars_dir)
+    clean_portfolio = [m for m in _stream(real_redis, PORTFOLIO)]
+    real_redis.flushdb()
+    import shared.unit_of_work as uow_module
+
+    calls: list[str] = []
+
+    def crash_every_first_attempt(name: str) -> None:
+        if name == "analytics_before_commit":
+            calls.append(name)
+            if len(calls) % 2 == 1:  # the first try of every day unit dies before its commit; the redelivery lands
+                raise RuntimeError("crash before the day's commit")
+
+    monkeypatch.setattr(uow_module, "crash_point", crash_every_first_attempt)
+    crashed = run(redis_url, tmp_path / "crash", bars_dir)
+    assert len(calls) >= 6 and len(calls) % 2 == 0  # closes, decisions and the OPEN each crashed once
+    assert [m for m in _stream(real_redis, PORTFOLIO)] == clean_portfolio
+    assert crashed == clean
+
+
 def test_decisions_fail_closed_without_the_previous_close(redis_url: str, real_redis: redis.Redis, tmp_path: Path,
                                                           bars_dir: Path) -> None:
     """Day one trades from the starting capital; a later day whose previous CLOSE snapshot never
     came is blocked with PORTFOLIO_SNAPSHOT_MISSING (never 'day one' again)."""
     settings = _settings(redis_url, tmp_path, bars_dir)
-    handler = SPEC.build(make_context("analytics", settings, real_redis))
+    c = make_consumer(SPEC, make_context("analytics", settings, real_redis), consumer_name="analytics-0")
+    c.ensure_groups()
 
-    def deliver(stream: str, msg: Message):
-        return handler(msg, Delivery(stream, "1-0", 1, "analytics-0"))
+    def deliver(stream: str, msg: Message) -> list[tuple[str, Message]]:
+        """Publish ``msg``, let the worker handle it; what it published (its commit's outputs)."""
+        seen = {s: len(real_redis.xrange(s)) for s in (PORTFOLIO, ALERTS)}
+        Bus(real_redis).publish(stream, msg)
+        while c.step(block=False):
+            pass
+        return [(s, m) for s in (PORTFOLIO, ALERTS) for m in _stream(real_redis, s)[seen[s]:]]
 
     deliver(CLOCK, session(D1, "PRE_MARKET"))
     ((_, first),) = deliver(CANDIDATES, batch(cand("AAA", 90, scan_date=D1, candidate_id="c1"), date=D1))

@@ -223,6 +223,33 @@ def test_unit_of_work_commits_once_after_the_server_lost_its_scripts(real_redis:
     assert out_ids(r) == ["al-s"] and r.xpending(IN, "g")["pending"] == 0
 
 
+def test_unit_of_work_guard_that_answers_otherwise_writes_nothing_and_runs_the_block_again(
+        real_redis: redis.Redis) -> None:
+    """``uow.expect``: the commit checks what the block assumed; a guard that answers otherwise (another writer
+    came between) fails the whole commit before any write, XACK or output, and the block runs again with
+    ``attempt`` 1 on what it then reads; nil answers compare as ""."""
+    r = real_redis
+    bus = Bus(r)
+    r.xgroup_create(IN, "g", id="0", mkstream=True)
+    bus.publish(IN, alert("s"))
+    (_, entries), = r.xreadgroup("g", "c", {IN: ">"}, count=1)
+    d = Delivery(stream=IN, entry_id=entries[0][0].decode(), consumer="c", deliveries=1)
+    attempts_seen: list[tuple[int, bytes | None]] = []
+    for uow in bus.unit_of_work("g", d):
+        with uow:
+            seen = None if uow.attempt == 0 else r.get(COUNT)  # the first attempt guesses "absent"
+            attempts_seen.append((uow.attempt, seen))
+            uow.expect("GET", COUNT, answer=seen)
+            if uow.attempt == 0:
+                r.set(COUNT, b"7")  # another writer, between the guess and the commit
+            uow.set(COUNT, str(int(seen or 0) + 1).encode())
+            uow.emit(OUT, alert("s"))
+            assert r.xpending(IN, "g")["pending"] == 1
+    assert attempts_seen == [(0, None), (1, b"7")]
+    assert uow.result == Committed(lost_race=False) and r.get(COUNT) == b"8"
+    assert out_ids(r) == ["al-s"] and r.xpending(IN, "g")["pending"] == 0
+
+
 def test_own_pending_entries_are_reread_on_start(real_redis: redis.Redis) -> None:
     r = real_redis
     Consumer(r, "g", [IN], echo()).ensure_groups()

@@ -4,7 +4,7 @@ sorted records.
 
 Ledger files of a day still open are rewritten when the worker is idle and at the day's CLOSE
 (not on every message); a closed day's files are rewritten at once. The ingest marks a file dirty
-in the same script that stores the record, so files a dead worker left unwritten are rewritten at
+in the same unit of work that stores the record, so files a dead worker left unwritten are rewritten at
 the next start.
 """
 

@@ -23,7 +23,8 @@ class State:
         s = ctx.settings
         self.code = code_version()
         self.prov = provenance(s.hash(), {}, code=self.code)
-        self.store = Store(ctx.r, canonical_line(self.prov).rstrip(b"\n"), s.analytics.analytics_lock_timeout_s)
+        self.store = Store(ctx.r, canonical_line(self.prov).rstrip(b"\n"), s.analytics.analytics_lock_timeout_s,
+                           maxlen=s.core.bus_maxlen)
         self.history = History()
         self.bars = Bars(s.core.bars_dir)
         self.close_cfg = CloseConfig.from_settings(s, self.code)

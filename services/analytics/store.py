@@ -1,4 +1,5 @@
-"""Analytics' Redis state (shell): every key, the ingest script, the per-date locks.
+"""Analytics' Redis state (shell): every key, the ingest's read, guards and writes, the day's writes
+(``DayWork``), the per-date locks. Every write is made by a unit of work (``shared/unit_of_work.py``).
 
 Keys (keyed by stable ids, so redelivery and two replicas change nothing):
 - ``avwap:state:analytics:day:<D>``: hash record key -> message JSON (HSETNX) for every message of D,
@@ -16,20 +17,25 @@ Keys (keyed by stable ids, so redelivery and two replicas change nothing):
 - lock ``avwap:state:analytics:lock:<D>``: one writer of D's artifacts at a time;
 - ``avwap:state:analytics:sealed``: the newest sealed date. Once a closed session is more than
   ANALYTICS_KEEP_SESSIONS closed sessions old its day/prov keys and dirty marks are dropped and it is
-  sealed (``seal``; its decisions and OPEN go too): every closed date up to this one. The ingest stores nothing of a sealed date
-  and says so (the worker dead-letters the message), so a late message never re-creates the keys
+  sealed (``seal``; its decisions and OPEN go too): every closed date up to this one. The ingest stores nothing
+  of a sealed date and says so (the worker dead-letters the message), so a late message never re-creates the keys
   nor rewrites the session's finished artifacts from partial records.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Iterator
 
 import msgspec
 import redis
 
+from shared.bus import DEFAULT_MAXLEN
+from shared.reads import evalsha
 from shared.schemas import Message, PortfolioDecisionBatch, PortfolioSnapshot, decode, type_name_of
 from shared.streams import state_key
+from shared.unit_of_work import UnitOfWork, attempts
 
 from .ledger import HISTORY_TYPES, ledger_file_of, ledger_record, record_key
 
@@ -47,40 +53,52 @@ DIRTY_KEY = state_key(SVC, "dirty")  # set of "<D>|ledger" / "<D>|journal" files
 
 SEALED_KEY = state_key(SVC, "sealed")  # the newest sealed date (see the module doc)
 
-# KEYS: day, prov, hist, histlog, dates, sessions, dirty, closed, sealed
-# ARGV: key, data, date, prov, is_history, is_session, dirty member
-# returns {1 if newly stored, 1 if the date's CLOSE snapshot was already processed, 1 if the date is sealed}
-_SEALED = """
-local h = redis.call('GET', KEYS[9])
-if h and ARGV[3] <= h and redis.call('SISMEMBER', KEYS[8], ARGV[3]) == 1 then return {0, 1, 1} end
+# KEYS: day, hist (or day again), closed, sealed. ARGV: record key, date, 1 if a history type.
+# Returns {day has the key, hist has the key, date closed, the sealed horizon or false}: what an ingest reads
+# under WATCH before it stages its writes (``Store.seen``).
+_SEEN = """
+local hist = 0
+if ARGV[3] == '1' then hist = redis.call('HEXISTS', KEYS[2], ARGV[1]) end
+return {redis.call('HEXISTS', KEYS[1], ARGV[1]), hist, redis.call('SISMEMBER', KEYS[3], ARGV[2]),
+        redis.call('GET', KEYS[4])}
 """
-_INGEST = _SEALED + """
-local new = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
-if new == 1 then
-  redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[4])
-  redis.call('SADD', KEYS[7], ARGV[7])
-end
-if ARGV[5] == '1' and redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[2]) == 1 then
-  redis.call('RPUSH', KEYS[4], ARGV[1])
-end
-redis.call('SADD', KEYS[5], ARGV[3])
-if ARGV[6] == '1' then redis.call('ZADD', KEYS[6], 0, ARGV[3]) end
-return {new, redis.call('SISMEMBER', KEYS[8], ARGV[3]), 0}
-"""
+_SEEN_SHA = hashlib.sha1(_SEEN.encode()).hexdigest()
 
-# KEYS: day, prov, dirty, sealed, decisions, opens. ARGV: date. Drops the date's records, dirty marks, decisions
-# (its batches' and ``open:<D>``) and OPEN; the horizon only moves on.
-_SEAL = """
-for _, k in ipairs(redis.call('HKEYS', KEYS[1])) do
-  if string.sub(k, 1, 16) == 'candidate_batch:' then redis.call('HDEL', KEYS[5], string.sub(k, 17)) end
-end
-redis.call('HDEL', KEYS[5], 'open:' .. ARGV[1])
-redis.call('ZREM', KEYS[6], ARGV[1])
-redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('SREM', KEYS[3], ARGV[1] .. '|ledger', ARGV[1] .. '|journal')
-local h = redis.call('GET', KEYS[4])
-if not h or h < ARGV[1] then redis.call('SET', KEYS[4], ARGV[1]) end
-"""
+
+class Record(msgspec.Struct, frozen=True):
+    """An ingested message as analytics stores it: its NY date, record key, type and stored JSON."""
+
+    date: str
+    key: str
+    type: str
+    data: bytes
+
+    @property
+    def history(self) -> bool:
+        return self.type in HISTORY_TYPES
+
+
+class Seen(msgspec.Struct, frozen=True):
+    """What Redis holds of a record when it arrives (read under WATCH, so the staged writes agree with it)."""
+
+    new: bool  # not stored yet: this message stores it
+    logged: bool  # a history record already in the cross-day history (and its ingest log)
+    closed: bool  # the date's CLOSE snapshot was processed
+    horizon: str  # the newest sealed date ("" when none)
+
+    def sealed(self, date: str) -> bool:
+        """Whether ``date`` was sealed: nothing of it is stored any more."""
+        return self.closed and bool(self.horizon) and date <= self.horizon
+
+
+def record_of(msg: Message) -> Record | None:
+    """The record of a message (None: the ledger does not keep its type)."""
+    rk = record_key(msg)
+    if rk is None:
+        return None
+    rec = ledger_record(msg)
+    data = msgspec.json.encode(rec) if isinstance(rec, dict) else msgspec.json.encode(msg)
+    return Record(rk[0], rk[1], type_name_of(msg), data)
 
 
 def day_key(date: str) -> str:
@@ -100,31 +118,66 @@ def histlog_key(type_name: str) -> str:
 
 
 class Store:
-    """Redis state of the analytics service (see the module docstring)."""
+    """Redis state of the analytics service (see the module docstring). Every write goes through a unit of
+    work (``shared.unit_of_work``): the ingest's (``watch_of``, ``seen``, ``stage``), the day's work
+    (``DayWork``), and the small ones here (clean marks, seals, the log backfill)."""
 
-    def __init__(self, r: redis.Redis, prov: bytes = b"{}", lock_timeout_s: float = 60.0) -> None:
+    def __init__(self, r: redis.Redis, prov: bytes = b"{}", lock_timeout_s: float = 60.0, *,
+                 maxlen: int = DEFAULT_MAXLEN) -> None:
         self.r = r
         self.prov = prov  # canonical JSON of this process's provenance (code version, settings hash)
         self.lock_timeout_s = lock_timeout_s
-        self._ingest = r.register_script(_INGEST)
-        self._seal = r.register_script(_SEAL)
+        self.maxlen = maxlen
         self.snapshot_cache = SnapshotCache(r)
+        self.closed_dates: set[str] = set()  # dates this worker saw closed (the ingest's guess; guarded)
+        self.horizon = ""  # the sealed horizon as this worker last saw or set it (likewise)
 
-    def ingest(self, msg: Message) -> tuple[str, str, bool, bool, bool] | None:
-        """Store a message once; returns (date, key, newly stored, date already closed, date sealed: nothing
-        stored) or None when not kept."""
-        rk = record_key(msg)
-        if rk is None:
-            return None
-        date, key = rk
-        rec = ledger_record(msg)
-        data = msgspec.json.encode(rec) if isinstance(rec, dict) else msgspec.json.encode(msg)
-        t = type_name_of(msg)
-        new, closed, sealed = self._ingest(keys=[day_key(date), prov_key(date), hist_key(t), histlog_key(t), DATES_KEY,
-                                                 SESSIONS_KEY, DIRTY_KEY, CLOSED_KEY, SEALED_KEY],
-                                   args=[key, data, date, self.prov, int(t in HISTORY_TYPES), int(t == "session_event"),
-                                         f"{date}|{ledger_file_of(key)}"])
-        return date, key, bool(new), bool(closed), bool(sealed)
+    def unit(self, watch: list[str] | None = None) -> Iterator[UnitOfWork]:
+        """The attempts of a unit of work with no input entry (its writes commit unconditionally)."""
+        return attempts(self.r, SVC, None, watch=watch or (), maxlen=self.maxlen)
+
+    # ingest: one unit of work per message (the worker runs it)
+    def seen(self, rec: Record, uow: UnitOfWork, *, guess: bool) -> Seen:
+        """What Redis holds of ``rec``, guarded on ``uow`` (its commit checks that Redis still holds it). ``guess``:
+        assume a new record (the common case) of a date this worker knows open or closed, read nothing, and let
+        the guards find out otherwise; else read it, in one round trip."""
+        seen = Seen(new=True, logged=False, closed=rec.date in self.closed_dates, horizon=self.horizon)
+        if not guess or seen.sealed(rec.date):  # a message is dead-lettered on what was read, never on a guess
+            hk = hist_key(rec.type) if rec.history else day_key(rec.date)
+            has, logged, closed, horizon = evalsha(self.r, _SEEN, _SEEN_SHA, [day_key(rec.date), hk, CLOSED_KEY,
+                                                                              SEALED_KEY],
+                                                   [rec.key, rec.date, int(rec.history)])
+            seen = Seen(new=not has, logged=bool(logged), closed=bool(closed),
+                        horizon=horizon.decode() if horizon else "")
+            self.horizon = seen.horizon
+            if seen.closed:
+                self.closed_dates.add(rec.date)
+        uow.expect("HEXISTS", day_key(rec.date), rec.key, answer=int(not seen.new))
+        if rec.history:
+            uow.expect("HEXISTS", hist_key(rec.type), rec.key, answer=int(seen.logged))
+        uow.expect("SISMEMBER", CLOSED_KEY, rec.date, answer=int(seen.closed))
+        if seen.closed:  # an open date is never sealed, whatever the horizon
+            uow.expect("GET", SEALED_KEY, answer=seen.horizon)
+        return seen
+
+    def stage(self, uow: UnitOfWork, rec: Record, seen: Seen, *, closing: bool = False) -> None:
+        """Stage the ingest of ``rec`` (not sealed): the record once with its first provenance and a dirty mark of
+        its ledger file, a history record once into the cross-day history and its ingest log, the date, a session
+        event's date; ``closing``: the date's CLOSE is processed now (a record stored later rewrites its files)."""
+        if closing:
+            self.closed_dates.add(rec.date)  # read by the next guess only; the guard checks it
+        if seen.new:
+            uow.hsetnx(day_key(rec.date), rec.key, rec.data)
+            uow.hsetnx(prov_key(rec.date), rec.key, self.prov)
+            uow.sadd(DIRTY_KEY, f"{rec.date}|{ledger_file_of(rec.key)}")
+        if rec.history and not seen.logged:
+            uow.hsetnx(hist_key(rec.type), rec.key, rec.data)
+            uow.rpush(histlog_key(rec.type), rec.key)
+        uow.sadd(DATES_KEY, rec.date)
+        if rec.type == "session_event":
+            uow.zadd(SESSIONS_KEY, rec.date, 0)
+        if closing:
+            uow.sadd(CLOSED_KEY, rec.date)
 
     def day(self, date: str) -> dict[str, bytes]:
         raw = self.r.hgetall(day_key(date))
@@ -151,9 +204,6 @@ class Store:
         t = self.lock_timeout_s
         return self.r.lock(state_key(SVC, "lock", date), timeout=t, blocking_timeout=5 * t)
 
-    def mark_closed(self, date: str) -> None:
-        self.r.sadd(CLOSED_KEY, date)
-
     # retention by trade date
     def sealed(self, date: str) -> bool:
         """Whether ``date``'s records were dropped (a closed date up to the sealed horizon)."""
@@ -176,10 +226,23 @@ class Store:
         return old + [date] if horizon and date <= horizon and date not in old else old
 
     def seal(self, date: str) -> None:
-        """Drop ``date``'s records and dirty marks and move the horizon to it (the caller holds its lock)."""
-        self._seal(keys=[day_key(date), prov_key(date), DIRTY_KEY, SEALED_KEY, DECISIONS_KEY, OPENS_KEY], args=[date])
+        """Drop ``date``'s records, dirty marks, decisions (its batches' and ``open:<D>``) and OPEN, and move the
+        horizon on to it (the caller holds its lock). WATCHes the day and the horizon: a record stored meanwhile
+        has its batch's decision dropped too, and the horizon never moves back."""
+        for uow in self.unit(watch=[day_key(date), SEALED_KEY]):
+            with uow:
+                batches = [k.decode()[16:] for k in uow.r.hkeys(day_key(date)) if k.startswith(b"candidate_batch:")]
+                horizon = uow.r.get(SEALED_KEY)
+                uow.hdel(DECISIONS_KEY, *batches, f"open:{date}")
+                uow.zrem(OPENS_KEY, date)
+                uow.delete(day_key(date))
+                uow.delete(prov_key(date))
+                uow.srem(DIRTY_KEY, f"{date}|ledger", f"{date}|journal")
+                if not horizon or horizon.decode() < date:
+                    uow.set(SEALED_KEY, date)
+        self.horizon = max(self.horizon, date)  # at least: the guard corrects a stale one
 
-    # decisions
+    # decisions (their writes: ``DayWork``)
     def decided(self, key: str) -> bool:
         return bool(self.r.hexists(DECISIONS_KEY, key))
 
@@ -187,22 +250,9 @@ class Store:
         raw = self.r.hget(DECISIONS_KEY, key)
         return decode(raw, PortfolioDecisionBatch) if raw else None  # type: ignore[arg-type,return-value]
 
-    def keep_decision(self, key: str, out: PortfolioDecisionBatch) -> PortfolioDecisionBatch:
-        """Store ``out`` under ``key`` unless decisions are stored there already; returns the stored ones."""
-        self.r.hsetnx(DECISIONS_KEY, key, msgspec.json.encode(out))
-        return decode(self.r.hget(DECISIONS_KEY, key), PortfolioDecisionBatch)  # type: ignore[arg-type,return-value]
-
     def open_ms(self, date: str) -> float | None:
         """The ms of ``date``'s first OPEN event entry id (None: no OPEN seen)."""
         return self.r.zscore(OPENS_KEY, date)  # type: ignore[return-value]
-
-    def note_open(self, date: str, ms: int) -> tuple[int, int]:
-        """Record ``date``'s OPEN at ``ms`` (the first one wins); returns (its ms, the ms of the
-        latest earlier OPEN, 0 when none)."""
-        self.r.zadd(OPENS_KEY, {date: ms}, nx=True)
-        ms = int(self.r.zscore(OPENS_KEY, date) or ms)
-        prev = self.r.zrevrangebyscore(OPENS_KEY, ms - 1, "-inf", start=0, num=1, withscores=True)
-        return ms, int(prev[0][1]) if prev else 0  # type: ignore[index]
 
     # dirty ledger files
     def dirty(self) -> dict[str, set[str]]:
@@ -214,7 +264,11 @@ class Store:
         return by_date
 
     def mark_clean(self, date: str, names: tuple[str, ...]) -> None:
-        self.r.srem(DIRTY_KEY, *(f"{date}|{name}" for name in names))
+        """Unmark ``date``'s ledger files at once (before they are read and rewritten: an ingest meanwhile marks
+        them again)."""
+        for uow in self.unit():
+            with uow:
+                uow.srem(DIRTY_KEY, *(f"{date}|{name}" for name in names))
 
     # cross-day history
     def history_since(self, pos: dict[str, int]) -> tuple[dict[str, int], list[Message]]:
@@ -240,21 +294,64 @@ class Store:
         """Append to each ingest log the history keys it lacks (state written before the logs
         existed); WATCHed, so concurrent replicas append each key once."""
         for t in HISTORY_TYPES:
-            for _ in range(20):
-                with self.r.pipeline(transaction=True) as pipe:
-                    try:
-                        pipe.watch(histlog_key(t))
-                        if pipe.hlen(hist_key(t)) <= pipe.llen(histlog_key(t)):
-                            break
-                        logged = set(pipe.lrange(histlog_key(t), 0, -1))
-                        missing = sorted(k for k in pipe.hkeys(hist_key(t)) if k not in logged)
-                        pipe.multi()
-                        pipe.rpush(histlog_key(t), *missing)
-                        pipe.execute()
-                        log.warning("analytics: backfilled %d %s keys into %s", len(missing), t, histlog_key(t))
-                        break
-                    except redis.WatchError:
-                        continue
+            missing: list[bytes] = []
+            for uow in self.unit(watch=[histlog_key(t)]):
+                with uow:
+                    missing = []
+                    if uow.r.hlen(hist_key(t)) > uow.r.llen(histlog_key(t)):
+                        logged = set(uow.r.lrange(histlog_key(t), 0, -1))
+                        missing = sorted(k for k in uow.r.hkeys(hist_key(t)) if k not in logged)
+                        uow.rpush(histlog_key(t), *missing)
+            if missing:
+                log.warning("analytics: backfilled %d %s keys into %s", len(missing), t, histlog_key(t))
+
+
+class DayWork:
+    """The Redis writes of one message's work on its date (a close of day, decisions, an OPEN), staged on the
+    unit of work that commits them with the entry's XACK and outputs. Reads of decisions and snapshots see what
+    this unit staged; the caller holds the date's lock, so no other worker writes the date's keys meanwhile."""
+
+    def __init__(self, store: Store, uow: UnitOfWork) -> None:
+        self.store, self.uow = store, uow
+        self.kept: dict[str, PortfolioDecisionBatch] = {}
+        self.snapshots: dict[str, PortfolioSnapshot] = {}
+
+    def decided(self, key: str) -> bool:
+        return key in self.kept or self.store.decided(key)
+
+    def decision(self, key: str) -> PortfolioDecisionBatch | None:
+        return self.kept.get(key) or self.store.decision(key)
+
+    def keep_decision(self, key: str, out: PortfolioDecisionBatch) -> PortfolioDecisionBatch:
+        """``out`` under ``key`` unless decisions are stored there already (a redelivery, another replica's
+        earlier work): returns the decisions that stand."""
+        stored = self.decision(key)
+        if stored is not None:
+            return stored
+        self.uow.hsetnx(DECISIONS_KEY, key, msgspec.json.encode(out))
+        self.kept[key] = out
+        return out
+
+    def note_open(self, date: str, ms: int) -> tuple[int, int]:
+        """Record ``date``'s OPEN at ``ms`` (the first one stands); returns (its ms, the ms of the latest earlier
+        OPEN, 0 when none)."""
+        got = self.store.open_ms(date)
+        if got is None:
+            self.uow.zadd(OPENS_KEY, date, ms, nx=True)
+        else:
+            ms = int(got)
+        prev = self.store.r.zrevrangebyscore(OPENS_KEY, ms - 1, "-inf", start=0, num=1, withscores=True)
+        return ms, int(prev[0][1]) if prev else 0  # type: ignore[index]
+
+    def put_snapshot(self, date: str, snap: PortfolioSnapshot) -> None:
+        self.uow.hset(SNAPSHOTS_KEY, date, msgspec.json.encode(snap))
+        self.uow.incr(SNAPVER_KEY)
+        self.snapshots[date] = snap
+
+    def committed(self) -> None:
+        """After the unit committed (not a lost race): the snapshot cache takes this unit's snapshots."""
+        for date, snap in self.snapshots.items():
+            self.store.snapshot_cache.wrote(date, snap)
 
 
 class SnapshotCache:
@@ -264,21 +361,23 @@ class SnapshotCache:
         self.r = r
         self.ver: int | None = None
         self.by_date: dict[str, PortfolioSnapshot] = {}
+        self.mine = 0  # this worker's writes since the count ``ver`` was read
 
     def all(self) -> dict[str, PortfolioSnapshot]:
         ver = int(self.r.get(SNAPVER_KEY) or 0)
-        if ver != self.ver:
+        if self.ver is not None and ver == self.ver + self.mine:  # nobody else wrote: the cache is current
+            self.ver, self.mine = ver, 0
+        else:
             raw = self.r.hgetall(SNAPSHOTS_KEY)
             out = {k.decode(): decode(v, PortfolioSnapshot) for k, v in raw.items()}  # type: ignore[union-attr]
             self.by_date = dict(sorted(out.items()))  # type: ignore[arg-type]
-            self.ver = ver  # a write between GET and HGETALL only makes the next call reload again
+            self.ver, self.mine = ver, 0  # a write between GET and HGETALL only makes the next call reload again
         return self.by_date
 
-    def put(self, date: str, snap: PortfolioSnapshot) -> None:
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hset(SNAPSHOTS_KEY, date, msgspec.json.encode(snap))
-        pipe.incr(SNAPVER_KEY)
-        _, ver = pipe.execute()
-        if self.ver is not None and ver == self.ver + 1:  # nobody else wrote meanwhile: the cache stays current
-            self.by_date = dict(sorted({**self.by_date, date: snap}.items()))
-            self.ver = ver
+    def wrote(self, date: str, snap: PortfolioSnapshot) -> None:
+        """This worker committed ``snap`` (and one increment of the write count): the cache takes it and expects
+        the count one higher, so it reloads only when another worker wrote too."""
+        if self.ver is None:
+            return  # never loaded: the next ``all`` loads everything
+        self.by_date = dict(sorted({**self.by_date, date: snap}.items()))
+        self.mine += 1

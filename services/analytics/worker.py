@@ -1,9 +1,13 @@
 """Analytics worker (shell): ingestion into ledgers, decisions at PRE_MARKET (and at OPEN when
 candidates are missing), the CLOSE snapshot, reconciliation, trades and report.
 
-Each message is stored once (``store.Store.ingest``, one script); ``core.route`` then says what it
-sets off, and this module runs that under the date's lock: a close of day (``close_of_day``),
-decisions (``day_decisions``), or the rewrite of a closed day's files (``ledger_files``).
+Each message is one unit of work (``Bus.unit_of_work``), or two. The ingest reads under WATCH what Redis
+holds of its record (``Store.seen``), ``core.route`` says what the message sets off, and the unit stages the
+record (stored once) and commits it with the XACK. When the message sets off work on its date D, the ingest
+commits without the XACK (``leave_pending``), and the work runs under D's lock: a close of day
+(``close_of_day``), decisions (``day_decisions``), or the rewrite of a closed day's files (``ledger_files``).
+Its files are written first (rewritten whole, so a redelivery writes the same bytes); its Redis writes
+(``store.DayWork``), outputs and the XACK then commit in the second unit, before the lock is released.
 Artifacts are always rewritten whole from the sorted records; a record of D arriving after D's
 close (another replica, a late rejection) rewrites D's artifacts, so the last writer has them all.
 A closed session more than ANALYTICS_KEEP_SESSIONS closed sessions old is sealed (``retire``): its
@@ -14,7 +18,7 @@ Redis keys: ``store.py``; what is computed: ``core.py``.
 from __future__ import annotations
 
 from shared.breakers import BreakerConfig
-from shared.bus import DeadLetter, Delivery
+from shared.bus import Committed, DeadLetter, Delivery
 from shared.schemas import BarBatch, CandidateBatch, Message, SessionEvent
 from shared.service import ServiceContext, ServiceSpec, Worker, run_service
 from shared.streams import (
@@ -35,11 +39,11 @@ from shared.streams import (
 
 from .breaker_hook import BreakerHook
 from .close_of_day import process_close
-from .core import Emit, batch_due, route
+from .core import Emit, Route, batch_due, route
 from .day_decisions import decisions_for, on_open, regime_of, undecided
 from .ledger_files import flush_dirty, flush_ledgers, retire
 from .state import State
-from .store import SVC
+from .store import SVC, DayWork, Record, record_of
 
 SEALED = "ANALYTICS_SESSION_SEALED"  # DLQ reason: a message of a session whose records were dropped
 
@@ -49,55 +53,70 @@ class Analytics(Worker):
     predecessor left dirty), ``idle`` (rewrite the dirty ledger files). Its process state is ``self.st``."""
 
     def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
         self.st = State(ctx)
         self.store = self.st.store
         self.modulating = ctx.settings.regime.regime_modulation
         self.breakers = BreakerHook(ctx.r, BreakerConfig.from_settings(ctx.settings.analytics))
         self.keep = ctx.settings.analytics.analytics_keep_sessions
 
-    def handle(self, msg: Message, d: Delivery) -> list[Emit]:
-        st, store, modulating = self.st, self.store, self.modulating
+    def handle(self, msg: Message, d: Delivery) -> list[Emit] | Committed:
         self.breakers(msg)  # circuit breakers on live equity (off unless configured; idempotent on redelivery)
         if isinstance(msg, BarBatch) and msg.tf == "1m":
             return []  # minute bars only mark equity for the breakers
-        got = store.ingest(msg)
-        if got is None:
+        rec = record_of(msg)
+        if rec is None:
             return []
-        date, key, new, closed, sealed = got
-        if sealed:
-            raise DeadLetter(SEALED, f"{key} of {date}: the session is sealed (ANALYTICS_KEEP_SESSIONS); "
-                                     "its artifacts stay as written")
-        redelivered = d.deliveries > 1
-        step = route(msg, key, new=new, closed=closed, redelivered=redelivered, modulating=modulating)
-        if step.close:
-            store.mark_closed(date)
-            with st.locked(date):
-                self._unsealed(date, key)
-                out = process_close(st, date)
-            retire(st, date, self.keep)
-            return out
+        store, redelivered = self.store, d.deliveries > 1
+        for uow in self.ctx.bus.unit_of_work(SVC, d):
+            with uow:  # optimistic: guess on the first attempt, the commit's guards check it (one round trip)
+                seen = store.seen(rec, uow, guess=not (uow.attempt or redelivered))
+                if seen.sealed(rec.date):
+                    raise DeadLetter(SEALED, f"{rec.key} of {rec.date}: the session is sealed "
+                                             "(ANALYTICS_KEEP_SESSIONS); its artifacts stay as written")
+                step = route(msg, rec.key, new=seen.new, closed=seen.closed, redelivered=redelivered,
+                             modulating=self.modulating)
+                store.stage(uow, rec, seen, closing=step.close)
+                if step.locked:
+                    uow.leave_pending()  # the record is stored first: the day's work below reads it
         if not step.locked:
-            return []
+            return uow.result  # type: ignore[return-value]
+        with self.st.locked(rec.date):  # the last writer of D's files has read every record of D
+            for uow in self.ctx.bus.unit_of_work(SVC, d, crash_points=("analytics_before_commit",
+                                                                       "analytics_after_commit")):
+                with uow:
+                    work = DayWork(store, uow)
+                    for stream, out in self._work(msg, d, rec, step, work):
+                        uow.emit(stream, out)
+            if uow.result is not None and not uow.result.lost_race:
+                work.committed()
+        if step.close or step.regen == "artifacts":
+            retire(self.st, rec.date, self.keep)
+        return uow.result  # type: ignore[return-value]
+
+    def _work(self, msg: Message, d: Delivery, rec: Record, step: Route, work: DayWork) -> list[Emit]:
+        """What ``step`` sets off for ``msg`` of date D, under D's lock: D's close, decisions, the rewrite of
+        D's files; the writes staged on ``work``, the outputs returned."""
+        st, date = self.st, rec.date
+        self._unsealed(date, rec.key)
+        if step.close:
+            return process_close(st, date, work)
         emits: list[Emit] = []
-        with st.locked(date):  # the last writer of D's files has read every record of D
-            self._unsealed(date, key)
-            for what in step.decide:
-                if what == "batch" and isinstance(msg, CandidateBatch):
-                    regime = regime_of(st, date) if modulating else None
-                    opened = modulating and store.open_ms(date) is not None
-                    if batch_due(modulating=modulating, regime=regime, opened=opened, redelivered=redelivered,
-                                 decided=store.decided(msg.batch_id)):
-                        emits.append(decisions_for(st, msg))
-                elif what == "open" and isinstance(msg, SessionEvent):
-                    emits += on_open(st, msg, d)
-                elif what == "undecided":
-                    emits += undecided(st, date)
-            if step.regen == "artifacts":
-                process_close(st, date)
-            elif step.regen:
-                flush_ledgers(st, date, (step.regen,))
+        for what in step.decide:
+            if what == "batch" and isinstance(msg, CandidateBatch):
+                regime = regime_of(st, date) if self.modulating else None
+                opened = self.modulating and self.store.open_ms(date) is not None
+                if batch_due(modulating=self.modulating, regime=regime, opened=opened,
+                             redelivered=d.deliveries > 1, decided=work.decided(msg.batch_id)):
+                    emits.append(decisions_for(st, msg, work))
+            elif what == "open" and isinstance(msg, SessionEvent):
+                emits += on_open(st, msg, d, work)
+            elif what == "undecided":
+                emits += undecided(st, date, work)
         if step.regen == "artifacts":
-            retire(st, date, self.keep)
+            process_close(st, date, work)
+        elif step.regen:
+            flush_ledgers(st, date, (step.regen,))
         return emits
 
     def _unsealed(self, date: str, key: str) -> None:
