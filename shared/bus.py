@@ -19,26 +19,14 @@ from dataclasses import dataclass
 
 import redis
 
+from shared import streams as st
 from shared.schemas import Message
-from shared.streams import (
-    ALERTS,
-    BARS_1D,
-    BARS_1M,
-    BROKER,
-    CANDIDATES,
-    CLOCK,
-    EXITS,
-    INTENTS,
-    ORDERS,
-    PORTFOLIO,
-    REJECTIONS,
-)
 from shared.unit_of_work import Committed, UnitOfWork, attempts, fields_of
 
 # Entries of one read are handled in publication order ACROSS streams (XREADGROUP groups them
 # by stream). Same-millisecond ties: the inputs (clock, bars) before what reacts to them.
-STREAM_RANK = {CLOCK: 0, BARS_1M: 1, BARS_1D: 2, CANDIDATES: 3, PORTFOLIO: 4, INTENTS: 5, ORDERS: 6, REJECTIONS: 7,
-               EXITS: 8, BROKER: 9, ALERTS: 10}
+STREAM_RANK = {st.CLOCK: 0, st.BARS_1M: 1, st.BARS_1D: 2, st.CANDIDATES: 3, st.PORTFOLIO: 4, st.INTENTS: 5,
+               st.ORDERS: 6, st.REJECTIONS: 7, st.EXITS: 8, st.BROKER: 9, st.ALERTS: 10}
 
 
 def entry_id(raw: bytes | str | None) -> tuple[int, int]:
