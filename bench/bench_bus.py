@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 
-from shared.bus import Bus, Consumer, Delivery, fields_of  # noqa: E402
+from shared.bus import Bus, Delivery, fields_of  # noqa: E402
+from shared.consumer import Consumer  # noqa: E402
 from shared.schemas import Message, OrderEvent  # noqa: E402
 
 TARGET_MSGS_PER_S = 10_000

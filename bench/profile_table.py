@@ -16,7 +16,7 @@ from pathlib import Path
 
 # (category, pattern over "function (file:line)"), checked in this order for each frame
 CATEGORIES: list[tuple[str, re.Pattern[str]]] = [
-    ("wait/read", re.compile(r"xreadgroup|Consumer\._read\b|Consumer\._claim\b")),
+    ("wait/read", re.compile(r"xreadgroup|Consumer(Reads)?\._read\b|Consumer(Reads)?\._claim\b")),
     ("commit", re.compile(r"UnitOfWork\._run|UnitOfWork\._exec_watched|Consumer\._commit_blocks|Consumer\._flush")),
     ("state load/store", re.compile(r"UnitOfWork\.__enter__|UnitOfWork\.watch|decode_state|encode_state|"
                                     r"\b_read \(services/risk|typed_get|Executor\.load|decode_index|decode_position|"

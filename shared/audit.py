@@ -24,9 +24,9 @@ import redis
 
 from shared.artifacts import canonical_json
 from shared.bus import DEFAULT_MAXLEN
-from shared.schemas import Message, decode
+from shared.schemas import Message
 from shared.streams import AUDIT_KEY
-from shared.unit_of_work import UnitOfWork, attempts
+from shared.unit_of_work import attempts
 
 GENESIS = "0" * 64
 AuditKind = Literal["state_change", "breaker_trip", "breaker_rearm", "flatten", "command", "confirmation", "refusal"]
@@ -89,18 +89,6 @@ def push(w: Writes, rec: AuditRecord) -> None:
     w.rpush(AUDIT_KEY, line_of(rec))
 
 
-class _Queue:
-    """A ``UnitOfWork``'s writes and outputs as a step's ``write`` sees them (``Writes``), plus ``xadd``
-    of an entry already in stream form (``fields_of``), for callers that still queue entries that way
-    (services/analytics/breaker_hook.py): the entry is queued as the message it holds."""
-
-    def __init__(self, uow: UnitOfWork) -> None:
-        self.set, self.delete, self.rpush, self.emit = uow.set, uow.delete, uow.rpush, uow.emit
-
-    def xadd(self, stream: str, fields: dict) -> None:
-        self.emit(stream, decode(fields["data"]))
-
-
 Step = Callable[[redis.client.Pipeline], tuple[T, Callable[[Writes], None]]]
 
 
@@ -116,7 +104,7 @@ def transact(r: redis.Redis, step: Step[T], watch: Iterable[str] = (), *, maxlen
     for uow in attempts(r, "audit", None, watch=(AUDIT_KEY, *watch), maxlen=maxlen, retries=MAX_TXN_RETRIES):
         with uow:
             result, write = step(uow.r)  # type: ignore[arg-type]  # uow.r is the watching pipeline
-            write(_Queue(uow))
+            write(uow)
     return result
 
 

@@ -3,7 +3,7 @@
 ``hold`` takes the lease when it is free, renews it when the caller holds it, and tells which
 (``ACQUIRED``: it was free, so whoever held it before is gone; ``RENEWED``; ``HELD_ELSEWHERE``).
 ``release`` gives it up at once, only if the caller still holds it. The consumer of an exclusive
-group (``shared.bus.Consumer(exclusive=True)``) holds ``avwap:lease:<group>``.
+group (``shared.consumer.Consumer(exclusive=True)``) holds ``avwap:lease:<group>``.
 """
 
 from __future__ import annotations

@@ -27,12 +27,15 @@ from pydantic_settings import EnvSettingsSource
 from shared import metrics
 from shared.alerts import AlertPublisher
 from shared.artifacts import set_fsync
-from shared.bus import DLQ, Bus, Committed, Consumer, Delivery, Emit, Handler, session_problem
+from shared.bus import Bus, Committed, Delivery, Emit, Handler
 from shared.clock import Clock, WallClock
+from shared.consumer import Consumer
+from shared.intake import session_problem
 from shared.logs import redact, setup_logging
 from shared.redis_conn import connect, embedded_redis, redact_url
 from shared.schemas import Message
 from shared.settings import CoreSettings, Settings, get_settings, settings_problems
+from shared.streams import DLQ
 
 SETTINGS_INVALID_EXIT = 2  # returned by a service stopped while idling on invalid settings
 NO_REDIS_URL = ("REDIS_URL is not set: a single service must join the system's Redis (e.g. "

@@ -38,8 +38,9 @@ from urllib.parse import parse_qs, urlparse
 from shared.bars import load_bars
 from shared.clock import NS, calendar
 from shared.schemas import BarRow
-from standins.alpaca_api import OPEN_STATES, AlpacaStandIn
+from standins.alpaca_api import AlpacaStandIn
 from standins.alpaca_data import AlpacaDataStandIn
+from standins.alpaca_model import OPEN_STATES
 from standins.slack_api import SlackStandIn
 
 COVERING = OPEN_STATES - {"held"}  # a sell stop in these states rests at the broker

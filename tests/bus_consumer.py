@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis  # noqa: E402
 
-from shared.bus import Consumer, Delivery, Emit  # noqa: E402
+from shared.bus import Delivery, Emit  # noqa: E402
+from shared.consumer import Consumer  # noqa: E402
 from shared.schemas import Alert, Message, replace  # noqa: E402
 
 

@@ -14,10 +14,10 @@ from services.analytics.notifier import (
     SPEC,
     Outbox,
     SlackSender,
-    blocks_for,
     drain,
     make_client,
 )
+from services.analytics.slack_format import blocks_for
 from shared.alerts import make_alert
 from shared.bus import Bus
 from shared.service import make_consumer, make_context
@@ -280,7 +280,7 @@ def test_missing_chart_or_refused_upload_never_blocks_the_outbox(slack: SlackSta
 
 
 def test_runbook_links_are_rendered_robustly() -> None:
-    from services.analytics.notifier import runbook_link, runbook_target
+    from services.analytics.slack_format import runbook_link, runbook_target
 
     assert runbook_target("reconciliation-mismatch") == "docs/runbook.md#reconciliation-mismatch"
     assert runbook_target("#reconciliation-mismatch") == "docs/runbook.md#reconciliation-mismatch"

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from services.analytics.report import summarize
 from services.analytics.store import Store
 from services.analytics.worker import SPEC
-from shared.bus import Bus, Consumer, Delivery
+from shared.bus import Bus, Delivery
+from shared.consumer import Consumer
 from shared.ids import client_order_id, stable_id
 from shared.schemas import (
     Alert,

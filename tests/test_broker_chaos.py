@@ -19,7 +19,8 @@ import pytest
 from services.exits import core as exits
 from shared.clock import dt_to_ns, ny_datetime
 from shared.schemas import BarBatch, BarRow, ExitIntent, OrderEvent, StopIntent
-from standins.alpaca_api import WORKING, AlpacaStandIn, Behaviours
+from standins.alpaca_api import AlpacaStandIn, Behaviours
+from standins.alpaca_model import WORKING
 from tests.executor_helpers import (
     alpaca_executor,
     clean_ledger,

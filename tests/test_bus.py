@@ -16,16 +16,16 @@ import pytest
 import redis
 
 from shared.bus import (
-    DLQ,
     HEARTBEAT_PREFIX,
     Bus,
     Committed,
-    Consumer,
     Delivery,
     Emit,
     fields_of,
 )
+from shared.consumer import Consumer
 from shared.schemas import Alert, Message, encode, replace
+from shared.streams import DLQ
 
 ROOT = Path(__file__).resolve().parent.parent
 STANDIN = ROOT / "tests" / "bus_consumer.py"

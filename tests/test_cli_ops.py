@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.bus import DLQ, Bus, Consumer, Delivery, fields_of
+from shared.bus import Bus, Delivery, fields_of
+from shared.consumer import Consumer
 from shared.redis_conn import free_port
 from shared.schemas import Alert, Message
-from shared.streams import ALERTS, CANDIDATES, KILL_SWITCH_KEY
+from shared.streams import ALERTS, CANDIDATES, DLQ, KILL_SWITCH_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 

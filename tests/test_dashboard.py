@@ -291,7 +291,7 @@ def test_pages_write_nothing_to_redis(dashboard, live_system: LiveSystem) -> Non
 
 
 def test_the_dashboards_redis_client_refuses_writes(live_system: LiveSystem) -> None:
-    from services.dashboard.data import read_only
+    from services.dashboard.readers import read_only
 
     r = read_only(live_system.url)
     assert r.xlen("avwap:clock") == live_system.r.xlen("avwap:clock")

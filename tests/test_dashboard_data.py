@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.dashboard.data import GroupRow, Heartbeat, NowView, health_problems, now_view
+from services.dashboard.now import GroupRow, Heartbeat, NowView, health_problems, now_view
 from shared.controls import kill_switch_value
 from shared.streams import KILL_SWITCH_KEY
 

@@ -71,7 +71,7 @@ def test_alert_ids_are_stable_and_distinct() -> None:
 @pytest.mark.parametrize("anchor", [RUNBOOK_REFUSED, RUNBOOK_RECONCILIATION, RUNBOOK_BLOCKED, RUNBOOK_REJECTED,
                                     "executor-live-feed"])
 def test_every_runbook_link_of_the_executor_names_a_runbook_section(anchor: str) -> None:
-    from services.analytics.notifier import blocks_for
+    from services.analytics.slack_format import blocks_for
 
     assert anchor in runbook_anchors()
     _, blocks = blocks_for(make_alert_with(anchor))

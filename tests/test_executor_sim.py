@@ -280,7 +280,8 @@ def test_simulator_on_real_daily_bars_gap_down_through_a_stop(fake_redis, tmp_pa
 
 
 def test_the_consumer_handles_a_bar_before_the_intent_published_after_it(fake_redis) -> None:
-    from shared.bus import Bus, Consumer
+    from shared.bus import Bus
+    from shared.consumer import Consumer
     from shared.streams import BARS_1D, BARS_1M, CLOCK, INTENTS
 
     bus = Bus(fake_redis)

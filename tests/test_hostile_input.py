@@ -33,7 +33,8 @@ from shared.bars import (
     load_bars,
     validate_rows,
 )
-from shared.bus import DLQ, Consumer, session_problem
+from shared.consumer import Consumer
+from shared.intake import session_problem
 from shared.schemas import (
     BarRow,
     BrokerSnapshot,
@@ -47,7 +48,7 @@ from shared.schemas import (
     encode,
     registered_types,
 )
-from shared.streams import CANDIDATES, CLOCK, INTENTS
+from shared.streams import CANDIDATES, CLOCK, DLQ, INTENTS
 from tests.conftest import ROOT, SAMPLE_DIR
 
 SAMPLE = SAMPLE_DIR / "daily_2017_2018.csv.gz"

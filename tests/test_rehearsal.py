@@ -20,14 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from avwap.rehearsal.droplet import rehearsal_symbols
+from avwap.rehearsal.faults import fault_plan
 from avwap.rehearsal.parity import canonical, differences, replay_sessions
 from avwap.rehearsal.report import expectations, summary
-from avwap.rehearsal.run import (
-    Rehearsal,
-    RehearsalConfig,
-    fault_plan,
-    rehearsal_symbols,
-)
+from avwap.rehearsal.run import Rehearsal, RehearsalConfig
 from avwap.rehearsal.warp import find_libfaketime
 
 SESSION = "2019-02-13"

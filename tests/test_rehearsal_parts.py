@@ -35,7 +35,7 @@ needs_faketime = pytest.mark.skipif(find_libfaketime() is None, reason="libfaket
 def test_the_fault_plan_kills_every_service_but_redis_which_it_restarts_cleanly() -> None:
     """Redis's compose command is ``sh -c "exec redis-server ..."``: it is still Redis, so the plan's SIGKILL
     round leaves it out (a SIGKILLed Redis loses its last second of writes; the plan restarts it instead)."""
-    from avwap.rehearsal.run import fault_plan
+    from avwap.rehearsal.faults import fault_plan
 
     services = load_compose(ROOT / "docker-compose.yml")
     apps = app_services(services)

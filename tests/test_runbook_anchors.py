@@ -6,7 +6,7 @@ import ast
 import re
 from pathlib import Path
 
-from services.analytics.notifier import runbook_link, runbook_target
+from services.analytics.slack_format import runbook_link, runbook_target
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE_DIRS = ("services", "shared", "avwap")

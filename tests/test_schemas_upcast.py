@@ -8,7 +8,8 @@ import pytest
 import redis
 
 from shared.alerts import make_alert
-from shared.bus import Bus, Consumer
+from shared.bus import Bus
+from shared.consumer import Consumer
 from shared.schemas import (
     Alert,
     AlertV1,

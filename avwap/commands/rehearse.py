@@ -39,8 +39,10 @@ def rehearse(
     timeline, the summary and the expectations; exit 1 if any expectation failed."""
     from avwap.procs import ROOT
     from avwap.rehearsal.compose import app_services, load_compose
+    from avwap.rehearsal.droplet import rehearsal_symbols
+    from avwap.rehearsal.faults import fault_plan
     from avwap.rehearsal.report import expectations, render
-    from avwap.rehearsal.run import Rehearsal, RehearsalConfig, fault_plan, rehearsal_symbols
+    from avwap.rehearsal.run import Rehearsal, RehearsalConfig
     from avwap.rehearsal.warp import WarpError, require_faketime
 
     try:

@@ -116,7 +116,7 @@ REPLAY_ENV = {"SCAN_MARKET_GATE": "universe_proxy", "SIM_SLIPPAGE_BPS": "0"}
 
 def replay_sessions(out: Path, start: str, end: str, symbols: list[str]) -> Path:
     """``avwap replay --intraday`` of the rehearsed sessions (same symbols, same history) into ``out/run``."""
-    from avwap.rehearsal.run import INTRADAY, write_daily
+    from avwap.rehearsal.droplet import INTRADAY, write_daily
     from avwap.replay import ReplayConfig
     from avwap.replay_run import prepare, run_replay
     from shared.redis_conn import start_redis_server

@@ -7,6 +7,9 @@ as a local process under the supervisor -> the sessions: the stack runs by itsel
 watches, seeds the faults it was asked for, and skips the idle stretches (the night after a session
 is closed and reported; the pre-open hour once the day's intents are decided) by moving every clock
 forward -> collect (streams, artifacts, stand-in state) -> stop -> report.
+
+The droplet's data and env files are ``droplet.py``, the faults ``faults.py``, what the rehearsal reads
+of the stack ``observe.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,56 +38,39 @@ from avwap.rehearsal.compose import (
     redis_service,
     service_env,
 )
+from avwap.rehearsal.droplet import (
+    INTRADAY,
+    KEY,
+    REDIS_PASSWORD,
+    SECRET,
+    SLACK_TOKEN,
+    rehearsal_symbols,
+    write_daily,
+    write_env,
+)
+from avwap.rehearsal.faults import Fault
+from avwap.rehearsal.observe import (
+    alert_seen,
+    alive,
+    collect_streams,
+    decided,
+    get_json,
+    ny,
+    ping,
+    published,
+    reported,
+)
 from avwap.rehearsal.supervisor import Supervisor
 from avwap.rehearsal.warp import Warp
 from shared.clock import NS, calendar, dt_to_ns, ny_datetime
 from shared.redis_conn import free_port
-from shared.streams import state_key
 
-REFERENCE = ROOT / "data" / "reference"
-DAILY_HISTORY = REFERENCE / "sp500_daily_2015_2018.csv.gz"
-DAILY_BRIDGE = REFERENCE / "daily_2019-01-02_2019-02-15_intraday_symbols.csv.gz"
-INTRADAY = REFERENCE / "intraday_1min_2019-02-11_15.csv.gz"
 # the pre-market runs slowly: from 08:29:45 at x5 until the day's decisions are made
 PRE_MARKET_SPEED = 5.0
 
 
 def pre_market_from(d: str) -> int:
     return dt_to_ns(ny_datetime(d, "08:29")) + 45 * NS
-
-KEY, SECRET, SLACK_TOKEN = "PKREHEARSAL0000000000", "rehearsal-secret-not-a-real-key", "xoxb-rehearsal-token"
-REDIS_PASSWORD = "rehearsal-redis-password"  # compose's Redis requires one (.env), as on a droplet
-
-
-@dataclass(frozen=True)
-class Fault:
-    at: str  # NY time "HH:MM" on ``session``
-    session: str
-    action: str  # kill:<service> | restart:redis | refuse:<seconds> | silence:<seconds>
-
-    def ts(self) -> int:
-        return dt_to_ns(ny_datetime(self.session, self.at))
-
-
-def fault_plan(session: str, services: list[str]) -> list[Fault]:
-    """The seeded faults of one session: SIGKILL of each service in turn (every 20 minutes from 10:02),
-    then a Redis restart, the broker refusing connections for 10 minutes, the trade-updates websocket
-    silent for 20 minutes. Deterministic: the same plan for the same services."""
-    plan = []
-    t = dt_to_ns(ny_datetime(session, "10:02"))
-    for s in services:
-        plan.append(Fault(_hhmm(t), session, f"kill:{s}"))
-        t += 20 * 60 * NS
-    plan.append(Fault(_hhmm(t), session, "restart:redis"))
-    plan.append(Fault(_hhmm(t + 20 * 60 * NS), session, "refuse:600"))
-    plan.append(Fault(_hhmm(t + 50 * 60 * NS), session, "silence:1200"))
-    return plan
-
-
-def _hhmm(ts: int) -> str:
-    from shared.clock import ny_time
-
-    return ny_time(ts)
 
 
 @dataclass
@@ -115,50 +100,6 @@ class RehearsalResult:
     lag: dict[str, float]
 
 
-def rehearsal_symbols() -> list[str]:
-    import pandas as pd
-
-    return sorted(set(pd.read_csv(DAILY_BRIDGE, usecols=["symbol"])["symbol"]))
-
-
-def write_daily(path: Path, symbols: list[str], before: str | None = None, through: str | None = None) -> Path:
-    """The daily history of ``symbols`` (the 2015-2018 file, then the 2019 bridge), optionally only the
-    sessions before ``before`` / through ``through``, as one CSV."""
-    import pandas as pd
-
-    frame = pd.concat([pd.read_csv(p) for p in (DAILY_HISTORY, DAILY_BRIDGE)])
-    keep = frame["symbol"].isin(symbols)
-    if before:
-        keep &= frame["date"] < before
-    if through:
-        keep &= frame["date"] <= through
-    frame[keep].sort_values(["symbol", "date"]).to_csv(path, index=False)
-    return path
-
-
-def timing_env(speed: float) -> dict[str, str]:
-    """Intervals and timeouts given in (warped) seconds, raised with the speed-up so that each keeps
-    roughly the wall length an operator would give it on a droplet (a 10 s broker timeout at x300 would
-    be 33 ms of real time). Documented in docs/rehearsal.md; the production defaults are unchanged."""
-    s = speed
-    return {"BUS_BLOCK_MS": str(int(max(1000, 0.25 * s * 1000))), "BUS_CLAIM_IDLE_MS": str(int(max(30_000, 3 * s * 1000))),
-            "HEARTBEAT_TTL_S": str(int(max(30, 4 * s))), "HEARTBEAT_GRACE_S": str(int(max(90, 12 * s))),
-            "HEARTBEAT_CHECK_S": str(int(max(15, 1 * s))), "ANALYTICS_LOCK_TIMEOUT_S": str(int(max(120, 60 * s)))}
-
-
-def broker_timing_env(speed: float) -> dict[str, str]:
-    s = speed
-    return {"BROKER_TIMEOUT_S": str(int(max(10, 10 * s))), "BROKER_POLL_S": str(int(max(2, 0.5 * s))),
-            "BROKER_POLL_STREAMING_S": str(int(max(30, 2 * s))), "BROKER_SNAPSHOT_INTERVAL_S": str(int(max(60, 4 * s))),
-            "BROKER_STREAM_BACKOFF_MIN_S": str(int(max(1, 0.2 * s))), "BROKER_STREAM_BACKOFF_MAX_S": str(int(max(30, 2 * s))),
-            "FEED_POLL_S": str(int(max(5, 0.04 * s))), "FEED_MINUTE_DELAY_S": "3",
-            "FEED_BACKOFF_MAX_S": str(int(max(60, 4 * s)))}
-
-
-def _write_env(path: Path, env: dict[str, str], note: str) -> None:
-    path.write_text(f"# {note}\n" + "".join(f"{k}={v}\n" for k, v in env.items()))
-
-
 class Rehearsal:
     def __init__(self, cfg: RehearsalConfig) -> None:
         cfg = replace(cfg, out=cfg.out.resolve())  # every path handed to a process is absolute (processes chdir)
@@ -185,20 +126,6 @@ class Rehearsal:
             shutil.rmtree(d, ignore_errors=True)
             d.mkdir(parents=True)
         (self.project / "universe.txt").write_text("".join(f"{s}\n" for s in self.symbols))
-
-    def write_env(self, urls: dict[str, str]) -> None:
-        env = {"REDIS_PASSWORD": REDIS_PASSWORD, "EXECUTION_MODE": "ALPACA_PAPER", "SCAN_UNIVERSE_FILE": str(self.project / "universe.txt"),
-               "SCAN_MARKET_GATE": "universe_proxy", "RUN_ID": "rehearsal", **timing_env(self.cfg.speed),
-               **self.cfg.extra_env}
-        _write_env(self.project / ".env", env, "the rehearsal's droplet: settings every service reads")
-        from standins.broker_process import client_env
-
-        _write_env(self.project / ".env.broker", {**client_env(KEY, SECRET, urls), **broker_timing_env(self.cfg.speed)},
-                   "broker keys and endpoints: the executor and the feed only")
-        _write_env(self.project / ".env.dashboard", {"DASHBOARD_TOKEN": "rehearsal-dashboard-token"},
-                   "the dashboard's token: the dashboard only")
-        _write_env(self.project / ".env.slack", {"SLACK_BOT_TOKEN": SLACK_TOKEN, "SLACK_CHANNEL": "#avwap",
-                                                 "SLACK_BASE_URL": urls["slack"]}, "Slack: the notifier only")
 
     # -- the run -----------------------------------------------------------------------------
     def run(self) -> RehearsalResult:
@@ -243,7 +170,7 @@ class Rehearsal:
                 raise RuntimeError(f"the stand-in process did not start (see {self.logs / 'standin.log'})")
             time.sleep(0.05)
         self.urls = json.loads(ready.read_text())
-        self.write_env(self.urls)
+        write_env(self.project, self.urls, self.cfg.speed, self.cfg.extra_env)
         return proc
 
     def _run_stack(self, base: dict[str, str], standin: subprocess.Popen, t: float) -> RehearsalResult:
@@ -266,25 +193,25 @@ class Rehearsal:
         try:
             sup.start(redis_name)
             r = redis.Redis.from_url(f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0")
-            self._wait(lambda: _ping(r), 60, "redis did not answer")
+            self._wait(lambda: ping(r), 60, "redis did not answer")
             self.r = r
             self._calibrate()
             for name in self.app_services:  # compose order; each depends on redis being healthy
                 sup.start(name)
             want = {svc.health_target() for n, svc in services.items() if n in self.app_services} - {None}
-            self._wait(lambda: want <= self._alive(), 300, f"services not healthy: {sorted(want - self._alive())}")
+            self._wait(lambda: want <= alive(self.r), 300, f"services not healthy: {sorted(want - alive(self.r))}")
             t = self._phase("start stack", t)
             # an empty bar store: the feed backfills the daily history from the market-data stand-in
-            self._wait(lambda: self._alert_seen("feed_backfill_done", "feed_backfill_failed"), 600,
+            self._wait(lambda: alert_seen(self.r, "feed_backfill_done", "feed_backfill_failed"), 600,
                        "the feed's start-up backfill did not finish")
-            if self._alert_seen("feed_backfill_failed"):
+            if alert_seen(self.r, "feed_backfill_failed"):
                 raise RuntimeError(f"the feed's start-up backfill failed (see {self.logs / 'feed.log'})")
             t = self._phase("backfill", t)
             self._retime(pre_market_from(self.sessions[0]), PRE_MARKET_SPEED)
             self._sessions(standin)
             t = self._phase("sessions", t)
             streams = collect_streams(r)
-            state = _get_json(self.urls["control"] + "/state")
+            state = get_json(self.urls["control"] + "/state")
             t = self._phase("collect", t)
         finally:
             codes = sup.stop_all(order=[*reversed(self.app_services), redis_name])
@@ -309,7 +236,7 @@ class Rehearsal:
         self.warp.retime(ns_to_dt(now), ns_to_dt(target), speed)
         time.sleep(2.5)
         self._calibrate()
-        self.cfg.log(f"  clock: x{speed:g} from {_ny(target)}" + (f" (skipped {(target - now) / NS / 3600:.1f} h)"
+        self.cfg.log(f"  clock: x{speed:g} from {ny(target)}" + (f" (skipped {(target - now) / NS / 3600:.1f} h)"
                                                                    if target - now > 60 * NS else ""))
 
     def _calibrate(self) -> None:
@@ -341,14 +268,14 @@ class Rehearsal:
 
     def _seed(self, f: Fault, key: str) -> None:
         kind, _, arg = f.action.partition(":")
-        at = _ny(self.now_ns())
+        at = ny(self.now_ns())
         self.faults_done.append({"fault": key, "at": at})  # first: the waits below tick again
         if kind == "kill":
             self.sup.kill(arg, signal.SIGKILL)
         elif kind == "restart":
             self.sup.stop(arg)
             self.sup.start(arg)
-            self._wait(lambda: _ping(self.r), 60, "redis did not come back")
+            self._wait(lambda: ping(self.r), 60, "redis did not come back")
         elif kind in ("refuse", "silence"):
             req = urllib.request.Request(f"{self.urls['control']}/{kind}?seconds={arg}", method="POST")
             urllib.request.urlopen(req, timeout=10).read()
@@ -364,14 +291,14 @@ class Rehearsal:
         for i, d in enumerate(self.sessions):
             t0 = time.monotonic()
             slow_wall = 3 * 3600 / PRE_MARKET_SPEED + 60
-            self._wait(lambda d=d: self._published(d, "PRE_MARKET"), slow_wall, f"no PRE_MARKET for {d}")
-            self._wait(lambda d=d: self._decided(d), slow_wall, f"the scan of {d} was not decided")
+            self._wait(lambda d=d: published(self.r, d, "PRE_MARKET"), slow_wall, f"no PRE_MARKET for {d}")
+            self._wait(lambda d=d: decided(self.r, d), slow_wall, f"the scan of {d} was not decided")
             self._quiet(120, strict=False)
             open_ns = cal.open_close_ns(d)[0]
             self._retime(open_ns - 15 * 60 * NS if self.cfg.skip_idle else None, speed)
             day_wall = 10 * 3600 / speed + 180
-            self._wait(lambda d=d: self._published(d, "CLOSE"), day_wall, f"no CLOSE for {d}")
-            self._wait(lambda d=d: self._reported(d), day_wall, f"no report for {d}")
+            self._wait(lambda d=d: published(self.r, d, "CLOSE"), day_wall, f"no CLOSE for {d}")
+            self._wait(lambda d=d: reported(self.volumes / "artifacts", d), day_wall, f"no report for {d}")
             self._quiet(120)
             if standin.poll() is not None:
                 raise RuntimeError("the stand-in process died")
@@ -395,86 +322,3 @@ class Rehearsal:
                     return
             except redis.RedisError:
                 time.sleep(0.1)
-
-    def _alert_seen(self, *kinds: str) -> bool:
-        from shared.streams import ALERTS
-
-        try:
-            rows = self.r.xrange(ALERTS)
-        except redis.RedisError:
-            return False
-        return any(json.loads(f[b"data"]).get("kind") in kinds for _, f in rows if b"data" in f)
-
-    def _alive(self) -> set[str]:
-        from shared.bus import live_consumers
-
-        try:
-            return {g for g, _ in live_consumers(self.r)}
-        except redis.RedisError:
-            return set()
-
-    def _published(self, d: str, step: str) -> bool:
-        try:
-            return bool(self.r.hexists(state_key("feed", "published"), f"{d}:{step}"))
-        except redis.RedisError:
-            return False
-
-    def _decided(self, d: str) -> bool:
-        """The day's candidate batch is on the stream (the quiescence that follows lets risk answer it)."""
-        from shared.streams import CANDIDATES
-
-        try:
-            rows = self.r.xrevrange(CANDIDATES, count=5)
-        except redis.RedisError:
-            return False
-        return any(json.loads(f[b"data"]).get("scan_date") == d for _, f in rows if b"data" in f)
-
-    def _reported(self, d: str) -> bool:
-        art = self.volumes / "artifacts"
-        return all((art / p).exists() for p in (f"portfolio_snapshots/{d}.json", f"reconciliation/{d}.json",
-                                                  f"reports/{d}/report.html"))
-
-
-def _ping(r: redis.Redis) -> bool:
-    try:
-        return bool(r.ping())
-    except redis.RedisError:
-        return False
-
-
-def _get_json(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=30) as resp:
-        return json.loads(resp.read())
-
-
-def _ny(ts: int) -> str:
-    from shared.clock import NY, ns_to_dt
-
-    return ns_to_dt(ts, NY).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def collect_streams(r: redis.Redis) -> dict[str, list[dict[str, Any]]]:
-    """Every message of the trading streams (decoded data + stream id), for the report and the checks."""
-    from shared.streams import ALERTS, CANDIDATES, CLOCK, DLQ, EXITS, INTENTS, ORDERS, PORTFOLIO, REJECTIONS
-
-    out: dict[str, list[dict[str, Any]]] = {}
-    for name in (CLOCK, CANDIDATES, INTENTS, REJECTIONS, ORDERS, EXITS, PORTFOLIO, ALERTS, DLQ):
-        rows = []
-        for sid, fields in r.xrange(name):
-            f = {k.decode(): v for k, v in fields.items()}
-            data = f.get("data")
-            try:
-                msg = json.loads(data) if data else {k: (v.decode(errors="replace") if isinstance(v, bytes) else v)
-                                                     for k, v in f.items()}
-            except ValueError:
-                msg = {"raw": data.decode(errors="replace") if isinstance(data, bytes) else str(data)}
-            msg["_id"] = sid.decode()
-            rows.append(msg)
-        out[name] = rows
-    return out
-
-
-def now_utc() -> datetime:  # the supervisor's own wall time, for the report header
-    from datetime import UTC
-
-    return datetime.now(UTC)

@@ -1,10 +1,10 @@
 """The circuit breakers' shell in analytics (the core is ``shared.breakers``).
 
 Analytics already sees every broker snapshot, order event and bar batch; for each of them this hook
-runs one optimistic transaction: WATCH the breakers' book, the trading-state key and the audit log,
-apply the message to the book (pure), and MULTI: the book, and for each new trip the state
-transition (``BREAKER_TRIP_STATE``, never lowering a HALTED state), its ``TradingStateChange`` on
-``avwap:control``, its audit record and a critical alert with the figures; EXEC. Replicas race
+runs one unit of work (``shared.audit.transact``): watching the breakers' book, the trading-state key
+and the audit log, apply the message to the book (pure), then commit the book and, for each new trip,
+the state transition (``BREAKER_TRIP_STATE``, never lowering a HALTED state), its ``TradingStateChange``
+on ``avwap:control``, its audit record and a critical alert with the figures, all at once. Replicas race
 safely (a lost race recomputes on the new book; fills are de-duplicated by event id), and replay
 trips exactly as live does: the figures and the transition's time come from the message (event time).
 
@@ -31,16 +31,15 @@ from shared.breakers import (
     on_fill,
     on_snapshot,
 )
-from shared.bus import fields_of
 from shared.controls import RANK, parse_state, stage_transition
-from shared.schemas import BarBatch, BrokerSnapshot, Message, OrderEvent
+from shared.schemas import Alert, BarBatch, BrokerSnapshot, Message, OrderEvent
 from shared.streams import ALERTS, BREAKERS_KEY, TRADING_STATE_KEY
 
 log = logging.getLogger(__name__)
 RUNBOOK = "circuit-breakers"
 
 
-def trip_alert(t: Trip, state: str, ts: int) -> object:
+def trip_alert(t: Trip, state: str, ts: int) -> Alert:
     fields = {k: f"{v:.4f}" for k, v in sorted(t.figures.items())}
     return make_alert("analytics", "breaker_tripped", f"breaker {t.breaker} tripped: trading state {state}",
                       severity="critical", text=t.reason + "; stays tripped until `avwap breakers rearm "
@@ -85,9 +84,9 @@ class BreakerHook:
                                    f"{staged.change.state}", severity="critical", ts=ts, runbook=RUNBOOK,
                                    text="`avwap breakers rearm NAME --reason ...` replaces it", dedup=["book", ts])
 
-                def write_bad(p: redis.client.Pipeline) -> None:
+                def write_bad(p: audit.Writes) -> None:
                     staged.write(p)
-                    p.xadd(ALERTS, fields_of(alert))  # type: ignore[arg-type]
+                    p.emit(ALERTS, alert)
                 return [], write_bad
             trips = apply(book, msg, cfg)
             new = encode_book(book)
@@ -100,12 +99,12 @@ class BreakerHook:
                 prev = st.record
                 stages.append((t, st))
 
-            def write(p: redis.client.Pipeline) -> None:
+            def write(p: audit.Writes) -> None:
                 if new != raw:
                     p.set(BREAKERS_KEY, new)
                 for t, st in stages:
                     st.write(p)
-                    p.xadd(ALERTS, fields_of(trip_alert(t, st.change.state, t.ts)))  # type: ignore[arg-type]
+                    p.emit(ALERTS, trip_alert(t, st.change.state, t.ts))
             return trips, write
 
         trips = audit.transact(self.r, step, watch=(BREAKERS_KEY, TRADING_STATE_KEY))

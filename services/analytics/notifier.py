@@ -18,8 +18,10 @@ posting the message twice; the alert leaves the outbox only when both are done.
 
 The notifier also owns the heartbeat watchdog (``watchdog.py``): every ``HEARTBEAT_CHECK_S`` it
 reads the live ``avwap:hb:*`` keys and raises ``heartbeat_missing`` / ``heartbeat_recovered``
-alerts (state and alerts in one MULTI/EXEC, so replicas raise each transition once), and at
+alerts (state and alerts in one unit of work, so replicas raise each transition once), and at
 each session's PRE_MARKET it posts the ``heartbeat`` system-alive summary.
+
+The message of an alert (Block Kit, runbook links) is ``slack_format.py``.
 
 With ``SLACK_APP_TOKEN`` it also serves the ``/avwap`` commands over Socket Mode (``slack_control.py``):
 this container is the only one with Slack tokens; the commands reach the services through Redis.
@@ -38,11 +40,13 @@ from typing import Any
 import msgspec
 import redis
 
-from shared.bus import Delivery, Emit, fields_of, live_consumers
+from shared.bus import Delivery, Emit, live_consumers
 from shared.schemas import Alert, Message, SessionEvent, decode, encode
 from shared.service import ServiceContext, ServiceSpec, Worker, run_service
 from shared.streams import ALERTS, CLOCK, CONTROL, DLQ, state_key
+from shared.unit_of_work import attempts
 
+from .slack_format import blocks_for
 from .watchdog import WatchState, observe, summary, watched
 
 log = logging.getLogger(__name__)
@@ -73,65 +77,9 @@ redis.call('HDEL', KEYS[4], ARGV[1])
 return 1
 """
 
-SEVERITY_ICON = {"critical": ":rotating_light:", "warning": ":warning:", "info": ":information_source:"}
 PERMANENT = ("invalid_auth", "not_authed", "account_inactive", "channel_not_found", "not_in_channel",
              "is_archived", "invalid_blocks", "msg_too_long", "token_revoked", "missing_scope",
              "not_allowed_token_type", "file_uploads_disabled")
-
-
-def runbook_target(value: str) -> str:
-    """The document and anchor an alert's ``runbook`` names, as a repository path (``""``: none).
-
-    Accepts a plain anchor (``reconciliation-mismatch``, ``#reconciliation-mismatch``: a section
-    of docs/runbook.md), a document with an anchor (``docs/executor.md#modes``, ``executor.md#modes``:
-    under docs/), or a full URL (kept as is).
-    """
-    v = value.strip()
-    if not v:
-        return ""
-    if v.startswith(("http://", "https://")):
-        return v
-    doc, sep, anchor = v.rpartition("#") if "#" in v else ("", "", v)
-    anchor = "-".join(anchor.strip().lower().split())
-    doc = doc.strip().lstrip("./")
-    if not doc:
-        doc = "docs/runbook.md"
-    elif not doc.startswith("docs/"):
-        doc = f"docs/{doc}"
-    return f"{doc}#{anchor}" if anchor else doc
-
-
-def runbook_link(value: str, base_url: str = "") -> str:
-    """mrkdwn for the runbook: a link when ``base_url`` is set (or the value is a URL), else the path."""
-    target = runbook_target(value)
-    if not target:
-        return ""
-    if target.startswith(("http://", "https://")):
-        return f"<{target}|runbook>"
-    if base_url:
-        return f"<{base_url.rstrip('/')}/{target}|runbook: {target}>"
-    return f"runbook: {target}"
-
-
-def blocks_for(a: Alert, runbook_base: str = "", chart_note: str = "") -> tuple[str, list[dict[str, Any]]]:
-    """(fallback text, Block Kit blocks) of an alert."""
-    icon = SEVERITY_ICON.get(a.severity, ":grey_question:")
-    text = f"[{a.severity}] {a.title}"
-    blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": f"{a.title}"[:150]}}]
-    if a.text:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"{icon} {a.text}"[:3000]}})
-    fields = {k: v for k, v in a.fields.items() if k != "chart"}
-    if chart_note:
-        fields["chart"] = chart_note
-    if fields:
-        blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"[:2000]}
-                                                     for k, v in sorted(fields.items())][:10]})
-    ctx = f"{a.source} · {a.kind}" + (f" · {a.trade_date}" if a.trade_date else "") + f" · {a.alert_id}"
-    link = runbook_link(a.runbook, runbook_base)
-    if link:
-        ctx += f" · {link}"
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": ctx}]})
-    return text, blocks
 
 
 def chart_file(a: Alert, artifacts_dir: str) -> tuple[Path | None, str]:
@@ -329,29 +277,22 @@ def live_heartbeats(r: redis.Redis) -> dict[str, int]:
 
 
 def check_heartbeats(ctx: ServiceContext, now_ns: int | None = None) -> list[Alert]:
-    """One watchdog check: read the heartbeats, advance the state, publish its alerts (one EXEC)."""
+    """One watchdog check: read the heartbeats, advance the state, publish its alerts (one unit of work)."""
     a = ctx.settings.analytics
     expected = watched(a.heartbeat_watch_services)
     if not expected:
         return []
     now = ctx.clock.now_ns() if now_ns is None else now_ns
     live = live_heartbeats(ctx.r)
-    for _ in range(50):
-        with ctx.r.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(WATCH)
-                raw = pipe.get(WATCH)
-                state = msgspec.json.decode(raw, type=WatchState) if raw else WatchState()
-                new, alerts = observe(state, live, expected, now, a.heartbeat_grace_s)
-                pipe.multi()
-                pipe.set(WATCH, msgspec.json.encode(new))
-                for al in alerts:
-                    pipe.xadd(ALERTS, fields_of(al), maxlen=ctx.settings.core.bus_maxlen, approximate=True)  # type: ignore[arg-type]
-                pipe.execute()
-                return alerts
-            except redis.WatchError:
-                continue
-    return []
+    for uow in attempts(ctx.r, SVC, None, watch=[WATCH], maxlen=ctx.settings.core.bus_maxlen, retries=50):
+        with uow:
+            raw = uow.r.get(WATCH)
+            state = msgspec.json.decode(raw, type=WatchState) if raw else WatchState()  # type: ignore[arg-type]
+            new, alerts = observe(state, live, expected, now, a.heartbeat_grace_s)
+            uow.set(WATCH, msgspec.json.encode(new))
+            for al in alerts:
+                uow.emit(ALERTS, al)
+    return alerts
 
 
 class Notifier(Worker):

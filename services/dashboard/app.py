@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from shared.bars import BarStore
 
 from . import data
+from .now import health_problems, now_view
 from .settings import DashboardSettings
 
 HERE = Path(__file__).resolve().parent
@@ -93,8 +94,8 @@ def create_app(r: redis.Redis, artifacts: Path, ledger: Path, bars: Path, ds: Da
 
     def render(request: Request, page: str, ctx: dict[str, Any]) -> HTMLResponse:
         fragment = request.query_params.get("fragment") == "1"
-        now = data.now_view(r, expected, env_kill)
-        now.problems = data.health_problems(now, expected, ds.dashboard_max_lag, ds.dashboard_feed_max_age_s,
+        now = now_view(r, expected, env_kill)
+        now.problems = health_problems(now, expected, ds.dashboard_max_lag, ds.dashboard_feed_max_age_s,
                                             time.time_ns())
         body = env.get_template(f"{page}.html").render(**ctx, now=now, wall=time.time())
         live = env.get_template("_banner.html").render(now=now) + body

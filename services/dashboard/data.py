@@ -1,223 +1,27 @@
-"""What each dashboard page shows, read from Redis and the artifacts (read-only: GET, SCAN, XINFO,
-XLEN, XRANGE and file reads; nothing is ever written).
-
-``health_problems`` is the pure rule behind the Now page's banner; the ``*_view`` functions are
-the thin readers that gather its inputs and each page's rows.
-"""
+"""What the Positions, Today, History and Symbol pages show, read from Redis and the artifacts (read-only,
+through ``readers``). The Now page is ``now.py``."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import redis
 
-from shared import controls, streams
 from shared.bars import BarStore
-from shared.bus import HEARTBEAT_PREFIX, live_consumers
 from shared.clock import NY, ns_to_dt
-from shared.schemas import BarBatch, BrokerSnapshot, ExitPositionState, SchemaError, decode
+from shared.schemas import BrokerSnapshot, ExitPositionState, SchemaError, decode
 from shared.schemas.reasons import upcast_codes
-from shared.streams import ALERTS, ALL_STREAMS, BARS_1D, BARS_1M, BROKER, DLQ, state_key
+from shared.streams import BROKER, state_key
 
-READ_COMMANDS = frozenset({"GET", "MGET", "EXISTS", "SCAN", "TYPE", "TTL", "XLEN", "XRANGE", "XREVRANGE",
-                           "XINFO GROUPS", "XINFO STREAM", "HGET", "HGETALL", "SMEMBERS", "PING"})
-
-
-class ReadOnlyRedis(redis.Redis):
-    """A Redis client that sends only ``READ_COMMANDS``: the dashboard cannot write, even by mistake
-    (anything else raises ``PermissionError`` before it leaves the process)."""
-
-    def execute_command(self, *args: Any, **options: Any) -> Any:
-        name = str(args[0]).upper() if args else ""
-        if name not in READ_COMMANDS:
-            raise PermissionError(f"the dashboard is read-only: {name} refused")
-        return super().execute_command(*args, **options)
-
-
-def read_only(url: str) -> ReadOnlyRedis:
-    """A read-only client of ``url`` (the options of ``shared.redis_conn.connect``)."""
-    return ReadOnlyRedis.from_url(url, socket_keepalive=True, health_check_interval=30)
-
-
-def _s(v: Any) -> str:
-    return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
-
-
-def when(ts_ns: int) -> str:
-    """An event time (UTC epoch ns) as New York time, '-' for none."""
-    return ns_to_dt(ts_ns, NY).strftime("%Y-%m-%d %H:%M") if ts_ns else "-"
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    out = []
-    try:
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue  # a torn last line
-    except OSError:
-        pass
-    return out
-
-
-def _last_message(r: redis.Redis, stream: str) -> Any:
-    """The last decodable message on ``stream`` (None when empty or undecodable)."""
-    for _id, fields in r.xrevrange(stream, count=1):
-        try:
-            return decode(fields.get(b"data", b""))
-        except SchemaError:
-            return None
-    return None
-
-
-# -- Now ------------------------------------------------------------------------------------------
-
-@dataclass
-class Heartbeat:
-    group: str
-    consumers: list[str]
-    handled: int = 0
-    ts: float = 0.0
-
-
-@dataclass
-class GroupRow:
-    stream: str
-    group: str
-    pending: int
-    lag: int | None
-    consumers: int
-
-
-@dataclass
-class NowView:
-    trading_state: str
-    trading_detail: str
-    heartbeats: list[Heartbeat]
-    groups: list[GroupRow]
-    streams: dict[str, int]
-    dlq: int
-    last_bar: dict[str, str]  # tf -> "D (NY end time)"
-    last_bar_ns: int
-    broker: dict[str, str]
-    alerts: list[dict[str, str]]
-    breakers: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-
-def trading_state(r: redis.Redis, env_kill: bool) -> tuple[str, str]:
-    """The trading state as ``shared.controls`` reports it: its trading-state reader when it has one
-    (ACTIVE / REDUCING / HALTED / UNREADABLE), else the kill switch."""
-    read_state = getattr(controls, "read_state", None)
-    if read_state is not None:
-        view = read_state(r, env_kill_switch=env_kill)
-        rec = getattr(view, "record", None)
-        detail = view.detail or (f"{rec.reason} ({rec.who}, {rec.source})" if rec is not None and rec.reason else "")
-        return str(view.state), detail or ("orders allowed" if view.state == "ACTIVE" else "")
-    ks = controls.read_kill_switch(r)
-    if env_kill:
-        return "KILL_SWITCH_ON", "KILL_SWITCH=1 in the environment"
-    return {"off": ("ACTIVE", "kill switch off"), "on": ("KILL_SWITCH_ON", "new entries blocked"),
-            "unreadable": ("KILL_SWITCH_UNREADABLE", "the key is unreadable: entries blocked (fail closed)")}[ks]
-
-
-def tripped_breakers(r: redis.Redis) -> list[str]:
-    """Names of the tripped circuit breakers (``shared.breakers``, when the project has them)."""
-    key = getattr(streams, "BREAKERS_KEY", None)
-    try:
-        from shared import breakers  # type: ignore[attr-defined]
-    except ImportError:
-        return []
-    raw = r.get(key) if key else None
-    return list(breakers.tripped_names(raw)) if raw is not None else []
-
-
-def health_problems(v: NowView, expected: Sequence[str], max_lag: int, feed_max_age_s: int = 0,
-                    now_ns: int = 0) -> list[str]:
-    """Everything unhealthy in ``v`` (pure): missing heartbeats, lagging groups, a non-empty DLQ,
-    trading not active, a tripped breaker, an unreconciled broker, a stale feed (when ``feed_max_age_s``)."""
-    out = []
-    live = {h.group for h in v.heartbeats if h.consumers}
-    out += [f"{g}: no live heartbeat" for g in expected if g not in live]
-    out += [f"{g.group} lags {g.lag} entries on {g.stream}" for g in v.groups if (g.lag or 0) > max_lag]
-    if v.dlq:
-        out.append(f"DLQ holds {v.dlq} entries (avwap dlq list)")
-    if v.trading_state != "ACTIVE":
-        out.append(f"trading state {v.trading_state}: {v.trading_detail}")
-    out += [f"circuit breaker tripped: {b}" for b in v.breakers]
-    if v.broker.get("reconciled") == "no":
-        out.append("broker positions not reconciled")
-    if feed_max_age_s and now_ns and v.last_bar_ns and now_ns - v.last_bar_ns > feed_max_age_s * 1_000_000_000:
-        out.append(f"feed: last bar older than {feed_max_age_s}s")
-    return out
-
-
-def now_view(r: redis.Redis, expected: Sequence[str], env_kill: bool = False) -> NowView:
-    state, detail = trading_state(r, env_kill)
-    by_group: dict[str, Heartbeat] = {g: Heartbeat(g, []) for g in expected}
-    for g, c in live_consumers(r):
-        hb = by_group.setdefault(g, Heartbeat(g, []))
-        hb.consumers.append(c)
-        raw = r.get(f"{HEARTBEAT_PREFIX}:{g}:{c}")
-        try:
-            payload = json.loads(raw or b"{}")
-            hb.handled += int(payload.get("handled", 0))
-            hb.ts = max(hb.ts, float(payload.get("ts", 0)))
-        except (ValueError, TypeError, AttributeError):
-            pass
-    groups, lengths = [], {}
-    for name in ALL_STREAMS:
-        lengths[name] = int(r.xlen(name)) if r.exists(name) else 0
-        if lengths[name] or r.exists(name):
-            for g in r.xinfo_groups(name):
-                groups.append(GroupRow(name, _s(g["name"]), int(g["pending"]),
-                                       None if g.get("lag") is None else int(g["lag"]), int(g["consumers"])))
-    last_bar, last_ns = {}, 0
-    for tf, stream in (("1d", BARS_1D), ("1m", BARS_1M)):
-        m = _last_message(r, stream)
-        if isinstance(m, BarBatch) and m.bars:
-            ts = max(b.ts for b in m.bars)
-            last_ns = max(last_ns, ts)
-            last_bar[tf] = f"{m.trade_date} (bar ending {when(ts)} NY, {len(m.bars)} symbols)"
-    snap = _last_message(r, BROKER)
-    broker = {"last_snapshot": "-", "reconciled": "-", "mode": "-"}
-    if isinstance(snap, BrokerSnapshot):
-        broker = {"last_snapshot": f"{when(snap.ts)} ({snap.reason})", "reconciled": "yes" if snap.reconciled else "no",
-                  "mode": snap.mode, "equity": f"{snap.equity:,.2f}", "positions": str(len(snap.positions)),
-                  "open_orders": str(len(snap.open_orders))}
-    alerts = []
-    for _id, f in r.xrevrange(ALERTS, count=8):
-        try:
-            a = decode(f.get(b"data", b""))
-            alerts.append({"when": when(a.ts), "severity": a.severity, "source": a.source, "title": a.title})  # type: ignore[attr-defined]
-        except SchemaError:
-            continue
-    return NowView(state, detail, sorted(by_group.values(), key=lambda h: h.group), groups, lengths,
-                   lengths.get(DLQ, 0), last_bar, last_ns, broker, alerts, tripped_breakers(r))
-
+from .readers import last_message, latest_file, read_json, read_jsonl, when
 
 # -- Positions -------------------------------------------------------------------------------------
 
 SOURCE_TEXT = {"initial": "initial stop (the candidate's stop)", "intraday_higher_low": "5-minute higher low",
                "daily_swing_low": "daily swing low", "broker": "taken from the broker"}
-
-
-def latest_file(directory: Path, suffix: str = ".json", upto: str | None = None) -> Path | None:
-    files = sorted(p for p in directory.glob(f"*{suffix}") if upto is None or p.name[:10] <= upto)
-    return files[-1] if files else None
 
 
 def load_positions(r: redis.Redis) -> list[ExitPositionState]:
@@ -238,11 +42,11 @@ def load_positions(r: redis.Redis) -> list[ExitPositionState]:
 
 def positions_view(r: redis.Redis, artifacts: Path) -> dict[str, Any]:
     snap_path = latest_file(artifacts / "portfolio_snapshots")
-    snap = _read_json(snap_path) if snap_path else None
+    snap = read_json(snap_path) if snap_path else None
     marks = {p["symbol"]: p for p in (snap or {}).get("positions", [])}
     positions = load_positions(r)
     as_of = max((p.last_bar_ts for p in positions), default=0)
-    snap_b = _last_message(r, BROKER)
+    snap_b = last_message(r, BROKER)
     broker_stops: dict[str, list[str]] = {}
     if isinstance(snap_b, BrokerSnapshot):
         for o in snap_b.open_orders:
@@ -285,13 +89,13 @@ def sessions(artifacts: Path) -> list[str]:
 
 def today_view(artifacts: Path, ledger: Path, d: str) -> dict[str, Any]:
     """The pipeline of session ``d`` as counts and one timeline (event time order)."""
-    cand = _read_json(artifacts / "candidates" / f"{d}.json") or {}
-    decisions = (_read_json(artifacts / "portfolio_decisions" / f"{d}.json") or {}).get("decisions", [])
-    rejections = (_read_json(artifacts / "rejections" / f"{d}.json") or {}).get("rejections", [])
-    risk = [x for x in _read_jsonl(artifacts / "risk_decisions" / f"{d}.jsonl") if x.get("kind") == "decision"]
-    orders = [x for p in sorted(ledger.glob(f"*/{d}.jsonl")) if p.parent.name != "analytics" for x in _read_jsonl(p)
+    cand = read_json(artifacts / "candidates" / f"{d}.json") or {}
+    decisions = (read_json(artifacts / "portfolio_decisions" / f"{d}.json") or {}).get("decisions", [])
+    rejections = (read_json(artifacts / "rejections" / f"{d}.json") or {}).get("rejections", [])
+    risk = [x for x in read_jsonl(artifacts / "risk_decisions" / f"{d}.jsonl") if x.get("kind") == "decision"]
+    orders = [x for p in sorted(ledger.glob(f"*/{d}.jsonl")) if p.parent.name != "analytics" for x in read_jsonl(p)
               if x.get("record") == "order_event"]
-    exits = _read_jsonl(artifacts / "exit_events" / f"{d}.jsonl")
+    exits = read_jsonl(artifacts / "exit_events" / f"{d}.jsonl")
     timeline: list[tuple[int, int, str, str, str]] = []
     scan_ts = min((int(x.get("decision_ts", 0)) for x in risk), default=0)
     for c in cand.get("candidates", []):
@@ -336,7 +140,7 @@ def today_view(artifacts: Path, ledger: Path, d: str) -> dict[str, Any]:
 
 def history_view(artifacts: Path, store: BarStore, benchmark: str, symbol: str = "", start: str = "",
                  end: str = "", outcome: str = "") -> dict[str, Any]:
-    snaps = [s for p in sorted((artifacts / "portfolio_snapshots").glob("*.json")) if (s := _read_json(p))]
+    snaps = [s for p in sorted((artifacts / "portfolio_snapshots").glob("*.json")) if (s := read_json(p))]
     dates = [s["date"] for s in snaps]
     equity = [s["equity"] for s in snaps]
     capital = snaps[0]["capital"] if snaps else 0.0
@@ -348,7 +152,7 @@ def history_view(artifacts: Path, store: BarStore, benchmark: str, symbol: str =
     }
     trades = []
     for p in sorted((artifacts / "trades").glob("*.json")):
-        for t in (_read_json(p) or {}).get("trades", []):
+        for t in (read_json(p) or {}).get("trades", []):
             if t.get("status") != "closed":
                 continue
             if symbol and t["symbol"] != symbol.upper():
@@ -410,9 +214,9 @@ def symbol_view(artifacts: Path, store: BarStore, r: redis.Redis, symbol: str, d
     symbol = symbol.upper()
     bars = store.daily(symbol, through=d, lookback=lookback) if d else []
     dates = [ns_to_dt(b.ts, NY).strftime("%Y-%m-%d") for b in bars]
-    cand_file = _read_json(artifacts / "candidates" / f"{d}.json") or {}
+    cand_file = read_json(artifacts / "candidates" / f"{d}.json") or {}
     cand = next((c for c in cand_file.get("candidates", []) if c["symbol"] == symbol), None)
-    reject = ((_read_json(artifacts / "candidates" / f"{d}.rejects.json") or {}).get("rejects", {})).get(symbol)
+    reject = ((read_json(artifacts / "candidates" / f"{d}.rejects.json") or {}).get("rejects", {})).get(symbol)
     anchors: list[tuple[str, str]] = []
     if cand and cand.get("anchor_date"):
         anchors.append((f"{cand['anchor']} {cand['anchor_date']}", cand["anchor_date"]))
@@ -451,8 +255,8 @@ def symbol_view(artifacts: Path, store: BarStore, r: redis.Redis, symbol: str, d
 
 
 def symbols_in(artifacts: Path, d: str) -> list[str]:
-    cand = _read_json(artifacts / "candidates" / f"{d}.json") or {}
-    rej = (_read_json(artifacts / "candidates" / f"{d}.rejects.json") or {}).get("rejects", {})
+    cand = read_json(artifacts / "candidates" / f"{d}.json") or {}
+    rej = (read_json(artifacts / "candidates" / f"{d}.rejects.json") or {}).get("rejects", {})
     return sorted({*(c["symbol"] for c in cand.get("candidates", [])), *rej})
 
 

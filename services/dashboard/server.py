@@ -15,7 +15,7 @@ from shared.settings import SECTIONS, Settings, get_settings
 from shared.streams import ALERTS
 
 from .app import create_app
-from .data import read_only
+from .readers import read_only
 from .settings import DashboardSettings
 
 NAME = "dashboard"

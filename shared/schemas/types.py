@@ -7,7 +7,7 @@ are ours, the boundary is the stream.
 
 - ``TradeDate``: ``YYYY-MM-DD`` (month 01-12, day 01-31). Whether it is a real NYSE session, and
   within the configured horizon of now, is checked where a message is consumed
-  (``shared.bus.session_problem``): the calendar is not a decode-time concern.
+  (``shared.intake.session_problem``): the calendar is not a decode-time concern.
 - ``Symbol``: ``SYMBOL_PATTERN``: an upper-case letter, then up to 11 upper-case letters, digits,
   ``.`` or ``-`` (``AAPL``, ``BRK.B``, ``BF-B``). No spaces, separators, slashes or non-ASCII.
 - ``Price``: finite, > 0, <= ``PRICE_MAX``. ``Qty``: int, > 0, <= ``QTY_MAX``; ``Shares``: the same
