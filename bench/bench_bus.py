@@ -94,7 +94,7 @@ LATENCY_CHILD = """
 import json, sys, time
 sys.path.insert(0, {root!r})
 import redis
-from shared.bus import Consumer
+from shared.consumer import Consumer
 lat = []
 want = {n}
 def handle(msg, d):
