@@ -41,11 +41,17 @@ GRID = {"metric": "sharpe", "fixed": {"SCAN_MARKET_GATE": "universe_proxy", "LOG
                    "MAX_RISK_PER_TRADE_PCT": [0.5, 1.0], "SCAN_MAX_DIST_PCT": [4.0, 6.0]}}
 
 
-def _sid(pid: int) -> int | None:
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first), or [] when gone."""
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
-    except (OSError, IndexError, ValueError):
-        return None
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _sid(pid: int) -> int | None:
+    f = _stat(pid)
+    return int(f[3]) if len(f) > 3 else None
 
 
 def _rss_mb(pid: int) -> float:
@@ -61,11 +67,8 @@ def _rss_mb(pid: int) -> float:
 def tree_cpu_s(pid: int) -> float:
     """CPU seconds of a process and of every descendant it has waited for (utime, stime, cutime, cstime): an rq
     worker's finished jobs, their work horses, and the replay each ran (services, private redis-server)."""
-    try:
-        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return sum(int(x) for x in f[11:15]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
+    f = _stat(pid)
+    return sum(int(x) for x in f[11:15]) / os.sysconf("SC_CLK_TCK") if len(f) > 14 else 0.0
 
 
 def session_rss_mb(sid: int) -> float:

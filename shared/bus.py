@@ -34,7 +34,7 @@ def entry_id(raw: bytes | str | None) -> tuple[int, int]:
     if not raw:
         return (0, 0)
     ms, _, seq = (raw.decode() if isinstance(raw, bytes) else raw).partition("-")
-    return int(ms), int(seq or 0)
+    return int(ms or 0), int(seq or 0)
 
 
 def publication_order(entry: tuple) -> tuple[int, int, int]:

@@ -22,6 +22,7 @@ import msgspec
 
 from shared.alerts import make_alert
 from shared.artifacts import provenance
+from shared.bus import entry_id
 from shared.clock import calendar
 from shared.ids import stable_id
 from shared.regime import Table, effect
@@ -205,7 +206,7 @@ def dead_lettered(entries: Iterable[Mapping[bytes, bytes]], date: str, after_ms:
             if data["scan_date"] == date:
                 return True
             continue
-        ms = int(f.get(b"dlq_source_id", b"0-0").split(b"-")[0] or 0)
+        ms = entry_id(f.get(b"dlq_source_id"))[0]
         if after_ms < ms <= until_ms:
             return True
     return False

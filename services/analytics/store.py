@@ -54,8 +54,8 @@ DIRTY_KEY = state_key(SVC, "dirty")  # set of "<D>|ledger" / "<D>|journal" files
 SEALED_KEY = state_key(SVC, "sealed")  # the newest sealed date (see the module doc)
 
 # KEYS: day, hist (or day again), closed, sealed. ARGV: record key, date, 1 if a history type.
-# Returns {day has the key, hist has the key, date closed, the sealed horizon or false}: what an ingest reads
-# under WATCH before it stages its writes (``Store.seen``).
+# Returns {day has the key, hist has the key, date closed, the sealed horizon or false}: what an ingest reads when
+# it does not guess, and states as the guards of its commit (``Store.seen``).
 _SEEN = """
 local hist = 0
 if ARGV[3] == '1' then hist = redis.call('HEXISTS', KEYS[2], ARGV[1]) end
@@ -119,7 +119,7 @@ def histlog_key(type_name: str) -> str:
 
 class Store:
     """Redis state of the analytics service (see the module docstring). Every write goes through a unit of
-    work (``shared.unit_of_work``): the ingest's (``watch_of``, ``seen``, ``stage``), the day's work
+    work (``shared.unit_of_work``): the ingest's (``seen``, ``stage``), the day's work
     (``DayWork``), and the small ones here (clean marks, seals, the log backfill)."""
 
     def __init__(self, r: redis.Redis, prov: bytes = b"{}", lock_timeout_s: float = 60.0, *,

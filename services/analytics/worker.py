@@ -86,7 +86,7 @@ class Analytics(Worker):
                                                                        "analytics_after_commit")):
                 with uow:
                     work = DayWork(store, uow)
-                    for stream, out in self._work(msg, d, rec, step, work):
+                    for stream, out in self._work(msg, d, rec, step, work, redelivered):
                         uow.emit(stream, out)
             if uow.result is not None and not uow.result.lost_race:
                 work.committed()
@@ -94,7 +94,8 @@ class Analytics(Worker):
             retire(self.st, rec.date, self.keep)
         return uow.result  # type: ignore[return-value]
 
-    def _work(self, msg: Message, d: Delivery, rec: Record, step: Route, work: DayWork) -> list[Emit]:
+    def _work(self, msg: Message, d: Delivery, rec: Record, step: Route, work: DayWork,
+              redelivered: bool) -> list[Emit]:
         """What ``step`` sets off for ``msg`` of date D, under D's lock: D's close, decisions, the rewrite of
         D's files; the writes staged on ``work``, the outputs returned."""
         st, date = self.st, rec.date
@@ -107,7 +108,7 @@ class Analytics(Worker):
                 regime = regime_of(st, date) if self.modulating else None
                 opened = self.modulating and self.store.open_ms(date) is not None
                 if batch_due(modulating=self.modulating, regime=regime, opened=opened,
-                             redelivered=d.deliveries > 1, decided=work.decided(msg.batch_id)):
+                             redelivered=redelivered, decided=work.decided(msg.batch_id)):
                     emits.append(decisions_for(st, msg, work))
             elif what == "open" and isinstance(msg, SessionEvent):
                 emits += on_open(st, msg, d, work)

@@ -28,7 +28,7 @@ import redis
 
 from shared.alerts import make_alert
 from shared.artifacts import canonical_line, code_version, under, write_atomic
-from shared.bus import Bus, Committed, Delivery, Emit
+from shared.bus import Bus, Committed, Delivery, Emit, entry_id
 from shared.controls import StateView, read_state, view_of
 from shared.live_token import read_token_file, token_status
 from shared.reads import TYPED_VALUES_LUA, evalsha, typed_value
@@ -90,7 +90,7 @@ def dead_lettered_decisions(r: redis.Redis) -> tuple[tuple[int, str, str], ...]:
             if not isinstance(data, dict) or data.get("type", f.get(b"type", b"").decode()) != "portfolio_decision_batch":
                 continue
             code, date = "DECISION_SCHEMA_INVALID", data.get("date") if isinstance(data.get("date"), str) else ""
-        ms = int(f.get(b"dlq_source_id", b"0-0").split(b"-")[0] or 0)
+        ms = entry_id(f.get(b"dlq_source_id"))[0]
         out.append((ms, date, code))
     return tuple(sorted(out))
 
@@ -261,7 +261,7 @@ def transact(bus: Bus, settings: Settings, limits: Limits, msg: Message, d: Deli
     ``Committed(lost_race=True)`` and no session changed. ``held``: this process's ``StateCache`` (updated).
     """
     held = held if held is not None else StateCache()
-    entry_ms = int(d.entry_id.split("-")[0]) if d is not None else 0
+    entry_ms = entry_id(d.entry_id)[0] if d is not None else 0
     for uow in bus.unit_of_work(GROUP, d, watch=[STATE_KEY, TRADING_STATE_KEY, LEGACY_KILL_SWITCH_KEY]):
         with uow:
             raw, state, ts_raw, legacy_raw = _read(uow.r, held)
