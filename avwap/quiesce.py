@@ -15,6 +15,8 @@ from shared.bus import entry_id
 from shared.streams import ALL_STREAMS, DLQ
 
 # One round trip: for each existing stream, the groups with pending entries or entries not yet read.
+# A group's ``lag`` (Redis 7) says how many entries it has not been delivered; only where the server
+# gives none is the stream's last id read (``XINFO STREAM``, which copies the first and last entries).
 _BUSY_LUA = """
 local function id(s)
   local ms, seq = string.match(s, '^(%d+)-(%d+)$')
@@ -26,10 +28,17 @@ end
 local busy = {}
 for _, s in ipairs(KEYS) do
   if redis.call('EXISTS', s) == 1 then
-    local lms, lseq = id(field(redis.call('XINFO', 'STREAM', s), 'last-generated-id'))
+    local lms, lseq
     for _, g in ipairs(redis.call('XINFO', 'GROUPS', s)) do
-      local dms, dseq = id(field(g, 'last-delivered-id'))
-      if field(g, 'pending') > 0 or dms < lms or (dms == lms and dseq < lseq) then
+      local lag, waiting = field(g, 'lag'), false
+      if type(lag) == 'number' then
+        waiting = lag > 0
+      else  -- no lag (an older server, or one that cannot count it): compare with the stream's last id
+        if lms == nil then lms, lseq = id(field(redis.call('XINFO', 'STREAM', s), 'last-generated-id')) end
+        local dms, dseq = id(field(g, 'last-delivered-id'))
+        waiting = dms < lms or (dms == lms and dseq < lseq)
+      end
+      if field(g, 'pending') > 0 or waiting then
         table.insert(busy, s .. '/' .. field(g, 'name'))
       end
     end
