@@ -6,12 +6,14 @@ the process timing.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 
 import redis
 
 from shared.bus import entry_id
+from shared.reads import evalsha
 from shared.streams import ALL_STREAMS, DLQ
 
 # One round trip: for each existing stream, the groups with pending entries or entries not yet read.
@@ -25,7 +27,7 @@ end
 local function field(flat, name)
   for i = 1, #flat, 2 do if flat[i] == name then return flat[i + 1] end end
 end
-local busy = {}
+local busy, limit = {}, tonumber(ARGV[1])
 for _, s in ipairs(KEYS) do
   if redis.call('EXISTS', s) == 1 then
     local lms, lseq
@@ -40,16 +42,19 @@ for _, s in ipairs(KEYS) do
       end
       if field(g, 'pending') > 0 or waiting then
         table.insert(busy, s .. '/' .. field(g, 'name'))
+        if #busy == limit then return busy end
       end
     end
   end
 end
 return busy
 """
+_BUSY_SHA = hashlib.sha1(_BUSY_LUA.encode()).hexdigest()
 
 
-def busy_groups(r: redis.Redis, streams: Sequence[str] = ALL_STREAMS) -> list[str]:
-    """Groups that still have work: ``stream/group`` names with pending entries or unread entries.
+def busy_groups(r: redis.Redis, streams: Sequence[str] = ALL_STREAMS, limit: int = 0) -> list[str]:
+    """Groups that still have work: ``stream/group`` names with pending entries or unread entries
+    (``limit`` > 0: the script stops at that many, enough for a poll that only asks "quiet yet?").
 
     One Lua call (one round trip, atomic: a consistent view of every stream, and a consumer's
     commit acks its entry and publishes its outputs atomically, so one quiet answer is final). A
@@ -58,7 +63,7 @@ def busy_groups(r: redis.Redis, streams: Sequence[str] = ALL_STREAMS) -> list[st
     """
     watched = [s for s in streams if s != DLQ]
     try:
-        got = r.register_script(_BUSY_LUA)(keys=watched)
+        got = evalsha(r, _BUSY_LUA, _BUSY_SHA, watched, [limit])
         return [x.decode() if isinstance(x, bytes) else x for x in got]
     except redis.ResponseError:
         return _busy_groups_pipelined(r, watched) or _busy_groups_pipelined(r, watched)
@@ -95,7 +100,7 @@ def wait_quiescent(r: redis.Redis, timeout: float = 120.0, poll: float = 0.001, 
     quiet = 0
     sleep = poll
     while True:
-        busy = busy_groups(r)
+        busy = busy_groups(r, limit=1)
         if not busy:
             quiet += 1
             if quiet >= settle:
@@ -106,6 +111,7 @@ def wait_quiescent(r: redis.Redis, timeout: float = 120.0, poll: float = 0.001, 
         if callable(on_wait):
             on_wait()
         if time.monotonic() > deadline:
+            busy = busy_groups(r)
             raise TimeoutError(f"not quiescent after {timeout:.0f}s: {', '.join(busy[:6])}")
         time.sleep(sleep)
         sleep = min(sleep * 1.5, 0.003)
