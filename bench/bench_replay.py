@@ -110,6 +110,8 @@ def one_run(inp: ReplayInput, start: str, end: str, profile: Path | None, rate: 
         redis_cpu_s = _redis_cpu_s(emb.url) - ready.pop("redis")
         for p in spies:
             p.wait(timeout=120)
+        stats = connect(emb.url).info("commandstats")
+        top = sorted(stats.items(), key=lambda kv: -kv[1]["usec"])[:8]
         mem = connect(emb.url).info("memory")
         used_mb = mem["used_memory"] / 2**20
         keys = connect(emb.url).dbsize()
@@ -119,7 +121,9 @@ def one_run(inp: ReplayInput, start: str, end: str, profile: Path | None, rate: 
     shutil.rmtree(out, ignore_errors=True)
     n = max(res.sessions, 1)
     cpu_ms = {k: round(1000 * (v["cpu_s"] - ready.get(k, 0.0)) / n, 2) for k, v in sorted(res.services.items())}
-    return {"res": res, "ready": ready, "cpu_ms": cpu_ms, "core_s": core_s, "redis_used_mb": used_mb, "keys": keys,
+    commands = {k.removeprefix("cmdstat_"): {"calls_per_session": round(v["calls"] / n, 1),
+                                              "us_per_call": round(v["usec_per_call"], 2)} for k, v in top}
+    return {"res": res, "ready": ready, "cpu_ms": cpu_ms, "commands": commands, "core_s": core_s, "redis_used_mb": used_mb, "keys": keys,
             "redis_cpu_ms": round(1000 * redis_cpu_s / n, 2),
             "driver_cpu_ms": round(1000 * (driver["last"] - driver["start"]) / n, 2)}
 
@@ -143,6 +147,8 @@ def report(inp: ReplayInput, run: dict, load_s: float) -> dict:
               f"peak rss {res.services[k]['max_rss_mb']:7.1f} MB")
     print(f"  (not services) redis cpu {run['redis_cpu_ms']:7.2f} ms/session, driver cpu {run['driver_cpu_ms']:7.2f} "
           "ms/session (publishing, the bar store, the quiescence polls)")
+    print("  redis commands by time: " + ", ".join(f"{k} {v['calls_per_session']}/session x {v['us_per_call']} us"
+                                                 for k, v in run["commands"].items()))
     print(f"redis used_memory at end {run['redis_used_mb']:.1f} MB, {run['keys']} keys")
     scaled = res.replay_s * TARGET_SESSIONS / max(res.sessions, 1)
     worst = max(run["cpu_ms"].values(), default=0.0)
@@ -180,9 +186,11 @@ def main() -> int:
             rows.append({"years": years, "sessions": res.sessions, "replay_s": round(res.replay_s, 2),
                          "ms_per_session": round(1000 * res.replay_s / res.sessions, 1),
                          "cpu_ms_per_session": run["cpu_ms"], "redis_used_memory_mb": round(run["redis_used_mb"], 2),
-                         "redis_keys": run["keys"]})
+                         "redis_keys": run["keys"], "redis_cpu_ms_per_session": run["redis_cpu_ms"],
+                         "commands": run["commands"]})
             print(f"{years}y: {res.sessions} sessions, {rows[-1]['ms_per_session']} ms/session wall, "
-                  f"cpu ms/session {run['cpu_ms']}, redis used_memory {run['redis_used_mb']:.1f} MB, "
+                  f"cpu ms/session {run['cpu_ms']}, redis cpu {run['redis_cpu_ms']} ms/session, "
+                  f"commands {run['commands']}, redis used_memory {run['redis_used_mb']:.1f} MB, "
                   f"{run['keys']} keys", flush=True)
         print(json.dumps({"growth": rows}, sort_keys=True))
         return 0

@@ -110,7 +110,10 @@ def evaluate(close: np.ndarray, dates: Sequence[str], symbols: Sequence[str], as
     """The features and the rule of ``asof`` from a (T, S) close matrix (NaN = no bar); rows after
     ``asof`` are cut off first."""
     uni = sorted((set(symbols) if universe is None else set(universe) & set(symbols)) - {p.market_symbol})
-    cols = [list(symbols).index(s) for s in uni]
+    first: dict[str, int] = {}
+    for j, s in enumerate(symbols):
+        first.setdefault(s, j)  # a symbol's first column, as list.index finds it
+    cols = [first[s] for s in uni]
     empty = RegimeFeatures()
     if asof not in dates:
         got = max((d for d in dates if d <= asof), default="none")
