@@ -123,8 +123,8 @@ def one_run(inp: ReplayInput, start: str, end: str, profile: Path | None, rate: 
     cpu_ms = {k: round(1000 * (v["cpu_s"] - ready.get(k, 0.0)) / n, 2) for k, v in sorted(res.services.items())}
     commands = {k.removeprefix("cmdstat_"): {"calls_per_session": round(v["calls"] / n, 1),
                                               "us_per_call": round(v["usec_per_call"], 2)} for k, v in top}
-    return {"res": res, "ready": ready, "cpu_ms": cpu_ms, "commands": commands, "core_s": core_s, "redis_used_mb": used_mb, "keys": keys,
-            "redis_cpu_ms": round(1000 * redis_cpu_s / n, 2),
+    return {"res": res, "ready": ready, "cpu_ms": cpu_ms, "commands": commands, "core_s": core_s,
+            "redis_used_mb": used_mb, "keys": keys, "redis_cpu_ms": round(1000 * redis_cpu_s / n, 2),
             "driver_cpu_ms": round(1000 * (driver["last"] - driver["start"]) / n, 2)}
 
 
@@ -162,7 +162,7 @@ def report(inp: ReplayInput, run: dict, load_s: float) -> dict:
             "overhead_ratio": round(res.replay_s / max(core_s, 1e-9), 2), "wait_s": round(res.wait_s, 2),
             "load_s": round(load_s, 2), "dlq": res.dlq, "redis_used_memory_mb": round(run["redis_used_mb"], 2),
             "redis_keys": run["keys"], "redis_cpu_ms_per_session": run["redis_cpu_ms"],
-            "driver_cpu_ms_per_session": run["driver_cpu_ms"]}
+            "driver_cpu_ms_per_session": run["driver_cpu_ms"], "commands": run["commands"]}
 
 
 def main() -> int:
