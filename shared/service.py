@@ -12,6 +12,7 @@ without a heartbeat (health checks report the service unhealthy) until it is sto
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -234,6 +235,7 @@ def run_service(spec: ServiceSpec, settings: Settings | None = None) -> int:
     if worker is not None:
         ctx.bus.publish_many(list(worker.start() or []))
     log.info("%s started as %s on %s", spec.name, consumer.name, ", ".join(spec.streams))
+    gc.freeze()  # what start-up built lives as long as the process: the collector no longer walks it
     try:
         stats = consumer.run(install_signals=False)
     finally:
