@@ -47,19 +47,19 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
     SESSION_NOT_STARTED / SNAPSHOT_MISSING / SNAPSHOT_UNRECONCILED while the session's prerequisites are
     missing; empty when none does)."""
     from avwap.commands.state import plain
-    from services.risk.core import Limits, decode_state, global_codes
+    from services.risk.core import Limits, global_codes
     from services.risk.gates import ordered
-    from services.risk.worker import STATE_KEY, controls_for, live_token_status
+    from services.risk.store import load_state
+    from services.risk.worker import controls_for, live_token_status
     from shared.controls import read_kill_switch
     from shared.settings import get_settings
 
     settings = get_settings()
     with operator_redis() as r:
-        raw = r.get(STATE_KEY)
+        _, st = load_state(r)
         ks = read_kill_switch(r)
         controls = controls_for(r, settings, None)
 
-    st = decode_state(raw)
     limits = Limits.from_settings(settings.risk)
     snap = st.broker
     # what a batch of the current session would wait for or be refused by now (the decision step's prerequisites)

@@ -36,9 +36,12 @@ class PendingEntry(msgspec.Struct, kw_only=True):
 
 
 class RiskState(msgspec.Struct, kw_only=True):
+    # Stored as a root key and a record log (``store.py``): decided, shadow and decision_batches only grow
+    # between prunes, and their values are frozen.
     # the state's commits (the first field, so the shell reads it with GETRANGE; the core never reads it):
     # a worker that holds revision ``rev`` decoded does not fetch and decode the blob again (worker.StateCache)
     rev: int = 0
+    records: int = 0  # the shell's too: how many entries of the record log belong to this root (store.py)
     session: str = ""  # the current NY trading session (latest SessionEvent date)
     clock: dict[str, dict[str, int]] = {}  # session -> phase -> event ts (+ PRE_MARKET_entry_ms)
     broker: BrokerSnapshot | None = None

@@ -1,9 +1,10 @@
 """Risk worker: reads clock, candidates, portfolio decisions, broker snapshots and order events;
 publishes EntryIntents / Rejections / alerts.
 
-Each message is one unit of work (``Bus.unit_of_work``): WATCH the state key (and the kill
+Each message is one unit of work (``Bus.unit_of_work``): WATCH the state's keys (and the kill
 switch), read the state and the controls, run the pure ``core.step``, then commit (XACK the
-message and, only if that XACK won, SET the new state and XADD the outputs) in one EXEC; the
+message and, only if that XACK won, append the new records to the state's log, SET its root and XADD
+the outputs; ``store.py``) in one EXEC; the
 handler returns the unit's ``Committed`` so the bus does not ack again. A concurrent replica's commit
 aborts the EXEC and the step is recomputed on the new state, so two replicas never together
 exceed a cap; a consumer whose entry another one already committed writes nothing (a lost
@@ -49,15 +50,14 @@ from shared.streams import (
     REGIME,
     REJECTIONS,
     TRADING_STATE_KEY,
-    state_key,
 )
 
-from .core import MODES, Controls, Limits, RiskState, decode_state, encode_state, step
+from .core import MODES, Controls, Limits, RiskState, encode_state, step
+from .store import LOG_KEY, STATE_KEY, added, all_entries, from_stored, load_state, marks, root_of
 
 log = logging.getLogger(__name__)
 
 GROUP = "risk"
-STATE_KEY = state_key("risk", "state")
 ARTIFACT_SUBDIR = "risk_decisions"
 STREAMS = [CLOCK, CANDIDATES, PORTFOLIO, REGIME, BROKER, ORDERS]
 DLQ_SCAN = 1000
@@ -186,8 +186,7 @@ def write_artifacts(r: redis.Redis, settings: Settings, sessions: list[str],
             raw, st = committed
             committed = None
         else:
-            raw = r.get(STATE_KEY)
-            st = decode_state(raw)
+            raw, st = load_state(r)
         gaps = []
         moved = False
         for s in sessions:
@@ -211,38 +210,47 @@ def write_artifacts(r: redis.Redis, settings: Settings, sessions: list[str],
     return gaps
 
 
-# One round trip under the WATCH: the state's revision (its first field), the blob unless this process
-# holds that revision (ARGV: held revision and length, "" when none), and each control key's type and value.
-# KEYS: risk state, trading state, legacy kill switch.
+# One round trip under the WATCH: the root's revision (its first field), the root and the record log unless
+# this process holds that revision (ARGV: held revision, root length and log length, "" when none), and each
+# control key's type and value. KEYS: risk's root, its record log, trading state, legacy kill switch.
 _READ_LUA = """
 local rev = string.match(redis.call('GETRANGE', KEYS[1], 0, 40), '^{"rev":(%d+)[,}]') or ''
 local len = redis.call('STRLEN', KEYS[1])
-local blob = false
-if rev == '' or rev ~= ARGV[1] or tostring(len) ~= ARGV[2] then blob = redis.call('GET', KEYS[1]) end
-local out = {rev, blob}""" + TYPED_VALUES_LUA.replace("{first}", "2") + "return out\n"
+local llen = redis.call('LLEN', KEYS[2])
+local blob, log = false, false
+if rev == '' or rev ~= ARGV[1] or tostring(len) ~= ARGV[2] or tostring(llen) ~= ARGV[3] then
+  blob = redis.call('GET', KEYS[1])
+  log = redis.call('LRANGE', KEYS[2], 0, -1)
+end
+local out = {rev, blob, log}""" + TYPED_VALUES_LUA.replace("{first}", "3") + "return out\n"
 _READ_SHA = hashlib.sha1(_READ_LUA.encode()).hexdigest()
 
 
 class StateCache(msgspec.Struct):
-    """The state this process last committed or read: its revision, its bytes and its value. A step reuses
-    the value while the stored revision and length are the same (no fetch, no decode); every commit of the
-    state bumps the revision (``transact``). Emptied before a step changes the value in place, refilled
-    after the commit."""
+    """The state this process last committed or read: its revision, its root's bytes, its value, and whether
+    the stored log is this state's. A step reuses the value while the stored revision, root length and log
+    length are the same (no fetch, no decode); every commit of the state bumps the revision
+    (``transact``). Emptied before a step changes the value in place, refilled after the commit."""
 
     rev: int = -1
     raw: bytes = b""
     state: RiskState | None = None
+    log_ok: bool = False
 
 
-def _read(r: redis.Redis, held: StateCache) -> tuple[bytes | None, RiskState, object, object]:
-    """(state bytes, state, trading state value, legacy kill-switch value), in one round trip."""
-    _rev, blob, t1, v1, t2, v2 = evalsha(r, _READ_LUA, _READ_SHA, [STATE_KEY, TRADING_STATE_KEY, LEGACY_KILL_SWITCH_KEY],
-                                         [held.rev if held.state is not None else "", len(held.raw)])
+def _read(r: redis.Redis, held: StateCache) -> tuple[bytes | None, RiskState, bool, object, object]:
+    """(root bytes, state, whether the stored log is its own, trading state value, legacy kill-switch
+    value), in one round trip."""
+    mine = held.state is not None
+    _rev, blob, entries, t1, v1, t2, v2 = evalsha(
+        r, _READ_LUA, _READ_SHA, [STATE_KEY, LOG_KEY, TRADING_STATE_KEY, LEGACY_KILL_SWITCH_KEY],
+        [held.rev if mine else "", len(held.raw), held.state.records if held.state is not None else ""])
     if blob is None and held.state is not None and _rev:
-        raw, st = held.raw, held.state
+        raw, st, log_ok = held.raw, held.state, held.log_ok
     else:
-        raw, st = blob, decode_state(blob)
-    return raw, st, typed_value(t1, v1), typed_value(t2, v2)
+        raw = blob
+        st, log_ok = from_stored(blob, entries)
+    return raw, st, log_ok, typed_value(t1, v1), typed_value(t2, v2)
 
 
 def _with_rev(body: bytes, old: int, new: int) -> bytes:
@@ -256,22 +264,33 @@ def transact(bus: Bus, settings: Settings, limits: Limits, msg: Message, d: Deli
              held: StateCache | None = None) -> tuple[Committed, list[str], bytes, RiskState]:
     """Run one step in a unit of work: state + outputs + ack in one commit (``Bus.unit_of_work``).
 
-    Returns the bus answer, the sessions whose artifact changed and the committed state (bytes and
-    value). When another consumer had already acked the entry (a real race) nothing is written:
-    ``Committed(lost_race=True)`` and no session changed. ``held``: this process's ``StateCache`` (updated).
+    The state is stored as a root and a record log (``store.py``): the commit appends the step's new
+    records to the log, or rewrites the log when the step dropped some (a prune) or the stored log is not
+    the state's, and sets the root when anything changed. Returns the bus answer, the sessions whose
+    artifact changed and the committed state (root bytes and value). When another consumer had already
+    acked the entry (a real race) nothing is written: ``Committed(lost_race=True)`` and no session changed.
+    ``held``: this process's ``StateCache`` (updated).
     """
     held = held if held is not None else StateCache()
     entry_ms = entry_id(d.entry_id)[0] if d is not None else 0
-    for uow in bus.unit_of_work(GROUP, d, watch=[STATE_KEY, TRADING_STATE_KEY, LEGACY_KILL_SWITCH_KEY]):
+    for uow in bus.unit_of_work(GROUP, d, watch=[STATE_KEY, LOG_KEY, TRADING_STATE_KEY, LEGACY_KILL_SWITCH_KEY]):
         with uow:
-            raw, state, ts_raw, legacy_raw = _read(uow.r, held)
+            raw, state, log_ok, ts_raw, legacy_raw = _read(uow.r, held)
             held.state, held.raw = None, b""  # the step changes ``state`` in place
             controls = controls_for(uow.r, settings, msg, view=view_of(ts_raw, legacy_raw))
-            rev = state.rev
+            rev, records, before = state.rev, state.records, marks(state)
             res = step(state, msg, controls, limits, entry_ms=entry_ms, copy=False)
-            res.state.rev = rev
-            new = encode_state(res.state)
-            if new != raw:
+            new_entries = added(before, res.state) if log_ok else None
+            rewrite = new_entries is None
+            if rewrite:
+                new_entries = all_entries(res.state)
+                uow.delete(LOG_KEY)
+                records = 0
+            if new_entries:
+                uow.rpush(LOG_KEY, *new_entries)
+            res.state.rev, res.state.records = rev, records + len(new_entries)
+            new = encode_state(root_of(res.state, res.state.records))
+            if new != raw or rewrite:
                 res.state.rev = rev + 1
                 new = _with_rev(new, rev, rev + 1)
                 uow.set(STATE_KEY, new)
@@ -280,8 +299,9 @@ def transact(bus: Bus, settings: Settings, limits: Limits, msg: Message, d: Deli
     answer = uow.result
     assert answer is not None
     if answer.lost_race:
-        return answer, [], raw or b"", decode_state(raw)
-    held.rev, held.raw, held.state = res.state.rev, new, res.state
+        raw, st = load_state(bus.r)
+        return answer, [], raw, st
+    held.rev, held.raw, held.state, held.log_ok = res.state.rev, new, res.state, True
     return answer, res.dates, new, res.state
 
 
@@ -338,7 +358,7 @@ class Risk(Worker):
         """Rewrite the artifacts of every session in the state (after a crash between commit and write);
         alert at once when the mode is unknown (every decision will also be refused and alerted)."""
         ctx = self.ctx
-        st = decode_state(ctx.r.get(STATE_KEY))
+        _, st = load_state(ctx.r)
         self.report_gaps(write_artifacts(ctx.r, ctx.settings, sorted(set(st.decided) | set(st.shadow)), line=self.lines))
         if not ctx.settings.core.mode_known:
             log.critical("risk: EXECUTION_MODE %r is unknown: every entry will be refused (MODE_UNKNOWN)",
