@@ -60,6 +60,30 @@ def canonical_line(obj: Any) -> bytes:
     return canonical_json(obj)
 
 
+def _canonical_float(text: str) -> msgspec.Raw:
+    """A JSON number literal as ``canonical_json`` writes it (rounded, then Python's shortest repr)."""
+    r = round(float(text), FLOAT_DECIMALS)
+    return msgspec.Raw(repr(0.0 if r == 0 else r).encode())
+
+
+_JSON_DEC = msgspec.json.Decoder(float_hook=_canonical_float)
+_SORTED_ENC = msgspec.json.Encoder(order="sorted")
+
+
+def decode_for_canonical(data: bytes) -> Any:
+    """A JSON document as builtins whose floats are already canonical (``msgspec.Raw`` literals), to nest
+    in a value given to ``canonical_json_of``."""
+    return _JSON_DEC.decode(data)
+
+
+def canonical_json_of(value: Any) -> bytes:
+    """``canonical_json`` of builtins (dicts with string keys, lists, strings, ints, bools, None) whose floats
+    come from ``decode_for_canonical``: the same bytes, without the walk in Python. JSON has no NaN or
+    Infinity, so there is nothing to refuse; msgspec writes strings as ``json.dumps(ensure_ascii=False)``
+    does and sorts keys by code point (tests/test_artifacts.py checks both against ``canonical_json``)."""
+    return _SORTED_ENC.encode(value) + b"\n"
+
+
 class UnsafePath(ValueError):
     """A path built from message data that would leave its root (or is not a plain name)."""
 

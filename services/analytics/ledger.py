@@ -7,11 +7,7 @@ the records sorted by key, never in arrival order.
 
 from __future__ import annotations
 
-import json
-
-import msgspec
-
-from shared.artifacts import canonical_line, to_plain
+from shared.artifacts import canonical_json_of, decode_for_canonical
 from shared.clock import ny_trade_date
 from shared.ids import stable_id
 from shared.schemas import (
@@ -98,6 +94,6 @@ def ledger_file_of(key: str) -> str:
 
 def ledger_line(key: str, rec: bytes, prov: bytes) -> bytes:
     """The canonical line of a stored record: its key, the provenance of its first ingest (with
-    ``input:message`` = the key) and the record."""
-    p = {**json.loads(prov), "input:message": key}
-    return canonical_line({"key": key, "provenance": p, "record": to_plain(msgspec.json.decode(rec))})
+    ``input:message`` = the key) and the record (``canonical_json``'s bytes, from the stored JSON)."""
+    p = {**decode_for_canonical(prov), "input:message": key}
+    return canonical_json_of({"key": key, "provenance": p, "record": decode_for_canonical(rec)})
