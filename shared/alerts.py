@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from shared.ids import stable_id
-from shared.logs import redact
+from shared.logs import redact, secret_values
 from shared.schemas import Alert, normalize_severity
 from shared.streams import ALERTS
 
@@ -20,10 +20,11 @@ def make_alert(source: str, kind: str, title: str, *, severity: str = "info", te
 
     ``severity`` is normalized onto info | warning | critical ("warn" -> warning, "error" -> critical).
     """
-    fields = {k: redact(str(v)) for k, v in sorted((fields or {}).items())}
+    secrets = secret_values()  # read from the environment once, not once per text
+    fields = {k: redact(str(v), secrets) for k, v in sorted((fields or {}).items())}
     key = dedup if dedup is not None else [kind, title, trade_date, fields]
     return Alert(alert_id=stable_id("al", source, key), severity=normalize_severity(severity), kind=kind,
-                 source=source, title=redact(title), text=redact(text), fields=fields, trade_date=trade_date,
+                 source=source, title=redact(title, secrets), text=redact(text, secrets), fields=fields, trade_date=trade_date,
                  ts=ts, runbook=runbook)
 
 

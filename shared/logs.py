@@ -15,7 +15,7 @@ _SECRET_ENV = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD)", re.I)
 _URL_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^:/@]*:([^@]+)@", re.I)
 
 
-def _secret_values() -> list[str]:
+def secret_values() -> list[str]:
     """Values of secret-named variables, and the password of any URL in the environment (REDIS_URL)."""
     out = [v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= 6]
     for v in os.environ.values():
@@ -25,9 +25,10 @@ def _secret_values() -> list[str]:
     return sorted(set(out), key=len, reverse=True)
 
 
-def redact(text: str) -> str:
-    """Replace any secret value from the environment by ``***``."""
-    for value in _secret_values():
+def redact(text: str, secrets: list[str] | None = None) -> str:
+    """Replace any secret value from the environment by ``***`` (``secrets``: ``secret_values()`` when the
+    caller redacts several texts at once)."""
+    for value in secret_values() if secrets is None else secrets:
         text = text.replace(value, "***")
     return text
 

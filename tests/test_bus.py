@@ -589,3 +589,18 @@ def test_an_exclusive_group_has_one_reader_and_a_new_holder_takes_the_pending_en
     assert out_ids(r) == ["al-first", "al-held", "al-later"] and b.stats.claimed == 1
     assert r.xpending(IN, "g")["pending"] == 0
     assert holder_of(r, lease_key("g")) is None  # a clean stop releases the lease at once
+
+
+def test_an_alert_never_carries_a_secret_of_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``make_alert`` redacts its title, text and every field with the secrets read once from the environment:
+    secret-named variables and the password of a URL."""
+    from shared.alerts import make_alert
+
+    monkeypatch.setenv("ALPACA_API_SECRET", "sk-live-0123456789")
+    monkeypatch.setenv("REDIS_URL", "redis://avwap:pw-for-redis@127.0.0.1:6379/0")
+    a = make_alert("executor", "broker_error", "refused with sk-live-0123456789", text="auth pw-for-redis failed",
+                   fields={"detail": "key=sk-live-0123456789", "other": "plain"})
+    assert a.title == "refused with ***" and a.text == "auth *** failed"
+    assert a.fields == {"detail": "key=***", "other": "plain"}
+    monkeypatch.delenv("ALPACA_API_SECRET")
+    assert make_alert("executor", "k", "sk-live-0123456789").title == "sk-live-0123456789"  # read at each alert
