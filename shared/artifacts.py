@@ -44,13 +44,47 @@ def _canon(value: Any) -> Any:
     return value
 
 
+def _canonical_float(text: str) -> float | msgspec.Raw:
+    """A JSON number literal (as msgspec writes a float) made what ``canonical_json`` writes: rounded, then
+    Python's shortest repr. A literal in positional notation with at most ``FLOAT_DECIMALS`` decimals, at
+    least 1e-4 and below 1e16 in size, is already that (rounding does not move it, and there msgspec's
+    shortest digits are repr's): its float goes back as it came. Any other one is rounded and written by repr."""
+    digits = text[1:] if text[:1] == "-" else text
+    dot = digits.find(".")
+    if (0 < dot <= 16 and len(digits) - dot <= FLOAT_DECIMALS + 1 and "e" not in digits
+            and not digits.startswith("0.0000") and digits != "0.0"):
+        return float(text)
+    r = round(float(text), FLOAT_DECIMALS)
+    return msgspec.Raw(repr(0.0 if r == 0 else r).encode())
+
+
+_JSON_DEC = msgspec.json.Decoder(float_hook=_canonical_float)
+_SORTED_ENC = msgspec.json.Encoder(order="sorted")
+_PLAIN_ENC = msgspec.json.Encoder()
+
+
 def to_plain(obj: Any) -> Any:
     """Structs, dataclasses, tuples... -> JSON-ready builtins with canonical floats."""
     return _canon(msgspec.to_builtins(obj))
 
 
 def canonical_json(obj: Any) -> bytes:
-    """The canonical bytes of ``obj`` (a Struct, dict, list...), ending in ``\\n``."""
+    """The canonical bytes of ``obj`` (a Struct, dict, list...), ending in ``\\n``.
+
+    msgspec writes ``obj``'s JSON, its decoder makes each float canonical (``_canonical_float``) and its encoder
+    sorts the keys: the walk's bytes without the walk (tests/test_artifacts.py compares the two). A JSON with a
+    ``null`` in it (a None, or a NaN or infinity, which msgspec writes as null) goes through the walk in Python
+    (``_canonical_json_walk``), which refuses NaN and infinities."""
+    try:
+        raw = _PLAIN_ENC.encode(obj)
+    except Exception:  # noqa: BLE001 - what msgspec cannot encode, the walk judges (and raises for)
+        raw = b"null"
+    if b"null" not in raw:
+        return _SORTED_ENC.encode(_JSON_DEC.decode(raw)) + b"\n"
+    return _canonical_json_walk(obj)
+
+
+def _canonical_json_walk(obj: Any) -> bytes:
     text = json.dumps(to_plain(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return text.encode("utf-8") + b"\n"
 
@@ -58,16 +92,6 @@ def canonical_json(obj: Any) -> bytes:
 def canonical_line(obj: Any) -> bytes:
     """One canonical JSON line (same as ``canonical_json``) for JSONL files."""
     return canonical_json(obj)
-
-
-def _canonical_float(text: str) -> msgspec.Raw:
-    """A JSON number literal as ``canonical_json`` writes it (rounded, then Python's shortest repr)."""
-    r = round(float(text), FLOAT_DECIMALS)
-    return msgspec.Raw(repr(0.0 if r == 0 else r).encode())
-
-
-_JSON_DEC = msgspec.json.Decoder(float_hook=_canonical_float)
-_SORTED_ENC = msgspec.json.Encoder(order="sorted")
 
 
 def decode_for_canonical(data: bytes) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -117,7 +118,11 @@ def test_artifacts_fsync_is_the_process_default_and_fsync_off_restores_it(tmp_pa
 _KEYS = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=6)
 _FLOATS = st.one_of(st.floats(allow_nan=False, allow_infinity=False),
                     st.floats(min_value=-1e-3, max_value=1e-3, allow_nan=False),  # where repr switches to e-notation
-                    st.sampled_from([0.0, -0.0, 1e16, 1e-5, 5e-9, 4.9999999e-9, 1.2345678949, 1e22, 123456789.123456789]))
+                    st.floats(min_value=1e14, max_value=1e18),  # where repr switches at 1e16
+                    st.decimals(places=8, min_value=-10**9, max_value=10**9, allow_nan=False).map(float),
+                    st.sampled_from([0.0, -0.0, 1e16, 1e-5, 1e-4, 0.0001, 0.00009999, 5e-9, 4.9999999e-9, 1.2345678949,
+                                     1e22, 123456789.123456789, 12345678.12345678, 9999999999999998.0,
+                                     1234567890123456.7, 0.30000000000000004, 2.675, 1.000000005]))
 _LEAVES = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**63, max_value=2**63 - 1), _FLOATS, _KEYS)
 _DOCS = st.recursive(_LEAVES, lambda inner: st.one_of(st.lists(inner, max_size=4),
                                                        st.dictionaries(_KEYS, inner, max_size=4)), max_leaves=25)
@@ -133,3 +138,32 @@ def test_the_canonical_bytes_of_stored_json_are_canonical_json_s(doc: object) ->
     assert canonical_json_of(decode_for_canonical(data)) == canonical_json(json.loads(data))
     nested = {"key": "k", "record": decode_for_canonical(data)}
     assert canonical_json_of(nested) == canonical_json({"key": "k", "record": json.loads(data)})
+
+
+class _Rec(msgspec.Struct, frozen=True):
+    name: str
+    values: dict[str, float]
+    items: tuple[float | None, ...] = ()
+    when: int = 0
+
+
+_RECS = st.builds(_Rec, name=_KEYS, values=st.dictionaries(_KEYS, _FLOATS, max_size=4),
+                  items=st.lists(st.one_of(st.none(), _FLOATS), max_size=3).map(tuple), when=st.integers(0, 2**62))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(_DOCS, _RECS, st.lists(_RECS, max_size=3), st.dictionaries(_KEYS, _RECS, max_size=3)))
+def test_canonical_json_through_msgspec_is_the_walks_bytes(obj: object) -> None:
+    """``canonical_json`` (msgspec's JSON, floats made canonical by its decoder, keys sorted by its encoder) gives
+    the bytes of the walk in Python, for documents, Structs, tuples and None alike."""
+    from shared.artifacts import _canonical_json_walk
+
+    assert canonical_json(obj) == _canonical_json_walk(obj)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_canonical_json_still_refuses_a_non_finite_float(bad: float) -> None:
+    with pytest.raises(ValueError, match="non-finite"):
+        canonical_json(_Rec(name="x", values={"a": bad}))
+    with pytest.raises(ValueError, match="non-finite"):
+        canonical_json({"deep": [1.0, {"x": bad}]})
