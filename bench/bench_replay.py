@@ -85,7 +85,39 @@ def attach_profilers(out: Path, rate: int, after: int):  # noqa: ANN201 - (list,
     return spies, hook
 
 
-def one_run(inp: ReplayInput, start: str, end: str, profile: Path | None, rate: int, warmup: int) -> dict:
+def filesystem_of(path: Path) -> str:
+    """The type of the filesystem that holds ``path`` (the longest mount point of /proc/mounts above it)."""
+    best, kind = "", "?"
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return kind
+    real = str(path.resolve())
+    for line in mounts:
+        parts = line.split()
+        if len(parts) > 2 and (real == parts[1] or real.startswith(parts[1].rstrip("/") + "/")) and len(parts[1]) > len(best):
+            best, kind = parts[1], parts[2]
+    return kind
+
+
+def atomic_write_us(scratch: Path, n: int = 200) -> float:
+    """CPU microseconds of one ``write_atomic`` of 8 KB to a new name under ``scratch`` (what every artifact
+    write costs there: on ext4 without a journal, creating an inode scans the recently deleted ones)."""
+    from shared.artifacts import fsync_off, write_atomic
+
+    d = Path(tempfile.mkdtemp(prefix="avwap-bench-probe-", dir=scratch))
+    try:
+        with fsync_off():
+            t = time.thread_time()
+            for i in range(n):
+                write_atomic(d / f"f{i}.json", b"x" * 8192)
+            return round(1e6 * (time.thread_time() - t) / n, 1)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def one_run(inp: ReplayInput, start: str, end: str, profile: Path | None, rate: int, warmup: int,
+            scratch: Path | None = None) -> dict:
     emb = start_redis_server()
     ready: dict[str, float] = {}
     driver: dict[str, float] = {}  # the driver's CPU (this process) from the services' start to the last step
@@ -97,7 +129,7 @@ def one_run(inp: ReplayInput, start: str, end: str, profile: Path | None, rate: 
         driver["start"] = driver["last"] = time.process_time()
 
     try:
-        out = Path(tempfile.mkdtemp(prefix="avwap-bench-replay-"))
+        out = Path(tempfile.mkdtemp(prefix="avwap-bench-replay-", dir=scratch))
         cfg = ReplayConfig(start=start, end=end, out=out, mode="PAPER_SIM", env=dict(ENV))
         spies, spy_hook = attach_profilers(profile, rate, warmup * 5) if profile else ([], None)
 
@@ -175,13 +207,18 @@ def main() -> int:
                     help="attach py-spy to every service after the warm-up; collapsed stacks per service here")
     ap.add_argument("--profile-rate", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=20, help="sessions before the profilers attach")
+    ap.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()),
+                    help="where the replay's artifacts, ledgers and bar store go (default: the temp dir)")
     args = ap.parse_args()
+    scratch_fs = filesystem_of(args.scratch)
+    write_us = atomic_write_us(args.scratch)
+    print(f"scratch {args.scratch} ({scratch_fs}): one atomic write of 8 KB costs {write_us} us of CPU there", flush=True)
     if args.growth:
         rows = []
         for years in (int(x) for x in args.growth.split(",")):
             start = f"{int(args.end[:4]) - years + 1}-01-01"
             inp = prepare(Path(args.bars), None, start, args.end)
-            run = one_run(inp, inp.sessions[0], args.end, None, args.profile_rate, args.warmup)
+            run = one_run(inp, inp.sessions[0], args.end, None, args.profile_rate, args.warmup, args.scratch)
             res = run["res"]
             rows.append({"years": years, "sessions": res.sessions, "replay_s": round(res.replay_s, 2),
                          "ms_per_session": round(1000 * res.replay_s / res.sessions, 1),
@@ -192,13 +229,14 @@ def main() -> int:
                   f"cpu ms/session {run['cpu_ms']}, redis cpu {run['redis_cpu_ms']} ms/session, "
                   f"commands {run['commands']}, redis used_memory {run['redis_used_mb']:.1f} MB, "
                   f"{run['keys']} keys", flush=True)
-        print(json.dumps({"growth": rows}, sort_keys=True))
+        print(json.dumps({"growth": rows, "scratch_fs": scratch_fs, "atomic_write_us": write_us}, sort_keys=True))
         return 0
     t0 = time.monotonic()
     inp = prepare(Path(args.bars), None, args.start, args.end)
     load_s = time.monotonic() - t0
-    run = one_run(inp, args.start, args.end, args.profile, args.profile_rate, args.warmup)
-    print(json.dumps(report(inp, run, load_s), sort_keys=True))
+    run = one_run(inp, args.start, args.end, args.profile, args.profile_rate, args.warmup, args.scratch)
+    print(json.dumps({**report(inp, run, load_s), "scratch_fs": scratch_fs, "atomic_write_us": write_us},
+                     sort_keys=True))
     return 0
 
 
