@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -61,6 +62,15 @@ def _canonical_float(text: str) -> float | msgspec.Raw:
 _JSON_DEC = msgspec.json.Decoder(float_hook=_canonical_float)
 _SORTED_ENC = msgspec.json.Encoder(order="sorted")
 _PLAIN_ENC = msgspec.json.Encoder()
+_PACK_ENC = msgspec.msgpack.Encoder()
+_PLAIN_DEC = msgspec.json.Decoder()
+# A number token of msgspec's JSON that the canonical form writes otherwise (an exponent, more than
+# FLOAT_DECIMALS decimals, below 1e-4, from 1e16, -0.0): a token after [ , or : and before , ] } or the end
+# (a document that is a lone number always takes the hook). A string that holds such a token between those
+# characters only costs the hook.
+_UNSIMPLE = re.compile(rb"[:,\[](?:-?(?:[0-9]+(?:\.[0-9]+)?[eE][-+]?[0-9]+|[0-9]+\.[0-9]{%d,}|0\.0000[0-9]*"
+                       rb"|[0-9]{17,}\.[0-9]+)|-0\.0)(?![^,\]}])" % (FLOAT_DECIMALS + 1))
+_NON_FINITE = re.compile(rb"\xcb[\x7f\xff][\xf0-\xff]")  # MessagePack float64 marker, exponent all ones
 
 
 def to_plain(obj: Any) -> Any:
@@ -72,16 +82,19 @@ def canonical_json(obj: Any) -> bytes:
     """The canonical bytes of ``obj`` (a Struct, dict, list...), ending in ``\\n``.
 
     msgspec writes ``obj``'s JSON, its decoder makes each float canonical (``_canonical_float``) and its encoder
-    sorts the keys: the walk's bytes without the walk (tests/test_artifacts.py compares the two). A JSON with a
-    ``null`` in it (a None, or a NaN or infinity, which msgspec writes as null) goes through the walk in Python
-    (``_canonical_json_walk``), which refuses NaN and infinities."""
+    sorts the keys: the walk's bytes without the walk (tests/test_artifacts.py compares the two). msgspec's JSON
+    writes NaN and infinities as null, so ``obj`` is first packed as MessagePack, which keeps them: when the
+    packed bytes hold a float64 with an all-ones exponent (or something that looks like one), or msgspec
+    cannot encode ``obj``, the walk in Python (``_canonical_json_walk``) decides, and refuses non-finite floats."""
     try:
+        packed = _PACK_ENC.encode(obj)
         raw = _PLAIN_ENC.encode(obj)
     except Exception:  # noqa: BLE001 - what msgspec cannot encode, the walk judges (and raises for)
-        raw = b"null"
-    if b"null" not in raw:
-        return _SORTED_ENC.encode(_JSON_DEC.decode(raw)) + b"\n"
-    return _canonical_json_walk(obj)
+        return _canonical_json_walk(obj)
+    if _NON_FINITE.search(packed):
+        return _canonical_json_walk(obj)
+    dec = _JSON_DEC if raw[:1] not in (b"{", b"[") or _UNSIMPLE.search(raw) else _PLAIN_DEC  # none to change: no hook
+    return _SORTED_ENC.encode(dec.decode(raw)) + b"\n"
 
 
 def _canonical_json_walk(obj: Any) -> bytes:

@@ -166,4 +166,4 @@ def test_canonical_json_still_refuses_a_non_finite_float(bad: float) -> None:
     with pytest.raises(ValueError, match="non-finite"):
         canonical_json(_Rec(name="x", values={"a": bad}))
     with pytest.raises(ValueError, match="non-finite"):
-        canonical_json({"deep": [1.0, {"x": bad}]})
+        canonical_json({"deep": [1.0, None, {"x": bad}]})
