@@ -36,6 +36,15 @@ def setup(redis_url: str, tmp_path: Path) -> tuple[Bus, object, Limits]:
     return Bus(redis.Redis.from_url(redis_url)), settings, limits_for(settings)
 
 
+def played(redis_url: str, tmp_path: Path, n: int) -> tuple[Bus, object, Limits, list[Message], StateCache]:
+    """The first ``n`` messages committed by one worker: (bus, settings, limits, all messages, its StateCache)."""
+    bus, settings, limits = setup(redis_url, tmp_path)
+    msgs, held = messages(), StateCache()
+    for msg in msgs[:n]:
+        transact(bus, settings, limits, msg, None, held)
+    return bus, settings, limits, msgs, held
+
+
 def stored_is_held(r: redis.Redis, held: StateCache) -> RiskState:
     raw, st = load_state(r)
     assert held.state is not None and raw == held.raw
@@ -92,11 +101,7 @@ def test_added_is_the_new_records_in_order_and_none_after_a_prune() -> None:
 def test_a_root_written_before_the_log_loads_whole_and_its_records_move_to_the_log(redis_url: str,
                                                                                      real_redis: redis.Redis,
                                                                                      tmp_path: Path) -> None:
-    bus, settings, limits = setup(redis_url, tmp_path)
-    msgs = messages()
-    held = StateCache()
-    for msg in msgs[:12]:
-        transact(bus, settings, limits, msg, None, held)
+    bus, settings, limits, msgs, _ = played(redis_url, tmp_path, 12)
     _, whole = load_state(real_redis)
     legacy = encode_state(msgspec.structs.replace(whole, records=0))  # one blob, as the layout before the log
     real_redis.set(STATE_KEY, legacy)
@@ -111,11 +116,7 @@ def test_a_root_written_before_the_log_loads_whole_and_its_records_move_to_the_l
 
 def test_a_log_without_its_root_is_not_used_and_is_rewritten(redis_url: str, real_redis: redis.Redis,
                                                             tmp_path: Path) -> None:
-    bus, settings, limits = setup(redis_url, tmp_path)
-    msgs = messages()
-    held = StateCache()
-    for msg in msgs[:8]:
-        transact(bus, settings, limits, msg, None, held)
+    bus, settings, limits, msgs, _ = played(redis_url, tmp_path, 8)
     real_redis.delete(STATE_KEY)  # Redis lost the root: its log must not lend records to a fresh state
     _, st = load_state(real_redis)
     assert not st.decided and not st.decision_batches
@@ -128,11 +129,7 @@ def test_a_log_without_its_root_is_not_used_and_is_rewritten(redis_url: str, rea
 
 def test_a_log_changed_behind_the_worker_is_read_again_not_trusted(redis_url: str, real_redis: redis.Redis,
                                                                    tmp_path: Path) -> None:
-    bus, settings, limits = setup(redis_url, tmp_path)
-    msgs = messages()
-    held = StateCache()
-    for msg in msgs[:8]:
-        transact(bus, settings, limits, msg, None, held)
+    bus, settings, limits, msgs, held = played(redis_url, tmp_path, 8)
     real_redis.rpush(LOG_KEY, b'["d","2018-11-26","cd-x",{}]')  # not the root's: its length no longer matches
     for msg in msgs[8:12]:
         transact(bus, settings, limits, msg, None, held)

@@ -241,12 +241,12 @@ class StateCache(msgspec.Struct):
 def _read(r: redis.Redis, held: StateCache) -> tuple[bytes | None, RiskState, bool, object, object]:
     """(root bytes, state, whether the stored log is its own, trading state value, legacy kill-switch
     value), in one round trip."""
-    mine = held.state is not None
+    kept = held.state
     _rev, blob, entries, t1, v1, t2, v2 = evalsha(
         r, _READ_LUA, _READ_SHA, [STATE_KEY, LOG_KEY, TRADING_STATE_KEY, LEGACY_KILL_SWITCH_KEY],
-        [held.rev if mine else "", len(held.raw), held.state.records if held.state is not None else ""])
-    if blob is None and held.state is not None and _rev:
-        raw, st, log_ok = held.raw, held.state, held.log_ok
+        [held.rev if kept is not None else "", len(held.raw), kept.records if kept is not None else ""])
+    if blob is None and kept is not None and _rev:
+        raw, st, log_ok = held.raw, kept, held.log_ok
     else:
         raw = blob
         st, log_ok = from_stored(blob, entries)
