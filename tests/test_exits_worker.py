@@ -210,6 +210,14 @@ def _run_proc(redis_url: str, tmp_path: Path, minutes, crash: str | None) -> tup
     return files[f"{D0}.jsonl"], [f[b"data"].decode() for _, f in r.xrange(INTENTS)], states
 
 
+def _without_counts(states: dict[str, bytes | None]) -> dict[str, dict | None]:
+    out = {s: json.loads(raw) if raw is not None else None for s, raw in states.items()}
+    for st in out.values():
+        if st is not None:
+            assert isinstance(st.pop("ignored"), dict)
+    return out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("crash", ["exits_before_exec:5", "exits_after_exec:5", "exits_after_exec:30"])
 def test_killed_before_or_after_exec_then_restarted_gives_the_same_outputs(redis_url: str, tmp_path: Path,
@@ -218,7 +226,10 @@ def test_killed_before_or_after_exec_then_restarted_gives_the_same_outputs(redis
     crashed = _run_proc(redis_url, tmp_path / "crash", minutes, crash)
     assert clean[0] == crashed[0] and clean[0].count(b"\n") > 10
     assert clean[1] == crashed[1] and len(clean[1]) >= 3  # the same intents, in the same order, none twice
-    assert clean[2] == crashed[2]
+    # the positions' state is the same, but for its counts of ignored deliveries: how many minute bars a
+    # position found already taken depends on how the streams interleave, and a backlog read after the restart
+    # interleaves them otherwise than live consumption (the outputs above do not depend on it)
+    assert _without_counts(clean[2]) == _without_counts(crashed[2])
     ids = [json.loads(x)["intent_id"] for x in clean[1]]
     assert len(ids) == len(set(ids))
     assert all(isinstance(decode(x), StopIntent) for x in clean[1])
