@@ -94,7 +94,7 @@ def canonical_json(obj: Any) -> bytes:
     if _NON_FINITE.search(packed):
         return _canonical_json_walk(obj)
     dec = _JSON_DEC if raw[:1] not in (b"{", b"[") or _UNSIMPLE.search(raw) else _PLAIN_DEC  # none to change: no hook
-    return _SORTED_ENC.encode(dec.decode(raw)) + b"\n"
+    return canonical_json_of(dec.decode(raw))
 
 
 def _canonical_json_walk(obj: Any) -> bytes:
@@ -115,7 +115,7 @@ def decode_for_canonical(data: bytes) -> Any:
 
 def canonical_json_of(value: Any) -> bytes:
     """``canonical_json`` of builtins (dicts with string keys, lists, strings, ints, bools, None) whose floats
-    come from ``decode_for_canonical``: the same bytes, without the walk in Python. JSON has no NaN or
+    are canonical already (from ``decode_for_canonical``): the same bytes, without the walk in Python. JSON has no NaN or
     Infinity, so there is nothing to refuse; msgspec writes strings as ``json.dumps(ensure_ascii=False)``
     does and sorts keys by code point (tests/test_artifacts.py checks both against ``canonical_json``)."""
     return _SORTED_ENC.encode(value) + b"\n"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -80,13 +80,19 @@ def decode_state(raw: bytes | None) -> RiskState:
     upcast (``shared.schemas.reasons.upcast_text``) and decoded again."""
     if not raw:
         return RiskState()
+    return decode_upcasting(_STATE_DEC, raw)
+
+
+def decode_upcasting(dec: msgspec.json.Decoder, raw: bytes) -> Any:
+    """``dec.decode(raw)``; a value that fails it only for an older spelling of a reason code is upcast
+    (``upcast_text``) and decoded again (the state, and each record of the state's log, ``store.py``)."""
     try:
-        return _STATE_DEC.decode(raw)
+        return dec.decode(raw)
     except msgspec.ValidationError:
         upcast = upcast_text(raw)
         if upcast == raw:
             raise
-        return _STATE_DEC.decode(upcast)
+        return dec.decode(upcast)
 
 
 def ny_day(ts: int) -> str:

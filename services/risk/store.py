@@ -31,10 +31,9 @@ import msgspec
 import redis
 
 from shared.schemas import PortfolioDecisionBatch
-from shared.schemas.reasons import upcast_text
 from shared.streams import state_key
 
-from .state import RiskState, decode_state
+from .state import RiskState, decode_state, decode_upcasting
 from .telemetry import DecisionRecord, ShadowRecord
 
 STATE_KEY = state_key("risk", "state")
@@ -109,10 +108,11 @@ def all_entries(st: RiskState) -> list[bytes]:
     return out
 
 
-def root_of(st: RiskState, records: int) -> RiskState:
-    """The root to store for ``st`` (a shallow copy without the records; ``records`` log entries)."""
-    return msgspec.structs.replace(st, records=records, decided={d: {} for d in st.decided},
-                                   shadow={d: {} for d in st.shadow}, decision_batches={})
+def root_of(st: RiskState) -> RiskState:
+    """The root to store for ``st`` (a shallow copy without the records; ``st.records`` says how many log
+    entries it has)."""
+    return msgspec.structs.replace(st, decided={d: {} for d in st.decided}, shadow={d: {} for d in st.shadow},
+                                   decision_batches={})
 
 
 def holds_records(root: RiskState) -> bool:
@@ -120,22 +120,11 @@ def holds_records(root: RiskState) -> bool:
     return bool(root.decision_batches) or any(root.decided.values()) or any(root.shadow.values())
 
 
-def _decode(kind: str, raw: bytes) -> object:
-    dec = _DECODERS[kind]
-    try:
-        return dec.decode(raw)
-    except msgspec.ValidationError:
-        upcast = upcast_text(raw)  # an older spelling of a reason code (as decode_state does)
-        if upcast == raw:
-            raise
-        return dec.decode(upcast)
-
-
 def assemble(root: RiskState, log: list[bytes]) -> RiskState:
     """``root`` with the records of ``log`` put back, in place."""
     for item in log:
         kind, date, key, raw = _ENTRY.decode(item)
-        rec = _decode(kind, raw)
+        rec = decode_upcasting(_DECODERS[kind], raw)
         if kind == "b":
             root.decision_batches[key] = rec  # type: ignore[assignment]
         elif kind == "d":

@@ -289,7 +289,7 @@ def transact(bus: Bus, settings: Settings, limits: Limits, msg: Message, d: Deli
             if new_entries:
                 uow.rpush(LOG_KEY, *new_entries)
             res.state.rev, res.state.records = rev, records + len(new_entries)
-            new = encode_state(root_of(res.state, res.state.records))
+            new = encode_state(root_of(res.state))
             if new != raw or rewrite:
                 res.state.rev = rev + 1
                 new = _with_rev(new, rev, rev + 1)
