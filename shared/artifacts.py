@@ -140,8 +140,8 @@ def under(root: str | os.PathLike[str], *parts: str) -> Path:
                 or any(x in ("", ".", "..") for x in pieces)):
             raise UnsafePath(f"unsafe path component {text!r} under {base}")
     out = base.joinpath(*parts)
-    top = base.resolve()
-    if not out.resolve().is_relative_to(top):
+    top, real = os.path.realpath(base), os.path.realpath(out)  # what Path.resolve does, without its Path objects
+    if real != top and not real.startswith(top if top.endswith(os.sep) else top + os.sep):
         raise UnsafePath(f"{out} leaves {base}")
     return out
 

@@ -26,10 +26,12 @@ import hashlib
 import io
 import math
 import os
+import re
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -371,8 +373,9 @@ class BarStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self._cache: dict[tuple[str, str], tuple[tuple[int, int, int], pd.DataFrame]] = {}
-        self._day_arrays: dict[str, tuple[tuple[int, int, int], np.ndarray, np.ndarray, int]] = {}
-        self._sym_index: dict[str, int] = {}
+        self._day_arrays: dict[str, _Day] = {}
+        self._sym_index: dict[str, int] = {}  # symbol -> its index in ``_sym_names`` (the per-day arrays' ``idx``)
+        self._sym_names: list[str] = []
         # the last panels built, by symbols requested (None: every symbol): a session's panel reuses the
         # previous one's columns for every day whose file version is unchanged (a sliding window)
         self._panels: dict[tuple[str, ...] | None, _PanelCache] = {}
@@ -428,16 +431,17 @@ class BarStore:
 
     def read_day(self, tf: str, trade_date: str) -> pd.DataFrame:
         """The bars of one session (last copy of each (symbol, ts) wins; torn lines skipped)."""
-        p = self.path(tf, trade_date)
+        p = self._day_file(tf, trade_date)
         try:
-            size = _version(p.stat())
+            size = _version(os.stat(p))
         except FileNotFoundError:
             return _empty_frame()
         key = (tf, trade_date)
         hit = self._cache.get(key)
         if hit is not None and hit[0] == size:
             return hit[1]
-        frame = _parse_day(p.read_bytes())
+        with open(p, "rb") as fh:
+            frame = _parse_day(fh.read())
         self._cache[key] = (size, frame)
         return frame
 
@@ -474,26 +478,56 @@ class BarStore:
 
     def _day_array(self, d: str) -> tuple[np.ndarray, np.ndarray, int]:
         """(symbol indices, OHLCV values (5, n), session ts) of one daily file, cached by its version."""
-        _, idx, vals, ts = self._day_part(d)
-        return idx, vals, ts
+        day = self._day_part(d)
+        return day.idx, day.vals, day.ts
 
-    def _day_part(self, d: str) -> tuple[tuple[int, int, int], np.ndarray, np.ndarray, int]:
-        """(file version, symbol indices, OHLCV values (5, n), session ts) of one daily file."""
-        size = _version(os.stat(os.path.join(self.root, "1d", f"{d}.csv")))
+    def _day_file(self, tf: str, d: str) -> str:
+        """The file of ``tf`` and session ``d``: joined directly for a plain date, else through ``under``
+        (which refuses a name that would leave the store)."""
+        return os.path.join(self.root, tf, f"{d}.csv") if _PLAIN_DATE.fullmatch(d) else str(self.path(tf, d))
+
+    def _day_part(self, d: str) -> _Day:
+        """One daily file's arrays, cached by its version (raises FileNotFoundError without a file)."""
+        path = self._day_file("1d", d)
+        size = _version(os.stat(path))
         hit = self._day_arrays.get(d)
-        if hit is not None and hit[0] == size:
+        if hit is not None and hit.version == size:
             return hit
-        got = _parse_rows(self.path("1d", d).read_bytes())
+        with open(path, "rb") as fh:
+            got = _parse_rows(fh.read())
         if got is not None and got[3]:  # in order: the arrays as parsed (what read_day's frame holds)
             syms, tss, vals = got[0].tolist(), got[1], np.ascontiguousarray(got[2].T)
         else:
             f = self.read_day("1d", d)
             syms, tss = f["symbol"].tolist(), f["ts"].to_numpy()
             vals = np.ascontiguousarray(f[list(FIELDS)].to_numpy(dtype=np.float64).T)
-        idx = np.array([self._sym_index.setdefault(s, len(self._sym_index)) for s in syms], dtype=np.int64)
-        ts = int(tss[0]) if len(syms) else 0
-        self._day_arrays[d] = (size, idx, vals, ts)
-        return self._day_arrays[d]
+        for s in syms:
+            if s not in self._sym_index:
+                self._sym_index[s] = len(self._sym_names)
+                self._sym_names.append(s)
+        idx = np.array([self._sym_index[s] for s in syms], dtype=np.int64)
+        day = _Day(size, idx, vals, int(tss[0]) if len(syms) else 0, np.asarray(tss, dtype=np.int64))
+        self._day_arrays[d] = day
+        return day
+
+    def version(self, tf: str, trade_date: str) -> tuple[int, int, int] | None:
+        """What identifies the content of one session's file (size, mtime, inode), or None without a file."""
+        try:
+            return _version(os.stat(self._day_file(tf, trade_date)))
+        except FileNotFoundError:
+            return None
+
+    def daily_bars(self, trade_date: str) -> dict[str, BarRow]:
+        """symbol -> its daily bar of ``trade_date``, the last copy of each symbol's rows as ``read_day``
+        orders them ({} without a file); from the arrays ``daily_panel`` reads too, so a file is parsed once."""
+        try:
+            day = self._day_part(trade_date)
+        except FileNotFoundError:
+            return {}
+        names = self._sym_names
+        o, h, lo, c, v = day.vals.tolist()
+        return {names[i]: BarRow(symbol=names[i], ts=t, open=a, high=b, low=x, close=y, volume=z)
+                for i, t, a, b, x, y, z in zip(day.idx.tolist(), day.row_ts.tolist(), o, h, lo, c, v, strict=True)}
 
     def daily_panel(self, symbols: Sequence[str] | None = None, before: str | None = None,
                     through: str | None = None, lookback: int | None = None) -> Panel:
@@ -506,13 +540,12 @@ class BarStore:
         every = symbols is None
         if symbols is None:
             seen = np.zeros(len(self._sym_index), dtype=bool)
-            for _, idx, _, _ in parts:
-                seen[idx] = True
-            names = {i: s for s, i in self._sym_index.items()}
-            symbols = sorted(names[int(i)] for i in np.flatnonzero(seen))
+            for day in parts:
+                seen[day.idx] = True
+            symbols = sorted(self._sym_names[int(i)] for i in np.flatnonzero(seen))
         symbols = list(symbols)
         t, s = len(ds), len(symbols)
-        versions = [p[0] for p in parts]
+        versions = [p.version for p in parts]
         key = None if every else tuple(symbols)
         prev = self._panels.get(key)
         slid = _slide(prev, symbols, ds, versions) if prev is not None else None
@@ -544,7 +577,7 @@ class BarStore:
                 if i is not None:
                     col[i] = j
             for k in todo:
-                _, idx, vals, day_ts = parts[k]
+                _, idx, vals, day_ts, _ = parts[k]
                 j = col[idx]
                 if every:
                     cube[:, k, j] = vals
@@ -564,6 +597,18 @@ class BarStore:
                      volume=cube[4], ts=ts)
 
 
+class _Day(NamedTuple):
+    """One daily file as arrays: its version, each row's symbol index, OHLCV (5, rows), the session ts
+    (the first row's) and each row's ts."""
+
+    version: tuple[int, int, int]
+    idx: np.ndarray
+    vals: np.ndarray
+    ts: int
+    row_ts: np.ndarray
+
+
+_PLAIN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _PANELS_KEPT = 4  # panels kept per store (the scanner and the regime ask for one each; analytics a few)
 
 

@@ -166,3 +166,38 @@ def test_store_daily_returns_exactly_the_loaded_bars_of_one_symbol(tmp_path):
         assert store.daily(sym, through="2018-06-29", lookback=20) == [
             b for b in want if b.ts <= calendar().open_close_ns("2018-06-29")[1]][-20:]
     assert store.daily("NOPE") == []
+
+
+def test_store_daily_bars_are_read_days_rows_by_symbol_last_copy_winning(tmp_path):
+    """``BarStore.daily_bars`` (from the per-day arrays the panels use) gives what ``read_day`` holds, one bar
+    per symbol (its last row), for a file written in order, one redelivered out of order with a torn line,
+    one rewritten in place, and a missing one; a date that would leave the store is refused."""
+    from shared.artifacts import UnsafePath
+    from shared.bars import frame_to_rows
+
+    store = BarStore(tmp_path)
+    d1, d2 = "2018-01-02", "2018-01-03"
+    store.append("1d", [_bar("A", d1, 10), _bar("B", d1, 20)])
+    store.append("1d", [_bar("B", d2, 21), _bar("A", d2, 11), _bar("B", d2, 22)])  # out of order, B twice
+    with open(store.path("1d", d2), "ab") as fh:
+        fh.write(b"C,15148")
+
+    def by_read_day(d: str) -> dict[str, BarRow]:
+        return {r.symbol: r for r in frame_to_rows(BarStore(tmp_path).read_day("1d", d))}
+
+    for d in (d1, d2):
+        got = store.daily_bars(d)
+        assert got == by_read_day(d) and list(got) == list(by_read_day(d)), d
+    assert store.daily_bars(d2)["B"].close == 22
+    assert store.daily_panel().dates == [d1, d2]  # the panel's read shares the arrays: still the same bars after
+    assert store.daily_bars(d1) == by_read_day(d1)
+    v = store.version("1d", d1)
+    path = store.path("1d", d1)  # rewritten in place (a new inode): read again
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"A,{_bar('A', d1, 99).ts},99,100,98,99,100\n")
+    tmp.replace(path)
+    assert store.version("1d", d1) != v and store.daily_bars(d1) == by_read_day(d1) and list(store.daily_bars(d1)) == ["A"]
+    assert store.daily_bars("2018-01-04") == {} and store.version("1d", "2018-01-04") is None
+    for bad in ("../1d/2018-01-02", "/etc/passwd"):
+        with pytest.raises(UnsafePath):
+            store.daily_bars(bad)

@@ -135,6 +135,15 @@ def test_the_path_helper_refuses_anything_that_leaves_its_root(tmp_path: Path) -
     (tmp_path / "link").symlink_to("/")  # a symlink out of the root is refused too
     with pytest.raises(UnsafePath):
         under(tmp_path, "link", "etc")
+    root = tmp_path / "art"
+    (tmp_path / "art-other").mkdir()
+    root.mkdir()
+    (root / "near").symlink_to(tmp_path / "art-other")  # a sibling whose name begins with the root's
+    with pytest.raises(UnsafePath):
+        under(root, "near", "x.json")
+    (root / "sub").mkdir()
+    (root / "inside").symlink_to(root / "sub")  # a symlink that stays inside is fine
+    assert under(root, "inside", "x.json") == root / "inside" / "x.json"
 
 
 def test_services_build_artifact_paths_with_the_helper(tmp_path: Path) -> None:

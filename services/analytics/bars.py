@@ -7,7 +7,7 @@ import bisect
 
 import numpy as np
 
-from shared.bars import BarStore, frame_to_rows
+from shared.bars import BarStore
 from shared.schemas import BarRow
 
 from .trades import BarSource
@@ -21,7 +21,7 @@ class Bars:
     def __init__(self, root: str) -> None:
         self.store = BarStore(root)
         self._dates: dict[str, list[str]] = {}
-        self._rows: dict[str, tuple[int, dict[str, BarRow]]] = {}  # date -> (rows in the file, symbol -> daily bar)
+        self._rows: dict[str, tuple[tuple[int, int, int], dict[str, BarRow]]] = {}  # date -> (file version, symbol -> bar)
         self._ext: dict[tuple[str, str], tuple[str, float, float]] = {}  # (symbol, start) -> (end, max high, min low)
 
     def refresh(self, date: str | None = None) -> None:
@@ -48,13 +48,15 @@ class Bars:
         return self._dates[tf]
 
     def day(self, date: str) -> dict[str, BarRow]:
-        """symbol -> its daily bar of ``date`` (re-read when the file grew; the newest KEEP_DAYS kept)."""
-        f = self.store.read_day("1d", date)
+        """symbol -> its daily bar of ``date`` (re-read when the file changed; the newest KEEP_DAYS kept)."""
+        version = self.store.version("1d", date)
+        if version is None:
+            return {}
         hit = self._rows.get(date)
-        if hit is not None and hit[0] == len(f):
+        if hit is not None and hit[0] == version:
             return hit[1]
-        rows = {r.symbol: r for r in frame_to_rows(f)}
-        self._rows[date] = (len(f), rows)
+        rows = self.store.daily_bars(date)
+        self._rows[date] = (version, rows)
         if len(self._rows) > KEEP_DAYS:
             for d in sorted(self._rows)[: len(self._rows) - KEEP_DAYS]:
                 del self._rows[d]
