@@ -376,6 +376,7 @@ class BarStore:
         self._day_arrays: dict[str, _Day] = {}
         self._sym_index: dict[str, int] = {}  # symbol -> its index in ``_sym_names`` (the per-day arrays' ``idx``)
         self._sym_names: list[str] = []
+        self._daily_dir = os.path.join(self.root, "1d", "")
         # the last panels built, by symbols requested (None: every symbol): a session's panel reuses the
         # previous one's columns for every day whose file version is unchanged (a sliding window)
         self._panels: dict[tuple[str, ...] | None, _PanelCache] = {}
@@ -427,7 +428,7 @@ class BarStore:
             names = os.listdir(os.path.join(self.root, tf))
         except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(n[:-4] for n in names if n.endswith(".csv") and not n.startswith("."))
+        return sorted([n[:-4] for n in names if n[-4:] == ".csv" and n[:1] != "."])
 
     def read_day(self, tf: str, trade_date: str) -> pd.DataFrame:
         """The bars of one session (last copy of each (symbol, ts) wins; torn lines skipped)."""
@@ -478,7 +479,7 @@ class BarStore:
 
     def _day_array(self, d: str) -> tuple[np.ndarray, np.ndarray, int]:
         """(symbol indices, OHLCV values (5, n), session ts) of one daily file, cached by its version."""
-        day = self._day_part(d)
+        day = self._day_part(d, listed=True)
         return day.idx, day.vals, day.ts
 
     def _day_file(self, tf: str, d: str) -> str:
@@ -486,13 +487,15 @@ class BarStore:
         (which refuses a name that would leave the store)."""
         return os.path.join(self.root, tf, f"{d}.csv") if _PLAIN_DATE.fullmatch(d) else str(self.path(tf, d))
 
-    def _day_part(self, d: str) -> _Day:
-        """One daily file's arrays, cached by its version (raises FileNotFoundError without a file)."""
-        path = self._day_file("1d", d)
-        size = _version(os.stat(path))
+    def _day_part(self, d: str, listed: bool = False) -> _Day:
+        """One daily file's arrays, cached by its version (raises FileNotFoundError without a file).
+        ``listed``: ``d`` is a name from this store's own listing (``dates``), joined without a check."""
+        path = f"{self._daily_dir}{d}.csv" if listed else self._day_file("1d", d)
+        st = os.stat(path)
         hit = self._day_arrays.get(d)
-        if hit is not None and hit.version == size:
+        if hit is not None and hit.version == (st.st_size, st.st_mtime_ns, st.st_ino):  # _version, inlined
             return hit
+        size = _version(st)
         with open(path, "rb") as fh:
             got = _parse_rows(fh.read())
         if got is not None and got[3]:  # in order: the arrays as parsed (what read_day's frame holds)
@@ -536,7 +539,7 @@ class BarStore:
         session's) only writes its new days into the buffer's unwritten slots; another window copies
         the days it shares with the last one; a day whose file changed is assembled afresh."""
         ds = self._select_dates("1d", before, through, lookback)
-        parts = [self._day_part(d) for d in ds]
+        parts = [self._day_part(d, listed=True) for d in ds]
         every = symbols is None
         if symbols is None:
             seen = np.zeros(len(self._sym_index), dtype=bool)
