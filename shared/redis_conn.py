@@ -29,6 +29,12 @@ def connect(url: str, **kwargs: object) -> redis.Redis:
     return redis.Redis.from_url(url, socket_keepalive=True, health_check_interval=30, **kwargs)  # type: ignore[arg-type]
 
 
+def pooled_client(r: redis.Redis) -> redis.Redis:
+    """A client of ``r``'s connection pool that checks a connection out per command: the one to hand to
+    another thread when ``r`` keeps one connection (``shared.service.pinned_client``)."""
+    return redis.Redis(connection_pool=r.connection_pool)
+
+
 def redact_url(url: str) -> str:
     """``url`` with any password replaced by ``***`` (for logs and error messages)."""
     from urllib.parse import urlsplit, urlunsplit

@@ -456,15 +456,21 @@ def test_encoded_entry_is_readable_json(real_redis: redis.Redis) -> None:
     assert json.loads(f[b"data"])["alert_id"] == "al-1"
 
 
-def test_consumer_rides_out_a_redis_restart(tmp_path: Path) -> None:
-    """A lost connection is retried with backoff, never a crash; consuming resumes after the restart."""
+@pytest.mark.parametrize("client", ["pooled", "pinned"])
+def test_consumer_rides_out_a_redis_restart(tmp_path: Path, client: str) -> None:
+    """A lost connection is retried with backoff, never a crash; consuming resumes after the restart, also on
+    the client a service consumes with (``pinned_client``: one connection kept, reconnected by redis-py)."""
     from shared.redis_conn import start_redis_server
+    from shared.service import pinned_client
 
     (tmp_path / "redis").mkdir()
     private_redis = start_redis_server(appendonly=True, workdir=str(tmp_path / "redis"))
     url = private_redis.url
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     r = redis.Redis.from_url(url)
+    if client == "pinned":
+        r = pinned_client(r, threading.Event(), url, "test")
+        assert r is not None and r.connection is not None  # one connection, kept
     c = Consumer(r, "g", [IN], echo(), name="c1", block_ms=100)
     c.ensure_groups()
     t = threading.Thread(target=c.run, kwargs={"install_signals": False})

@@ -41,6 +41,7 @@ import msgspec
 import redis
 
 from shared.bus import Delivery, Emit, live_consumers
+from shared.redis_conn import pooled_client
 from shared.schemas import Alert, Message, SessionEvent, decode, encode
 from shared.service import ServiceContext, ServiceSpec, Worker, run_service
 from shared.streams import ALERTS, CLOCK, CONTROL, DLQ, state_key
@@ -342,7 +343,7 @@ class Notifier(Worker):
             from .slack_control import start_socket_mode
 
             base = core.slack_base_url if core.slack_base_url.endswith("/") else core.slack_base_url + "/"
-            self.socket_mode = start_socket_mode(self.ctx.r, app, bot, base, core.slack_channel, a.slack_allowed_users,
+            self.socket_mode = start_socket_mode(pooled_client(self.ctx.r), app, bot, base, core.slack_channel, a.slack_allowed_users,
                                                  a.slack_confirm_ttl_s)
             log.info("slack commands: Socket Mode connected (%d allowed users)", len(a.slack_allowed_users))
         elif app:
