@@ -404,3 +404,36 @@ def test_history_written_before_the_ingest_logs_is_backfilled_on_start(redis_url
     assert real_redis.llen(histlog_key("order_event")) == real_redis.hlen("avwap:state:analytics:hist:order_event")
     handler(snap(D3, "close"), Delivery(BROKER, "9-0", 2, "analytics-0"))
     assert (tmp_path / "artifacts" / "trades" / f"{D3}.json").read_bytes() == files[f"artifacts/trades/{D3}.json"]
+
+
+def test_the_alerts_of_a_close_are_in_its_journal_and_their_ingest_rewrites_nothing(
+        redis_url: str, real_redis: redis.Redis, tmp_path: Path, bars_dir: Path, monkeypatch) -> None:
+    """The daily report and reconciliation alerts a close publishes come back on avwap:alerts as late records
+    of the closed day: they are staged with the close and written into its journal then, so their ingest
+    finds them stored and sets nothing off (no lock, no rewrite); the bytes are those of a run where the
+    ingest rewrote the journal (the other tests' expectations, and ``test_redelivery_changes_nothing``)."""
+    import json
+
+    import services.analytics.worker as worker
+
+    routed: dict[str, tuple[str, str, str, bool]] = {}  # alert id -> the last route (a guess that a guard undid comes first)
+    real_route = worker.route
+
+    def recording(msg: Message, key: str, **kw):
+        step = real_route(msg, key, **kw)
+        if isinstance(msg, Alert):
+            routed[msg.alert_id] = (msg.source, msg.kind, msg.trade_date, step.locked)
+        return step
+
+    monkeypatch.setattr(worker, "route", recording)
+    files = run(redis_url, tmp_path, bars_dir)
+    own = [r for r in routed.values() if r[0] == "analytics" and r[1] in ("daily_report", "recon_mismatch")]
+    assert {(k, d) for _, k, d, _ in own} == {("daily_report", D1), ("daily_report", D2), ("daily_report", D3),
+                                              ("recon_mismatch", D2)}
+    assert not any(locked for *_, locked in own)  # stored by the close: nothing to do on their ingest
+    for d in (D1, D2, D3):
+        lines = [json.loads(x) for x in files[f"ledger/analytics/{d}.journal.jsonl"].splitlines()]
+        kinds = [x["record"].get("kind") for x in lines if x["key"].startswith("alert:")]
+        assert "daily_report" in kinds and ("recon_mismatch" in kinds) == (d == D2), d
+        provs = {json.dumps({k: v for k, v in x["provenance"].items() if k != "input:message"}) for x in lines}
+        assert len(provs) == 1  # the staged records carry this worker's provenance, as an ingested one does

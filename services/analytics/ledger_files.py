@@ -10,7 +10,7 @@ the next start.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from shared.artifacts import under, write_atomic
@@ -44,13 +44,18 @@ def write_ledger(st: State, date: str, records: dict[str, bytes], provs: dict[st
 
 
 def flush_ledgers(st: State, date: str, which: Iterable[str] = ("ledger", "journal"),
-                  records: dict[str, bytes] | None = None) -> None:
+                  records: dict[str, bytes] | None = None, staged: Mapping[str, bytes] | None = None) -> None:
     """Rewrite ledger files of ``date`` (the caller holds the date's lock). A file is marked clean
-    before its records are read, so a record ingested meanwhile marks it dirty again."""
+    before its records are read, so a record ingested meanwhile marks it dirty again. ``staged``: records
+    the caller's unit of work stores with this worker's provenance (``DayWork.put_record``), written too."""
     which = tuple(which)
     st.store.mark_clean(date, which)
     recs = records if records is not None else st.store.day(date)
-    write_ledger(st, date, recs, st.store.day_provenance(date), which)
+    provs = st.store.day_provenance(date)
+    if staged:
+        recs = {**recs, **{k: v for k, v in staged.items() if k not in recs}}
+        provs = {**{k: st.store.prov for k in staged}, **provs}
+    write_ledger(st, date, recs, provs, which)
 
 
 def flush_dirty(st: State) -> None:

@@ -343,6 +343,13 @@ class DayWork:
         prev = self.store.r.zrevrangebyscore(OPENS_KEY, ms - 1, "-inf", start=0, num=1, withscores=True)
         return ms, int(prev[0][1]) if prev else 0  # type: ignore[index]
 
+    def put_record(self, rec: Record) -> None:
+        """Store ``rec`` (of the locked date) with this worker's provenance, as its ingest would: the record of a
+        message this unit publishes and analytics consumes, so that its ingest finds it stored (``close_of_day``).
+        No dirty mark: the caller writes the ledger file with it before the commit."""
+        self.uow.hsetnx(day_key(rec.date), rec.key, rec.data)
+        self.uow.hsetnx(prov_key(rec.date), rec.key, self.store.prov)
+
     def put_snapshot(self, date: str, snap: PortfolioSnapshot) -> None:
         self.uow.hset(SNAPSHOTS_KEY, date, msgspec.json.encode(snap))
         self.uow.incr(SNAPVER_KEY)

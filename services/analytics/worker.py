@@ -115,7 +115,7 @@ class Analytics(Worker):
             elif what == "undecided":
                 emits += undecided(st, date, work)
         if step.regen == "artifacts":
-            process_close(st, date, work)
+            process_close(st, date, work, publishing=False)  # rewrites D's files; its messages went out at D's close
         elif step.regen:
             flush_ledgers(st, date, (step.regen,))
         return emits
