@@ -2,8 +2,10 @@
 
 The scanner computes, at CLOSE of D, what PRE_MARKET of the next session will ask for (its scan, a
 pure function of the bars before that session and the universe file) in one background thread, so
-the CLOSE entry is acked at once and the work overlaps the other services' close of day. PRE_MARKET takes the result and uses it only if ``Kept.fits``: the
-same session, a bit-identical panel and the same universe file bytes; otherwise it computes afresh.
+the CLOSE entry is acked at once and the work overlaps the other services' close of day. PRE_MARKET takes the
+result and uses it only if ``Kept.fits``: the same session, the same day files (their versions, as
+``BarStore.day_versions`` reads them: what the store's panel cache trusts, so the panel PRE_MARKET would
+read is the very panel the scan saw) and the same universe file bytes; otherwise it computes afresh.
 Same inputs, same pure function: the same bytes as if computed at PRE_MARKET (docs/performance.md).
 """
 
@@ -17,9 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
-import numpy as np
-
-from shared.bars import FIELDS, Panel
+from shared.bars import Panel
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,31 +35,25 @@ def file_stamp(path: str | None) -> str:
         return "missing"
 
 
-def same_panel(a: Panel, b: Panel) -> bool:
-    """Whether two panels hold exactly the same dates, symbols and values (bit for bit, NaN included)."""
-    if a.dates != b.dates or a.symbols != b.symbols:
-        return False
-    for f in (*FIELDS, "ts"):
-        x, y = getattr(a, f), getattr(b, f)
-        if x.shape != y.shape or x.dtype != y.dtype:
-            return False
-        if not np.array_equal(np.ascontiguousarray(x).view(np.uint8), np.ascontiguousarray(y).view(np.uint8)):
-            return False
-    return True
-
-
 @dataclass(frozen=True)
 class Kept(Generic[T]):
-    """A result computed ahead with what it was computed from (the panel is a read-only view:
-    ``BarStore.daily_panel`` never changes a panel it handed out)."""
+    """A result computed ahead with what it was computed from: the session, the panel's ``(dates, versions)``
+    (``shared.bars.Panel.versions``) and the universe file's stamp."""
 
     session: str
-    panel: Panel
+    source: tuple[list[str], tuple[tuple[int, int, int], ...]]
     stamp: str  # file_stamp of the universe file
     value: T
 
-    def fits(self, session: str, panel: Panel, stamp: str) -> bool:
-        return session == self.session and stamp == self.stamp and stamp != "missing" and same_panel(panel, self.panel)
+    @classmethod
+    def of(cls, session: str, panel: Panel, stamp: str, value: T) -> Kept[T]:
+        return cls(session, (list(panel.dates), panel.versions), stamp, value)
+
+    def fits(self, session: str, source: tuple[list[str], tuple[tuple[int, int, int], ...]], stamp: str) -> bool:
+        """Whether the result stands for ``session`` whose panel would be read from ``source`` (a panel not read
+        from a store has no versions and never fits)."""
+        return (session == self.session and stamp == self.stamp and stamp != "missing" and bool(self.source[1])
+                and source[0] == self.source[0] and source[1] == self.source[1])
 
 
 class Ahead(Generic[T]):

@@ -319,6 +319,9 @@ class Panel:
     close: np.ndarray
     volume: np.ndarray
     ts: np.ndarray  # (T,) session close ns
+    # the version of each day's file when the panel was read from a ``BarStore`` (``BarStore.day_versions``:
+    # the same versions give the same arrays), else ()
+    versions: tuple[tuple[int, int, int], ...] = ()
 
     def column(self, symbol: str) -> int:
         return self.symbols.index(symbol)
@@ -513,6 +516,14 @@ class BarStore:
         self._day_arrays[d] = day
         return day
 
+    def day_versions(self, before: str | None = None, through: str | None = None,
+                     lookback: int | None = None) -> tuple[list[str], tuple[tuple[int, int, int], ...]]:
+        """The sessions ``daily_panel`` would read for the same selection, and their files' versions: equal to a
+        panel's ``(dates, versions)`` exactly when that panel is what ``daily_panel`` would return now (the
+        panel cache trusts the same versions), without reading or assembling anything."""
+        ds = self._select_dates("1d", before, through, lookback)
+        return ds, tuple(_version(os.stat(f"{self._daily_dir}{d}.csv")) for d in ds)
+
     def version(self, tf: str, trade_date: str) -> tuple[int, int, int] | None:
         """What identifies the content of one session's file (size, mtime, inode), or None without a file."""
         try:
@@ -597,7 +608,7 @@ class BarStore:
         while len(self._panels) > _PANELS_KEPT:
             self._panels.pop(next(iter(self._panels)))
         return Panel(dates=list(ds), symbols=list(symbols), open=cube[0], high=cube[1], low=cube[2], close=cube[3],
-                     volume=cube[4], ts=ts)
+                     volume=cube[4], ts=ts, versions=tuple(versions))
 
 
 class _Day(NamedTuple):

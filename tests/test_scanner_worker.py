@@ -10,7 +10,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pytest
 import redis
 
@@ -313,17 +312,32 @@ def test_the_scan_computed_ahead_at_close_is_used_only_on_the_same_inputs(redis_
     assert paths(tmp_path / "artifacts", D)["rejects"].read_bytes() == artifact_bytes(fresh)["rejects"]
 
 
-def test_a_scan_ahead_fits_only_a_bit_identical_panel(sample) -> None:
-    from dataclasses import replace as dc_replace
+def test_a_scan_ahead_fits_only_the_same_day_files(sample, tmp_path) -> None:
+    """``Kept.fits`` compares the sessions and file versions a panel was read from with those the store has
+    now: unchanged files fit; a bar appended to one day, a day rewritten in place, another session's window,
+    another universe file or a panel not read from a store do not."""
+    from shared.ahead import Kept
+    from shared.schemas import BarRow
 
-    from shared.ahead import same_panel
-
-    pan = Panel.from_frame(sample.frame, before=D, lookback=260)
-    holed = pan.close.copy()
-    holed[5, 3] = np.nan  # no bar
-    pan = dc_replace(pan, close=holed)
-    assert same_panel(pan, dc_replace(pan, close=holed.copy()))  # NaN compares as the same bits
-    fixed = pan.close.copy()
-    fixed[-1, 0] = np.nextafter(fixed[-1, 0], np.inf)  # a correction in the last digit of one close
-    assert not same_panel(pan, dc_replace(pan, close=fixed))
-    assert not same_panel(pan, dc_replace(pan, dates=[*pan.dates[:-1], "2099-01-01"]))
+    store = BarStore(tmp_path)
+    store.import_result(LoadResult(tf="1d", frame=sample.frame[sample.frame["trade_date"] < D]))
+    pan = store.daily_panel(before=D, lookback=260)
+    kept = Kept.of(D, pan, "u", None)
+    assert kept.fits(D, store.day_versions(before=D, lookback=260), "u")
+    assert kept.fits(D, BarStore(tmp_path).day_versions(before=D, lookback=260), "u")  # another process's view
+    assert not kept.fits(D, store.day_versions(before=D, lookback=260), "other universe")
+    assert not kept.fits(D, store.day_versions(before=D, lookback=259), "u")
+    assert not Kept.of(D, Panel.from_frame(sample.frame, before=D, lookback=260), "u", None).fits(
+        D, store.day_versions(before=D, lookback=260), "u")
+    day = pan.dates[-3]
+    ts = int(pan.ts[-3])
+    store.append("1d", [BarRow(symbol="ZZZZ", ts=ts, open=10.0, high=10.5, low=9.5, close=10.2, volume=1e6)])
+    assert not kept.fits(D, store.day_versions(before=D, lookback=260), "u")  # a late bar of an earlier day
+    pan = store.daily_panel(before=D, lookback=260)
+    kept = Kept.of(D, pan, "u", None)
+    path = store.path("1d", day)
+    data = path.read_bytes()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)  # the same bytes, rewritten (the backfill's purge): read again, never trusted
+    assert not kept.fits(D, store.day_versions(before=D, lookback=260), "u")

@@ -50,15 +50,16 @@ class Scanner(Worker):
         stamp = file_stamp(settings.scanner.scan_universe_file)
         panel = store_panel(self.store, nxt, settings)
         result = scan_for(panel, nxt, settings)
-        return Kept(nxt, panel, stamp, (result, artifact_bytes(result)))
+        return Kept.of(nxt, panel, stamp, (result, artifact_bytes(result)))
 
     def scan(self, day: str) -> tuple[ScanResult, dict[str, bytes] | None]:
         kept = self.ahead.take()
         settings = self.settings
-        panel = store_panel(self.store, day, settings)
-        if kept is not None and kept.fits(day, panel, file_stamp(settings.scanner.scan_universe_file)):
-            return kept.value
-        return scan_for(panel, day, settings, r=self.ctx.r), None
+        if kept is not None:
+            now = self.store.day_versions(before=day, lookback=settings.scanner.scan_history_bars)
+            if kept.fits(day, now, file_stamp(settings.scanner.scan_universe_file)):
+                return kept.value
+        return scan_for(store_panel(self.store, day, settings), day, settings, r=self.ctx.r), None
 
     def handle(self, msg: Message, d: Delivery) -> list[Emit]:
         if not isinstance(msg, SessionEvent):
