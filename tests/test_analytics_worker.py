@@ -417,12 +417,14 @@ def test_the_alerts_of_a_close_are_in_its_journal_and_their_ingest_rewrites_noth
     import services.analytics.worker as worker
 
     routed: dict[str, tuple[str, str, str, bool]] = {}  # alert id -> the last route (a guess that a guard undid comes first)
+    attempts: dict[str, int] = {}
     real_route = worker.route
 
     def recording(msg: Message, key: str, **kw):
         step = real_route(msg, key, **kw)
         if isinstance(msg, Alert):
             routed[msg.alert_id] = (msg.source, msg.kind, msg.trade_date, step.locked)
+            attempts[msg.alert_id] = attempts.get(msg.alert_id, 0) + 1
         return step
 
     monkeypatch.setattr(worker, "route", recording)
@@ -431,6 +433,8 @@ def test_the_alerts_of_a_close_are_in_its_journal_and_their_ingest_rewrites_noth
     assert {(k, d) for _, k, d, _ in own} == {("daily_report", D1), ("daily_report", D2), ("daily_report", D3),
                                               ("recon_mismatch", D2)}
     assert not any(locked for *_, locked in own)  # stored by the close: nothing to do on their ingest
+    mine = [a for a, r in routed.items() if r in own]
+    assert [attempts[a] for a in mine] == [1] * len(own)  # the ingest's guess knew them stored: no guard failed
     for d in (D1, D2, D3):
         lines = [json.loads(x) for x in files[f"ledger/analytics/{d}.journal.jsonl"].splitlines()]
         kinds = [x["record"].get("kind") for x in lines if x["key"].startswith("alert:")]

@@ -131,6 +131,7 @@ class Store:
         self.snapshot_cache = SnapshotCache(r)
         self.closed_dates: set[str] = set()  # dates this worker saw closed (the ingest's guess; guarded)
         self.horizon = ""  # the sealed horizon as this worker last saw or set it (likewise)
+        self.staged: set[tuple[str, str]] = set()  # (date, key) of records its closes stored (``DayWork.put_record``)
 
     def unit(self, watch: list[str] | None = None) -> Iterator[UnitOfWork]:
         """The attempts of a unit of work with no input entry (its writes commit unconditionally)."""
@@ -139,9 +140,10 @@ class Store:
     # ingest: one unit of work per message (the worker runs it)
     def seen(self, rec: Record, uow: UnitOfWork, *, guess: bool) -> Seen:
         """What Redis holds of ``rec``, guarded on ``uow`` (its commit checks that Redis still holds it). ``guess``:
-        assume a new record (the common case) of a date this worker knows open or closed, read nothing, and let
-        the guards find out otherwise; else read it, in one round trip."""
-        seen = Seen(new=True, logged=False, closed=rec.date in self.closed_dates, horizon=self.horizon)
+        assume a new record (the common case; not one this worker's close stored) of a date this worker knows
+        open or closed, read nothing, and let the guards find out otherwise; else read it, in one round trip."""
+        seen = Seen(new=(rec.date, rec.key) not in self.staged, logged=False, closed=rec.date in self.closed_dates,
+                    horizon=self.horizon)
         if not guess or seen.sealed(rec.date):  # a message is dead-lettered on what was read, never on a guess
             hk = hist_key(rec.type) if rec.history else day_key(rec.date)
             has, logged, closed, horizon = evalsha(self.r, _SEEN, _SEEN_SHA, [day_key(rec.date), hk, CLOSED_KEY,
@@ -315,6 +317,7 @@ class DayWork:
         self.store, self.uow = store, uow
         self.kept: dict[str, PortfolioDecisionBatch] = {}
         self.snapshots: dict[str, PortfolioSnapshot] = {}
+        self.records: list[tuple[str, str]] = []  # (date, key) of the records ``put_record`` staged
 
     def decided(self, key: str) -> bool:
         return key in self.kept or self.store.decided(key)
@@ -349,6 +352,7 @@ class DayWork:
         No dirty mark: the caller writes the ledger file with it before the commit."""
         self.uow.hsetnx(day_key(rec.date), rec.key, rec.data)
         self.uow.hsetnx(prov_key(rec.date), rec.key, self.store.prov)
+        self.records.append((rec.date, rec.key))
 
     def put_snapshot(self, date: str, snap: PortfolioSnapshot) -> None:
         self.uow.hset(SNAPSHOTS_KEY, date, msgspec.json.encode(snap))
@@ -356,9 +360,13 @@ class DayWork:
         self.snapshots[date] = snap
 
     def committed(self) -> None:
-        """After the unit committed (not a lost race): the snapshot cache takes this unit's snapshots."""
+        """After the unit committed (not a lost race): the snapshot cache takes this unit's snapshots, and the
+        ingest's guess knows the records it stored (their messages come back: ``Store.seen``)."""
         for date, snap in self.snapshots.items():
             self.store.snapshot_cache.wrote(date, snap)
+        if len(self.store.staged) > 1000:
+            self.store.staged.clear()  # only a guess: a record guessed new is read again when its guard fails
+        self.store.staged.update(self.records)
 
 
 class SnapshotCache:
