@@ -622,7 +622,7 @@ class _Day(NamedTuple):
     row_ts: np.ndarray
 
 
-_PLAIN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_PLAIN_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _PANELS_KEPT = 4  # panels kept per store (the scanner and the regime ask for one each; analytics a few)
 
 

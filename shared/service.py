@@ -33,7 +33,7 @@ from shared.clock import Clock, WallClock
 from shared.consumer import Consumer
 from shared.intake import session_problem
 from shared.logs import redact, setup_logging
-from shared.redis_conn import connect, embedded_redis, pooled_client, redact_url
+from shared.redis_conn import connect, embedded_redis, redact_url
 from shared.schemas import Message
 from shared.settings import CoreSettings, Settings, get_settings, settings_problems
 from shared.streams import DLQ
@@ -162,10 +162,11 @@ def wait_for_redis(r: redis.Redis, stop: threading.Event, url: str, name: str) -
 
 def pinned_client(r: redis.Redis, stop: threading.Event, url: str, name: str) -> redis.Redis | None:
     """Once Redis answers, a client of ``r``'s pool that keeps one connection for its commands (redis-py's
-    ``single_connection_client``: no pool checkout per command, ~30 % less client CPU a round trip; it
-    reconnects by itself after a Redis restart). Pipelines still take their own connection from the pool.
-    None if ``stop`` came first. Only the thread that consumes may use it: a command of another thread would
-    wait behind a blocking read."""
+    ``single_connection_client``: no pool checkout per command, ~30 % less client CPU a round trip). After a
+    Redis restart its next command fails once and the one after reconnects (docs/bus.md). Pipelines still take
+    their own connection from the pool. None if ``stop`` came first. Only the thread that consumes may use it:
+    a command of another thread would wait behind a blocking read. Keep ``r`` referenced while it is used: a
+    client made by ``from_url`` closes its pool when it is collected."""
     while wait_for_redis(r, stop, url, name):
         try:
             return r.client()
@@ -174,8 +175,9 @@ def pinned_client(r: redis.Redis, stop: threading.Event, url: str, name: str) ->
     return None
 
 
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
+def _stop_on_signals(stop: threading.Event | None = None) -> threading.Event:
+    """``stop`` (a new event when None), set by SIGTERM and SIGINT when called on the main thread."""
+    stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -202,11 +204,7 @@ def refuse_and_idle(name: str, kind: str, title: str, reason: str, *, redis_url:
                                                       ts=time.time_ns(), dedup=f"{kind}:{name}:{reason}")
         except (redis.RedisError, OSError) as exc:
             log.warning("%s: could not publish the %s alert: %s", name, kind, redact(str(exc)))
-    stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
+    _stop_on_signals(stop).wait()
     return SETTINGS_INVALID_EXIT
 
 
@@ -242,7 +240,8 @@ def run_service(spec: ServiceSpec, settings: Settings | None = None) -> int:
                                NO_REDIS_URL, redis_url=None, runbook="invalid-settings")
     url = settings.core.redis_url
     stop = _stop_on_signals()
-    r = pinned_client(connect(url), stop, url, spec.name)
+    base = connect(url)  # owns the pool for the process's life; the metrics thread's client
+    r = pinned_client(base, stop, url, spec.name)
     if r is None:
         log.info("%s stopped before Redis was reachable", spec.name)
         return 0
@@ -253,7 +252,7 @@ def run_service(spec: ServiceSpec, settings: Settings | None = None) -> int:
         return 0
     consumer.ensure_groups()
     if settings.core.metrics_port:
-        metrics.watch_redis(pooled_client(r), spec.name, spec.streams, DLQ)  # read on the metrics server's thread
+        metrics.watch_redis(base, spec.name, spec.streams, DLQ)  # read on the metrics server's thread
         metrics.serve(settings.core.metrics_port, settings.core.metrics_addr)
     worker = consumer.handler if isinstance(consumer.handler, Worker) else None
     if worker is not None:
