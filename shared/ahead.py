@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from shared.bars import Panel
+from shared.bars import Panel, PanelSource
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,7 +41,7 @@ class Kept(Generic[T]):
     (``shared.bars.Panel.versions``) and the universe file's stamp."""
 
     session: str
-    source: tuple[list[str], tuple[tuple[int, int, int], ...]]
+    source: PanelSource
     stamp: str  # file_stamp of the universe file
     value: T
 
@@ -49,11 +49,11 @@ class Kept(Generic[T]):
     def of(cls, session: str, panel: Panel, stamp: str, value: T) -> Kept[T]:
         return cls(session, (list(panel.dates), panel.versions), stamp, value)
 
-    def fits(self, session: str, source: tuple[list[str], tuple[tuple[int, int, int], ...]], stamp: str) -> bool:
+    def fits(self, session: str, source: PanelSource, stamp: str) -> bool:
         """Whether the result stands for ``session`` whose panel would be read from ``source`` (a panel not read
         from a store has no versions and never fits)."""
         return (session == self.session and stamp == self.stamp and stamp != "missing" and bool(self.source[1])
-                and source[0] == self.source[0] and source[1] == self.source[1])
+                and source == self.source)
 
 
 class Ahead(Generic[T]):

@@ -494,11 +494,10 @@ class BarStore:
         """One daily file's arrays, cached by its version (raises FileNotFoundError without a file).
         ``listed``: ``d`` is a name from this store's own listing (``dates``), joined without a check."""
         path = f"{self._daily_dir}{d}.csv" if listed else self._day_file("1d", d)
-        st = os.stat(path)
+        size = _version(os.stat(path))
         hit = self._day_arrays.get(d)
-        if hit is not None and hit.version == (st.st_size, st.st_mtime_ns, st.st_ino):  # _version, inlined
+        if hit is not None and hit.version == size:
             return hit
-        size = _version(st)
         with open(path, "rb") as fh:
             got = _parse_rows(fh.read())
         if got is not None and got[3]:  # in order: the arrays as parsed (what read_day's frame holds)
@@ -517,7 +516,7 @@ class BarStore:
         return day
 
     def day_versions(self, before: str | None = None, through: str | None = None,
-                     lookback: int | None = None) -> tuple[list[str], tuple[tuple[int, int, int], ...]]:
+                     lookback: int | None = None) -> PanelSource:
         """The sessions ``daily_panel`` would read for the same selection, and their files' versions: equal to a
         panel's ``(dates, versions)`` exactly when that panel is what ``daily_panel`` would return now (the
         panel cache trusts the same versions), without reading or assembling anything."""
@@ -609,6 +608,9 @@ class BarStore:
             self._panels.pop(next(iter(self._panels)))
         return Panel(dates=list(ds), symbols=list(symbols), open=cube[0], high=cube[1], low=cube[2], close=cube[3],
                      volume=cube[4], ts=ts, versions=tuple(versions))
+
+
+PanelSource = tuple[list[str], tuple[tuple[int, int, int], ...]]  # a panel's (dates, file versions)
 
 
 class _Day(NamedTuple):
